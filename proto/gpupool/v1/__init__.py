@@ -1,0 +1,1 @@
+"""Generated gRPC code for the gpupool.v1 API (regenerate with scripts/gen_proto.py)."""

@@ -1,0 +1,1 @@
+"""gpupool scheduler: the central control plane of a pooled GPU fleet."""

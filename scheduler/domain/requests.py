@@ -1,0 +1,36 @@
+"""What a caller asks for, validated: whole GPUs, a GPU fraction or a MIG slice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class WholeDemand:
+    count: int
+
+
+@dataclass(frozen=True)
+class FractionDemand:
+    """A time-sliced share: compute in milli-GPU (1..1000), memory in absolute MiB."""
+
+    milli: int
+    memory_mib: int
+
+
+@dataclass(frozen=True)
+class MigDemand:
+    profile: str  # e.g. "3g.40gb"; the name fixes the GPU model family
+
+
+Demand = WholeDemand | FractionDemand | MigDemand
+
+
+@dataclass(frozen=True)
+class PlacementRequest:
+    """The part of an allocation request that placement looks at."""
+
+    demand: Demand
+    gpu_models: frozenset[str] = frozenset()  # empty: any model
+    workload_class: str = "unspecified"
+    priority: int = 0
