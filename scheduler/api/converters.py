@@ -1,0 +1,243 @@
+"""Protobuf <-> domain, in one place. No logic beyond translation and the
+checks that only make sense on the wire (unknown enum numbers)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
+from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.catalogue import GpuModel
+from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
+from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
+from scheduler.store.fleet import GpuSpecInput
+from scheduler.store.records import AllocationEvent, AllocationRecord, GpuRecord, NodeRecord
+
+_WORKLOAD_CLASSES = {
+    types_pb2.WORKLOAD_CLASS_UNSPECIFIED: "unspecified",
+    types_pb2.WORKLOAD_CLASS_LATENCY_CRITICAL: "latency-critical",
+    types_pb2.WORKLOAD_CLASS_THROUGHPUT: "throughput",
+    types_pb2.WORKLOAD_CLASS_BATCH: "batch",
+    types_pb2.WORKLOAD_CLASS_LONG_CONTEXT: "long-context",
+    types_pb2.WORKLOAD_CLASS_SMALL_MODEL: "small-model",
+}
+_WORKLOAD_CLASS_ENUMS = {v: k for k, v in _WORKLOAD_CLASSES.items()}
+
+ALLOCATION_STATES = {
+    types_pb2.ALLOCATION_STATE_PENDING: "pending",
+    types_pb2.ALLOCATION_STATE_PLACED: "placed",
+    types_pb2.ALLOCATION_STATE_RUNNING: "running",
+    types_pb2.ALLOCATION_STATE_PREEMPTING: "preempting",
+    types_pb2.ALLOCATION_STATE_RELEASED: "released",
+    types_pb2.ALLOCATION_STATE_FAILED: "failed",
+}
+_ALLOCATION_STATE_ENUMS = {v: k for k, v in ALLOCATION_STATES.items()}
+
+_NODE_STATES = {
+    "ready": types_pb2.NODE_STATE_READY,
+    "cordoned": types_pb2.NODE_STATE_CORDONED,
+    "draining": types_pb2.NODE_STATE_DRAINING,
+    "drained": types_pb2.NODE_STATE_DRAINED,
+    "unreachable": types_pb2.NODE_STATE_UNREACHABLE,
+}
+_GPU_HEALTH = {
+    "healthy": types_pb2.GPU_HEALTH_HEALTHY,
+    "degraded": types_pb2.GPU_HEALTH_DEGRADED,
+    "unhealthy": types_pb2.GPU_HEALTH_UNHEALTHY,
+}
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def allocation_state_name(value: int) -> str:
+    """'' for UNSPECIFIED (no filter); INVALID_ARGUMENT for an unknown number."""
+    if value == types_pb2.ALLOCATION_STATE_UNSPECIFIED:
+        return ""
+    if value not in ALLOCATION_STATES:
+        raise InvalidArgument(f"unknown allocation state {value}")
+    return ALLOCATION_STATES[value]
+
+
+def _demand(request: scheduler_pb2.AllocateRequest) -> Demand:
+    which = request.WhichOneof("resources")
+    if which == "whole":
+        return WholeDemand(count=request.whole.count)
+    if which == "fraction":
+        return FractionDemand(
+            milli=request.fraction.milli_gpu, memory_mib=request.fraction.memory_mib
+        )
+    if which == "mig":
+        return MigDemand(profile=request.mig.profile)
+    raise InvalidArgument("set exactly one of whole, fraction or mig")
+
+
+def allocation_spec(request: scheduler_pb2.AllocateRequest) -> AllocationSpec:
+    if request.workload_class not in _WORKLOAD_CLASSES:
+        raise InvalidArgument(f"unknown workload_class {request.workload_class}")
+    return AllocationSpec(
+        tenant=request.tenant,
+        request_id=request.request_id,
+        demand=_demand(request),
+        gpu_models=tuple(dict.fromkeys(request.gpu_models)),
+        priority_class=request.priority_class or DEFAULT_PRIORITY_CLASS,
+        workload_class=_WORKLOAD_CLASSES[request.workload_class],
+        model=request.model,
+        labels=dict(request.labels),
+        no_wait=request.no_wait,
+    )
+
+
+def event_message(event: AllocationEvent) -> types_pb2.AllocationEvent:
+    return types_pb2.AllocationEvent(
+        seq=event.seq,
+        state=_ALLOCATION_STATE_ENUMS[event.state],
+        message=event.message,
+        at=timestamp(event.at),
+    )
+
+
+def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
+    message = types_pb2.Allocation(
+        id=record.id,
+        tenant=record.tenant,
+        request_id=record.request_id,
+        state=_ALLOCATION_STATE_ENUMS[record.state],
+        gpu_models=record.gpu_models,
+        priority_class=record.priority_class,
+        workload_class=_WORKLOAD_CLASS_ENUMS.get(record.workload_class, 0),
+        model=record.model,
+        labels=record.labels,
+        bindings=[types_pb2.GpuBinding(**b) for b in record.bindings],
+        pending_reasons=[types_pb2.PendingReason(**r) for r in record.pending_reasons],
+        unschedulable=record.unschedulable,
+        created_at=timestamp(record.created_at),
+        updated_at=timestamp(record.updated_at),
+        events=[event_message(e) for e in record.events],
+        message=record.message,
+    )
+    if record.kind == "whole":
+        message.whole.count = record.gpu_count
+    elif record.kind == "fraction":
+        message.fraction.milli_gpu = record.milli
+        message.fraction.memory_mib = record.memory_mib
+    else:
+        message.mig.profile = record.mig_profile
+    return message
+
+
+def _slot_map(gpu: GpuRecord) -> str:
+    """One character per MIG memory slice: '.' free, a digit per instance."""
+    if not gpu.mig_enabled:
+        return ""
+    slots = ["."] * 8
+    for number, instance in enumerate(gpu.mig_instances):
+        for slot in range(instance.start, instance.start + instance.size):
+            slots[slot] = str(number % 10)
+    return "".join(slots)
+
+
+def gpu_message(gpu: GpuRecord) -> types_pb2.Gpu:
+    free_milli = 0 if gpu.mig_enabled else 1000 - gpu.used_milli
+    free_memory = gpu.memory_mib - gpu.used_memory_mib
+    if gpu.mig_enabled:
+        used_slices = sum(i.size for i in gpu.mig_instances)
+        free_memory = gpu.memory_mib * (8 - used_slices) // 8
+    return types_pb2.Gpu(
+        uuid=gpu.uuid,
+        node=gpu.node,
+        index=gpu.index,
+        model=gpu.model,
+        memory_mib=gpu.memory_mib,
+        mig_enabled=gpu.mig_enabled,
+        health=_GPU_HEALTH.get(gpu.health, types_pb2.GPU_HEALTH_UNSPECIFIED),
+        health_reasons=gpu.health_reasons,
+        used_milli=gpu.used_milli,
+        used_memory_mib=gpu.used_memory_mib,
+        free_milli=free_milli,
+        free_memory_mib=free_memory,
+        mig_instances=[
+            types_pb2.MigInstance(
+                profile=i.profile, start=i.start, size=i.size, allocation_id=i.allocation_id
+            )
+            for i in gpu.mig_instances
+        ],
+        mig_slot_map=_slot_map(gpu),
+        nvlink_peers=gpu.nvlink_peers,
+        pci_bus_id=gpu.pci_bus_id,
+        allocation_count=gpu.allocation_count,
+    )
+
+
+def node_message(node: NodeRecord, with_gpus: bool = False) -> types_pb2.Node:
+    models = sorted({g.model for g in node.gpus})
+    free = sum(
+        1
+        for g in node.gpus
+        if g.allocation_count == 0 and g.health != "unhealthy" and not g.mig_enabled
+    )
+    return types_pb2.Node(
+        name=node.name,
+        hostname=node.hostname,
+        state=_NODE_STATES[node.state],
+        labels=node.labels,
+        last_heartbeat_at=timestamp(node.last_heartbeat_at),
+        registered_at=timestamp(node.registered_at),
+        gpu_count=len(node.gpus),
+        free_gpus=free,
+        gpu_models=models,
+        allocation_count=node.allocation_count,
+        gpus=[gpu_message(g) for g in node.gpus] if with_gpus else [],
+    )
+
+
+def gpu_specs(request: agents_pb2.RegisterNodeRequest) -> list[GpuSpecInput]:
+    return [
+        GpuSpecInput(
+            uuid=g.uuid,
+            index=g.index,
+            model=g.model,
+            memory_mib=g.memory_mib,
+            mig_enabled=g.mig_enabled,
+            nvlink_peers=tuple(g.nvlink_peers),
+            pci_bus_id=g.pci_bus_id,
+        )
+        for g in request.gpus
+    ]
+
+
+def catalogue_response(models: list[GpuModel]) -> admin_pb2.GetCatalogueResponse:
+    return admin_pb2.GetCatalogueResponse(
+        models=[
+            types_pb2.GpuModel(
+                name=m.name,
+                generation=m.generation,
+                memory_mib=m.memory_mib,
+                memory_bandwidth_gbps=m.memory_bandwidth_gbps,
+                bf16_tflops=m.bf16_tflops,
+                nvlink_gbps=m.nvlink_gbps,
+                throughput_weight=m.throughput_weight,
+                mig_capable=m.mig_capable,
+                mig_profiles=[
+                    types_pb2.MigProfile(
+                        name=p.name,
+                        compute_slices=p.compute_slices,
+                        memory_slices=p.memory_slices,
+                        memory_mib=p.memory_mib,
+                        max_count=p.max_count,
+                        valid_starts=p.valid_starts,
+                    )
+                    for p in m.mig_profiles
+                ],
+            )
+            for m in models
+        ]
+    )

@@ -1,0 +1,161 @@
+"""gRPC servicers: validate the wire format, call a service, convert back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from gpupool.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    agents_pb2,
+    agents_pb2_grpc,
+    scheduler_pb2,
+    scheduler_pb2_grpc,
+)
+from scheduler.api import converters
+from scheduler.domain.catalogue import CATALOGUE
+from scheduler.domain.errors import InvalidArgument
+from scheduler.services.allocations import AllocationService
+from scheduler.services.fleet import FleetService
+
+
+def _require(value: str, what: str) -> str:
+    if not value:
+        raise InvalidArgument(f"{what} is required")
+    return value
+
+
+class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
+    def __init__(self, allocations: AllocationService) -> None:
+        self._allocations = allocations
+
+    def Allocate(
+        self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.AllocateResponse:
+        record = self._allocations.allocate(converters.allocation_spec(request))
+        return scheduler_pb2.AllocateResponse(allocation=converters.allocation_message(record))
+
+    def Release(
+        self, request: scheduler_pb2.ReleaseRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ReleaseResponse:
+        record = self._allocations.release(_require(request.allocation_id, "allocation_id"))
+        return scheduler_pb2.ReleaseResponse(allocation=converters.allocation_message(record))
+
+    def GetAllocation(
+        self, request: scheduler_pb2.GetAllocationRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.GetAllocationResponse:
+        record = self._allocations.get(_require(request.allocation_id, "allocation_id"))
+        return scheduler_pb2.GetAllocationResponse(allocation=converters.allocation_message(record))
+
+    def ListAllocations(
+        self, request: scheduler_pb2.ListAllocationsRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ListAllocationsResponse:
+        records, token = self._allocations.list(
+            tenant=request.tenant,
+            state=converters.allocation_state_name(request.state),
+            node=request.node,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return scheduler_pb2.ListAllocationsResponse(
+            allocations=[converters.allocation_message(r) for r in records],
+            next_page_token=token,
+        )
+
+    def WatchAllocation(
+        self, request: scheduler_pb2.WatchAllocationRequest, context: grpc.ServicerContext
+    ) -> Iterator[scheduler_pb2.WatchAllocationResponse]:
+        allocation_id = _require(request.allocation_id, "allocation_id")
+        for record, event in self._allocations.watch(allocation_id, context.is_active):
+            yield scheduler_pb2.WatchAllocationResponse(
+                allocation=converters.allocation_message(record),
+                event=converters.event_message(event) if event else None,
+            )
+
+
+class AgentsServicer(agents_pb2_grpc.AgentsServicer):
+    def __init__(self, fleet: FleetService) -> None:
+        self._fleet = fleet
+
+    def RegisterNode(
+        self, request: agents_pb2.RegisterNodeRequest, context: grpc.ServicerContext
+    ) -> agents_pb2.RegisterNodeResponse:
+        node = self._fleet.register_node(
+            request.name,
+            request.hostname or request.name,
+            dict(request.labels),
+            converters.gpu_specs(request),
+        )
+        return agents_pb2.RegisterNodeResponse(node=converters.node_message(node, with_gpus=True))
+
+    def Heartbeat(
+        self, request: agents_pb2.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> agents_pb2.HeartbeatResponse:
+        node = self._fleet.heartbeat(_require(request.node, "node"))
+        return agents_pb2.HeartbeatResponse(state=converters.node_message(node).state)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(self, fleet: FleetService, allocations: AllocationService) -> None:
+        self._fleet = fleet
+        self._scheduler = SchedulerServicer(allocations)
+
+    def ListNodes(
+        self, request: admin_pb2.ListNodesRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListNodesResponse:
+        return admin_pb2.ListNodesResponse(
+            nodes=[converters.node_message(n) for n in self._fleet.list_nodes()]
+        )
+
+    def GetNode(
+        self, request: admin_pb2.GetNodeRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetNodeResponse:
+        node = self._fleet.get_node(_require(request.name, "name"))
+        return admin_pb2.GetNodeResponse(node=converters.node_message(node, with_gpus=True))
+
+    def ListGpus(
+        self, request: admin_pb2.ListGpusRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListGpusResponse:
+        gpus = self._fleet.list_gpus(request.node)
+        return admin_pb2.ListGpusResponse(gpus=[converters.gpu_message(g) for g in gpus])
+
+    def ListAllocations(
+        self, request: scheduler_pb2.ListAllocationsRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ListAllocationsResponse:
+        return self._scheduler.ListAllocations(request, context)
+
+    def GetAllocation(
+        self, request: scheduler_pb2.GetAllocationRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.GetAllocationResponse:
+        return self._scheduler.GetAllocation(request, context)
+
+    def ReleaseAllocation(
+        self, request: scheduler_pb2.ReleaseRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ReleaseResponse:
+        return self._scheduler.Release(request, context)
+
+    def _node_action(self, name: str, admin_state: str) -> admin_pb2.NodeActionResponse:
+        node = self._fleet.set_admin_state(_require(name, "name"), admin_state)
+        return admin_pb2.NodeActionResponse(node=converters.node_message(node))
+
+    def CordonNode(
+        self, request: admin_pb2.NodeActionRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.NodeActionResponse:
+        return self._node_action(request.name, "cordoned")
+
+    def UncordonNode(
+        self, request: admin_pb2.NodeActionRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.NodeActionResponse:
+        return self._node_action(request.name, "active")
+
+    def DrainNode(
+        self, request: admin_pb2.NodeActionRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.NodeActionResponse:
+        return self._node_action(request.name, "draining")
+
+    def GetCatalogue(
+        self, request: admin_pb2.GetCatalogueRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetCatalogueResponse:
+        return converters.catalogue_response(list(CATALOGUE.values()))

@@ -1,0 +1,133 @@
+"""Wires one scheduler replica together: database, allocator, loops, gRPC."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine
+
+from scheduler.api.server import create_server
+from scheduler.background.leader import LeaderLease
+from scheduler.background.loops import PendingQueueLoop, start_loops
+from scheduler.domain.clock import Clock, SystemClock
+from scheduler.services.allocations import AllocationService
+from scheduler.services.allocator import Allocator
+from scheduler.services.fleet import FleetService
+from scheduler.services.listener import NotificationListener
+from scheduler.services.notifier import ChangeNotifier
+from scheduler.store.database import (
+    create_db_engine,
+    libpq_url,
+    migrate,
+    normalise_url,
+    start_embedded_postgres,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DATA_DIR = Path(".gpupool")
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+@dataclass
+class SchedulerSettings:
+    database_url: str | None = field(default_factory=lambda: os.environ.get("GPUPOOL_DATABASE_URL"))
+    data_dir: Path = DEFAULT_DATA_DIR
+    listen: str = DEFAULT_LISTEN
+    replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
+    run_loops: bool = True
+
+
+def resolve_database_url(settings: SchedulerSettings) -> str:
+    """The configured URL, or the embedded PostgreSQL in the data directory."""
+    if settings.database_url:
+        return normalise_url(settings.database_url)
+    return start_embedded_postgres(settings.data_dir / "postgres")
+
+
+class SchedulerApp:
+    def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock = clock or SystemClock()
+        self.database_url = resolve_database_url(settings)
+        migrate(self.database_url)
+        self.engine: Engine = create_db_engine(self.database_url)
+        conninfo = libpq_url(self.database_url)
+        self.notifier = ChangeNotifier()
+        self.leader = LeaderLease(conninfo)
+        self.allocator = Allocator(
+            self.engine,
+            self.notifier,
+            self.clock,
+            settings.replica_id,
+            is_leader=lambda: self.leader.is_leader,
+        )
+        self.allocations = AllocationService(self.engine, self.allocator, self.notifier)
+        self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
+        self.listener = NotificationListener(
+            conninfo,
+            settings.replica_id,
+            on_allocations=self.notifier.publish,
+            on_capacity=self._capacity_changed,
+            on_reconnect=self._reconnected,
+        )
+        self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
+        self._loops: BackgroundScheduler | None = None
+        self.server, self.port, self._health = create_server(
+            settings.listen, self.allocations, self.fleet
+        )
+
+    @property
+    def address(self) -> str:
+        host = self.settings.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> None:
+        self.leader.run_once()
+        self.allocator.start()
+        self.listener.start()
+        if self.settings.run_loops:
+            self._loops = start_loops(self.leader, self.queue_loop)
+        self.server.start()
+        log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
+
+    def stop(self, grace: float = 5.0) -> None:
+        self._health.enter_graceful_shutdown()
+        self.notifier.close()  # ends open WatchAllocation streams
+        self.server.stop(grace).wait()
+        if self._loops is not None:
+            self._loops.shutdown(wait=False)
+        self.listener.stop()
+        self.allocator.stop()
+        self.leader.close()
+        self.engine.dispose()
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+    def _capacity_changed(self) -> None:
+        self.allocator.mark_stale()
+        if self.leader.is_leader:
+            self.allocator.request_pending_pass()
+
+    def _reconnected(self) -> None:
+        self._capacity_changed()
+        self.notifier.publish_all()
+
+
+def channel_ready(address: str, timeout: float = 10.0) -> bool:
+    channel = grpc.insecure_channel(address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()

@@ -1,0 +1,34 @@
+"""Periodic loops (APScheduler). Each job is a run_once() that tests call directly."""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from scheduler.background.leader import LeaderLease
+from scheduler.services.allocator import Allocator
+
+log = logging.getLogger(__name__)
+
+
+class PendingQueueLoop:
+    """The leader retries the pending queue now and then, even without a
+    capacity notification (one could have been lost)."""
+
+    def __init__(self, allocator: Allocator, leader: LeaderLease) -> None:
+        self._allocator = allocator
+        self._leader = leader
+
+    def run_once(self) -> None:
+        if self._leader.is_leader:
+            self._allocator.request_pending_pass()
+
+
+def start_loops(leader: LeaderLease, queue_loop: PendingQueueLoop) -> BackgroundScheduler:
+    scheduler = BackgroundScheduler(daemon=True)
+    defaults = {"max_instances": 1, "coalesce": True}
+    scheduler.add_job(leader.run_once, "interval", seconds=2, jitter=0.5, **defaults)
+    scheduler.add_job(queue_loop.run_once, "interval", seconds=5, jitter=1, **defaults)
+    scheduler.start()
+    return scheduler

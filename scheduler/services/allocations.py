@@ -1,0 +1,63 @@
+"""Use cases of the Scheduler API: allocate, release, read and watch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from sqlalchemy import Engine
+
+from scheduler.domain.allocation import AllocationSpec, validate_spec
+from scheduler.services.allocator import TERMINAL_STATES, Allocator
+from scheduler.services.notifier import ChangeNotifier
+from scheduler.store import allocations as store
+from scheduler.store.records import AllocationEvent, AllocationRecord
+
+# A watcher re-reads at least this often even without a notification, so a
+# lost NOTIFY delays an update but never loses it.
+WATCH_POLL_SECONDS = 5.0
+
+
+class AllocationService:
+    def __init__(self, engine: Engine, allocator: Allocator, notifier: ChangeNotifier) -> None:
+        self._engine = engine
+        self._allocator = allocator
+        self._notifier = notifier
+
+    def allocate(self, spec: AllocationSpec) -> AllocationRecord:
+        validate_spec(spec)
+        return self._allocator.allocate(spec)
+
+    def release(self, allocation_id: str) -> AllocationRecord:
+        return self._allocator.release(allocation_id)
+
+    def get(self, allocation_id: str) -> AllocationRecord:
+        with self._engine.connect() as conn:
+            return store.get_allocation(conn, allocation_id)
+
+    def list(
+        self, tenant: str, state: str, node: str, page_size: int, page_token: str
+    ) -> tuple[list[AllocationRecord], str]:
+        with self._engine.connect() as conn:
+            return store.list_allocations(conn, tenant, state, node, page_size, page_token)
+
+    def watch(
+        self, allocation_id: str, is_active: Callable[[], bool]
+    ) -> Iterator[tuple[AllocationRecord, AllocationEvent | None]]:
+        """The allocation with its latest event, then one item per later event."""
+        with self._notifier.watching(allocation_id):
+            version = self._notifier.version(allocation_id)
+            record = self.get(allocation_id)
+            yield record, (record.events[-1] if record.events else None)
+            last_seq = record.event_count
+            while record.state not in TERMINAL_STATES and is_active():
+                if self._notifier.closed:
+                    return
+                version = self._notifier.wait(allocation_id, version, WATCH_POLL_SECONDS)
+                with self._engine.connect() as conn:
+                    events = store.events_since(conn, allocation_id, last_seq)
+                    if not events:
+                        continue
+                    record = store.get_allocation(conn, allocation_id, with_events=False)
+                for event in events:
+                    yield record, event
+                    last_seq = event.seq

@@ -1,0 +1,104 @@
+"""Use cases of the fleet: agents registering and heartbeating, admins
+cordoning and draining, and the read side of nodes and GPUs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from scheduler.domain.catalogue import resolve_model_name
+from scheduler.domain.clock import Clock
+from scheduler.domain.errors import InvalidArgument
+from scheduler.services.allocator import Allocator
+from scheduler.store import allocations as allocation_store
+from scheduler.store import fleet as store
+from scheduler.store.fleet import GpuSpecInput
+from scheduler.store.records import GpuRecord, NodeRecord
+
+MAX_NODE_NAME = 253
+MAX_GPUS_PER_NODE = 72
+
+
+class FleetService:
+    def __init__(self, engine: Engine, allocator: Allocator, clock: Clock, replica_id: str) -> None:
+        self._engine = engine
+        self._allocator = allocator
+        self._clock = clock
+        self._replica_id = replica_id
+
+    def register_node(
+        self, name: str, hostname: str, labels: dict[str, str], gpus: Sequence[GpuSpecInput]
+    ) -> NodeRecord:
+        resolved = validate_registration(name, gpus)
+        with self._engine.begin() as conn:
+            store.register_node(conn, name, hostname, labels, resolved, self._clock.now())
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+        self._fleet_changed()
+        return self.get_node(name)
+
+    def heartbeat(self, name: str) -> NodeRecord:
+        with self._engine.begin() as conn:
+            store.record_heartbeat(conn, name, self._clock.now())
+        return self.get_node(name)
+
+    def set_admin_state(self, name: str, admin_state: str) -> NodeRecord:
+        with self._engine.begin() as conn:
+            store.set_admin_state(conn, name, admin_state)
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+        self._fleet_changed()
+        return self.get_node(name)
+
+    def list_nodes(self) -> list[NodeRecord]:
+        with self._engine.connect() as conn:
+            return store.list_nodes(conn)
+
+    def get_node(self, name: str) -> NodeRecord:
+        with self._engine.connect() as conn:
+            return store.get_node(conn, name)
+
+    def list_gpus(self, node: str = "") -> list[GpuRecord]:
+        with self._engine.connect() as conn:
+            if node:
+                store.get_node(conn, node)  # NOT_FOUND for an unknown node, not an empty list
+            return store.list_gpus(conn, node or None)
+
+    def _fleet_changed(self) -> None:
+        self._allocator.mark_stale()
+        self._allocator.request_pending_pass()
+
+
+def validate_registration(name: str, gpus: Sequence[GpuSpecInput]) -> list[GpuSpecInput]:
+    """Check what an agent reports; map NVML names to catalogue models."""
+    if not name or len(name) > MAX_NODE_NAME:
+        raise InvalidArgument(f"node name must be 1..{MAX_NODE_NAME} characters")
+    if len(gpus) > MAX_GPUS_PER_NODE:
+        raise InvalidArgument(f"{len(gpus)} GPUs reported; a node holds at most {MAX_GPUS_PER_NODE}")
+    uuids = [g.uuid for g in gpus]
+    indexes = [g.index for g in gpus]
+    if len(set(uuids)) != len(uuids) or len(set(indexes)) != len(indexes):
+        raise InvalidArgument(f"node {name}: GPU UUIDs and indexes must be unique")
+    resolved = []
+    for gpu in gpus:
+        if not gpu.uuid:
+            raise InvalidArgument(f"node {name}: GPU {gpu.index} has no UUID")
+        model = resolve_model_name(gpu.model)
+        if model is None:
+            raise InvalidArgument(
+                f"node {name}: GPU {gpu.index} model {gpu.model!r} is not in the catalogue"
+            )
+        if gpu.mig_enabled and not model.mig_capable:
+            raise InvalidArgument(f"node {name}: {model.name} does not support MIG")
+        memory = gpu.memory_mib or model.memory_mib
+        resolved.append(
+            GpuSpecInput(
+                uuid=gpu.uuid,
+                index=gpu.index,
+                model=model.name,
+                memory_mib=memory,
+                mig_enabled=gpu.mig_enabled,
+                nvlink_peers=gpu.nvlink_peers,
+                pci_bus_id=gpu.pci_bus_id,
+            )
+        )
+    return resolved

@@ -1,0 +1,70 @@
+"""LISTEN for changes other scheduler replicas made (DESIGN.md principle 5).
+
+Payloads are "kind:replica:ids": alloc (allocation ids changed: wake
+watchers), capacity (claims changed: our snapshot is stale and the queue may
+move) and fleet (nodes changed).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import psycopg
+
+from scheduler.store.allocations import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+class NotificationListener:
+    def __init__(
+        self,
+        conninfo: str,
+        replica_id: str,
+        on_allocations: Callable[[list[str]], None],
+        on_capacity: Callable[[], None],
+        on_reconnect: Callable[[], None],
+    ) -> None:
+        self._conninfo = conninfo
+        self._replica_id = replica_id
+        self._on_allocations = on_allocations
+        self._on_capacity = on_capacity
+        self._on_reconnect = on_reconnect
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)
+
+    def handle(self, payload: str) -> None:
+        kind, _, rest = payload.partition(":")
+        replica, _, ids = rest.partition(":")
+        if replica == self._replica_id:
+            return  # our own change; already applied locally
+        if kind == "alloc":
+            self._on_allocations([i for i in ids.split(",") if i])
+        elif kind in ("capacity", "fleet"):
+            self._on_capacity()
+
+    def _run(self) -> None:
+        backoff = 0.5
+        while not self._stopped.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    # Anything could have changed while we were not listening.
+                    self._on_reconnect()
+                    backoff = 0.5
+                    while not self._stopped.is_set():
+                        for notify in conn.notifies(timeout=1.0):
+                            self.handle(notify.payload)
+            except psycopg.Error as exc:
+                log.warning("notification listener lost its connection: %s", exc)
+                self._stopped.wait(backoff)
+                backoff = min(backoff * 2, 10.0)

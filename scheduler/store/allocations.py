@@ -1,0 +1,247 @@
+"""Allocation rows, their live GPU claims and their event history.
+
+Functions take a Connection and never commit: the caller owns the
+transaction (one per batch of requests or per loop tick).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, tuple_, update
+
+from scheduler.domain.errors import InvalidArgument, NotFound
+from scheduler.domain.fleet import Claim
+from scheduler.store.models import (
+    AllocationEventRow,
+    AllocationRow,
+    GpuClaimRow,
+    MigSlotRow,
+)
+from scheduler.store.records import AllocationEvent, AllocationRecord
+
+allocations_t = AllocationRow.__table__
+claims_t = GpuClaimRow.__table__
+slots_t = MigSlotRow.__table__
+events_t = AllocationEventRow.__table__
+
+MAX_PAGE_SIZE = 1000
+DEFAULT_PAGE_SIZE = 100
+NOTIFY_CHANNEL = "gpupool"
+
+
+def find_by_request_keys(
+    conn: Connection, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Existing allocations for (tenant, request_id) keys."""
+    if not keys:
+        return {}
+    rows = conn.execute(
+        select(allocations_t).where(
+            tuple_(allocations_t.c.tenant, allocations_t.c.request_id).in_(list(keys))
+        )
+    ).mappings()
+    return {(row["tenant"], row["request_id"]): dict(row) for row in rows}
+
+
+def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(allocations_t), list(rows))
+
+
+def insert_claims(conn: Connection, allocation_id_by_claim: Sequence[tuple[str, Claim]]) -> None:
+    """Insert live claims (the trigger moves the GPU counters) and MIG slot rows."""
+    if not allocation_id_by_claim:
+        return
+    conn.execute(
+        insert(claims_t),
+        [
+            {
+                "allocation_id": allocation_id,
+                "gpu_id": c.gpu_id,
+                "milli": c.milli,
+                "memory_mib": c.memory_mib,
+                "mig_profile": c.mig_profile,
+                "mig_start": c.mig_start,
+                "mig_size": c.mig_size,
+                "mig_compute": c.mig_compute,
+            }
+            for allocation_id, c in allocation_id_by_claim
+        ],
+    )
+    slots = [
+        {"gpu_id": c.gpu_id, "slot": slot, "mig_enabled": True, "allocation_id": allocation_id}
+        for allocation_id, c in allocation_id_by_claim
+        if c.mig_profile is not None and c.mig_start is not None
+        for slot in range(c.mig_start, c.mig_start + c.mig_size)
+    ]
+    if slots:
+        conn.execute(insert(slots_t), slots)
+
+
+def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[Claim]:
+    """Remove the live claims of these allocations; returns what was freed."""
+    if not allocation_ids:
+        return []
+    rows = conn.execute(
+        delete(claims_t)
+        .where(claims_t.c.allocation_id.in_(list(allocation_ids)))
+        .returning(
+            claims_t.c.gpu_id,
+            claims_t.c.milli,
+            claims_t.c.memory_mib,
+            claims_t.c.mig_profile,
+            claims_t.c.mig_start,
+            claims_t.c.mig_size,
+            claims_t.c.mig_compute,
+        )
+    ).all()
+    return [
+        Claim(
+            gpu_id=r.gpu_id,
+            milli=r.milli,
+            memory_mib=r.memory_mib,
+            mig_profile=r.mig_profile,
+            mig_start=r.mig_start,
+            mig_size=r.mig_size,
+            mig_compute=r.mig_compute,
+        )
+        for r in rows
+    ]
+
+
+def lock_allocations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Lock rows in id order (a fixed order, so two batches never deadlock)."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(allocations_t)
+        .where(allocations_t.c.id.in_(sorted(set(ids))))
+        .order_by(allocations_t.c.id)
+        .with_for_update()
+    ).mappings()
+    return {row["id"]: dict(row) for row in rows}
+
+
+def pending_queue(conn: Connection, limit: int) -> list[dict[str, Any]]:
+    """Pending allocations in placement order: priority, then arrival.
+
+    SKIP LOCKED lets a second scheduler's pass work on the rest instead of
+    waiting behind this one.
+    """
+    rows = conn.execute(
+        select(allocations_t)
+        .where(allocations_t.c.state == "pending")
+        .order_by(allocations_t.c.priority.desc(), allocations_t.c.queue_seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).mappings()
+    return [dict(row) for row in rows]
+
+
+def apply_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> None:
+    """Write state changes: each dict has `b_id` plus the columns to set.
+
+    All dicts of one call must carry the same keys (one executemany).
+    """
+    if not updates:
+        return
+    columns = [k for k in updates[0] if k != "b_id"]
+    stmt = (
+        update(allocations_t)
+        .where(allocations_t.c.id == bindparam("b_id"))
+        .values({c: bindparam(c) for c in columns})
+    )
+    conn.execute(stmt, list(updates))
+
+
+def insert_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+    if events:
+        conn.execute(insert(events_t), list(events))
+
+
+def notify(conn: Connection, payloads: Iterable[str]) -> None:
+    """NOTIFY other replicas; delivered at commit, dropped on rollback."""
+    for payload in payloads:
+        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+
+
+def get_allocation(conn: Connection, allocation_id: str, with_events: bool = True) -> AllocationRecord:
+    row = conn.execute(
+        select(allocations_t).where(allocations_t.c.id == allocation_id)
+    ).mappings().first()
+    if row is None:
+        raise NotFound(f"no allocation with id {allocation_id!r}")
+    events: tuple[AllocationEvent, ...] = ()
+    if with_events:
+        events = tuple(events_since(conn, allocation_id, 0))
+    return AllocationRecord.from_mapping(row, events=events)
+
+
+def events_since(conn: Connection, allocation_id: str, after_seq: int) -> list[AllocationEvent]:
+    rows = conn.execute(
+        select(events_t)
+        .where(and_(events_t.c.allocation_id == allocation_id, events_t.c.seq > after_seq))
+        .order_by(events_t.c.seq)
+    ).mappings()
+    return [AllocationEvent.from_mapping(row) for row in rows]
+
+
+def _encode_token(created_at: datetime, allocation_id: str) -> str:
+    raw = f"{created_at.isoformat()}|{allocation_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str) -> tuple[datetime, str]:
+    try:
+        created, allocation_id = base64.urlsafe_b64decode(token.encode()).decode().split("|", 1)
+        return datetime.fromisoformat(created), allocation_id
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument("page_token is not one this API returned") from exc
+
+
+def list_allocations(
+    conn: Connection,
+    tenant: str = "",
+    state: str = "",
+    node: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+) -> tuple[list[AllocationRecord], str]:
+    """Newest first, keyset-paginated on (created_at, id)."""
+    if page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument(f"page_size may be at most {MAX_PAGE_SIZE}, got {page_size}")
+    size = page_size or DEFAULT_PAGE_SIZE
+    query = select(allocations_t)
+    if tenant:
+        query = query.where(allocations_t.c.tenant == tenant)
+    if state:
+        query = query.where(allocations_t.c.state == state)
+    if node:
+        query = query.where(allocations_t.c.node == node)
+    if page_token:
+        created, last_id = _decode_token(page_token)
+        query = query.where(
+            or_(
+                allocations_t.c.created_at < created,
+                and_(allocations_t.c.created_at == created, allocations_t.c.id < last_id),
+            )
+        )
+    query = query.order_by(allocations_t.c.created_at.desc(), allocations_t.c.id.desc())
+    rows = conn.execute(query.limit(size + 1)).mappings().all()
+    records = [AllocationRecord.from_mapping(row) for row in rows[:size]]
+    token = ""
+    if len(rows) > size:
+        token = _encode_token(records[-1].created_at, records[-1].id)
+    return records, token
+
+
+def count_pending(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(allocations_t).where(allocations_t.c.state == "pending")
+        ).scalar_one()
+    )

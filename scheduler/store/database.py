@@ -1,0 +1,63 @@
+"""Engines, migrations and the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pgserver
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def normalise_url(url: str) -> str:
+    """Accept postgres://, postgresql:// or postgresql+psycopg:// and use psycopg 3."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    if parsed.drivername in ("postgresql", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise ValueError(f"gpupool needs PostgreSQL, got a {parsed.drivername} URL")
+    return parsed.render_as_string(hide_password=False)
+
+
+def libpq_url(url: str) -> str:
+    """The same URL in the plain form that psycopg.connect() takes."""
+    parsed = make_url(normalise_url(url)).set(drivername="postgresql")
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_db_engine(url: str, pool_size: int = 10) -> Engine:
+    return create_engine(
+        normalise_url(url),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def migrate(url: str) -> None:
+    """`alembic upgrade head`, under the advisory lock taken in migrations/env.py."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = normalise_url(url)
+    command.upgrade(config, "head")
+
+
+def start_embedded_postgres(data_dir: Path) -> str:
+    """Start (or reuse) the pgserver-managed PostgreSQL in data_dir; returns its URL.
+
+    The server keeps running while any process uses it and its data stays in
+    data_dir, so a restart finds every allocation where it was left.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(str(data_dir), cleanup_mode=None)
+    uri = str(server.get_uri())
+    log.info("embedded PostgreSQL in %s", data_dir)
+    return normalise_url(uri)

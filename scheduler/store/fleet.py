@@ -1,0 +1,247 @@
+"""Fleet rows: nodes and GPUs. Functions take a Connection; the caller owns
+the transaction."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select, update
+
+from scheduler.domain.errors import FailedPrecondition, NotFound
+from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
+from scheduler.store.records import GpuRecord, MigInstanceRecord, NodeRecord
+from scheduler.store.models import (
+    ACTIVE_ALLOCATION_STATES,
+    AllocationRow,
+    GpuClaimRow,
+    GpuRow,
+    NodeRow,
+)
+
+nodes_t = NodeRow.__table__
+gpus_t = GpuRow.__table__
+claims_t = GpuClaimRow.__table__
+allocations_t = AllocationRow.__table__
+
+
+@dataclass(frozen=True)
+class GpuSpecInput:
+    uuid: str
+    index: int
+    model: str  # catalogue name, already resolved
+    memory_mib: int
+    mig_enabled: bool
+    nvlink_peers: tuple[int, ...] = ()
+    pci_bus_id: str = ""
+
+
+def load_snapshot(conn: Connection) -> FleetSnapshot:
+    """The whole fleet with its live claims, as placement sees it."""
+    snapshot = FleetSnapshot()
+    node_rows = conn.execute(select(nodes_t)).mappings().all()
+    gpu_rows = conn.execute(select(gpus_t)).mappings().all()
+    mig_rows = conn.execute(
+        select(claims_t.c.gpu_id, claims_t.c.mig_profile, claims_t.c.mig_start, claims_t.c.mig_size)
+        .where(claims_t.c.mig_profile.is_not(None))
+    ).all()
+    masks: dict[int, int] = defaultdict(int)
+    counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for gpu_id, profile, start, size in mig_rows:
+        masks[gpu_id] |= ((1 << size) - 1) << start
+        counts[gpu_id][profile] += 1
+    gpus_by_node: dict[int, list[GpuView]] = defaultdict(list)
+    node_names = {row["id"]: row["name"] for row in node_rows}
+    for row in gpu_rows:
+        gpus_by_node[row["node_id"]].append(
+            GpuView(
+                id=row["id"],
+                uuid=row["uuid"],
+                node=node_names[row["node_id"]],
+                index=row["index"],
+                model=row["model"],
+                memory_mib=row["memory_mib"],
+                mig_enabled=row["mig_enabled"],
+                healthy=row["health"] != "unhealthy",
+                used_milli=row["used_milli"],
+                used_memory_mib=row["used_memory_mib"],
+                mig_used_mask=masks.get(row["id"], 0),
+                mig_used_compute=row["mig_used_compute"],
+                mig_profile_counts=dict(counts.get(row["id"], {})),
+                nvlink_peers=tuple(row["nvlink_peers"]),
+            )
+        )
+    for row in node_rows:
+        snapshot.upsert_node(
+            NodeView(
+                name=row["name"],
+                schedulable=row["admin_state"] == "active" and row["reachable"],
+                labels=dict(row["labels"]),
+                gpus=sorted(gpus_by_node.get(row["id"], []), key=lambda g: g.index),
+            )
+        )
+    return snapshot
+
+
+def register_node(
+    conn: Connection,
+    name: str,
+    hostname: str,
+    labels: dict[str, str],
+    gpus: Iterable[GpuSpecInput],
+    now: datetime,
+) -> None:
+    """Create or update a node and its GPUs to match what the agent reports."""
+    node_id = conn.execute(
+        select(nodes_t.c.id).where(nodes_t.c.name == name).with_for_update()
+    ).scalar()
+    if node_id is None:
+        node_id = conn.execute(
+            insert(nodes_t)
+            .values(name=name, hostname=hostname, labels=labels, last_heartbeat_at=now)
+            .returning(nodes_t.c.id)
+        ).scalar_one()
+    else:
+        conn.execute(
+            update(nodes_t)
+            .where(nodes_t.c.id == node_id)
+            .values(hostname=hostname, labels=labels, reachable=True, last_heartbeat_at=now)
+        )
+    existing = {
+        row["uuid"]: row
+        for row in conn.execute(select(gpus_t).where(gpus_t.c.node_id == node_id)).mappings()
+    }
+    reported = {g.uuid: g for g in gpus}
+    for uuid, spec in reported.items():
+        values: dict[str, Any] = {
+            "index": spec.index,
+            "model": spec.model,
+            "memory_mib": spec.memory_mib,
+            "mig_enabled": spec.mig_enabled,
+            "nvlink_peers": list(spec.nvlink_peers),
+            "pci_bus_id": spec.pci_bus_id,
+        }
+        row = existing.get(uuid)
+        if row is None:
+            conn.execute(insert(gpus_t).values(node_id=node_id, uuid=uuid, **values))
+            continue
+        if row["mig_enabled"] != spec.mig_enabled and _claim_count(conn, row["id"]):
+            mode = "on" if spec.mig_enabled else "off"
+            raise FailedPrecondition(
+                f"GPU {uuid} on {name} has live allocations; release them before "
+                f"switching MIG {mode}"
+            )
+        conn.execute(update(gpus_t).where(gpus_t.c.id == row["id"]).values(**values))
+    for uuid, row in existing.items():
+        if uuid in reported:
+            continue
+        if _claim_count(conn, row["id"]):
+            # Keep the row so its claims stay accounted for; nothing new lands on it.
+            conn.execute(
+                update(gpus_t)
+                .where(gpus_t.c.id == row["id"])
+                .values(health="unhealthy", health_reasons=["missing from the node's last registration"])
+            )
+        else:
+            conn.execute(delete(gpus_t).where(gpus_t.c.id == row["id"]))
+
+
+def _claim_count(conn: Connection, gpu_id: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(claims_t).where(claims_t.c.gpu_id == gpu_id)
+        ).scalar_one()
+    )
+
+
+def record_heartbeat(conn: Connection, name: str, now: datetime) -> str:
+    """Mark the node alive; returns its admin state."""
+    state = conn.execute(
+        update(nodes_t)
+        .where(nodes_t.c.name == name)
+        .values(last_heartbeat_at=now, reachable=True)
+        .returning(nodes_t.c.admin_state)
+    ).scalar()
+    if state is None:
+        raise NotFound(f"node {name!r} is not registered; call RegisterNode first")
+    return str(state)
+
+
+def set_admin_state(conn: Connection, name: str, admin_state: str) -> None:
+    result = conn.execute(
+        update(nodes_t).where(nodes_t.c.name == name).values(admin_state=admin_state)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no node named {name!r} (see `gpupool nodes`)")
+
+
+def _allocation_counts_by_node(conn: Connection) -> dict[str, int]:
+    rows = conn.execute(
+        select(allocations_t.c.node, func.count())
+        .where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
+        .group_by(allocations_t.c.node)
+    ).all()
+    return {node: int(count) for node, count in rows}
+
+
+def list_gpus(conn: Connection, node: str | None = None) -> list[GpuRecord]:
+    query = (
+        select(gpus_t, nodes_t.c.name.label("node"))
+        .join(nodes_t, nodes_t.c.id == gpus_t.c.node_id)
+        .order_by(nodes_t.c.name, gpus_t.c.index)
+    )
+    if node:
+        query = query.where(nodes_t.c.name == node)
+    rows = conn.execute(query).mappings().all()
+    gpu_ids = [row["id"] for row in rows]
+    claims = conn.execute(
+        select(
+            claims_t.c.gpu_id,
+            claims_t.c.allocation_id,
+            claims_t.c.mig_profile,
+            claims_t.c.mig_start,
+            claims_t.c.mig_size,
+        ).where(claims_t.c.gpu_id.in_(gpu_ids))
+    ).all()
+    per_gpu: dict[int, list[Any]] = defaultdict(list)
+    for claim in claims:
+        per_gpu[claim.gpu_id].append(claim)
+    records = []
+    for row in rows:
+        mine = per_gpu.get(row["id"], [])
+        instances = tuple(
+            MigInstanceRecord(c.mig_profile, c.mig_start, c.mig_size, c.allocation_id)
+            for c in sorted(mine, key=lambda c: c.mig_start or 0)
+            if c.mig_profile
+        )
+        records.append(
+            GpuRecord.from_mapping(row, allocation_count=len(mine), mig_instances=instances)
+        )
+    return records
+
+
+def list_nodes(conn: Connection, with_gpus: bool = False) -> list[NodeRecord]:
+    counts = _allocation_counts_by_node(conn)
+    gpus_by_node: dict[str, list[GpuRecord]] = defaultdict(list)
+    for gpu in list_gpus(conn):
+        gpus_by_node[gpu.node].append(gpu)
+    rows = conn.execute(select(nodes_t).order_by(nodes_t.c.name)).mappings().all()
+    return [
+        NodeRecord.from_mapping(
+            row,
+            allocation_count=counts.get(row["name"], 0),
+            gpus=tuple(gpus_by_node.get(row["name"], [])),
+        )
+        for row in rows
+    ]
+
+
+def get_node(conn: Connection, name: str) -> NodeRecord:
+    row = conn.execute(select(nodes_t).where(nodes_t.c.name == name)).mappings().first()
+    if row is None:
+        raise NotFound(f"no node named {name!r} (see `gpupool nodes`)")
+    count = _allocation_counts_by_node(conn).get(name, 0)
+    return NodeRecord.from_mapping(row, allocation_count=count, gpus=tuple(list_gpus(conn, name)))

@@ -1,0 +1,217 @@
+"""SQLAlchemy models. PostgreSQL holds the invariants (see DESIGN.md §2.1).
+
+The schema itself is created by alembic (migrations/), never by create_all;
+these classes describe it for queries and must match the migrations.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ALLOCATION_STATES = ("pending", "placed", "running", "preempting", "released", "failed")
+ACTIVE_ALLOCATION_STATES = ("placed", "running", "preempting")
+NODE_ADMIN_STATES = ("active", "cordoned", "draining")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+class NodeRow(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (
+        CheckConstraint(f"admin_state IN {NODE_ADMIN_STATES!r}", name="admin_state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    hostname: Mapped[str] = mapped_column(String(253), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    admin_state: Mapped[str] = mapped_column(String(16), default="active")
+    """active | cordoned | draining: set by admins; reachability is derived from heartbeats."""
+    reachable: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class GpuRow(Base):
+    """One physical GPU with its claim counters.
+
+    The counters are maintained by a trigger on gpu_claims (the claim rows are
+    the truth) and bounded by CHECK constraints, so an over-commit aborts the
+    transaction whatever the Python code believed.
+    """
+
+    __tablename__ = "gpus"
+    __table_args__ = (
+        CheckConstraint("used_milli BETWEEN 0 AND 1000", name="milli_within_gpu"),
+        CheckConstraint("used_memory_mib BETWEEN 0 AND memory_mib", name="memory_within_gpu"),
+        CheckConstraint("mig_used_compute BETWEEN 0 AND 7", name="mig_compute_within_gpu"),
+        CheckConstraint(
+            "NOT mig_enabled OR (used_milli = 0 AND used_memory_mib = 0)",
+            name="mig_gpu_has_no_fraction_claims",
+        ),
+        CheckConstraint("mig_enabled OR mig_used_compute = 0", name="full_gpu_has_no_mig_claims"),
+        UniqueConstraint("node_id", "index"),
+        # Target of mig_slots' composite foreign key: a slot row can only point
+        # at a GPU whose mig_enabled is true.
+        UniqueConstraint("id", "mig_enabled"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="RESTRICT"))
+    uuid: Mapped[str] = mapped_column(String(96), unique=True)
+    index: Mapped[int] = mapped_column(SmallInteger)
+    model: Mapped[str] = mapped_column(String(64))
+    memory_mib: Mapped[int] = mapped_column(BigInteger)
+    mig_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    health: Mapped[str] = mapped_column(String(16), default="healthy")
+    health_reasons: Mapped[list[Any]] = mapped_column(default=list)
+    nvlink_peers: Mapped[list[Any]] = mapped_column(default=list)
+    pci_bus_id: Mapped[str] = mapped_column(String(32), default="")
+    used_milli: Mapped[int] = mapped_column(Integer, default=0)
+    """Sum of gpu_claims.milli on this GPU; ≤ 1000."""
+    used_memory_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Sum of gpu_claims.memory_mib on this GPU; ≤ memory_mib."""
+    mig_used_compute: Mapped[int] = mapped_column(SmallInteger, default=0)
+    """Sum of MIG compute slices claimed; ≤ 7."""
+
+
+class AllocationRow(Base):
+    __tablename__ = "allocations"
+    __table_args__ = (
+        UniqueConstraint("tenant", "request_id"),
+        CheckConstraint(f"state IN {ALLOCATION_STATES!r}", name="state"),
+        CheckConstraint("kind IN ('whole', 'fraction', 'mig')", name="kind"),
+        Index("ix_allocations_queue", "state", text("priority DESC"), "queue_seq"),
+        Index("ix_allocations_tenant_created", "tenant", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(128))
+    request_id: Mapped[str] = mapped_column(String(128))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    """sha256 of the canonical request body: a retry with another body is ALREADY_EXISTS."""
+    kind: Mapped[str] = mapped_column(String(16))
+    gpu_count: Mapped[int] = mapped_column(Integer, default=0)
+    milli: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    mig_profile: Mapped[str] = mapped_column(String(32), default="")
+    gpu_models: Mapped[list[Any]] = mapped_column(default=list)
+    priority_class: Mapped[str] = mapped_column(String(32))
+    priority: Mapped[int] = mapped_column(Integer)
+    workload_class: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(256), default="")
+    labels: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16))
+    pending_reasons: Mapped[list[Any]] = mapped_column(default=list)
+    unschedulable: Mapped[bool] = mapped_column(Boolean, default=False)
+    bindings: Mapped[list[Any]] = mapped_column(default=list)
+    """The GPUs held while placed, kept after release as history (live claims are gpu_claims)."""
+    message: Mapped[str] = mapped_column(Text, default="")
+    node: Mapped[str] = mapped_column(String(253), default="", index=True)
+    """The node of the current (or last) placement; empty while never placed."""
+    queue_seq: Mapped[int] = mapped_column(BigInteger, Identity())
+    """Arrival order; pending allocations are placed by (priority desc, queue_seq)."""
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class GpuClaimRow(Base):
+    """A live claim of one allocation on one GPU; inserting or deleting one
+    moves the GPU's counters (trigger gpu_claims_apply)."""
+
+    __tablename__ = "gpu_claims"
+    __table_args__ = (
+        UniqueConstraint("allocation_id", "gpu_id"),
+        CheckConstraint("milli BETWEEN 0 AND 1000", name="milli"),
+        CheckConstraint("memory_mib >= 0", name="memory"),
+        CheckConstraint(
+            "(mig_profile IS NULL AND mig_compute = 0) OR "
+            "(mig_profile IS NOT NULL AND milli = 0 AND memory_mib = 0 AND mig_compute > 0)",
+            name="one_kind",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    allocation_id: Mapped[str] = mapped_column(ForeignKey("allocations.id", ondelete="CASCADE"))
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id", ondelete="RESTRICT"), index=True)
+    milli: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(BigInteger, default=0)
+    mig_profile: Mapped[str | None] = mapped_column(String(32))
+    mig_start: Mapped[int | None] = mapped_column(SmallInteger)
+    mig_size: Mapped[int] = mapped_column(SmallInteger, default=0)
+    mig_compute: Mapped[int] = mapped_column(SmallInteger, default=0)
+
+
+class MigSlotRow(Base):
+    """One occupied MIG memory slice. The primary key (gpu_id, slot) makes
+    overlapping instances impossible; the composite foreign key to
+    gpus(id, mig_enabled) with mig_enabled fixed true keeps MIG claims off
+    GPUs that are not in MIG mode. Deleting the claim deletes its slots."""
+
+    __tablename__ = "mig_slots"
+    __table_args__ = (
+        CheckConstraint("slot BETWEEN 0 AND 7", name="slot_range"),
+        CheckConstraint("mig_enabled", name="only_on_mig_gpus"),
+        ForeignKeyConstraint(
+            ["gpu_id", "mig_enabled"],
+            ["gpus.id", "gpus.mig_enabled"],
+            ondelete="RESTRICT",
+            onupdate="RESTRICT",
+        ),
+        ForeignKeyConstraint(
+            ["allocation_id", "gpu_id"],
+            ["gpu_claims.allocation_id", "gpu_claims.gpu_id"],
+            ondelete="CASCADE",
+        ),
+    )
+
+    gpu_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    slot: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    mig_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    allocation_id: Mapped[str] = mapped_column(String(32), index=True)
+
+
+class AllocationEventRow(Base):
+    __tablename__ = "allocation_events"
+    __table_args__ = (UniqueConstraint("allocation_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    allocation_id: Mapped[str] = mapped_column(ForeignKey("allocations.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,103 @@
+"""Plain read models the services hand to the API layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any, Self
+
+
+class _FromMapping:
+    @classmethod
+    def from_mapping(cls, row: Any, **extra: Any) -> Self:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        values = {k: row[k] for k in names if k in row}
+        values.update(extra)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class AllocationEvent(_FromMapping):
+    seq: int
+    state: str
+    message: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class AllocationRecord(_FromMapping):
+    id: str
+    tenant: str
+    request_id: str
+    kind: str
+    gpu_count: int
+    milli: int
+    memory_mib: int
+    mig_profile: str
+    gpu_models: list[str]
+    priority_class: str
+    workload_class: str
+    model: str
+    labels: dict[str, str]
+    state: str
+    pending_reasons: list[dict[str, Any]]
+    unschedulable: bool
+    bindings: list[dict[str, Any]]
+    message: str
+    node: str
+    created_at: datetime
+    updated_at: datetime
+    event_count: int
+    events: tuple[AllocationEvent, ...] = ()
+
+
+@dataclass(frozen=True)
+class MigInstanceRecord:
+    profile: str
+    start: int
+    size: int
+    allocation_id: str
+
+
+@dataclass(frozen=True)
+class GpuRecord(_FromMapping):
+    id: int
+    uuid: str
+    node: str
+    index: int
+    model: str
+    memory_mib: int
+    mig_enabled: bool
+    health: str
+    health_reasons: list[str]
+    nvlink_peers: list[int]
+    pci_bus_id: str
+    used_milli: int
+    used_memory_mib: int
+    allocation_count: int = 0
+    mig_instances: tuple[MigInstanceRecord, ...] = ()
+
+
+@dataclass(frozen=True)
+class NodeRecord(_FromMapping):
+    id: int
+    name: str
+    hostname: str
+    labels: dict[str, str]
+    admin_state: str
+    reachable: bool
+    last_heartbeat_at: datetime | None
+    registered_at: datetime
+    allocation_count: int = 0
+    gpus: tuple[GpuRecord, ...] = field(default_factory=tuple)
+
+    @property
+    def state(self) -> str:
+        """ready | cordoned | draining | drained | unreachable."""
+        if not self.reachable:
+            return "unreachable"
+        if self.admin_state == "draining":
+            return "drained" if self.allocation_count == 0 else "draining"
+        if self.admin_state == "cordoned":
+            return "cordoned"
+        return "ready"
