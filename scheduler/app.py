@@ -23,40 +23,38 @@ from scheduler.services.fleet import FleetService
 from scheduler.services.listener import NotificationListener
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.store.database import (
+    EmbeddedPostgres,
     create_db_engine,
     libpq_url,
     migrate,
     normalise_url,
-    start_embedded_postgres,
 )
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DATA_DIR = Path(".gpupool")
-DEFAULT_LISTEN = "127.0.0.1:50051"
 
 
 @dataclass
 class SchedulerSettings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("GPUPOOL_DATABASE_URL"))
-    data_dir: Path = DEFAULT_DATA_DIR
-    listen: str = DEFAULT_LISTEN
-    replica_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}")
+    data_dir: Path = Path(".gpupool")
+    listen: str = "127.0.0.1:50051"
+    replica_id: str = field(
+        default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+    )
     run_loops: bool = True
-
-
-def resolve_database_url(settings: SchedulerSettings) -> str:
-    """The configured URL, or the embedded PostgreSQL in the data directory."""
-    if settings.database_url:
-        return normalise_url(settings.database_url)
-    return start_embedded_postgres(settings.data_dir / "postgres")
 
 
 class SchedulerApp:
     def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
-        self.database_url = resolve_database_url(settings)
+        # The configured URL, or the embedded PostgreSQL in the data directory.
+        self.embedded: EmbeddedPostgres | None = None
+        if settings.database_url:
+            self.database_url = normalise_url(settings.database_url)
+        else:
+            self.embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+            self.database_url = self.embedded.url
         migrate(self.database_url)
         self.engine: Engine = create_db_engine(self.database_url)
         conninfo = libpq_url(self.database_url)
@@ -108,6 +106,8 @@ class SchedulerApp:
         self.allocator.stop()
         self.leader.close()
         self.engine.dispose()
+        if self.embedded is not None:
+            self.embedded.stop()
 
     def wait(self) -> None:
         self.server.wait_for_termination()

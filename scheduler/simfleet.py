@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable
 
 import grpc
-
 from gpupool.v1 import agents_pb2, agents_pb2_grpc, types_pb2
+
 from scheduler.fleetfile import SimulatedNode
 
 HEARTBEAT_SECONDS = 5.0

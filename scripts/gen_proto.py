@@ -5,6 +5,7 @@ Usage: python scripts/gen_proto.py [OUT_DIR]   (default: proto/, in place)
 
 from __future__ import annotations
 
+import shutil
 import sys
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,9 @@ def generate(out_dir: Path) -> None:
         f"--python_out={out_dir}",
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
+        # Typed stubs for the *_pb2_grpc modules (mypy-protobuf's plugin).
+        f"--plugin=protoc-gen-mypy_grpc={shutil.which('protoc-gen-mypy_grpc')}",
+        f"--mypy_grpc_out={out_dir}",
         *sources,
     ]
     if protoc.main(args) != 0:

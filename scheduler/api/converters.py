@@ -6,17 +6,24 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
+
 from scheduler.domain.allocation import AllocationSpec
-from scheduler.domain.catalogue import GpuModel
+from scheduler.domain.catalogue import CATALOGUE, GpuModel
 from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.mig import MigInstance, render_slot_map
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
 from scheduler.store.fleet import GpuSpecInput
-from scheduler.store.records import AllocationEvent, AllocationRecord, GpuRecord, NodeRecord
+from scheduler.store.records import (
+    AllocationEvent,
+    AllocationRecord,
+    GpuRecord,
+    MigInstanceRecord,
+    NodeRecord,
+)
 
-_WORKLOAD_CLASSES = {
+_WORKLOAD_CLASSES: dict[types_pb2.WorkloadClass, str] = {
     types_pb2.WORKLOAD_CLASS_UNSPECIFIED: "unspecified",
     types_pb2.WORKLOAD_CLASS_LATENCY_CRITICAL: "latency-critical",
     types_pb2.WORKLOAD_CLASS_THROUGHPUT: "throughput",
@@ -26,7 +33,7 @@ _WORKLOAD_CLASSES = {
 }
 _WORKLOAD_CLASS_ENUMS = {v: k for k, v in _WORKLOAD_CLASSES.items()}
 
-ALLOCATION_STATES = {
+ALLOCATION_STATES: dict[types_pb2.AllocationState, str] = {
     types_pb2.ALLOCATION_STATE_PENDING: "pending",
     types_pb2.ALLOCATION_STATE_PLACED: "placed",
     types_pb2.ALLOCATION_STATE_RUNNING: "running",
@@ -58,7 +65,7 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     return ts
 
 
-def allocation_state_name(value: int) -> str:
+def allocation_state_name(value: types_pb2.AllocationState) -> str:
     """'' for UNSPECIFIED (no filter); INVALID_ARGUMENT for an unknown number."""
     if value == types_pb2.ALLOCATION_STATE_UNSPECIFIED:
         return ""
@@ -113,7 +120,9 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         state=_ALLOCATION_STATE_ENUMS[record.state],
         gpu_models=record.gpu_models,
         priority_class=record.priority_class,
-        workload_class=_WORKLOAD_CLASS_ENUMS.get(record.workload_class, 0),
+        workload_class=_WORKLOAD_CLASS_ENUMS.get(
+            record.workload_class, types_pb2.WORKLOAD_CLASS_UNSPECIFIED
+        ),
         model=record.model,
         labels=record.labels,
         bindings=[types_pb2.GpuBinding(**b) for b in record.bindings],
@@ -135,22 +144,23 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
 
 
 def _slot_map(gpu: GpuRecord) -> str:
-    """One character per MIG memory slice: '.' free, a digit per instance."""
     if not gpu.mig_enabled:
         return ""
-    slots = ["."] * 8
-    for number, instance in enumerate(gpu.mig_instances):
-        for slot in range(instance.start, instance.start + instance.size):
-            slots[slot] = str(number % 10)
-    return "".join(slots)
+    return render_slot_map(MigInstance(i.profile, i.start, i.size) for i in gpu.mig_instances)
+
+
+def _compute_slices(gpu: GpuRecord, instance: MigInstanceRecord) -> int:
+    profile = CATALOGUE[gpu.model].mig_profile(instance.profile)
+    return profile.compute_slices if profile else 0
 
 
 def gpu_message(gpu: GpuRecord) -> types_pb2.Gpu:
-    free_milli = 0 if gpu.mig_enabled else 1000 - gpu.used_milli
-    free_memory = gpu.memory_mib - gpu.used_memory_mib
+    used_milli, used_memory = gpu.used_milli, gpu.used_memory_mib
     if gpu.mig_enabled:
+        # MIG instances claim memory slices, not counters: report them as such.
         used_slices = sum(i.size for i in gpu.mig_instances)
-        free_memory = gpu.memory_mib * (8 - used_slices) // 8
+        used_memory = gpu.memory_mib * used_slices // 8
+        used_milli = 1000 * sum(_compute_slices(gpu, i) for i in gpu.mig_instances) // 7
     return types_pb2.Gpu(
         uuid=gpu.uuid,
         node=gpu.node,
@@ -160,10 +170,10 @@ def gpu_message(gpu: GpuRecord) -> types_pb2.Gpu:
         mig_enabled=gpu.mig_enabled,
         health=_GPU_HEALTH.get(gpu.health, types_pb2.GPU_HEALTH_UNSPECIFIED),
         health_reasons=gpu.health_reasons,
-        used_milli=gpu.used_milli,
-        used_memory_mib=gpu.used_memory_mib,
-        free_milli=free_milli,
-        free_memory_mib=free_memory,
+        used_milli=used_milli,
+        used_memory_mib=used_memory,
+        free_milli=1000 - used_milli,
+        free_memory_mib=gpu.memory_mib - used_memory,
         mig_instances=[
             types_pb2.MigInstance(
                 profile=i.profile, start=i.start, size=i.size, allocation_id=i.allocation_id

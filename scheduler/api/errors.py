@@ -28,15 +28,15 @@ def _abort(context: grpc.ServicerContext, exc: errors.GpupoolError) -> None:
     context.abort(code, exc.message)
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
+class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     """Turns a GpupoolError raised by a servicer into its status code; anything
     else is a bug, logged with its traceback and returned as INTERNAL."""
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         if handler is None:
             return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import grpc
-
 from gpupool.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -14,6 +13,7 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
+
 from scheduler.api import converters
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.errors import InvalidArgument

@@ -8,15 +8,19 @@ import signal
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.progress import Progress
 
-from scheduler.app import DEFAULT_DATA_DIR, DEFAULT_LISTEN, SchedulerApp, SchedulerSettings
 from scheduler.fleetfile import load_fleet
-from scheduler.simfleet import SimulatedFleet
 
+if TYPE_CHECKING:
+    from scheduler.app import SchedulerApp
+
+DEFAULT_DATA_DIR = Path(".gpupool")
+DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_FLEET = Path(__file__).resolve().parents[2] / "deploy" / "fleets" / "mixed.yaml"
 
 _database_option = click.option(
@@ -47,6 +51,10 @@ def _wait_for_signal() -> None:
 
 
 def _start(console: Console, database_url: str | None, data_dir: Path, listen: str) -> SchedulerApp:
+    # Imported here, not at the top: the admin commands share this CLI and
+    # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
+    from scheduler.app import SchedulerApp, SchedulerSettings
+
     settings = SchedulerSettings(database_url=database_url, data_dir=data_dir, listen=listen)
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
@@ -61,7 +69,9 @@ def _start(console: Console, database_url: str | None, data_dir: Path, listen: s
 @_listen_option
 def serve(database_url: str | None, data_dir: Path, listen: str) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     console = Console(stderr=True)
     app = _start(console, database_url, data_dir, listen)
     console.print(f"scheduler listening on [bold]{app.address}[/]")
@@ -88,6 +98,8 @@ def up(fleet_file: Path, database_url: str | None, data_dir: Path, listen: str) 
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
     app = _start(console, database_url, data_dir, listen)
+    from scheduler.simfleet import SimulatedFleet  # see _start for why it is imported here
+
     fleet = SimulatedFleet(app.address, nodes)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("registering simulated nodes", total=len(nodes))

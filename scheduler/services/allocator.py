@@ -137,12 +137,20 @@ class Allocator:
     def allocate(self, spec: AllocationSpec, timeout: float = 30.0) -> AllocationRecord:
         return self._submit(_Allocate(spec), timeout)  # type: ignore[no-any-return]
 
-    def release(self, allocation_id: str, reason: str = "released by the holder") -> AllocationRecord:
+    def release(
+        self, allocation_id: str, reason: str = "released by the holder"
+    ) -> AllocationRecord:
         return self._submit(_Release(allocation_id, reason), 30.0)  # type: ignore[no-any-return]
 
     def place_pending(self) -> int:
         """Run one pass over the pending queue now; returns how many were placed."""
         return self._submit(_PendingPass(), 60.0)  # type: ignore[no-any-return]
+
+    def place_pending_if_leader(self) -> None:
+        """After a fleet change: the leader runs the queue before answering,
+        other replicas leave it to the leader (it hears their NOTIFY)."""
+        if self._is_leader():
+            self.place_pending()
 
     def request_pending_pass(self) -> None:
         """Ask for a pass without waiting for it; coalesces repeated requests."""
@@ -304,7 +312,9 @@ class Allocator:
                 if row["state"] in ACTIVE_STATES:
                     to_free.append(row["id"])
                 was = row["state"]
-                row.update(state="released", updated_at=now, pending_reasons=[], message=command.reason)
+                row.update(
+                    state="released", updated_at=now, pending_reasons=[], message=command.reason
+                )
                 self._event(batch, row, "released", f"{command.reason} (was {was})")
                 updates.append(
                     {
@@ -338,9 +348,16 @@ class Allocator:
                 # The snapshot only shrinks during a pass: the same request fails again.
                 failed[request] = outcome
                 reasons = _reasons_json(outcome)
-                if reasons != row["pending_reasons"] or outcome.unschedulable != row["unschedulable"]:
+                if (
+                    reasons != row["pending_reasons"]
+                    or outcome.unschedulable != row["unschedulable"]
+                ):
                     reason_updates.append(
-                        {"b_id": row["id"], "pending_reasons": reasons, "unschedulable": outcome.unschedulable}
+                        {
+                            "b_id": row["id"],
+                            "pending_reasons": reasons,
+                            "unschedulable": outcome.unschedulable,
+                        }
                     )
                 continue
             claims = outcome.placement.claims
@@ -426,7 +443,9 @@ class Allocator:
         for follower, leader in followers:
             batch.results[id(follower)] = batch.results[id(leader)]
 
-    def _no_wait_error(self, spec: AllocationSpec, outcome: PlacementOutcome) -> GpupoolError | None:
+    def _no_wait_error(
+        self, spec: AllocationSpec, outcome: PlacementOutcome
+    ) -> GpupoolError | None:
         if not spec.no_wait:
             return None
         summary = _summarise(outcome)

@@ -65,7 +65,7 @@ class FleetService:
 
     def _fleet_changed(self) -> None:
         self._allocator.mark_stale()
-        self._allocator.request_pending_pass()
+        self._allocator.place_pending_if_leader()
 
 
 def validate_registration(name: str, gpus: Sequence[GpuSpecInput]) -> list[GpuSpecInput]:
@@ -73,7 +73,9 @@ def validate_registration(name: str, gpus: Sequence[GpuSpecInput]) -> list[GpuSp
     if not name or len(name) > MAX_NODE_NAME:
         raise InvalidArgument(f"node name must be 1..{MAX_NODE_NAME} characters")
     if len(gpus) > MAX_GPUS_PER_NODE:
-        raise InvalidArgument(f"{len(gpus)} GPUs reported; a node holds at most {MAX_GPUS_PER_NODE}")
+        raise InvalidArgument(
+            f"{len(gpus)} GPUs reported; a node holds at most {MAX_GPUS_PER_NODE}"
+        )
     uuids = [g.uuid for g in gpus]
     indexes = [g.index for g in gpus]
     if len(set(uuids)) != len(uuids) or len(set(indexes)) != len(indexes):

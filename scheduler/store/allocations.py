@@ -9,9 +9,22 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 
 from scheduler.domain.errors import InvalidArgument, NotFound
 from scheduler.domain.fleet import Claim
@@ -23,10 +36,10 @@ from scheduler.store.models import (
 )
 from scheduler.store.records import AllocationEvent, AllocationRecord
 
-allocations_t = AllocationRow.__table__
-claims_t = GpuClaimRow.__table__
-slots_t = MigSlotRow.__table__
-events_t = AllocationEventRow.__table__
+allocations_t = cast(Table, AllocationRow.__table__)
+claims_t = cast(Table, GpuClaimRow.__table__)
+slots_t = cast(Table, MigSlotRow.__table__)
+events_t = cast(Table, AllocationEventRow.__table__)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -169,10 +182,14 @@ def notify(conn: Connection, payloads: Iterable[str]) -> None:
         conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
 
 
-def get_allocation(conn: Connection, allocation_id: str, with_events: bool = True) -> AllocationRecord:
-    row = conn.execute(
-        select(allocations_t).where(allocations_t.c.id == allocation_id)
-    ).mappings().first()
+def get_allocation(
+    conn: Connection, allocation_id: str, with_events: bool = True
+) -> AllocationRecord:
+    row = (
+        conn.execute(select(allocations_t).where(allocations_t.c.id == allocation_id))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound(f"no allocation with id {allocation_id!r}")
     events: tuple[AllocationEvent, ...] = ()
@@ -242,6 +259,8 @@ def list_allocations(
 def count_pending(conn: Connection) -> int:
     return int(
         conn.execute(
-            select(func.count()).select_from(allocations_t).where(allocations_t.c.state == "pending")
+            select(func.count())
+            .select_from(allocations_t)
+            .where(allocations_t.c.state == "pending")
         ).scalar_one()
     )

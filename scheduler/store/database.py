@@ -50,14 +50,16 @@ def migrate(url: str) -> None:
     command.upgrade(config, "head")
 
 
-def start_embedded_postgres(data_dir: Path) -> str:
-    """Start (or reuse) the pgserver-managed PostgreSQL in data_dir; returns its URL.
+class EmbeddedPostgres:
+    """The pgserver-managed PostgreSQL in data_dir; its data outlives the
+    process, so a restart finds every allocation where it was left."""
 
-    The server keeps running while any process uses it and its data stays in
-    data_dir, so a restart finds every allocation where it was left.
-    """
-    data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(str(data_dir), cleanup_mode=None)
-    uri = str(server.get_uri())
-    log.info("embedded PostgreSQL in %s", data_dir)
-    return normalise_url(uri)
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode "stop": the server stops when its last user calls stop().
+        self._server = pgserver.get_server(str(data_dir), cleanup_mode="stop")
+        self.url = normalise_url(str(self._server.get_uri()))
+        log.info("embedded PostgreSQL in %s", data_dir)
+
+    def stop(self) -> None:
+        self._server.cleanup()

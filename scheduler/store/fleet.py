@@ -7,13 +7,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
 from scheduler.domain.errors import FailedPrecondition, NotFound
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
-from scheduler.store.records import GpuRecord, MigInstanceRecord, NodeRecord
 from scheduler.store.models import (
     ACTIVE_ALLOCATION_STATES,
     AllocationRow,
@@ -21,11 +20,12 @@ from scheduler.store.models import (
     GpuRow,
     NodeRow,
 )
+from scheduler.store.records import GpuRecord, MigInstanceRecord, NodeRecord
 
-nodes_t = NodeRow.__table__
-gpus_t = GpuRow.__table__
-claims_t = GpuClaimRow.__table__
-allocations_t = AllocationRow.__table__
+nodes_t = cast(Table, NodeRow.__table__)
+gpus_t = cast(Table, GpuRow.__table__)
+claims_t = cast(Table, GpuClaimRow.__table__)
+allocations_t = cast(Table, AllocationRow.__table__)
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,9 @@ def load_snapshot(conn: Connection) -> FleetSnapshot:
     node_rows = conn.execute(select(nodes_t)).mappings().all()
     gpu_rows = conn.execute(select(gpus_t)).mappings().all()
     mig_rows = conn.execute(
-        select(claims_t.c.gpu_id, claims_t.c.mig_profile, claims_t.c.mig_start, claims_t.c.mig_size)
-        .where(claims_t.c.mig_profile.is_not(None))
+        select(
+            claims_t.c.gpu_id, claims_t.c.mig_profile, claims_t.c.mig_start, claims_t.c.mig_size
+        ).where(claims_t.c.mig_profile.is_not(None))
     ).all()
     masks: dict[int, int] = defaultdict(int)
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -143,7 +144,9 @@ def register_node(
             conn.execute(
                 update(gpus_t)
                 .where(gpus_t.c.id == row["id"])
-                .values(health="unhealthy", health_reasons=["missing from the node's last registration"])
+                .values(
+                    health="unhealthy", health_reasons=["missing from the node's last registration"]
+                )
             )
         else:
             conn.execute(delete(gpus_t).where(gpus_t.c.id == row["id"]))

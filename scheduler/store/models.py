@@ -50,9 +50,7 @@ class Base(DeclarativeBase):
 
 class NodeRow(Base):
     __tablename__ = "nodes"
-    __table_args__ = (
-        CheckConstraint(f"admin_state IN {NODE_ADMIN_STATES!r}", name="admin_state"),
-    )
+    __table_args__ = (CheckConstraint(f"admin_state IN {NODE_ADMIN_STATES!r}", name="admin_state"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     name: Mapped[str] = mapped_column(String(253), unique=True)
@@ -62,7 +60,9 @@ class NodeRow(Base):
     """active | cordoned | draining: set by admins; reachability is derived from heartbeats."""
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    registered_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
 
 
 class GpuRow(Base):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
+
 from tests.integration.conftest import Client
 
 PLACED = types_pb2.ALLOCATION_STATE_PLACED
@@ -85,7 +85,9 @@ def test_mig_request_never_lands_on_a_full_gpu_and_whole_never_on_mig(fleet_clie
     # 1g.10gb exists on A100-80GB/H100 (not in MIG mode here) and as the
     # double-memory 1g on A100-40GB, which is in MIG mode.
     assert mig.bindings[0].node == "a100-40-mig"
-    whole = allocate(fleet_client, "whole", whole=types_pb2.WholeGpus(count=4), gpu_models=["A100-40GB"])
+    whole = allocate(
+        fleet_client, "whole", whole=types_pb2.WholeGpus(count=4), gpu_models=["A100-40GB"]
+    )
     assert whole.state == PENDING
     assert whole.unschedulable
     assert "unschedulable" in whole.pending_reasons[0].reason
@@ -116,9 +118,15 @@ def test_pending_with_reasons_then_placed_when_capacity_frees(fleet_client: Clie
 def test_pending_queue_is_placed_in_priority_then_arrival_order(fleet_client: Client) -> None:
     holder = allocate(fleet_client, "hold", whole=types_pb2.WholeGpus(count=8), gpu_models=["H200"])
     batch = allocate(
-        fleet_client, "batch", whole=types_pb2.WholeGpus(count=8), gpu_models=["H200"], priority_class="batch"
+        fleet_client,
+        "batch",
+        whole=types_pb2.WholeGpus(count=8),
+        gpu_models=["H200"],
+        priority_class="batch",
     )
-    normal = allocate(fleet_client, "normal", whole=types_pb2.WholeGpus(count=8), gpu_models=["H200"])
+    normal = allocate(
+        fleet_client, "normal", whole=types_pb2.WholeGpus(count=8), gpu_models=["H200"]
+    )
     critical = allocate(
         fleet_client,
         "critical",
@@ -154,7 +162,11 @@ def test_no_wait_when_full_is_resource_exhausted_and_stores_nothing(fleet_client
     allocate(fleet_client, "all-b200", whole=types_pb2.WholeGpus(count=8), gpu_models=["B200"])
     with pytest.raises(grpc.RpcError) as info:
         allocate(
-            fleet_client, "one-more", whole=types_pb2.WholeGpus(count=8), gpu_models=["B200"], no_wait=True
+            fleet_client,
+            "one-more",
+            whole=types_pb2.WholeGpus(count=8),
+            gpu_models=["B200"],
+            no_wait=True,
         )
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     _assert_not_stored(fleet_client, "one-more")
@@ -166,7 +178,9 @@ def _assert_not_stored(client: Client, request_id: str) -> None:
 
 
 def test_release_is_idempotent_and_frees_the_gpus(fleet_client: Client) -> None:
-    allocation = allocate(fleet_client, "r", whole=types_pb2.WholeGpus(count=8), gpu_models=["B200"])
+    allocation = allocate(
+        fleet_client, "r", whole=types_pb2.WholeGpus(count=8), gpu_models=["B200"]
+    )
     for _ in range(2):
         released = fleet_client.scheduler.Release(
             scheduler_pb2.ReleaseRequest(allocation_id=allocation.id)
@@ -182,7 +196,9 @@ def test_release_of_unknown_id_is_not_found(fleet_client: Client) -> None:
         fleet_client.scheduler.Release(scheduler_pb2.ReleaseRequest(allocation_id="a-nope"))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     with pytest.raises(grpc.RpcError) as info:
-        fleet_client.scheduler.GetAllocation(scheduler_pb2.GetAllocationRequest(allocation_id="a-nope"))
+        fleet_client.scheduler.GetAllocation(
+            scheduler_pb2.GetAllocationRequest(allocation_id="a-nope")
+        )
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from gpupool.v1 import scheduler_pb2, types_pb2
+
 from tests.integration.conftest import Client
 
 FRACTION = types_pb2.FractionalGpu(milli_gpu=100, memory_mib=1000)
@@ -21,7 +21,10 @@ BAD_REQUESTS = {
     "missing request id": (_base(request_id=""), "request_id is required"),
     "missing tenant": (_base(tenant=""), "tenant is required"),
     "over-long tenant": (_base(tenant="t" * 500), "limit is 128"),
-    "milli zero": (_base(fraction=types_pb2.FractionalGpu(milli_gpu=0, memory_mib=10)), "between 1 and 1000"),
+    "milli zero": (
+        _base(fraction=types_pb2.FractionalGpu(milli_gpu=0, memory_mib=10)),
+        "between 1 and 1000",
+    ),
     "milli too big": (
         _base(fraction=types_pb2.FractionalGpu(milli_gpu=1001, memory_mib=10)),
         "between 1 and 1000",
@@ -40,7 +43,10 @@ BAD_REQUESTS = {
         "between 1 and 72",
     ),
     "no resources": (_base(fraction=None), "exactly one of whole, fraction or mig"),
-    "unknown MIG profile": (_base(fraction=None, mig=types_pb2.MigSlice(profile="5g.50gb")), "unknown MIG profile"),
+    "unknown MIG profile": (
+        _base(fraction=None, mig=types_pb2.MigSlice(profile="5g.50gb")),
+        "unknown MIG profile",
+    ),
     "MIG profile of another model": (
         _base(fraction=None, mig=types_pb2.MigSlice(profile="3g.40gb"), gpu_models=["A100-40GB"]),
         "does not exist on A100-40GB",

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from gpupool.v1 import scheduler_pb2, types_pb2
 from sqlalchemy import create_engine, text
 
-from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.app import channel_ready
 from scheduler.fleetfile import SimulatedNode, load_fleet
 from tests.integration.conftest import MIXED_FLEET, Client, register_fleet
@@ -78,9 +78,11 @@ def assert_consistent(database_url: str) -> None:
     engine.dispose()
 
 
-def test_many_clients_compete_for_the_last_capacity(fleet_client: Client, clean_database: str) -> None:
-    # The H200 node holds 4 × 2 GPUs, the L40S node 4 × 3 fractions, the
-    # A100-40GB node 12 × 2g.10gb: 28 fit of the 90 asked for.
+def test_many_clients_compete_for_the_last_capacity(
+    fleet_client: Client, clean_database: str
+) -> None:
+    # The H200 node holds 4 x 2 GPUs, the L40S node 4 x 3 fractions, the
+    # A100-40GB node 12 x 2g.10gb: 28 fit of the 90 asked for.
     with ThreadPoolExecutor(max_workers=24) as pool:
         answers = list(pool.map(lambda i: fleet_client.scheduler.Allocate(_request(i)), range(90)))
     states = [a.allocation.state for a in answers]
@@ -90,7 +92,14 @@ def test_many_clients_compete_for_the_last_capacity(fleet_client: Client, clean_
 
     placed = [a.allocation.id for a in answers if a.allocation.state == PLACED]
     with ThreadPoolExecutor(max_workers=24) as pool:
-        list(pool.map(lambda i: fleet_client.scheduler.Release(scheduler_pb2.ReleaseRequest(allocation_id=i)), placed))
+        list(
+            pool.map(
+                lambda i: fleet_client.scheduler.Release(
+                    scheduler_pb2.ReleaseRequest(allocation_id=i)
+                ),
+                placed,
+            )
+        )
     listed = fleet_client.scheduler.ListAllocations(
         scheduler_pb2.ListAllocationsRequest(state=PLACED, page_size=1000)
     )
@@ -163,5 +172,7 @@ def test_two_scheduler_processes_never_double_book(
 
     placed = [a.allocation.id for a in answers if a.allocation.state == PLACED]
     for n, allocation_id in enumerate(placed):
-        two_schedulers[n % 2].scheduler.Release(scheduler_pb2.ReleaseRequest(allocation_id=allocation_id))
+        two_schedulers[n % 2].scheduler.Release(
+            scheduler_pb2.ReleaseRequest(allocation_id=allocation_id)
+        )
     assert_consistent(clean_database)

@@ -17,8 +17,12 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 def engine(clean_database: str) -> Iterator[Engine]:
     engine = create_engine(clean_database)
     with engine.begin() as conn:
-        conn.execute(text("INSERT INTO nodes (id, name, hostname, labels, admin_state, reachable) "
-                          "OVERRIDING SYSTEM VALUE VALUES (1, 'n1', 'n1', '{}', 'active', true)"))
+        conn.execute(
+            text(
+                "INSERT INTO nodes (id, name, hostname, labels, admin_state, reachable) "
+                "OVERRIDING SYSTEM VALUE VALUES (1, 'n1', 'n1', '{}', 'active', true)"
+            )
+        )
         for gpu_id, mig in ((1, False), (2, True)):
             conn.execute(
                 text(
@@ -44,19 +48,39 @@ def engine(clean_database: str) -> Iterator[Engine]:
     engine.dispose()
 
 
-def claim(conn: Connection, allocation: str, gpu: int, milli: int = 0, memory: int = 0,
-          profile: str | None = None, start: int | None = None, size: int = 0, compute: int = 0) -> None:
+def claim(
+    conn: Connection,
+    allocation: str,
+    gpu: int,
+    milli: int = 0,
+    memory: int = 0,
+    profile: str | None = None,
+    start: int | None = None,
+    size: int = 0,
+    compute: int = 0,
+) -> None:
     conn.execute(
         text(
             "INSERT INTO gpu_claims (allocation_id, gpu_id, milli, memory_mib, mig_profile, mig_start, "
             "mig_size, mig_compute) VALUES (:a, :g, :m, :mem, :p, :s, :size, :c)"
         ),
-        {"a": allocation, "g": gpu, "m": milli, "mem": memory, "p": profile, "s": start, "size": size, "c": compute},
+        {
+            "a": allocation,
+            "g": gpu,
+            "m": milli,
+            "mem": memory,
+            "p": profile,
+            "s": start,
+            "size": size,
+            "c": compute,
+        },
     )
     if profile is not None and start is not None:
         for slot in range(start, start + size):
             conn.execute(
-                text("INSERT INTO mig_slots (gpu_id, slot, mig_enabled, allocation_id) VALUES (:g, :s, true, :a)"),
+                text(
+                    "INSERT INTO mig_slots (gpu_id, slot, mig_enabled, allocation_id) VALUES (:g, :s, true, :a)"
+                ),
                 {"g": gpu, "s": slot, "a": allocation},
             )
 
@@ -64,7 +88,8 @@ def claim(conn: Connection, allocation: str, gpu: int, milli: int = 0, memory: i
 def counters(engine: Engine, gpu: int) -> tuple[int, int, int]:
     with engine.connect() as conn:
         row = conn.execute(
-            text("SELECT used_milli, used_memory_mib, mig_used_compute FROM gpus WHERE id = :g"), {"g": gpu}
+            text("SELECT used_milli, used_memory_mib, mig_used_compute FROM gpus WHERE id = :g"),
+            {"g": gpu},
         ).one()
     return int(row[0]), int(row[1]), int(row[2])
 
@@ -106,7 +131,10 @@ def test_mig_claim_on_a_full_mode_gpu_is_refused(engine: Engine) -> None:
 
 
 def test_fraction_claim_on_a_mig_gpu_is_refused(engine: Engine) -> None:
-    with pytest.raises(IntegrityError, match="mig_gpu_has_no_fraction_claims"), engine.begin() as conn:
+    with (
+        pytest.raises(IntegrityError, match="mig_gpu_has_no_fraction_claims"),
+        engine.begin() as conn,
+    ):
         claim(conn, "a0", 2, milli=100, memory=100)
 
 
@@ -116,7 +144,9 @@ def test_mode_cannot_flip_under_live_claims(engine: Engine) -> None:
         claim(conn, "a1", 1, milli=10, memory=10)
     for gpu, mode in ((2, False), (1, True)):
         with pytest.raises(IntegrityError), engine.begin() as conn:
-            conn.execute(text("UPDATE gpus SET mig_enabled = :m WHERE id = :g"), {"m": mode, "g": gpu})
+            conn.execute(
+                text("UPDATE gpus SET mig_enabled = :m WHERE id = :g"), {"m": mode, "g": gpu}
+            )
 
 
 def test_claims_are_immutable(engine: Engine) -> None:

@@ -1,0 +1,339 @@
+"""Operator commands: inspect and act on nodes, GPUs and allocations.
+
+Each command fetches through SchedulerClient and prints through render.py,
+as a rich table or, with `-o json`, as JSON (a list for lists, an object for one thing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import cast
+
+import click
+from google.protobuf.message import Message
+from gpupool.v1 import scheduler_pb2, types_pb2
+from rich.console import Console, RenderableType
+
+from scheduler.cli import render
+from scheduler.cli.client import SchedulerClient
+
+OUTPUT_FORMATS = ("table", "json")
+# Piped tables go to grep or less: wide enough that each row stays on one line.
+PIPE_WIDTH = 250
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class CliContext:
+    """What the global options chose; the channel is dialled on first use."""
+
+    target: str
+    output: str = "table"
+    _client: SchedulerClient | None = field(default=None, repr=False)
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+    def client(self) -> SchedulerClient:
+        if self._client is None:
+            self._client = SchedulerClient(self.target)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def show(self, data: Message | Sequence[Message], view: Callable[[], RenderableType]) -> None:
+        """Print `data` as JSON, or the human view built lazily by `view`."""
+        if self.json:
+            payload = render.to_dict(data) if isinstance(data, Message) else render.to_dicts(data)
+            click.echo(json.dumps(payload, indent=2))
+            return
+        console = Console()
+        if not console.is_terminal and "COLUMNS" not in os.environ:
+            console.width = PIPE_WIDTH
+        console.print(view())
+
+    def say(self, data: Message, line: str) -> None:
+        """Print one line for an action, or the resulting object as JSON."""
+        if self.json:
+            click.echo(json.dumps(render.to_dict(data), indent=2))
+            return
+        click.echo(line)
+
+
+pass_state = click.make_pass_decorator(CliContext)
+
+# Command-line spellings of the enums, derived so a new value needs no CLI change.
+ALLOCATION_STATES = {
+    render.allocation_state_label(v): cast(types_pb2.AllocationState, v)
+    for v in types_pb2.AllocationState.values()
+    if v
+}
+WORKLOAD_CLASSES = {
+    render.workload_class_label(v): cast(types_pb2.WorkloadClass, v)
+    for v in types_pb2.WorkloadClass.values()
+    if v
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- option parsing ----------------------------------------------------------
+# Callbacks rather than ParamType subclasses: ParamType is only generic from click 8.4.
+
+
+def parse_fraction(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> types_pb2.FractionalGpu | None:
+    """MILLI:MEMORY_MIB, e.g. 500:20480 for half the compute and 20 GiB."""
+    if value is None:
+        return None
+    milli_text, sep, memory_text = value.partition(":")
+    if not sep or not milli_text.isdigit() or not memory_text.isdigit():
+        raise click.BadParameter(f"{value!r} is not MILLI:MEMORY_MIB (e.g. 500:20480)")
+    milli, memory_mib = int(milli_text), int(memory_text)
+    if not 1 <= milli <= 1000:
+        raise click.BadParameter(f"milli-GPU must be 1..1000, got {milli}")
+    if memory_mib < 1:
+        raise click.BadParameter("memory must be at least 1 MiB")
+    return types_pb2.FractionalGpu(milli_gpu=milli, memory_mib=memory_mib)
+
+
+def parse_labels(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, label_value = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE")
+        labels[key] = label_value
+    return labels
+
+
+# --- nodes and GPUs ----------------------------------------------------------
+
+
+@click.command()
+@pass_state
+def nodes(state: CliContext) -> None:
+    """List nodes with their state, GPUs and last heartbeat."""
+    found = state.client().list_nodes()
+    state.show(found, lambda: render.nodes_table(found, _now()))
+
+
+@click.group()
+def node() -> None:
+    """Inspect one node."""
+
+
+@node.command("show")
+@click.argument("name")
+@pass_state
+def node_show(state: CliContext, name: str) -> None:
+    """Show a node's details and its GPUs."""
+    found = state.client().get_node(name)
+    state.show(found, lambda: render.node_view(found, _now()))
+
+
+@click.command()
+@click.option("--node", "node_name", default="", metavar="NAME", help="Only this node's GPUs.")
+@pass_state
+def gpus(state: CliContext, node_name: str) -> None:
+    """List GPUs with health, usage and MIG layout."""
+    found = state.client().list_gpus(node_name)
+    state.show(found, lambda: render.gpus_table(found))
+
+
+@click.command()
+@click.argument("name")
+@pass_state
+def cordon(state: CliContext, name: str) -> None:
+    """Stop new work landing on a node; existing work stays."""
+    result = state.client().cordon_node(name)
+    state.say(result, render.node_action_line(result))
+
+
+@click.command()
+@click.argument("name")
+@pass_state
+def uncordon(state: CliContext, name: str) -> None:
+    """Let new work land on a node again."""
+    result = state.client().uncordon_node(name)
+    state.say(result, render.node_action_line(result))
+
+
+@click.command()
+@click.argument("name")
+@pass_state
+def drain(state: CliContext, name: str) -> None:
+    """Cordon a node and mark it draining; it shows as drained once empty."""
+    result = state.client().drain_node(name)
+    state.say(result, render.node_action_line(result))
+
+
+@click.command()
+@pass_state
+def catalogue(state: CliContext) -> None:
+    """List the GPU models the scheduler knows, with their MIG profiles."""
+    models = state.client().get_catalogue()
+    state.show(models, lambda: render.catalogue_table(models))
+
+
+# --- allocations -------------------------------------------------------------
+
+
+@click.command()
+@click.option("--tenant", default="", help="Only this tenant's allocations.")
+@click.option("--state", "state_name", type=click.Choice(list(ALLOCATION_STATES)))
+@click.option("--node", "node_name", default="", metavar="NAME", help="Only those bound here.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@pass_state
+def allocations(
+    state: CliContext, tenant: str, state_name: str | None, node_name: str, limit: int
+) -> None:
+    """List allocations, newest pages first as the scheduler returns them."""
+    wanted = ALLOCATION_STATES[state_name] if state_name else None
+    found = state.client().list_allocations(
+        tenant=tenant,
+        state=wanted if wanted is not None else types_pb2.ALLOCATION_STATE_UNSPECIFIED,
+        node=node_name,
+        limit=limit,
+    )
+    state.show(found, lambda: render.allocations_table(found, _now()))
+
+
+@click.group()
+def allocation() -> None:
+    """Inspect one allocation."""
+
+
+@allocation.command("show")
+@click.argument("allocation_id", metavar="ID")
+@pass_state
+def allocation_show(state: CliContext, allocation_id: str) -> None:
+    """Show an allocation: bindings, history and why it is pending."""
+    found = state.client().get_allocation(allocation_id)
+    state.show(found, lambda: render.allocation_view(found, _now()))
+
+
+@click.command()
+@click.argument("allocation_id", metavar="ID")
+@pass_state
+def release(state: CliContext, allocation_id: str) -> None:
+    """Release an allocation and free its GPUs."""
+    result = state.client().release_allocation(allocation_id)
+    state.say(result, render.allocation_action_line(result))
+
+
+@click.command()
+@click.option("--tenant", required=True)
+@click.option(
+    "--request-id", default=None, metavar="ID", help="Idempotency key [default: a random UUID]."
+)
+@click.option("--whole", type=click.IntRange(min=1), metavar="N", help="N whole GPUs on one node.")
+@click.option(
+    "--fraction",
+    metavar="MILLI:MEMORY_MIB",
+    callback=parse_fraction,
+    help="A share of one time-sliced GPU, e.g. 500:20480.",
+)
+@click.option("--mig", metavar="PROFILE", help="A MIG instance, e.g. 3g.40gb.")
+@click.option("--priority", "priority_class", default="", metavar="CLASS")
+@click.option("--workload-class", type=click.Choice(list(WORKLOAD_CLASSES)))
+@click.option("--model", default="", metavar="NAME", help="The model this allocation serves.")
+@click.option("--gpu-model", "gpu_models", multiple=True, metavar="M", help="Allowed GPU model.")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", callback=parse_labels)
+@click.option("--no-wait", is_flag=True, help="Fail instead of waiting when nothing is free.")
+@pass_state
+def allocate(
+    state: CliContext,
+    tenant: str,
+    request_id: str | None,
+    whole: int | None,
+    fraction: types_pb2.FractionalGpu | None,
+    mig: str | None,
+    priority_class: str,
+    workload_class: str | None,
+    model: str,
+    gpu_models: tuple[str, ...],
+    labels: dict[str, str],
+    no_wait: bool,
+) -> None:
+    """Ask the scheduler for GPUs: exactly one of --whole, --fraction or --mig."""
+    options = (("--whole", whole), ("--fraction", fraction), ("--mig", mig))
+    given = [name for name, value in options if value is not None]
+    if len(given) != 1:
+        found = ", ".join(given) if given else "none"
+        raise click.UsageError(f"give exactly one of --whole, --fraction or --mig (got {found})")
+    request = scheduler_pb2.AllocateRequest(
+        tenant=tenant,
+        request_id=request_id or str(uuid.uuid4()),
+        gpu_models=gpu_models,
+        priority_class=priority_class,
+        workload_class=(
+            WORKLOAD_CLASSES[workload_class]
+            if workload_class
+            else types_pb2.WORKLOAD_CLASS_UNSPECIFIED
+        ),
+        model=model,
+        labels=labels,
+        no_wait=no_wait,
+    )
+    # CopyFrom marks the oneof member present even when its fields are zero.
+    if whole is not None:
+        request.whole.CopyFrom(types_pb2.WholeGpus(count=whole))
+    elif fraction is not None:
+        request.fraction.CopyFrom(fraction)
+    elif mig is not None:
+        request.mig.CopyFrom(types_pb2.MigSlice(profile=mig))
+    result = state.client().allocate(request)
+    state.show(result, lambda: render.allocation_view(result, _now()))
+
+
+@click.command()
+@click.argument("allocation_id", metavar="ID")
+@pass_state
+def watch(state: CliContext, allocation_id: str) -> None:
+    """Follow an allocation's state changes until it is released or failed."""
+    try:
+        for update in state.client().watch_allocation(allocation_id):
+            if state.json:
+                # JSON Lines: one object per update, so it can be piped as it arrives.
+                click.echo(json.dumps(render.to_dict(update)))
+            else:
+                click.echo(render.watch_line(update))
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+ADMIN_COMMANDS: tuple[click.Command, ...] = (
+    nodes,
+    node,
+    gpus,
+    allocations,
+    allocation,
+    release,
+    cordon,
+    uncordon,
+    drain,
+    catalogue,
+    allocate,
+    watch,
+)
+
+
+def register_admin_commands(group: click.Group) -> None:
+    """Add the operator commands to the CLI group."""
+    for command in ADMIN_COMMANDS:
+        group.add_command(command)

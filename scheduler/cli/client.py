@@ -1,0 +1,196 @@
+"""Transport for the CLI: one channel, typed calls, gRPC errors as one-line CLI errors.
+
+Rendering lives in render.py; this module only dials, calls and translates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import IO, Any
+
+import click
+import grpc
+from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+
+CALL_TIMEOUT_S = 10.0
+# The server caps page_size at 1000 (scheduler.proto).
+MAX_PAGE_SIZE = 1000
+EXIT_FAILED = 1
+EXIT_UNREACHABLE = 2
+
+# Codes that mean "no answer from the scheduler" rather than "the scheduler said no".
+_UNREACHABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class CliError(click.ClickException):
+    """Shown as a single `error: ...` line on stderr, never as a traceback."""
+
+    exit_code = EXIT_FAILED
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=True)
+
+
+class SchedulerUnreachable(CliError):
+    """No answer from the scheduler, as opposed to an answer that says no."""
+
+    exit_code = EXIT_UNREACHABLE
+
+
+def _one_line(text: str) -> str:
+    # gRPC details can span lines (e.g. connection errors); the CLI promises one.
+    return " ".join(text.split())
+
+
+def translate_rpc_error(error: grpc.RpcError, target: str) -> CliError:
+    """Map a failed call to the message and exit code the user sees."""
+    if not isinstance(error, grpc.Call):
+        return CliError(_one_line(str(error)) or "call failed")
+    code = error.code()
+    details = _one_line(error.details() or "") or code.name.lower().replace("_", " ")
+    if code in _UNREACHABLE_CODES:
+        return SchedulerUnreachable(f"cannot reach the scheduler at {target} ({details})")
+    return CliError(details)
+
+
+class SchedulerClient:
+    """The Admin and Scheduler services behind one channel, with typed results."""
+
+    def __init__(self, target: str, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self.target = target
+        self._timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(target)
+        self._admin = admin_pb2_grpc.AdminStub(self._channel)  # type: ignore[no-untyped-call]
+        self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> SchedulerClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except grpc.RpcError as error:
+            raise translate_rpc_error(error, self.target) from None
+
+    def _unary(self, method: Any, request: Any) -> Any:
+        # wait_for_ready=False: a down scheduler fails now instead of at the deadline.
+        with self._errors():
+            return method(request, timeout=self._timeout_s, wait_for_ready=False)
+
+    # --- Admin ---------------------------------------------------------------
+
+    def list_nodes(self) -> list[types_pb2.Node]:
+        response: admin_pb2.ListNodesResponse = self._unary(
+            self._admin.ListNodes, admin_pb2.ListNodesRequest()
+        )
+        return list(response.nodes)
+
+    def get_node(self, name: str) -> types_pb2.Node:
+        response: admin_pb2.GetNodeResponse = self._unary(
+            self._admin.GetNode, admin_pb2.GetNodeRequest(name=name)
+        )
+        return response.node
+
+    def list_gpus(self, node: str = "") -> list[types_pb2.Gpu]:
+        response: admin_pb2.ListGpusResponse = self._unary(
+            self._admin.ListGpus, admin_pb2.ListGpusRequest(node=node)
+        )
+        return list(response.gpus)
+
+    def list_allocations(
+        self,
+        *,
+        tenant: str = "",
+        state: types_pb2.AllocationState = types_pb2.ALLOCATION_STATE_UNSPECIFIED,
+        node: str = "",
+        limit: int = 100,
+    ) -> list[types_pb2.Allocation]:
+        """Follow next_page_token until `limit` allocations or the last page."""
+        found: list[types_pb2.Allocation] = []
+        token = ""
+        while len(found) < limit:
+            request = scheduler_pb2.ListAllocationsRequest(
+                tenant=tenant,
+                state=state,
+                node=node,
+                page_size=min(limit - len(found), MAX_PAGE_SIZE),
+                page_token=token,
+            )
+            response: scheduler_pb2.ListAllocationsResponse = self._unary(
+                self._admin.ListAllocations, request
+            )
+            found.extend(response.allocations)
+            token = response.next_page_token
+            # An empty page with a token would loop forever; treat it as the end.
+            if not token or not response.allocations:
+                break
+        return found[:limit]
+
+    def get_allocation(self, allocation_id: str) -> types_pb2.Allocation:
+        response: scheduler_pb2.GetAllocationResponse = self._unary(
+            self._admin.GetAllocation,
+            scheduler_pb2.GetAllocationRequest(allocation_id=allocation_id),
+        )
+        return response.allocation
+
+    def release_allocation(self, allocation_id: str) -> types_pb2.Allocation:
+        response: scheduler_pb2.ReleaseResponse = self._unary(
+            self._admin.ReleaseAllocation,
+            scheduler_pb2.ReleaseRequest(allocation_id=allocation_id),
+        )
+        return response.allocation
+
+    def cordon_node(self, name: str) -> types_pb2.Node:
+        return self._node_action(self._admin.CordonNode, name)
+
+    def uncordon_node(self, name: str) -> types_pb2.Node:
+        return self._node_action(self._admin.UncordonNode, name)
+
+    def drain_node(self, name: str) -> types_pb2.Node:
+        return self._node_action(self._admin.DrainNode, name)
+
+    def _node_action(self, method: Any, name: str) -> types_pb2.Node:
+        response: admin_pb2.NodeActionResponse = self._unary(
+            method, admin_pb2.NodeActionRequest(name=name)
+        )
+        return response.node
+
+    def get_catalogue(self) -> list[types_pb2.GpuModel]:
+        response: admin_pb2.GetCatalogueResponse = self._unary(
+            self._admin.GetCatalogue, admin_pb2.GetCatalogueRequest()
+        )
+        return list(response.models)
+
+    # --- Scheduler -----------------------------------------------------------
+
+    def allocate(self, request: scheduler_pb2.AllocateRequest) -> types_pb2.Allocation:
+        response: scheduler_pb2.AllocateResponse = self._unary(self._scheduler.Allocate, request)
+        return response.allocation
+
+    def watch_allocation(
+        self, allocation_id: str
+    ) -> Iterator[scheduler_pb2.WatchAllocationResponse]:
+        """Updates until the server ends the stream (after a terminal state)."""
+        request = scheduler_pb2.WatchAllocationRequest(allocation_id=allocation_id)
+        # No deadline: a watch lasts as long as the allocation does.
+        stream = self._scheduler.WatchAllocation(request, wait_for_ready=False)
+        try:
+            with self._errors():
+                yield from stream
+        finally:
+            # Stops the server-side stream when the caller gives up early (Ctrl-C).
+            stream.cancel()  # type: ignore[no-untyped-call]
