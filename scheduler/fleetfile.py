@@ -1,12 +1,12 @@
 """Fleet files (deploy/fleets/*.yaml): the nodes and GPUs of a simulated fleet.
 
-    nodes:
-      - name: h100-sxm          # with count: 2 -> h100-sxm-0, h100-sxm-1
-        count: 2
-        labels: {zone: zone-a, rack: rack-1}
-        gpus: {model: H100-80GB, count: 8, nvlink: true}
-      - name: a100-40-mig
-        gpus: {model: A100-40GB, count: 4, mig: true}
+nodes:
+  - name: h100-sxm          # with count: 2 -> h100-sxm-0, h100-sxm-1
+    count: 2
+    labels: {zone: zone-a, rack: rack-1}
+    gpus: {model: H100-80GB, count: 8, nvlink: true}
+  - name: a100-40-mig
+    gpus: {model: A100-40GB, count: 4, mig: true}
 """
 
 from __future__ import annotations
@@ -50,7 +50,9 @@ def _gpus(node: str, spec: dict[str, Any]) -> tuple[SimulatedGpu, ...]:
     model_name = spec.get("model", "")
     model = CATALOGUE.get(model_name)
     if model is None:
-        raise ValueError(f"node {node}: unknown GPU model {model_name!r} (known: {', '.join(CATALOGUE)})")
+        raise ValueError(
+            f"node {node}: unknown GPU model {model_name!r} (known: {', '.join(CATALOGUE)})"
+        )
     count = int(spec.get("count", 1))
     mig = bool(spec.get("mig", False))
     if mig and not model.mig_capable:

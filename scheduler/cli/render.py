@@ -144,7 +144,9 @@ def first_pending_reason(allocation: types_pb2.Allocation) -> str:
         return ""
     if allocation.pending_reasons:
         first = allocation.pending_reasons[0]
-        reason = f"{first.plugin}: {first.reason}"
+        # The Unschedulable verdict's text already says so; other plugins are named.
+        plugin = "" if first.plugin == "Unschedulable" else f"{first.plugin}: "
+        reason = f"{plugin}{first.reason}"
     else:
         reason = allocation.message
     # Flag it once: the scheduler's own reason often already says "unschedulable".

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import warnings
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -54,6 +55,9 @@ def _start(console: Console, database_url: str | None, data_dir: Path, listen: s
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
     from scheduler.app import SchedulerApp, SchedulerSettings
+
+    # pgserver's platformdirs warns on every start when XDG_RUNTIME_DIR is unset.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
 
     settings = SchedulerSettings(database_url=database_url, data_dir=data_dir, listen=listen)
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"

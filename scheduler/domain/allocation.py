@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
-from scheduler.domain.requests import Demand, FractionDemand, MigDemand, PlacementRequest, WholeDemand
+from scheduler.domain.requests import (
+    Demand,
+    FractionDemand,
+    MigDemand,
+    PlacementRequest,
+    WholeDemand,
+)
 
 MAX_NAME_LENGTH = 128
 MAX_MODEL_NAME_LENGTH = 256

@@ -67,7 +67,9 @@ _MIG_SHAPES: tuple[tuple[str, int, int, int, tuple[int, ...]], ...] = (
 )
 
 
-def _mig_profiles(memory_mib: int, one: int, two: int, four: int, eight: int) -> tuple[MigProfile, ...]:
+def _mig_profiles(
+    memory_mib: int, one: int, two: int, four: int, eight: int
+) -> tuple[MigProfile, ...]:
     sizes = {"one": one, "two": two, "four": four, "eight": eight}
     return tuple(
         MigProfile(
@@ -90,32 +92,68 @@ CATALOGUE: dict[str, GpuModel] = {
     model.name: model
     for model in (
         GpuModel(
-            "A100-40GB", "ampere", _gib(40), 1555, 312, 600, 0.7,
+            "A100-40GB",
+            "ampere",
+            _gib(40),
+            1555,
+            312,
+            600,
+            0.7,
             ("NVIDIA A100-SXM4-40GB", "NVIDIA A100-PCIE-40GB", "A100-SXM4-40GB"),
             _mig_profiles(_gib(40), 5, 10, 20, 40),
         ),
         GpuModel(
-            "A100-80GB", "ampere", _gib(80), 2039, 312, 600, 1.0,
+            "A100-80GB",
+            "ampere",
+            _gib(80),
+            2039,
+            312,
+            600,
+            1.0,
             ("NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe", "A100-SXM4-80GB"),
             _mig_profiles(_gib(80), 10, 20, 40, 80),
         ),
         GpuModel(
-            "H100-80GB", "hopper", _gib(80), 3350, 989, 900, 1.6,
+            "H100-80GB",
+            "hopper",
+            _gib(80),
+            3350,
+            989,
+            900,
+            1.6,
             ("NVIDIA H100 80GB HBM3", "NVIDIA H100-SXM5-80GB", "NVIDIA H100"),
             _mig_profiles(_gib(80), 10, 20, 40, 80),
         ),
         GpuModel(
-            "H100-NVL", "hopper", _gib(94), 3900, 835, 600, 1.9,
+            "H100-NVL",
+            "hopper",
+            _gib(94),
+            3900,
+            835,
+            600,
+            1.9,
             ("NVIDIA H100 NVL",),
             _mig_profiles(_gib(94), 12, 24, 47, 94),
         ),
         GpuModel(
-            "H200", "hopper", _gib(141), 4800, 989, 900, 2.35,
+            "H200",
+            "hopper",
+            _gib(141),
+            4800,
+            989,
+            900,
+            2.35,
             ("NVIDIA H200", "NVIDIA H200 NVL"),
             _mig_profiles(_gib(141), 18, 35, 71, 141),
         ),
         GpuModel(
-            "B200", "blackwell", _gib(180), 8000, 2250, 1800, 2.5,
+            "B200",
+            "blackwell",
+            _gib(180),
+            8000,
+            2250,
+            1800,
+            2.5,
             ("NVIDIA B200",),
             _mig_profiles(_gib(180), 23, 45, 90, 180),
         ),

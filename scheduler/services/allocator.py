@@ -98,7 +98,11 @@ def _reasons_json(outcome: PlacementOutcome) -> list[dict[str, Any]]:
 def _summarise(outcome: PlacementOutcome) -> str:
     if not outcome.reasons:
         return "no candidate GPU"
-    return "; ".join(f"{r.count} {r.reason}" if r.count else r.reason for r in outcome.reasons[:3])
+    # "12 GPUs: not enough free memory"; the unschedulable verdict stands alone.
+    return "; ".join(
+        r.reason if r.plugin == "Unschedulable" else f"{r.count}× {r.reason}"
+        for r in outcome.reasons[:3]
+    )
 
 
 class Allocator:
