@@ -15,11 +15,14 @@ from sqlalchemy import Engine
 
 from scheduler.api.server import create_server
 from scheduler.background.leader import LeaderLease
+from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.domain.clock import Clock, SystemClock
+from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
 from scheduler.services.fleet import FleetService
+from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.store.database import (
@@ -42,6 +45,11 @@ class SchedulerSettings:
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     )
     run_loops: bool = True
+    # Agents heartbeat this often; a node silent for heartbeat_timeout_s is
+    # unreachable, and failover_grace_s later its allocations move.
+    heartbeat_interval_s: float = 2.0
+    heartbeat_timeout_s: float = 10.0
+    failover_grace_s: float = 30.0
 
 
 class SchedulerApp:
@@ -69,17 +77,37 @@ class SchedulerApp:
         )
         self.allocations = AllocationService(self.engine, self.allocator, self.notifier)
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
+        self.health = HealthService(self.engine, self.allocator)
+        self.heartbeats = HeartbeatRecorder(self.engine, self.fleet)
+        self.agents = AgentHub(
+            self.engine,
+            self.fleet,
+            self.health,
+            self.heartbeats,
+            self.clock,
+            settings.heartbeat_interval_s,
+        )
+        self.allocator.on_nodes_changed = self.agents.nodes_changed
+        self.liveness = NodeLivenessLoop(
+            self.engine,
+            self.allocator,
+            self.leader,
+            self.clock,
+            settings.heartbeat_timeout_s,
+            settings.failover_grace_s,
+        )
         self.listener = NotificationListener(
             conninfo,
             settings.replica_id,
             on_allocations=self.notifier.publish,
             on_capacity=self._capacity_changed,
             on_reconnect=self._reconnected,
+            on_nodes=self.agents.nodes_changed,
         )
         self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
         self._loops: BackgroundScheduler | None = None
         self.server, self.port, self._health = create_server(
-            settings.listen, self.allocations, self.fleet
+            settings.listen, self.allocations, self.fleet, self.agents
         )
 
     @property
@@ -90,15 +118,23 @@ class SchedulerApp:
     def start(self) -> None:
         self.leader.run_once()
         self.allocator.start()
+        self.agents.start()
         self.listener.start()
         if self.settings.run_loops:
-            self._loops = start_loops(self.leader, self.queue_loop)
+            self._loops = start_loops(
+                self.leader,
+                self.queue_loop,
+                self.heartbeats,
+                self.liveness,
+                self.settings.heartbeat_interval_s,
+            )
         self.server.start()
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
 
     def stop(self, grace: float = 5.0) -> None:
         self._health.enter_graceful_shutdown()
         self.notifier.close()  # ends open WatchAllocation streams
+        self.agents.close_all()  # ends agent streams; agents reconnect elsewhere
         self.server.stop(grace).wait()
         if self._loops is not None:
             self._loops.shutdown(wait=False)

@@ -3,6 +3,7 @@ checks that only make sense on the wire (unknown enum numbers)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -14,6 +15,8 @@ from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.mig import MigInstance, render_slot_map
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
+from scheduler.services.agents import AgentHello, DesiredState, FaultCommand
+from scheduler.services.health import GpuHealthReport
 from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import (
     AllocationEvent,
@@ -32,6 +35,16 @@ _WORKLOAD_CLASSES: dict[types_pb2.WorkloadClass, str] = {
     types_pb2.WORKLOAD_CLASS_SMALL_MODEL: "small-model",
 }
 _WORKLOAD_CLASS_ENUMS = {v: k for k, v in _WORKLOAD_CLASSES.items()}
+
+_FAILURE_POLICIES: dict[types_pb2.FailurePolicy, str] = {
+    types_pb2.FAILURE_POLICY_UNSPECIFIED: "requeue",
+    types_pb2.FAILURE_POLICY_REQUEUE: "requeue",
+    types_pb2.FAILURE_POLICY_FAIL: "fail",
+}
+_FAILURE_POLICY_ENUMS = {
+    "requeue": types_pb2.FAILURE_POLICY_REQUEUE,
+    "fail": types_pb2.FAILURE_POLICY_FAIL,
+}
 
 ALLOCATION_STATES: dict[types_pb2.AllocationState, str] = {
     types_pb2.ALLOCATION_STATE_PENDING: "pending",
@@ -55,6 +68,7 @@ _GPU_HEALTH = {
     "degraded": types_pb2.GPU_HEALTH_DEGRADED,
     "unhealthy": types_pb2.GPU_HEALTH_UNHEALTHY,
 }
+_GPU_HEALTH_NAMES = {v: k for k, v in _GPU_HEALTH.items()}
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -90,6 +104,8 @@ def _demand(request: scheduler_pb2.AllocateRequest) -> Demand:
 def allocation_spec(request: scheduler_pb2.AllocateRequest) -> AllocationSpec:
     if request.workload_class not in _WORKLOAD_CLASSES:
         raise InvalidArgument(f"unknown workload_class {request.workload_class}")
+    if request.on_failure not in _FAILURE_POLICIES:
+        raise InvalidArgument(f"unknown on_failure policy {request.on_failure}")
     return AllocationSpec(
         tenant=request.tenant,
         request_id=request.request_id,
@@ -100,6 +116,7 @@ def allocation_spec(request: scheduler_pb2.AllocateRequest) -> AllocationSpec:
         model=request.model,
         labels=dict(request.labels),
         no_wait=request.no_wait,
+        on_failure=_FAILURE_POLICIES[request.on_failure],
     )
 
 
@@ -132,6 +149,7 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         updated_at=timestamp(record.updated_at),
         events=[event_message(e) for e in record.events],
         message=record.message,
+        on_failure=_FAILURE_POLICY_ENUMS[record.on_failure],
     )
     if record.kind == "whole":
         message.whole.count = record.gpu_count
@@ -250,4 +268,44 @@ def catalogue_response(models: list[GpuModel]) -> admin_pb2.GetCatalogueResponse
             )
             for m in models
         ]
+    )
+
+
+def health_reports(reports: Iterable[agents_pb2.GpuHealthReport]) -> list[GpuHealthReport]:
+    return [
+        GpuHealthReport(
+            uuid=r.uuid, health=_GPU_HEALTH_NAMES.get(r.health, ""), reasons=tuple(r.reasons)
+        )
+        for r in reports
+    ]
+
+
+def agent_hello(hello: agents_pb2.AgentHello) -> AgentHello:
+    node = hello.node
+    return AgentHello(
+        node=node.name,
+        hostname=node.hostname or node.name,
+        labels=dict(node.labels),
+        gpus=gpu_specs(node),
+        health=health_reports(hello.health),
+        running_allocation_ids=tuple(hello.running_allocation_ids),
+        agent_version=hello.agent_version,
+        simulated=hello.simulated,
+    )
+
+
+def scheduler_message(message: DesiredState | FaultCommand) -> agents_pb2.SchedulerMessage:
+    if isinstance(message, FaultCommand):
+        return agents_pb2.SchedulerMessage(
+            fault=agents_pb2.FaultCommand(
+                gpu_index=message.gpu_index, fault=message.fault, clear=message.clear
+            )
+        )
+    return agents_pb2.SchedulerMessage(
+        desired=agents_pb2.DesiredState(
+            node=message.node,
+            node_state=_NODE_STATES[message.node_state],
+            allocations=[allocation_message(a) for a in message.allocations],
+            heartbeat_interval_ms=message.heartbeat_interval_ms,
+        )
     )

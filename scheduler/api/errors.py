@@ -72,5 +72,19 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
+        if handler.stream_stream is not None:
+            inner_bidi = handler.stream_stream
+
+            def bidi(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+                try:
+                    yield from inner_bidi(requests, context)
+                except errors.GpupoolError as exc:
+                    _abort(context, exc)
+
+            return grpc.stream_stream_rpc_method_handler(
+                bidi,
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
         log.debug("no error mapping for %s", method)
         return handler

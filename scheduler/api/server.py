@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from scheduler.api.errors import ErrorMappingInterceptor
 from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServicer
+from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
 
@@ -32,17 +33,21 @@ def create_server(
     address: str,
     allocations: AllocationService,
     fleet: FleetService,
+    agents: AgentHub,
     max_workers: int = 64,
+    max_agents: int = 2000,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
     """Build and bind (not start) the server; returns it with the bound port."""
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        # Each agent's stream holds a thread for its lifetime; the executor
+        # only starts threads as they are needed.
+        futures.ThreadPoolExecutor(max_workers=max_workers + max_agents, thread_name_prefix="grpc"),
         interceptors=[ErrorMappingInterceptor()],
         options=[("grpc.so_reuseport", 0)],
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(fleet, allocations), server)
-    agents_pb2_grpc.add_AgentsServicer_to_server(AgentsServicer(fleet), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(fleet, allocations, agents), server)
+    agents_pb2_grpc.add_AgentsServicer_to_server(AgentsServicer(fleet, agents), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterator
 
 import grpc
@@ -17,8 +19,11 @@ from gpupool.v1 import (
 from scheduler.api import converters
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.errors import InvalidArgument
+from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
+
+log = logging.getLogger(__name__)
 
 
 def _require(value: str, what: str) -> str:
@@ -76,8 +81,49 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
 
 class AgentsServicer(agents_pb2_grpc.AgentsServicer):
-    def __init__(self, fleet: FleetService) -> None:
+    def __init__(self, fleet: FleetService, agents: AgentHub) -> None:
         self._fleet = fleet
+        self._agents = agents
+
+    def Connect(
+        self, request_iterator: Iterator[agents_pb2.AgentMessage], context: grpc.ServicerContext
+    ) -> Iterator[agents_pb2.SchedulerMessage]:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("body") != "hello":
+            raise InvalidArgument("an agent's stream must open with a hello")
+        hello = converters.agent_hello(first.hello)
+        _require(hello.node, "hello.node.name")
+        session = self._agents.connect(hello)
+        # The stream's outbound side runs here; its inbound side on a reader thread.
+        reader = threading.Thread(
+            target=self._read,
+            args=(request_iterator, session),
+            name=f"agent-{hello.node}",
+            daemon=True,
+        )
+        reader.start()
+        context.add_callback(session.close)
+        try:
+            for message in session.messages():
+                yield converters.scheduler_message(message)
+        finally:
+            self._agents.disconnect(session)
+
+    def _read(self, messages: Iterator[agents_pb2.AgentMessage], session: AgentSession) -> None:
+        try:
+            for message in messages:
+                body = message.WhichOneof("body")
+                if body == "heartbeat":
+                    reports = converters.health_reports(message.heartbeat.health)
+                    self._agents.heartbeat(session, reports)
+                elif body == "observed":
+                    self._agents.observed(session, message.observed.running_allocation_ids)
+        except grpc.RpcError:
+            pass  # the agent went away; the session closes below
+        except Exception:
+            log.exception("agent %s: handling its message failed", session.node)
+        finally:
+            session.close()
 
     def RegisterNode(
         self, request: agents_pb2.RegisterNodeRequest, context: grpc.ServicerContext
@@ -98,8 +144,11 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, fleet: FleetService, allocations: AllocationService) -> None:
+    def __init__(
+        self, fleet: FleetService, allocations: AllocationService, agents: AgentHub
+    ) -> None:
         self._fleet = fleet
+        self._agents = agents
         self._scheduler = SchedulerServicer(allocations)
 
     def ListNodes(
@@ -154,6 +203,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.NodeActionRequest, context: grpc.ServicerContext
     ) -> admin_pb2.NodeActionResponse:
         return self._node_action(request.name, "draining")
+
+    def InjectFault(
+        self, request: admin_pb2.InjectFaultRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.InjectFaultResponse:
+        self._agents.inject_fault(
+            _require(request.node, "node"), request.gpu_index, request.fault, request.clear
+        )
+        return admin_pb2.InjectFaultResponse()
 
     def GetCatalogue(
         self, request: admin_pb2.GetCatalogueRequest, context: grpc.ServicerContext

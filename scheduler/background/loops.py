@@ -7,6 +7,8 @@ import logging
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.background.leader import LeaderLease
+from scheduler.background.liveness import NodeLivenessLoop
+from scheduler.services.agents import HeartbeatRecorder
 from scheduler.services.allocator import Allocator
 
 log = logging.getLogger(__name__)
@@ -25,10 +27,20 @@ class PendingQueueLoop:
             self._allocator.request_pending_pass()
 
 
-def start_loops(leader: LeaderLease, queue_loop: PendingQueueLoop) -> BackgroundScheduler:
+def start_loops(
+    leader: LeaderLease,
+    queue_loop: PendingQueueLoop,
+    heartbeats: HeartbeatRecorder,
+    liveness: NodeLivenessLoop,
+    heartbeat_interval_s: float,
+) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(daemon=True)
     defaults = {"max_instances": 1, "coalesce": True}
     scheduler.add_job(leader.run_once, "interval", seconds=2, jitter=0.5, **defaults)
     scheduler.add_job(queue_loop.run_once, "interval", seconds=5, jitter=1, **defaults)
+    # Heartbeats are written in one batch per period; liveness checks as often.
+    period = max(0.2, heartbeat_interval_s / 2)
+    scheduler.add_job(heartbeats.run_once, "interval", seconds=period, **defaults)
+    scheduler.add_job(liveness.run_once, "interval", seconds=period, jitter=period / 4, **defaults)
     scheduler.start()
     return scheduler

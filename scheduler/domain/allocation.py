@@ -49,6 +49,7 @@ class AllocationSpec:
     model: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     no_wait: bool = False
+    on_failure: str = "requeue"  # or "fail": what a GPU/node failure or drain does
 
     @property
     def priority(self) -> int:
@@ -80,6 +81,7 @@ class AllocationSpec:
             "workload_class": self.workload_class,
             "model": self.model,
             "labels": sorted(self.labels.items()),
+            "on_failure": self.on_failure,
         }
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 

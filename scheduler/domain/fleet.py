@@ -6,7 +6,14 @@ that make placement on a 10,000-GPU fleet fast in step with the counters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import heapq
+from bisect import bisect_left, insort
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+
+from scheduler.domain.catalogue import MIG_COMPUTE_SLICES
+from scheduler.domain.mig import profile_for
 
 
 @dataclass(frozen=True)
@@ -58,3 +65,334 @@ class NodeView:
     schedulable: bool = True  # False when cordoned, draining or unreachable
     labels: dict[str, str] = field(default_factory=dict)
     gpus: list[GpuView] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FleetStructure:
+    """Facts about the fleet that no usage, health or cordon changes: what could ever fit."""
+
+    models: frozenset[str]
+    max_memory_mib: dict[str, int]  # per model, over GPUs not in MIG mode
+    max_gpus_per_node: dict[str, int]  # per model, GPUs not in MIG mode on one node
+    mig_models: frozenset[str]  # models with at least one GPU in MIG mode
+
+
+@dataclass(slots=True)
+class _Usage:
+    milli: int
+    memory_mib: int
+    mig_mask: int
+    mig_compute: int
+    mig_counts: dict[str, int]
+
+
+class FleetSnapshot:
+    """Nodes and GPUs with their usage, plus indexes that list placement candidates best fit first.
+
+    Only GPUs that are healthy and on a schedulable node are indexed:
+    - whole GPUs: per model, each node's empty GPUs, and nodes bucketed by their number;
+    - fractions: per model, (free memory, free milli, id) kept sorted, for
+      GPUs not in MIG mode with some compute free;
+    - MIG: per model, GPU ids bucketed by their used-slice mask.
+    """
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeView] = {}
+        self.gpus: dict[int, GpuView] = {}
+        # Dicts used as insertion-ordered sets keep the walk order deterministic.
+        self._idle: dict[str, dict[str, dict[int, None]]] = {}
+        self._idle_buckets: dict[str, dict[int, dict[str, None]]] = {}
+        self._fractions: dict[str, list[tuple[int, int, int]]] = {}
+        self._fraction_keys: dict[int, tuple[int, int, int]] = {}
+        self._mig: dict[str, dict[int, dict[int, None]]] = {}
+        self._mig_masks: dict[int, int] = {}
+        self._structure: FleetStructure | None = None
+
+    # -- fleet changes ---------------------------------------------------------
+
+    def upsert_node(self, node: NodeView) -> None:
+        """Add or replace a node and all its GPUs; the snapshot keeps its own copies."""
+        ids = [gpu.id for gpu in node.gpus]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"node {node.name} lists a GPU id twice")
+        for gpu in node.gpus:
+            if gpu.node != node.name:
+                raise ValueError(f"GPU {gpu.id} names node {gpu.node}, not {node.name}")
+            owner = self.gpus.get(gpu.id)
+            if owner is not None and owner.node != node.name:
+                raise ValueError(f"GPU {gpu.id} already belongs to node {owner.node}")
+        if node.name in self.nodes:
+            self.remove_node(node.name)
+        stored = replace(node, labels=dict(node.labels), gpus=[_copy_gpu(g) for g in node.gpus])
+        self.nodes[stored.name] = stored
+        for gpu in stored.gpus:
+            self.gpus[gpu.id] = gpu
+            self._index(gpu)
+        self._structure = None
+
+    def remove_node(self, name: str) -> None:
+        node = self.nodes.pop(name)
+        for gpu in node.gpus:
+            self._unindex(gpu)
+            del self.gpus[gpu.id]
+        self._structure = None
+
+    def set_node_schedulable(self, name: str, schedulable: bool) -> None:
+        node = self.nodes[name]
+        for gpu in node.gpus:
+            self._unindex(gpu)
+        node.schedulable = schedulable
+        for gpu in node.gpus:
+            self._index(gpu)
+
+    def set_gpu_health(self, gpu_id: int, healthy: bool) -> None:
+        gpu = self.gpus[gpu_id]
+        self._unindex(gpu)
+        gpu.healthy = healthy
+        self._index(gpu)
+
+    def reserve(self, claims: Iterable[Claim]) -> None:
+        """Apply claims; raise ValueError, applying none, if any does not fit."""
+        self._apply(self._plan(claims, release=False))
+
+    def release(self, claims: Iterable[Claim]) -> None:
+        """Undo reserve; raise ValueError, applying none, if any was not held."""
+        self._apply(self._plan(claims, release=True))
+
+    def copy(self) -> FleetSnapshot:
+        """An independent deep copy (indexes included, so no re-sorting)."""
+        new = FleetSnapshot()
+        for node in self.nodes.values():
+            gpus = [_copy_gpu(g) for g in node.gpus]
+            new.nodes[node.name] = replace(node, labels=dict(node.labels), gpus=gpus)
+            new.gpus.update((g.id, g) for g in gpus)
+        new._idle = {
+            m: {name: dict(ids) for name, ids in nodes.items()} for m, nodes in self._idle.items()
+        }
+        new._idle_buckets = {
+            m: {k: dict(names) for k, names in buckets.items()}
+            for m, buckets in self._idle_buckets.items()
+        }
+        new._fractions = {m: list(keys) for m, keys in self._fractions.items()}
+        new._fraction_keys = dict(self._fraction_keys)
+        new._mig = {
+            m: {mask: dict(ids) for mask, ids in buckets.items()}
+            for m, buckets in self._mig.items()
+        }
+        new._mig_masks = dict(self._mig_masks)
+        new._structure = self._structure
+        return new
+
+    # -- what placement reads --------------------------------------------------
+
+    @property
+    def structure(self) -> FleetStructure:
+        if self._structure is None:
+            self._structure = _structure_of(self.gpus.values(), self.nodes.values())
+        return self._structure
+
+    def free_whole_gpus(self, model: str, node: str) -> int:
+        """Empty, healthy GPUs of `model` not in MIG mode on `node` (0 if cordoned)."""
+        return len(self._idle.get(model, {}).get(node, ()))
+
+    def iter_whole_candidates(
+        self, models: Iterable[str], min_free: int
+    ) -> Iterator[tuple[NodeView, list[GpuView]]]:
+        """(node, its empty GPUs of one model) with at least `min_free` of them, fewest first.
+
+        A node holding several of the models comes once per model.
+        """
+        by_model = [(m, self._idle_buckets[m]) for m in models if self._idle_buckets.get(m)]
+        most = max((max(buckets) for _, buckets in by_model), default=0)
+        for free in range(min_free, most + 1):
+            for model, buckets in by_model:
+                for name in buckets.get(free, ()):
+                    ids = self._idle[model][name]
+                    yield self.nodes[name], [self.gpus[i] for i in ids]
+
+    def iter_fraction_gpus(self, models: Iterable[str], memory_mib: int) -> Iterator[GpuView]:
+        """GPUs not in MIG mode with at least `memory_mib` free, least free memory first."""
+        runs: list[Iterator[tuple[int, int, int]]] = []
+        for model in models:
+            keys = self._fractions.get(model)
+            if keys:
+                first = bisect_left(keys, (memory_mib, -1, -1))
+                runs.append(map(keys.__getitem__, range(first, len(keys))))
+        merged = runs[0] if len(runs) == 1 else heapq.merge(*runs)
+        for _, _, gpu_id in merged:
+            yield self.gpus[gpu_id]
+
+    def iter_mig_gpus(self, models: Iterable[str], masks: Iterable[int]) -> Iterator[GpuView]:
+        """MIG-mode GPUs of `models` whose used-slice mask is in `masks`, in mask order."""
+        by_model = [self._mig[m] for m in models if m in self._mig]
+        if not by_model:
+            return
+        for mask in masks:
+            for buckets in by_model:
+                ids = buckets.get(mask)
+                if ids:
+                    for gpu_id in ids:
+                        yield self.gpus[gpu_id]
+
+    # -- claims ----------------------------------------------------------------
+
+    def _plan(self, claims: Iterable[Claim], release: bool) -> dict[int, _Usage]:
+        """The usage each touched GPU would have after the claims; ValueError if any is wrong."""
+        plan: dict[int, _Usage] = {}
+        sign = -1 if release else 1
+        for claim in claims:
+            gpu = self.gpus.get(claim.gpu_id)
+            if gpu is None:
+                raise ValueError(f"GPU {claim.gpu_id} is not in the fleet")
+            usage = plan.get(gpu.id)
+            if usage is None:
+                usage = plan[gpu.id] = _Usage(
+                    gpu.used_milli,
+                    gpu.used_memory_mib,
+                    gpu.mig_used_mask,
+                    gpu.mig_used_compute,
+                    dict(gpu.mig_profile_counts),
+                )
+            if claim.mig_profile is None:
+                _plan_share(gpu, usage, claim, sign)
+            else:
+                _plan_mig(gpu, usage, claim, release)
+        return plan
+
+    def _apply(self, plan: dict[int, _Usage]) -> None:
+        for gpu_id, usage in plan.items():
+            gpu = self.gpus[gpu_id]
+            self._unindex(gpu)
+            gpu.used_milli = usage.milli
+            gpu.used_memory_mib = usage.memory_mib
+            gpu.mig_used_mask = usage.mig_mask
+            gpu.mig_used_compute = usage.mig_compute
+            gpu.mig_profile_counts = usage.mig_counts
+            self._index(gpu)
+
+    # -- indexes ---------------------------------------------------------------
+
+    def _index(self, gpu: GpuView) -> None:
+        if not (gpu.healthy and self.nodes[gpu.node].schedulable):
+            return
+        if gpu.mig_enabled:
+            self._mig_masks[gpu.id] = gpu.mig_used_mask
+            buckets = self._mig.setdefault(gpu.model, {})
+            buckets.setdefault(gpu.mig_used_mask, {})[gpu.id] = None
+            return
+        if gpu.is_empty:
+            self._file_idle(gpu, idle=True)
+        if gpu.free_milli > 0:
+            key = (gpu.free_memory_mib, gpu.free_milli, gpu.id)
+            self._fraction_keys[gpu.id] = key
+            insort(self._fractions.setdefault(gpu.model, []), key)
+
+    def _unindex(self, gpu: GpuView) -> None:
+        """Remove what _index filed for this GPU (from its records, not its current state)."""
+        mask = self._mig_masks.pop(gpu.id, None)
+        if mask is not None:
+            buckets = self._mig[gpu.model]
+            del buckets[mask][gpu.id]
+            if not buckets[mask]:
+                del buckets[mask]
+        if gpu.id in self._idle.get(gpu.model, {}).get(gpu.node, ()):
+            self._file_idle(gpu, idle=False)
+        key = self._fraction_keys.pop(gpu.id, None)
+        if key is not None:
+            keys = self._fractions[gpu.model]
+            del keys[bisect_left(keys, key)]
+
+    def _file_idle(self, gpu: GpuView, idle: bool) -> None:
+        """Add or drop an empty GPU, moving its node to the bucket of its new idle count."""
+        nodes = self._idle.setdefault(gpu.model, {})
+        buckets = self._idle_buckets.setdefault(gpu.model, {})
+        ids = nodes.setdefault(gpu.node, {})
+        old = len(ids)
+        if idle:
+            ids[gpu.id] = None
+        else:
+            del ids[gpu.id]
+        if old:
+            del buckets[old][gpu.node]
+            if not buckets[old]:
+                del buckets[old]
+        if ids:
+            buckets.setdefault(len(ids), {})[gpu.node] = None
+        else:
+            del nodes[gpu.node]
+
+
+def _copy_gpu(gpu: GpuView) -> GpuView:
+    return replace(gpu, mig_profile_counts=dict(gpu.mig_profile_counts))
+
+
+def _plan_share(gpu: GpuView, usage: _Usage, claim: Claim, sign: int) -> None:
+    """A whole or fractional claim: counters stay within 0..1000 milli and 0..memory."""
+    if gpu.mig_enabled:
+        raise ValueError(f"GPU {gpu.id} is in MIG mode and takes only MIG claims")
+    if claim.milli < 0 or claim.memory_mib < 0:
+        raise ValueError(f"claim on GPU {gpu.id} has a negative amount")
+    usage.milli += sign * claim.milli
+    usage.memory_mib += sign * claim.memory_mib
+    if not 0 <= usage.milli <= 1000:
+        raise ValueError(f"GPU {gpu.id} would have {usage.milli} of 1000 milli-GPU in use")
+    if not 0 <= usage.memory_mib <= gpu.memory_mib:
+        raise ValueError(
+            f"GPU {gpu.id} would have {usage.memory_mib} of {gpu.memory_mib} MiB in use"
+        )
+
+
+def _plan_mig(gpu: GpuView, usage: _Usage, claim: Claim, release: bool) -> None:
+    """A MIG claim: a real profile of the model at a valid start, slices free (or held)."""
+    if not gpu.mig_enabled:
+        raise ValueError(f"GPU {gpu.id} is not in MIG mode")
+    name = claim.mig_profile or ""
+    profile = profile_for(gpu.model, name)
+    if profile is None:
+        raise ValueError(f"profile {name} does not exist on {gpu.model}")
+    if claim.mig_start not in profile.valid_starts:
+        raise ValueError(f"{name} cannot start at slot {claim.mig_start}")
+    if (claim.mig_size, claim.mig_compute) != (profile.memory_slices, profile.compute_slices):
+        raise ValueError(f"claim size does not match profile {name}")
+    slots = profile.slot_mask(claim.mig_start)
+    count = usage.mig_counts.get(name, 0)
+    if release:
+        if usage.mig_mask & slots != slots or count == 0:
+            raise ValueError(f"GPU {gpu.id} holds no {name} at slot {claim.mig_start}")
+        usage.mig_mask &= ~slots
+        usage.mig_compute -= profile.compute_slices
+        if count == 1:
+            del usage.mig_counts[name]
+        else:
+            usage.mig_counts[name] = count - 1
+        return
+    if usage.mig_mask & slots:
+        raise ValueError(f"{name} at slot {claim.mig_start} overlaps an instance on GPU {gpu.id}")
+    if count >= profile.max_count:
+        raise ValueError(f"GPU {gpu.id} already holds {count} {name}, the most it can")
+    if usage.mig_compute + profile.compute_slices > MIG_COMPUTE_SLICES:
+        raise ValueError(f"GPU {gpu.id} has too few compute slices left for {name}")
+    usage.mig_mask |= slots
+    usage.mig_compute += profile.compute_slices
+    usage.mig_counts[name] = count + 1
+
+
+def _structure_of(gpus: Iterable[GpuView], nodes: Iterable[NodeView]) -> FleetStructure:
+    max_memory: dict[str, int] = {}
+    mig_models: set[str] = set()
+    for gpu in gpus:
+        if gpu.mig_enabled:
+            mig_models.add(gpu.model)
+        else:
+            max_memory[gpu.model] = max(max_memory.get(gpu.model, 0), gpu.memory_mib)
+    max_per_node: dict[str, int] = {}
+    for node in nodes:
+        on_node = Counter(g.model for g in node.gpus if not g.mig_enabled)
+        for model, count in on_node.items():
+            max_per_node[model] = max(max_per_node.get(model, 0), count)
+    return FleetStructure(
+        models=frozenset(max_memory) | mig_models,
+        max_memory_mib=max_memory,
+        max_gpus_per_node=max_per_node,
+        mig_models=frozenset(mig_models),
+    )

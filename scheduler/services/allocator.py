@@ -75,6 +75,15 @@ class _PendingPass(_Command):
 
 
 @dataclass
+class _Requeue(_Command):
+    """Take placed allocations off their GPUs (failure, drain): requeue or
+    fail each per its on_failure policy."""
+
+    allocation_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass
 class _Batch:
     """What one transaction writes, and what to tell whom after commit."""
 
@@ -85,6 +94,7 @@ class _Batch:
     results: dict[int, Any] = field(default_factory=dict)  # id(command) -> record or error
     freed_capacity: bool = False
     stored_pending: bool = False
+    touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
 
 
 def new_allocation_id() -> str:
@@ -98,9 +108,9 @@ def _reasons_json(outcome: PlacementOutcome) -> list[dict[str, Any]]:
 def _summarise(outcome: PlacementOutcome) -> str:
     if not outcome.reasons:
         return "no candidate GPU"
-    # "12 GPUs: not enough free memory"; the unschedulable verdict stands alone.
+    # "not enough free memory (12)"; the unschedulable verdict stands alone.
     return "; ".join(
-        r.reason if r.plugin == "Unschedulable" else f"{r.count}× {r.reason}"
+        r.reason if r.plugin == "Unschedulable" else f"{r.reason} ({r.count})"
         for r in outcome.reasons[:3]
     )
 
@@ -128,6 +138,8 @@ class Allocator:
         self._pass_queued = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="allocator", daemon=True)
+        # Called after each commit with the nodes whose allocations changed.
+        self.on_nodes_changed: Callable[[set[str]], None] = lambda nodes: None
 
     # -- public API (called from RPC threads) ---------------------------------
 
@@ -149,6 +161,16 @@ class Allocator:
     def place_pending(self) -> int:
         """Run one pass over the pending queue now; returns how many were placed."""
         return self._submit(_PendingPass(), 60.0)  # type: ignore[no-any-return]
+
+    def requeue(self, allocation_ids: Sequence[str], reason: str) -> int:
+        """Returns how many allocations were moved off their GPUs.
+
+        Mark the snapshot stale first if the cause (an unhealthy GPU, an
+        unreachable or draining node) is new, so nothing lands there again.
+        """
+        if not allocation_ids:
+            return 0
+        return self._submit(_Requeue(tuple(allocation_ids), reason), 60.0)  # type: ignore[no-any-return]
 
     def place_pending_if_leader(self) -> None:
         """After a fleet change: the leader runs the queue before answering,
@@ -236,6 +258,7 @@ class Allocator:
                 releases = [c for c in commands if isinstance(c, _Release)]
                 allocates = [c for c in commands if isinstance(c, _Allocate)]
                 self._apply_releases(conn, releases, batch)
+                self._apply_requeues(conn, [c for c in commands if isinstance(c, _Requeue)], batch)
                 wants_pass = any(isinstance(c, _PendingPass) for c in commands)
                 # The leader places waiting work as soon as capacity frees,
                 # before newcomers in the same batch can take it.
@@ -265,11 +288,19 @@ class Allocator:
             else:
                 command.future.set_result(result)
         self._notifier.publish(batch.changed_ids)
+        if batch.touched_nodes:
+            self.on_nodes_changed(batch.touched_nodes)
 
     def _payloads(self, batch: _Batch) -> list[str]:
         payloads = []
         if batch.freed_capacity or batch.new_claims:
             payloads.append(f"capacity:{self._replica_id}:")
+        if batch.touched_nodes:
+            payloads.append(
+                f"nodes:{self._replica_id}:{','.join(sorted(batch.touched_nodes))}"[
+                    :NOTIFY_PAYLOAD_LIMIT
+                ]
+            )
         prefix = f"alloc:{self._replica_id}:"
         chunk: list[str] = []
         size = len(prefix)
@@ -334,8 +365,49 @@ class Allocator:
         freed = store.delete_claims(conn, to_free)
         store.apply_updates(conn, updates)
         if freed:
+            batch.touched_nodes.update(self._snapshot.gpus[c.gpu_id].node for c in freed)
             self._snapshot.release(freed)
             batch.freed_capacity = True
+
+    def _apply_requeues(self, conn: Any, requeues: Sequence[_Requeue], batch: _Batch) -> None:
+        if not requeues:
+            return
+        rows = store.lock_allocations(conn, [i for c in requeues for i in c.allocation_ids])
+        now = self._clock.now()
+        moved: dict[str, str] = {}  # allocation id -> new state
+        updates: dict[str, list[dict[str, Any]]] = {"pending": [], "failed": []}
+        for command in requeues:
+            count = 0
+            for allocation_id in command.allocation_ids:
+                row = rows.get(allocation_id)
+                if row is None or row["state"] not in ACTIVE_STATES or allocation_id in moved:
+                    continue
+                state = "pending" if row["on_failure"] == "requeue" else "failed"
+                verb = "requeued" if state == "pending" else "failed"
+                message = f"{verb}: {command.reason}"
+                moved[allocation_id] = state
+                self._event(batch, row, state, message)
+                updates[state].append(
+                    {
+                        "b_id": allocation_id,
+                        "state": state,
+                        "node": "",
+                        "message": message,
+                        "updated_at": now,
+                        "event_count": row["event_count"],
+                    }
+                )
+                count += 1
+            batch.results[id(command)] = count
+        freed = store.delete_claims(conn, list(moved))
+        for group in updates.values():
+            store.apply_updates(conn, group)
+        if freed:
+            batch.touched_nodes.update(self._snapshot.gpus[c.gpu_id].node for c in freed)
+            self._snapshot.release(freed)
+            batch.freed_capacity = True
+        if "pending" in moved.values():
+            self._maybe_pending = True
 
     def _apply_pending_pass(self, conn: Any, batch: _Batch) -> int:
         rows = store.pending_queue(conn, PENDING_PASS_LIMIT)
@@ -367,6 +439,7 @@ class Allocator:
             claims = outcome.placement.claims
             self._snapshot.reserve(claims)
             batch.new_claims.extend((row["id"], c) for c in claims)
+            batch.touched_nodes.add(outcome.placement.node)
             bindings = self._bindings(claims)
             message = f"placed on {outcome.placement.node} after waiting"
             self._event(batch, row, "placed", message)
@@ -433,6 +506,7 @@ class Allocator:
                 claims = outcome.placement.claims
                 self._snapshot.reserve(claims)
                 batch.new_claims.extend((row["id"], c) for c in claims)
+                batch.touched_nodes.add(outcome.placement.node)
                 message = f"placed on {outcome.placement.node}"
                 row.update(
                     state="placed",
@@ -476,6 +550,7 @@ class Allocator:
             "workload_class": spec.workload_class,
             "model": spec.model,
             "labels": dict(spec.labels),
+            "on_failure": spec.on_failure,
             "pending_reasons": [],
             "unschedulable": False,
             "bindings": [],

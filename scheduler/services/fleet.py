@@ -13,6 +13,7 @@ from scheduler.domain.errors import InvalidArgument
 from scheduler.services.allocator import Allocator
 from scheduler.store import allocations as allocation_store
 from scheduler.store import fleet as store
+from scheduler.store import liveness
 from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import GpuRecord, NodeRecord
 
@@ -34,7 +35,7 @@ class FleetService:
         with self._engine.begin() as conn:
             store.register_node(conn, name, hostname, labels, resolved, self._clock.now())
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
-        self._fleet_changed()
+        self.fleet_changed()
         return self.get_node(name)
 
     def heartbeat(self, name: str) -> NodeRecord:
@@ -46,7 +47,13 @@ class FleetService:
         with self._engine.begin() as conn:
             store.set_admin_state(conn, name, admin_state)
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
-        self._fleet_changed()
+            moving = (
+                liveness.active_allocations_on_node(conn, name) if admin_state == "draining" else []
+            )
+        self._allocator.mark_stale()
+        if moving:
+            self._allocator.requeue([a["id"] for a in moving], f"node {name} is draining")
+        self._allocator.place_pending_if_leader()
         return self.get_node(name)
 
     def list_nodes(self) -> list[NodeRecord]:
@@ -63,7 +70,8 @@ class FleetService:
                 store.get_node(conn, node)  # NOT_FOUND for an unknown node, not an empty list
             return store.list_gpus(conn, node or None)
 
-    def _fleet_changed(self) -> None:
+    def fleet_changed(self) -> None:
+        """Nodes or GPUs changed: reload placement's view and run the queue."""
         self._allocator.mark_stale()
         self._allocator.place_pending_if_leader()
 

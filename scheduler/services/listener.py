@@ -26,12 +26,14 @@ class NotificationListener:
         on_allocations: Callable[[list[str]], None],
         on_capacity: Callable[[], None],
         on_reconnect: Callable[[], None],
+        on_nodes: Callable[[list[str]], None] = lambda nodes: None,
     ) -> None:
         self._conninfo = conninfo
         self._replica_id = replica_id
         self._on_allocations = on_allocations
         self._on_capacity = on_capacity
         self._on_reconnect = on_reconnect
+        self._on_nodes = on_nodes
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
 
@@ -51,6 +53,8 @@ class NotificationListener:
             self._on_allocations([i for i in ids.split(",") if i])
         elif kind in ("capacity", "fleet"):
             self._on_capacity()
+        elif kind == "nodes":
+            self._on_nodes([n for n in ids.split(",") if n])
 
     def _run(self) -> None:
         backoff = 0.5

@@ -27,4 +27,5 @@ def spec_from_row(row: Mapping[str, Any]) -> AllocationSpec:
         workload_class=row["workload_class"],
         model=row["model"],
         labels=dict(row["labels"]),
+        on_failure=row["on_failure"],
     )

@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 
 from scheduler.domain.errors import FailedPrecondition, NotFound
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView

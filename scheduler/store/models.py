@@ -60,6 +60,10 @@ class NodeRow(Base):
     """active | cordoned | draining: set by admins; reachability is derived from heartbeats."""
     reachable: Mapped[bool] = mapped_column(Boolean, default=True)
     last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    unreachable_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set when heartbeats stop; its allocations are failed over a grace period later."""
+    agent_info: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    """What the agent said of itself at its last hello (version, simulated)."""
     registered_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
@@ -97,6 +101,7 @@ class GpuRow(Base):
     memory_mib: Mapped[int] = mapped_column(BigInteger)
     mig_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
     health: Mapped[str] = mapped_column(String(16), default="healthy")
+    """healthy | degraded | unhealthy, as the node agent's health policy judged it."""
     health_reasons: Mapped[list[Any]] = mapped_column(default=list)
     nvlink_peers: Mapped[list[Any]] = mapped_column(default=list)
     pci_bus_id: Mapped[str] = mapped_column(String(32), default="")
@@ -114,6 +119,7 @@ class AllocationRow(Base):
         UniqueConstraint("tenant", "request_id"),
         CheckConstraint(f"state IN {ALLOCATION_STATES!r}", name="state"),
         CheckConstraint("kind IN ('whole', 'fraction', 'mig')", name="kind"),
+        CheckConstraint("on_failure IN ('requeue', 'fail')", name="on_failure"),
         Index("ix_allocations_queue", "state", text("priority DESC"), "queue_seq"),
         Index("ix_allocations_tenant_created", "tenant", "created_at"),
     )
@@ -147,6 +153,8 @@ class AllocationRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     event_count: Mapped[int] = mapped_column(Integer, default=0)
+    on_failure: Mapped[str] = mapped_column(String(16), default="requeue")
+    """requeue | fail: what a GPU or node failure (or a drain) does to this allocation."""
 
 
 class GpuClaimRow(Base):

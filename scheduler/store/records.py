@@ -48,6 +48,7 @@ class AllocationRecord(_FromMapping):
     created_at: datetime
     updated_at: datetime
     event_count: int
+    on_failure: str = "requeue"
     events: tuple[AllocationEvent, ...] = ()
 
 
@@ -88,6 +89,8 @@ class NodeRecord(_FromMapping):
     reachable: bool
     last_heartbeat_at: datetime | None
     registered_at: datetime
+    unreachable_since: datetime | None = None
+    agent_info: dict[str, Any] = field(default_factory=dict)
     allocation_count: int = 0
     gpus: tuple[GpuRecord, ...] = field(default_factory=tuple)
 

@@ -113,14 +113,36 @@ def test_cordon_keeps_new_work_off_and_uncordon_lets_it_back(fleet_client: Clien
     assert placed.state == types_pb2.ALLOCATION_STATE_PLACED, "uncordon runs the queue"
 
 
-def test_drain_shows_draining_then_drained_when_empty(fleet_client: Client) -> None:
-    held = _whole(fleet_client, "held", "H200")
-    node = fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name="h200")).node
-    assert node.state == types_pb2.NODE_STATE_DRAINING
-    assert _whole(fleet_client, "new", "H200", count=1).state == types_pb2.ALLOCATION_STATE_PENDING
-    fleet_client.admin.ReleaseAllocation(scheduler_pb2.ReleaseRequest(allocation_id=held.id))
-    node = fleet_client.admin.GetNode(admin_pb2.GetNodeRequest(name="h200")).node
-    assert node.state == types_pb2.NODE_STATE_DRAINED
+def test_drain_moves_work_elsewhere_and_shows_drained_when_empty(fleet_client: Client) -> None:
+    moved = _whole(fleet_client, "moved", "H100-80GB", count=4)
+    node = moved.bindings[0].node
+    kept_out = fleet_client.scheduler.Allocate(
+        scheduler_pb2.AllocateRequest(
+            tenant="t",
+            request_id="fail-me",
+            whole=types_pb2.WholeGpus(count=2),
+            gpu_models=["H100-80GB"],
+            on_failure=types_pb2.FAILURE_POLICY_FAIL,
+        )
+    ).allocation
+    assert kept_out.bindings[0].node == node, "best-fit packs the same node"
+    drained = fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name=node)).node
+    assert drained.state == types_pb2.NODE_STATE_DRAINED
+
+    def get(a: types_pb2.Allocation) -> types_pb2.Allocation:
+        request = scheduler_pb2.GetAllocationRequest(allocation_id=a.id)
+        return fleet_client.scheduler.GetAllocation(request).allocation
+
+    after = get(moved)
+    assert after.state == types_pb2.ALLOCATION_STATE_PLACED
+    assert after.bindings[0].node != node, "requeued and placed on the other H100 node"
+    assert [e.state for e in after.events][-2:] == [
+        types_pb2.ALLOCATION_STATE_PENDING,
+        types_pb2.ALLOCATION_STATE_PLACED,
+    ]
+    assert "draining" in after.events[-2].message
+    assert get(kept_out).state == types_pb2.ALLOCATION_STATE_FAILED
+    assert _whole(fleet_client, "new", "H100-80GB", count=8).state == types_pb2.ALLOCATION_STATE_PENDING
 
 
 def test_node_actions_on_unknown_node_are_not_found(client: Client) -> None:

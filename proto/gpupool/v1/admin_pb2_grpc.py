@@ -86,6 +86,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.GetCatalogueRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.GetCatalogueResponse.FromString,
                 _registered_method=True)
+        self.InjectFault = channel.unary_unary(
+                '/gpupool.v1.Admin/InjectFault',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -154,6 +159,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InjectFault(self, request, context):
+        """Tell a simulated agent to pretend a fault (or clear it); relayed over
+        the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -206,6 +219,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetCatalogue,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.GetCatalogueRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.GetCatalogueResponse.SerializeToString,
+            ),
+            'InjectFault': grpc.unary_unary_rpc_method_handler(
+                    servicer.InjectFault,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -479,6 +497,33 @@ class Admin:
             '/gpupool.v1.Admin/GetCatalogue',
             gpupool_dot_v1_dot_admin__pb2.GetCatalogueRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.GetCatalogueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InjectFault(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/InjectFault',
+            gpupool_dot_v1_dot_admin__pb2.InjectFaultRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.InjectFaultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,6 +46,10 @@ class AdminStub:
     DrainNode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.NodeActionRequest, _admin_pb2.NodeActionResponse]
     """Cordon and mark draining; the node shows as drained once empty."""
     GetCatalogue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetCatalogueRequest, _admin_pb2.GetCatalogueResponse]
+    InjectFault: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InjectFaultRequest, _admin_pb2.InjectFaultResponse]
+    """Tell a simulated agent to pretend a fault (or clear it); relayed over
+    the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -64,6 +68,10 @@ class AdminAsyncStub(AdminStub):
     DrainNode: _aio.UnaryUnaryMultiCallable[_admin_pb2.NodeActionRequest, _admin_pb2.NodeActionResponse]  # type: ignore[assignment]
     """Cordon and mark draining; the node shows as drained once empty."""
     GetCatalogue: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetCatalogueRequest, _admin_pb2.GetCatalogueResponse]  # type: ignore[assignment]
+    InjectFault: _aio.UnaryUnaryMultiCallable[_admin_pb2.InjectFaultRequest, _admin_pb2.InjectFaultResponse]  # type: ignore[assignment]
+    """Tell a simulated agent to pretend a fault (or clear it); relayed over
+    the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -139,5 +147,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.GetCatalogueRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetCatalogueResponse, _abc.Awaitable[_admin_pb2.GetCatalogueResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def InjectFault(
+        self,
+        request: _admin_pb2.InjectFaultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.InjectFaultResponse, _abc.Awaitable[_admin_pb2.InjectFaultResponse]]:
+        """Tell a simulated agent to pretend a fault (or clear it); relayed over
+        the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gpupool.v1 import types_pb2 as gpupool_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpupool/v1/agents.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"\xc4\x01\n\x13RegisterNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.gpupool.v1.RegisterNodeRequest.LabelsEntry\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.gpupool.v1.GpuSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x14RegisterNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\" \n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"9\n\x11HeartbeatResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.gpupool.v1.NodeState2\xa5\x01\n\x06\x41gents\x12Q\n\x0cRegisterNode\x12\x1f.gpupool.v1.RegisterNodeRequest\x1a .gpupool.v1.RegisterNodeResponse\x12H\n\tHeartbeat\x12\x1c.gpupool.v1.HeartbeatRequest\x1a\x1d.gpupool.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpupool/v1/agents.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"\xc4\x01\n\x13RegisterNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.gpupool.v1.RegisterNodeRequest.LabelsEntry\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.gpupool.v1.GpuSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x14RegisterNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"M\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.gpupool.v1.GpuHealthReport\"9\n\x11HeartbeatResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.gpupool.v1.NodeState\"\xc7\x01\n\x0fGpuHealthReport\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12%\n\x06health\x18\x02 \x01(\x0e\x32\x15.gpupool.v1.GpuHealth\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x15\n\rtemperature_c\x18\x04 \x01(\x01\x12\x10\n\x08power_mw\x18\x05 \x01(\r\x12\x17\n\x0futilization_pct\x18\x06 \x01(\r\x12\x17\n\x0fmemory_used_mib\x18\x07 \x01(\x04\x12\x13\n\x0brecent_xids\x18\x08 \x03(\r\"\xb2\x01\n\nAgentHello\x12-\n\x04node\x18\x01 \x01(\x0b\x32\x1f.gpupool.v1.RegisterNodeRequest\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.gpupool.v1.GpuHealthReport\x12\x1e\n\x16running_allocation_ids\x18\x03 \x03(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x11\n\tsimulated\x18\x05 \x01(\x08\"5\n\x13ObservedAllocations\x12\x1e\n\x16running_allocation_ids\x18\x01 \x03(\t\"\xa7\x01\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.AgentHelloH\x00\x12\x31\n\theartbeat\x18\x02 \x01(\x0b\x32\x1c.gpupool.v1.HeartbeatRequestH\x00\x12\x33\n\x08observed\x18\x03 \x01(\x0b\x32\x1f.gpupool.v1.ObservedAllocationsH\x00\x42\x06\n\x04\x62ody\"\x93\x01\n\x0c\x44\x65siredState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12)\n\nnode_state\x18\x02 \x01(\x0e\x32\x15.gpupool.v1.NodeState\x12+\n\x0b\x61llocations\x18\x03 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"?\n\x0c\x46\x61ultCommand\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\r\n\x05\x66\x61ult\x18\x02 \x01(\t\x12\r\n\x05\x63lear\x18\x03 \x01(\x08\"r\n\x10SchedulerMessage\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x18.gpupool.v1.DesiredStateH\x00\x12)\n\x05\x66\x61ult\x18\x02 \x01(\x0b\x32\x18.gpupool.v1.FaultCommandH\x00\x42\x06\n\x04\x62ody2\xec\x01\n\x06\x41gents\x12Q\n\x0cRegisterNode\x12\x1f.gpupool.v1.RegisterNodeRequest\x1a .gpupool.v1.RegisterNodeResponse\x12H\n\tHeartbeat\x12\x1c.gpupool.v1.HeartbeatRequest\x1a\x1d.gpupool.v1.HeartbeatResponse\x12\x45\n\x07\x43onnect\x12\x18.gpupool.v1.AgentMessage\x1a\x1c.gpupool.v1.SchedulerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,9 +41,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERNODERESPONSE']._serialized_start=262
   _globals['_REGISTERNODERESPONSE']._serialized_end=316
   _globals['_HEARTBEATREQUEST']._serialized_start=318
-  _globals['_HEARTBEATREQUEST']._serialized_end=350
-  _globals['_HEARTBEATRESPONSE']._serialized_start=352
-  _globals['_HEARTBEATRESPONSE']._serialized_end=409
-  _globals['_AGENTS']._serialized_start=412
-  _globals['_AGENTS']._serialized_end=577
+  _globals['_HEARTBEATREQUEST']._serialized_end=395
+  _globals['_HEARTBEATRESPONSE']._serialized_start=397
+  _globals['_HEARTBEATRESPONSE']._serialized_end=454
+  _globals['_GPUHEALTHREPORT']._serialized_start=457
+  _globals['_GPUHEALTHREPORT']._serialized_end=656
+  _globals['_AGENTHELLO']._serialized_start=659
+  _globals['_AGENTHELLO']._serialized_end=837
+  _globals['_OBSERVEDALLOCATIONS']._serialized_start=839
+  _globals['_OBSERVEDALLOCATIONS']._serialized_end=892
+  _globals['_AGENTMESSAGE']._serialized_start=895
+  _globals['_AGENTMESSAGE']._serialized_end=1062
+  _globals['_DESIREDSTATE']._serialized_start=1065
+  _globals['_DESIREDSTATE']._serialized_end=1212
+  _globals['_FAULTCOMMAND']._serialized_start=1214
+  _globals['_FAULTCOMMAND']._serialized_end=1277
+  _globals['_SCHEDULERMESSAGE']._serialized_start=1279
+  _globals['_SCHEDULERMESSAGE']._serialized_end=1393
+  _globals['_AGENTS']._serialized_start=1396
+  _globals['_AGENTS']._serialized_end=1632
 # @@protoc_insertion_point(module_scope)

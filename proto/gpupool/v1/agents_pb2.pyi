@@ -33,13 +33,95 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[_types_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node",)
+    __slots__ = ("node", "health")
     NODE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
     node: str
-    def __init__(self, node: _Optional[str] = ...) -> None: ...
+    health: _containers.RepeatedCompositeFieldContainer[GpuHealthReport]
+    def __init__(self, node: _Optional[str] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("state",)
     STATE_FIELD_NUMBER: _ClassVar[int]
     state: _types_pb2.NodeState
     def __init__(self, state: _Optional[_Union[_types_pb2.NodeState, str]] = ...) -> None: ...
+
+class GpuHealthReport(_message.Message):
+    __slots__ = ("uuid", "health", "reasons", "temperature_c", "power_mw", "utilization_pct", "memory_used_mib", "recent_xids")
+    UUID_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_C_FIELD_NUMBER: _ClassVar[int]
+    POWER_MW_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_PCT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_USED_MIB_FIELD_NUMBER: _ClassVar[int]
+    RECENT_XIDS_FIELD_NUMBER: _ClassVar[int]
+    uuid: str
+    health: _types_pb2.GpuHealth
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    temperature_c: float
+    power_mw: int
+    utilization_pct: int
+    memory_used_mib: int
+    recent_xids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, uuid: _Optional[str] = ..., health: _Optional[_Union[_types_pb2.GpuHealth, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., temperature_c: _Optional[float] = ..., power_mw: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., memory_used_mib: _Optional[int] = ..., recent_xids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class AgentHello(_message.Message):
+    __slots__ = ("node", "health", "running_allocation_ids", "agent_version", "simulated")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_ALLOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    node: RegisterNodeRequest
+    health: _containers.RepeatedCompositeFieldContainer[GpuHealthReport]
+    running_allocation_ids: _containers.RepeatedScalarFieldContainer[str]
+    agent_version: str
+    simulated: bool
+    def __init__(self, node: _Optional[_Union[RegisterNodeRequest, _Mapping]] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ..., running_allocation_ids: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., simulated: _Optional[bool] = ...) -> None: ...
+
+class ObservedAllocations(_message.Message):
+    __slots__ = ("running_allocation_ids",)
+    RUNNING_ALLOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
+    running_allocation_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, running_allocation_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AgentMessage(_message.Message):
+    __slots__ = ("hello", "heartbeat", "observed")
+    HELLO_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    hello: AgentHello
+    heartbeat: HeartbeatRequest
+    observed: ObservedAllocations
+    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ...) -> None: ...
+
+class DesiredState(_message.Message):
+    __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    NODE_STATE_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    node_state: _types_pb2.NodeState
+    allocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Allocation]
+    heartbeat_interval_ms: int
+    def __init__(self, node: _Optional[str] = ..., node_state: _Optional[_Union[_types_pb2.NodeState, str]] = ..., allocations: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+
+class FaultCommand(_message.Message):
+    __slots__ = ("gpu_index", "fault", "clear")
+    GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    CLEAR_FIELD_NUMBER: _ClassVar[int]
+    gpu_index: int
+    fault: str
+    clear: bool
+    def __init__(self, gpu_index: _Optional[int] = ..., fault: _Optional[str] = ..., clear: _Optional[bool] = ...) -> None: ...
+
+class SchedulerMessage(_message.Message):
+    __slots__ = ("desired", "fault")
+    DESIRED_FIELD_NUMBER: _ClassVar[int]
+    FAULT_FIELD_NUMBER: _ClassVar[int]
+    desired: DesiredState
+    fault: FaultCommand
+    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., fault: _Optional[_Union[FaultCommand, _Mapping]] = ...) -> None: ...

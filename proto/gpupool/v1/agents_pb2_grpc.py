@@ -45,6 +45,11 @@ class AgentsStub:
                 request_serializer=gpupool_dot_v1_dot_agents__pb2.HeartbeatRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_agents__pb2.HeartbeatResponse.FromString,
                 _registered_method=True)
+        self.Connect = channel.stream_stream(
+                '/gpupool.v1.Agents/Connect',
+                request_serializer=gpupool_dot_v1_dot_agents__pb2.AgentMessage.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_agents__pb2.SchedulerMessage.FromString,
+                _registered_method=True)
 
 
 class AgentsServicer:
@@ -64,6 +69,17 @@ class AgentsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Connect(self, request_iterator, context):
+        """The agent's one long-lived stream. The first message is a hello with the
+        full observed state; the scheduler answers with the full desired state,
+        then both sides send deltas (heartbeats, health, new desired state).
+        Every reconnect starts over with a hello: level-triggered, so lost
+        messages and restarts on either side heal by themselves.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +92,11 @@ def add_AgentsServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=gpupool_dot_v1_dot_agents__pb2.HeartbeatRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_agents__pb2.HeartbeatResponse.SerializeToString,
+            ),
+            'Connect': grpc.stream_stream_rpc_method_handler(
+                    servicer.Connect,
+                    request_deserializer=gpupool_dot_v1_dot_agents__pb2.AgentMessage.FromString,
+                    response_serializer=gpupool_dot_v1_dot_agents__pb2.SchedulerMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +154,33 @@ class Agents:
             '/gpupool.v1.Agents/Heartbeat',
             gpupool_dot_v1_dot_agents__pb2.HeartbeatRequest.SerializeToString,
             gpupool_dot_v1_dot_agents__pb2.HeartbeatResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Connect(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/gpupool.v1.Agents/Connect',
+            gpupool_dot_v1_dot_agents__pb2.AgentMessage.SerializeToString,
+            gpupool_dot_v1_dot_agents__pb2.SchedulerMessage.FromString,
             options,
             channel_credentials,
             insecure,

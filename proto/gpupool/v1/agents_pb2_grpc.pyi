@@ -36,6 +36,13 @@ class AgentsStub:
     RegisterNode: _grpc.UnaryUnaryMultiCallable[_agents_pb2.RegisterNodeRequest, _agents_pb2.RegisterNodeResponse]
     """Creates or updates the node and its GPUs (level-triggered: the full set)."""
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_agents_pb2.HeartbeatRequest, _agents_pb2.HeartbeatResponse]
+    Connect: _grpc.StreamStreamMultiCallable[_agents_pb2.AgentMessage, _agents_pb2.SchedulerMessage]
+    """The agent's one long-lived stream. The first message is a hello with the
+    full observed state; the scheduler answers with the full desired state,
+    then both sides send deltas (heartbeats, health, new desired state).
+    Every reconnect starts over with a hello: level-triggered, so lost
+    messages and restarts on either side heal by themselves.
+    """
 
 @_typing.type_check_only
 class AgentsAsyncStub(AgentsStub):
@@ -45,6 +52,13 @@ class AgentsAsyncStub(AgentsStub):
     RegisterNode: _aio.UnaryUnaryMultiCallable[_agents_pb2.RegisterNodeRequest, _agents_pb2.RegisterNodeResponse]  # type: ignore[assignment]
     """Creates or updates the node and its GPUs (level-triggered: the full set)."""
     Heartbeat: _aio.UnaryUnaryMultiCallable[_agents_pb2.HeartbeatRequest, _agents_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    Connect: _aio.StreamStreamMultiCallable[_agents_pb2.AgentMessage, _agents_pb2.SchedulerMessage]  # type: ignore[assignment]
+    """The agent's one long-lived stream. The first message is a hello with the
+    full observed state; the scheduler answers with the full desired state,
+    then both sides send deltas (heartbeats, health, new desired state).
+    Every reconnect starts over with a hello: level-triggered, so lost
+    messages and restarts on either side heal by themselves.
+    """
 
 class AgentsServicer(metaclass=_abc_1.ABCMeta):
     """What node agents call. The agent dials out; GPU hosts need no inbound port."""
@@ -63,5 +77,18 @@ class AgentsServicer(metaclass=_abc_1.ABCMeta):
         request: _agents_pb2.HeartbeatRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_agents_pb2.HeartbeatResponse, _abc.Awaitable[_agents_pb2.HeartbeatResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def Connect(
+        self,
+        request_iterator: _MaybeAsyncIterator[_agents_pb2.AgentMessage],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_agents_pb2.SchedulerMessage], _abc.AsyncIterator[_agents_pb2.SchedulerMessage]]:
+        """The agent's one long-lived stream. The first message is a hello with the
+        full observed state; the scheduler answers with the full desired state,
+        then both sides send deltas (heartbeats, health, new desired state).
+        Every reconnect starts over with a hello: level-triggered, so lost
+        messages and restarts on either side heal by themselves.
+        """
 
 def add_AgentsServicer_to_server(servicer: AgentsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class AllocateRequest(_message.Message):
-    __slots__ = ("tenant", "request_id", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "no_wait")
+    __slots__ = ("tenant", "request_id", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "no_wait", "on_failure")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class AllocateRequest(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     NO_WAIT_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     request_id: str
     whole: _types_pb2.WholeGpus
@@ -38,7 +39,8 @@ class AllocateRequest(_message.Message):
     model: str
     labels: _containers.ScalarMap[str, str]
     no_wait: bool
-    def __init__(self, tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., whole: _Optional[_Union[_types_pb2.WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[_types_pb2.FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[_types_pb2.MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., no_wait: _Optional[bool] = ...) -> None: ...
+    on_failure: _types_pb2.FailurePolicy
+    def __init__(self, tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., whole: _Optional[_Union[_types_pb2.WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[_types_pb2.FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[_types_pb2.MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., no_wait: _Optional[bool] = ..., on_failure: _Optional[_Union[_types_pb2.FailurePolicy, str]] = ...) -> None: ...
 
 class AllocateResponse(_message.Message):
     __slots__ = ("allocation",)

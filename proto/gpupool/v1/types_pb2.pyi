@@ -29,6 +29,12 @@ class AllocationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ALLOCATION_STATE_RELEASED: _ClassVar[AllocationState]
     ALLOCATION_STATE_FAILED: _ClassVar[AllocationState]
 
+class FailurePolicy(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_POLICY_UNSPECIFIED: _ClassVar[FailurePolicy]
+    FAILURE_POLICY_REQUEUE: _ClassVar[FailurePolicy]
+    FAILURE_POLICY_FAIL: _ClassVar[FailurePolicy]
+
 class NodeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     NODE_STATE_UNSPECIFIED: _ClassVar[NodeState]
@@ -57,6 +63,9 @@ ALLOCATION_STATE_RUNNING: AllocationState
 ALLOCATION_STATE_PREEMPTING: AllocationState
 ALLOCATION_STATE_RELEASED: AllocationState
 ALLOCATION_STATE_FAILED: AllocationState
+FAILURE_POLICY_UNSPECIFIED: FailurePolicy
+FAILURE_POLICY_REQUEUE: FailurePolicy
+FAILURE_POLICY_FAIL: FailurePolicy
 NODE_STATE_UNSPECIFIED: NodeState
 NODE_STATE_READY: NodeState
 NODE_STATE_CORDONED: NodeState
@@ -135,7 +144,7 @@ class AllocationEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., state: _Optional[_Union[AllocationState, str]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("id", "tenant", "request_id", "state", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "bindings", "pending_reasons", "unschedulable", "created_at", "updated_at", "events", "message")
+    __slots__ = ("id", "tenant", "request_id", "state", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "bindings", "pending_reasons", "unschedulable", "created_at", "updated_at", "events", "message", "on_failure")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +171,7 @@ class Allocation(_message.Message):
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     request_id: str
@@ -181,7 +191,8 @@ class Allocation(_message.Message):
     updated_at: _timestamp_pb2.Timestamp
     events: _containers.RepeatedCompositeFieldContainer[AllocationEvent]
     message: str
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[AllocationState, str]] = ..., whole: _Optional[_Union[WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ..., pending_reasons: _Optional[_Iterable[_Union[PendingReason, _Mapping]]] = ..., unschedulable: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[AllocationEvent, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+    on_failure: FailurePolicy
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[AllocationState, str]] = ..., whole: _Optional[_Union[WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ..., pending_reasons: _Optional[_Iterable[_Union[PendingReason, _Mapping]]] = ..., unschedulable: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[AllocationEvent, _Mapping]]] = ..., message: _Optional[str] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ...) -> None: ...
 
 class MigInstance(_message.Message):
     __slots__ = ("profile", "start", "size", "allocation_id")

@@ -1,0 +1,171 @@
+"""place(): walk the snapshot's indexes best fit first, filter, score, pick.
+
+The walk stops after PlacementConfig.feasible_to_score feasible options (as
+kube-scheduler's numFeasibleNodesToFind does), so a successful placement costs
+a handful of candidates, not a scan of the fleet. Only when nothing is
+feasible does explain.py scan everything to say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.domain.mig import best_start, candidate_masks, profile_for
+from scheduler.domain.requests import (
+    Demand,
+    FractionDemand,
+    MigDemand,
+    PlacementRequest,
+    WholeDemand,
+)
+from scheduler.placement.explain import explain
+from scheduler.placement.nvlink import choose_gpus
+from scheduler.placement.pipeline import (
+    Pipeline,
+    first_rejection,
+    node_rejection,
+    passing_gpus,
+    pipeline_for,
+)
+from scheduler.placement.plugins import DEFAULT_SCORE_WEIGHTS, CycleContext, Option
+
+
+@dataclass(frozen=True)
+class Rejection:
+    plugin: str  # the filter plugin's name, e.g. "FractionFits"
+    reason: str  # human text, e.g. "not enough free memory (needs 30000 MiB, ...)"
+    count: int  # how many candidates (GPUs or nodes) it rejected
+
+
+@dataclass(frozen=True)
+class Placement:
+    node: str
+    claims: tuple[Claim, ...]
+    score: float
+
+
+@dataclass(frozen=True)
+class PlacementOutcome:
+    placement: Placement | None
+    # Empty when placed. Sorted by count, largest first; when unschedulable, only
+    # the "Unschedulable" reason (count 0: it judges the fleet, not candidates).
+    reasons: tuple[Rejection, ...] = ()
+    unschedulable: bool = False  # True iff no GPU or node of this fleet could ever hold it
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    # Stop walking after this many feasible options (kube-scheduler's numFeasibleNodesToFind).
+    feasible_to_score: int = 16
+    # Weight per score plugin name; a plugin missing here does not score.
+    score_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
+
+
+def place(
+    snapshot: FleetSnapshot, request: PlacementRequest, config: PlacementConfig = PlacementConfig()
+) -> PlacementOutcome:
+    """The best placement for `request` on `snapshot`, or why there is none. Never mutates."""
+    ctx = CycleContext(snapshot, request)
+    pipeline = pipeline_for(request.demand)
+    limit = max(1, config.feasible_to_score)
+    options: list[Option] = []
+    for option in _feasible_options(ctx, pipeline):
+        options.append(option)
+        if len(options) >= limit:
+            break
+    if not options:
+        tally, unschedulable = explain(ctx, pipeline)
+        reasons = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
+        return PlacementOutcome(None, reasons, unschedulable)
+    best, score = _best(ctx, pipeline, options, config.score_weights)
+    return PlacementOutcome(Placement(best.node.name, _claims(request.demand, best), score))
+
+
+def _best(
+    ctx: CycleContext, pipeline: Pipeline, options: list[Option], weights: Mapping[str, float]
+) -> tuple[Option, float]:
+    """The highest weighted score, normalised to 0..100; ties go to the earlier option."""
+    scorers = [(p.score, weights[p.name]) for p in pipeline.scorers if weights.get(p.name)]
+    total_weight = sum(w for _, w in scorers)
+    best = options[0]
+    best_score = -1.0
+    for option in options:
+        score = 0.0
+        for rate, weight in scorers:
+            score += weight * rate(ctx, option)
+        if score > best_score:
+            best, best_score = option, score
+    return best, (best_score / total_weight if total_weight else 0.0)
+
+
+def _claims(demand: Demand, option: Option) -> tuple[Claim, ...]:
+    if isinstance(demand, WholeDemand):
+        return tuple(Claim(g.id, milli=1000, memory_mib=g.memory_mib) for g in option.gpus)
+    gpu = option.gpus[0]
+    if isinstance(demand, FractionDemand):
+        return (Claim(gpu.id, milli=demand.milli, memory_mib=demand.memory_mib),)
+    profile = profile_for(gpu.model, demand.profile)
+    assert profile is not None  # MigProfileExists passed
+    return (
+        Claim(
+            gpu.id,
+            mig_profile=profile.name,
+            mig_start=option.mig_start,
+            mig_size=profile.memory_slices,
+            mig_compute=profile.compute_slices,
+        ),
+    )
+
+
+def _feasible_options(ctx: CycleContext, pipeline: Pipeline) -> Iterator[Option]:
+    demand = ctx.request.demand
+    if isinstance(demand, WholeDemand):
+        return _whole_options(ctx, pipeline, demand)
+    if isinstance(demand, FractionDemand):
+        return _fraction_options(ctx, pipeline, demand)
+    return _mig_options(ctx, pipeline, demand)
+
+
+def _whole_options(ctx: CycleContext, pipeline: Pipeline, demand: WholeDemand) -> Iterator[Option]:
+    """Nodes with the fewest idle GPUs (of one model) that suffice come first."""
+    for node, idle in ctx.snapshot.iter_whole_candidates(ctx.models, demand.count):
+        if node_rejection(ctx, pipeline, node) is not None:
+            continue
+        free = passing_gpus(ctx, pipeline, idle)
+        by_model = {free[0].model: free} if free else {}
+        if any(f.filter_gang(ctx, node, by_model) is not None for f in pipeline.gang_filters):
+            continue
+        chosen, linked = choose_gpus(free, demand.count, len(node.gpus))
+        yield Option(node, chosen, linked_pairs=linked)
+
+
+def _fraction_options(
+    ctx: CycleContext, pipeline: Pipeline, demand: FractionDemand
+) -> Iterator[Option]:
+    """GPUs with the least free memory that suffices come first."""
+    nodes = ctx.snapshot.nodes
+    for gpu in ctx.snapshot.iter_fraction_gpus(ctx.models, demand.memory_mib):
+        node = nodes[gpu.node]
+        if first_rejection(ctx, pipeline, node, gpu) is None:
+            yield Option(node, (gpu,))
+
+
+def _mig_options(ctx: CycleContext, pipeline: Pipeline, demand: MigDemand) -> Iterator[Option]:
+    """GPUs with the fewest free slices that fit come first."""
+    profiles = {m: p for m in ctx.models if (p := profile_for(m, demand.profile)) is not None}
+    if not profiles:
+        return
+    # Every model offering a profile name shares its geometry, hence one mask order.
+    masks = candidate_masks(next(iter(profiles.values())))
+    nodes = ctx.snapshot.nodes
+    for gpu in ctx.snapshot.iter_mig_gpus(profiles, masks):
+        node = nodes[gpu.node]
+        if first_rejection(ctx, pipeline, node, gpu) is not None:
+            continue
+        profile = profiles[gpu.model]
+        mask = gpu.mig_used_mask
+        start = best_start(profile, mask, gpu.mig_used_compute, gpu.mig_profile_counts)
+        assert start is not None  # MigSlotsFree passed
+        yield Option(node, (gpu,), mig_start=start, mig_mask_after=mask | profile.slot_mask(start))

@@ -1,0 +1,111 @@
+"""Why nothing fits: every candidate's first rejection, counted, and whether anything ever could.
+
+This is the slow path (a scan of the whole fleet); place() takes it only when
+its index walk found nothing feasible.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from scheduler.domain.fleet import GpuView, NodeView
+from scheduler.domain.mig import models_with_profile
+from scheduler.domain.requests import FractionDemand, WholeDemand
+from scheduler.placement.pipeline import Pipeline
+from scheduler.placement.plugins import CycleContext
+
+UNSCHEDULABLE = "Unschedulable"
+
+
+def explain(ctx: CycleContext, pipeline: Pipeline) -> tuple[list[tuple[str, str, int]], bool]:
+    """(plugin, reason, count) sorted by count, largest first, and the unschedulable flag.
+
+    An unschedulable request gets its one structural reason, with count 0 as it
+    judges the fleet rather than candidates, and no scan: what is busy or
+    cordoned now does not matter when nothing could ever hold it.
+    """
+    why = unschedulable_reason(ctx)
+    if why is not None:
+        return [(UNSCHEDULABLE, why, 0)], True
+    tally = _tally(ctx, pipeline)
+    reasons = sorted(
+        ((plugin, reason, count) for (plugin, reason), count in tally.items()),
+        key=lambda r: (-r[2], r[0], r[1]),
+    )
+    return reasons, False
+
+
+def _tally(ctx: CycleContext, pipeline: Pipeline) -> Counter[tuple[str, str]]:
+    """Node rejections count the node's GPUs, except for whole GPUs where they count nodes.
+
+    Filter-major loops (each filter over every survivor) keep the scan cheap.
+    """
+    whole = isinstance(ctx.request.demand, WholeDemand)
+    tally: Counter[tuple[str, str]] = Counter()
+    nodes = list(ctx.snapshot.nodes.values())
+    for node_filter in pipeline.node_filters:
+        kept_nodes: list[NodeView] = []
+        for node in nodes:
+            reason = node_filter.filter_node(ctx, node)
+            if reason is None:
+                kept_nodes.append(node)
+            else:
+                tally[node_filter.name, reason] += 1 if whole else len(node.gpus)
+        nodes = kept_nodes
+    gpus = [gpu for node in nodes for gpu in node.gpus]
+    for gpu_filter in pipeline.gpu_filters:
+        kept: list[GpuView] = []
+        check = gpu_filter.filter_gpu
+        for gpu in gpus:
+            reason = check(ctx, gpu)
+            if reason is None:
+                kept.append(gpu)
+            else:
+                tally[gpu_filter.name, reason] += 1
+        gpus = kept
+    if pipeline.gang_filters:
+        free: dict[str, dict[str, list[GpuView]]] = {node.name: {} for node in nodes}
+        for gpu in gpus:
+            free[gpu.node].setdefault(gpu.model, []).append(gpu)
+        for node in nodes:
+            for gang_filter in pipeline.gang_filters:
+                reason = gang_filter.filter_gang(ctx, node, free[node.name])
+                if reason is not None:
+                    tally[gang_filter.name, reason] += 1
+                    break
+    return tally
+
+
+def unschedulable_reason(ctx: CycleContext) -> str | None:
+    """Why no GPU or node of this fleet could ever hold the request, whatever is free now."""
+    structure = ctx.snapshot.structure
+    demand = ctx.request.demand
+    if isinstance(demand, WholeDemand):
+        largest = max((structure.max_gpus_per_node.get(m, 0) for m in ctx.models), default=0)
+        if largest >= demand.count:
+            return None
+        return (
+            f"unschedulable: no node has {demand.count} GPUs of an allowed model "
+            f"(largest: {largest})"
+        )
+    if isinstance(demand, FractionDemand):
+        if demand.milli > 1000:
+            return f"unschedulable: {demand.milli} milli-GPU is more than a whole GPU (1000)"
+        memory = [structure.max_memory_mib[m] for m in ctx.models if m in structure.max_memory_mib]
+        if not memory:
+            return "unschedulable: no GPU of an allowed model outside MIG mode"
+        if max(memory) >= demand.memory_mib:
+            return None
+        return (
+            f"unschedulable: no GPU of an allowed model has {demand.memory_mib} MiB "
+            f"(largest: {max(memory)} MiB)"
+        )
+    offering = models_with_profile(demand.profile)
+    if not offering:
+        return f"unschedulable: no GPU model has MIG profile {demand.profile}"
+    if any(m in structure.mig_models for m in offering if m in ctx.models):
+        return None
+    return (
+        f"unschedulable: no GPU of an allowed model in MIG mode offers {demand.profile} "
+        f"(models with it: {', '.join(offering)})"
+    )

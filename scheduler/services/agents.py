@@ -1,0 +1,261 @@
+"""Connected node agents: their hello, heartbeats and health, and the desired
+state pushed to them (DESIGN.md principle 3, level-triggered).
+
+Each connected agent has a session with an outbound queue; the API layer
+drains it onto the agent's stream. Whenever allocations on a node change,
+the node's full desired state is queued again: an agent never needs a delta
+it might have missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from scheduler.domain.clock import Clock
+from scheduler.domain.errors import FailedPrecondition, InvalidArgument
+from scheduler.services.fleet import FleetService
+from scheduler.services.health import GpuHealthReport, HealthService
+from scheduler.store import fleet as fleet_store
+from scheduler.store import liveness
+from scheduler.store.fleet import GpuSpecInput
+from scheduler.store.records import AllocationRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentHello:
+    node: str
+    hostname: str
+    labels: dict[str, str]
+    gpus: list[GpuSpecInput]
+    health: list[GpuHealthReport]
+    running_allocation_ids: tuple[str, ...] = ()
+    agent_version: str = ""
+    simulated: bool = False
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    node: str
+    node_state: str
+    allocations: tuple[AllocationRecord, ...]
+    heartbeat_interval_ms: int
+
+
+@dataclass(frozen=True)
+class FaultCommand:
+    gpu_index: int
+    fault: str
+    clear: bool
+
+
+OutboundMessage = DesiredState | FaultCommand
+
+
+@dataclass
+class AgentSession:
+    node: str
+    simulated: bool
+    outbound: queue.Queue[OutboundMessage | None] = field(default_factory=queue.Queue)
+    last_health: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    closed: bool = False
+
+    def push(self, message: OutboundMessage) -> None:
+        if not self.closed:
+            self.outbound.put(message)
+
+    def close(self) -> None:
+        self.closed = True
+        self.outbound.put(None)
+
+    def messages(self, poll_seconds: float = 1.0) -> Iterator[OutboundMessage]:
+        """Outbound messages until the session closes."""
+        while not self.closed:
+            try:
+                message = self.outbound.get(timeout=poll_seconds)
+            except queue.Empty:
+                continue
+            if message is None:
+                return
+            yield message
+
+
+class HeartbeatRecorder:
+    """Collects heartbeats in memory and writes them in one statement per
+    flush, so a thousand agents cost one UPDATE a second, not a thousand."""
+
+    def __init__(self, engine: Engine, fleet: FleetService) -> None:
+        self._engine = engine
+        self._fleet = fleet
+        self._lock = threading.Lock()
+        self._beats: dict[str, datetime] = {}
+
+    def record(self, node: str, at: datetime) -> None:
+        with self._lock:
+            self._beats[node] = at
+
+    def run_once(self) -> list[str]:
+        """Flush; returns nodes that were unreachable and are back."""
+        with self._lock:
+            beats, self._beats = self._beats, {}
+        if not beats:
+            return []
+        with self._engine.begin() as conn:
+            returned = liveness.record_heartbeats(conn, beats)
+        if returned:
+            log.info("nodes back: %s", ", ".join(returned))
+            self._fleet.fleet_changed()
+        return returned
+
+
+class AgentHub:
+    def __init__(
+        self,
+        engine: Engine,
+        fleet: FleetService,
+        health: HealthService,
+        heartbeats: HeartbeatRecorder,
+        clock: Clock,
+        heartbeat_interval_s: float,
+    ) -> None:
+        self._engine = engine
+        self._fleet = fleet
+        self._health = health
+        self._heartbeats = heartbeats
+        self._clock = clock
+        self._interval_ms = int(heartbeat_interval_s * 1000)
+        self._lock = threading.Lock()
+        self._sessions: dict[str, AgentSession] = {}
+        # Desired-state pushes run on their own thread: the allocator that
+        # reports changed nodes must not wait on these reads.
+        self._changed: set[str] = set()
+        self._changed_cond = threading.Condition()
+        self._stopped = False
+        self._pusher = threading.Thread(target=self._push_loop, name="desired-state", daemon=True)
+
+    def start(self) -> None:
+        self._pusher.start()
+
+    def nodes_changed(self, nodes: Iterable[str]) -> None:
+        with self._lock:
+            connected = {n for n in nodes if n in self._sessions}
+        if not connected:
+            return
+        with self._changed_cond:
+            self._changed |= connected
+            self._changed_cond.notify()
+
+    def _push_loop(self) -> None:
+        while True:
+            with self._changed_cond:
+                self._changed_cond.wait_for(lambda: self._stopped or bool(self._changed))
+                if self._stopped:
+                    return
+                nodes, self._changed = self._changed, set()
+            try:
+                self.push_desired(nodes)
+            except Exception:  # a failed read must not end pushes for good
+                log.exception("pushing desired state to %s failed", sorted(nodes))
+
+    def connect(self, hello: AgentHello) -> AgentSession:
+        """Register what the agent observes and queue the full desired state."""
+        self._fleet.register_node(hello.node, hello.hostname, hello.labels, hello.gpus)
+        with self._engine.begin() as conn:
+            info = {"version": hello.agent_version, "simulated": hello.simulated}
+            liveness.set_agent_info(conn, hello.node, info)
+        session = AgentSession(hello.node, hello.simulated)
+        with self._lock:
+            previous = self._sessions.get(hello.node)
+            self._sessions[hello.node] = session
+        if previous is not None:
+            previous.close()  # the agent reconnected; its old stream is dead
+        self.report_health(session, hello.health)
+        desired = self.desired_state(hello.node)
+        stale = set(hello.running_allocation_ids) - {a.id for a in desired.allocations}
+        if stale:
+            log.info(
+                "%s runs stale allocations %s; the desired state drops them",
+                hello.node,
+                sorted(stale),
+            )
+        session.push(desired)
+        return session
+
+    def disconnect(self, session: AgentSession) -> None:
+        session.close()
+        with self._lock:
+            if self._sessions.get(session.node) is session:
+                del self._sessions[session.node]
+
+    def heartbeat(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:
+        self._heartbeats.record(session.node, self._clock.now())
+        self.report_health(session, reports)
+
+    def report_health(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:
+        changed = [r for r in reports if session.last_health.get(r.uuid) != (r.health, r.reasons)]
+        if not changed:
+            return
+        self._health.apply(session.node, changed)
+        for report in changed:
+            session.last_health[report.uuid] = (report.health, report.reasons)
+
+    def observed(self, session: AgentSession, running: Iterable[str]) -> None:
+        desired = {a.id for a in self.desired_state(session.node).allocations}
+        stale = set(running) - desired
+        if stale:
+            session.push(self.desired_state(session.node))
+
+    def desired_state(self, node: str) -> DesiredState:
+        with self._engine.connect() as conn:
+            record = fleet_store.get_node(conn, node)
+            rows = liveness.active_allocations_on_node(conn, node)
+        return DesiredState(
+            node=node,
+            node_state=record.state,
+            allocations=tuple(AllocationRecord.from_mapping(r) for r in rows),
+            heartbeat_interval_ms=self._interval_ms,
+        )
+
+    def push_desired(self, nodes: Iterable[str]) -> None:
+        """Queue a fresh desired state for each of these nodes connected here."""
+        with self._lock:
+            sessions = [self._sessions[n] for n in set(nodes) if n in self._sessions]
+        for session in sessions:
+            session.push(self.desired_state(session.node))
+
+    def inject_fault(self, node: str, gpu_index: int, fault: str, clear: bool) -> None:
+        if not fault and not clear:
+            raise InvalidArgument("name a fault, e.g. xid=79, temperature=95, ecc=2 or lost")
+        with self._lock:
+            session = self._sessions.get(node)
+        if session is None:
+            raise FailedPrecondition(
+                f"node {node!r} has no agent connected to this scheduler replica"
+            )
+        if not session.simulated:
+            raise FailedPrecondition(
+                f"node {node!r} runs the real NVML backend; faults go only to simulated agents"
+            )
+        session.push(FaultCommand(gpu_index, fault, clear))
+
+    def connected_nodes(self) -> list[str]:
+        with self._lock:
+            return sorted(self._sessions)
+
+    def close_all(self) -> None:
+        with self._changed_cond:
+            self._stopped = True
+            self._changed_cond.notify()
+        with self._lock:
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        for session in sessions:
+            session.close()
