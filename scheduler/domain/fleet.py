@@ -111,7 +111,10 @@ class FleetSnapshot:
     # -- fleet changes ---------------------------------------------------------
 
     def upsert_node(self, node: NodeView) -> None:
-        """Add or replace a node and all its GPUs; the snapshot keeps its own copies."""
+        """Add or replace a node and all its GPUs; the snapshot keeps its own copies.
+
+        A GPU id still held by another node is a ValueError: remove that node first.
+        """
         ids = [gpu.id for gpu in node.gpus]
         if len(set(ids)) != len(ids):
             raise ValueError(f"node {node.name} lists a GPU id twice")
@@ -131,6 +134,7 @@ class FleetSnapshot:
         self._structure = None
 
     def remove_node(self, name: str) -> None:
+        """Drop a node and its GPUs; KeyError if unknown (as for the two setters below)."""
         node = self.nodes.pop(name)
         for gpu in node.gpus:
             self._unindex(gpu)

@@ -125,14 +125,12 @@ def best_start(
 
 @cache
 def _candidate_masks(size: int, starts: tuple[int, ...]) -> tuple[int, ...]:
-    best = _best_start_by_mask(size, starts)
-    fitting = [mask for mask in _ALL_MASKS if best[mask] is not None]
-    return tuple(
-        sorted(
-            fitting,
-            key=lambda m: (-m.bit_count(), -_ROOM[m | _run(size, best[m] or 0)], m),
-        )
+    ranked = sorted(
+        (-mask.bit_count(), -_ROOM[mask | _run(size, start)], mask)
+        for mask, start in enumerate(_best_start_by_mask(size, starts))
+        if start is not None
     )
+    return tuple(mask for _, _, mask in ranked)
 
 
 def candidate_masks(profile: MigProfile) -> tuple[int, ...]:

@@ -8,11 +8,13 @@ feasible does explain.py scan everything to say why.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from scheduler.domain.catalogue import MigProfile
 from scheduler.domain.fleet import Claim, FleetSnapshot
-from scheduler.domain.mig import best_start, candidate_masks, profile_for
+from scheduler.domain.mig import best_start, candidate_masks, profile_for, room_score
 from scheduler.domain.requests import (
     Demand,
     FractionDemand,
@@ -130,6 +132,8 @@ def _feasible_options(ctx: CycleContext, pipeline: Pipeline) -> Iterator[Option]
 
 def _whole_options(ctx: CycleContext, pipeline: Pipeline, demand: WholeDemand) -> Iterator[Option]:
     """Nodes with the fewest idle GPUs (of one model) that suffice come first."""
+    if demand.count < 1:
+        return
     for node, idle in ctx.snapshot.iter_whole_candidates(ctx.models, demand.count):
         if node_rejection(ctx, pipeline, node) is not None:
             continue
@@ -153,11 +157,33 @@ def _fraction_options(
 
 
 def _mig_options(ctx: CycleContext, pipeline: Pipeline, demand: MigDemand) -> Iterator[Option]:
-    """GPUs with the fewest free slices that fit come first."""
-    profiles = {m: p for m in ctx.models if (p := profile_for(m, demand.profile)) is not None}
-    if not profiles:
-        return
-    # Every model offering a profile name shares its geometry, hence one mask order.
+    """GPUs left with the fewest free slices after placing come first, then the most room.
+
+    A profile name can mean different shapes on different models (1g.10gb is one
+    slice on an A100-80GB, two on an A100-40GB), so each shape is walked in its
+    own mask order and the walks are merged.
+    """
+    shapes: dict[tuple[int, tuple[int, ...]], dict[str, MigProfile]] = {}
+    for model in ctx.models:
+        profile = profile_for(model, demand.profile)
+        if profile is not None:
+            shape = (profile.memory_slices, profile.valid_starts)
+            shapes.setdefault(shape, {})[model] = profile
+    walks = [_mig_shape_options(ctx, pipeline, profiles) for profiles in shapes.values()]
+    if len(walks) == 1:
+        return walks[0]
+    return heapq.merge(*walks, key=_mig_rank)
+
+
+def _mig_rank(option: Option) -> tuple[int, float]:
+    after = option.mig_mask_after
+    return -after.bit_count(), -room_score(after)
+
+
+def _mig_shape_options(
+    ctx: CycleContext, pipeline: Pipeline, profiles: dict[str, MigProfile]
+) -> Iterator[Option]:
+    """Options on the models in `profiles`, which all give the profile the same shape."""
     masks = candidate_masks(next(iter(profiles.values())))
     nodes = ctx.snapshot.nodes
     for gpu in ctx.snapshot.iter_mig_gpus(profiles, masks):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import MappingProxyType
 from typing import ClassVar, NamedTuple, Protocol
 
 from scheduler.domain.catalogue import MIG_COMPUTE_SLICES, MIG_MEMORY_SLICES
@@ -36,6 +37,10 @@ class CycleContext:
     @cached_property
     def largest_gpu_memory_mib(self) -> int:
         return max(self.snapshot.structure.max_memory_mib.values(), default=0)
+
+    @cached_property
+    def largest_node_gpus(self) -> int:
+        return max(self.snapshot.structure.max_gpus_per_node.values(), default=0)
 
     @cached_property
     def largest_free_memory_mib(self) -> int:
@@ -197,7 +202,9 @@ class MigSlotsFree:
             return f"GPU already holds the most {profile.name} it can ({profile.max_count})"
         if gpu.mig_used_compute + profile.compute_slices > MIG_COMPUTE_SLICES:
             return f"not enough free compute slices (needs {profile.compute_slices})"
-        if not free_starts(profile, gpu.mig_used_mask, gpu.mig_used_compute, {}):
+        if not free_starts(
+            profile, gpu.mig_used_mask, gpu.mig_used_compute, gpu.mig_profile_counts
+        ):
             return f"no free aligned memory slices for {profile.name}"
         return None
 
@@ -206,14 +213,17 @@ class MigSlotsFree:
 
 
 class BinPacking:
-    """Whole GPUs: fewer idle GPUs left on the node is better, keeping whole nodes for gangs."""
+    """Whole GPUs: fewer idle GPUs left on the node is better, keeping whole nodes for gangs.
+
+    Absolute (against the fleet's largest node), so nodes of different sizes compare fairly.
+    """
 
     name: ClassVar[str] = "BinPacking"
 
     def score(self, ctx: CycleContext, option: Option) -> float:
         model = option.gpus[0].model
         left = ctx.snapshot.free_whole_gpus(model, option.node.name) - len(option.gpus)
-        return 100.0 * (1.0 - left / len(option.node.gpus))
+        return 100.0 * (1.0 - left / ctx.largest_node_gpus)
 
 
 class NvlinkLocality:
@@ -259,12 +269,15 @@ class MigRoomLeft:
         return room_score(option.mig_mask_after)
 
 
-# The primary best-fit plugin carries weight 1; secondary ones are light enough
-# (< one slice or one GPU of difference) to break ties, not overturn best fit.
-DEFAULT_SCORE_WEIGHTS: Mapping[str, float] = {
-    BinPacking.name: 1.0,
-    NvlinkLocality.name: 0.1,
-    MemoryBestFit.name: 1.0,
-    MigBestFit.name: 1.0,
-    MigRoomLeft.name: 0.1,
-}
+# The primary best-fit plugins carry weight 1; secondary ones only break ties:
+# MigRoomLeft adds at most 10 points, less than one MIG slice (12.5), and
+# NvlinkLocality at most 1, less than one GPU on a 72-GPU node (1.39).
+DEFAULT_SCORE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        BinPacking.name: 1.0,
+        NvlinkLocality.name: 0.01,
+        MemoryBestFit.name: 1.0,
+        MigBestFit.name: 1.0,
+        MigRoomLeft.name: 0.1,
+    }
+)

@@ -11,6 +11,7 @@ one by one.
 
 from __future__ import annotations
 
+import gc
 import logging
 import queue
 import secrets
@@ -250,6 +251,10 @@ class Allocator:
         with self._engine.connect() as conn:
             self._snapshot = load_snapshot(conn)
         self._stale = False
+        # The snapshot is long-lived: keep the collector from rescanning it
+        # on every cycle (cuts placement's tail latency).
+        gc.collect()
+        gc.freeze()
 
     def _execute(self, commands: Sequence[_Command]) -> _Batch:
         batch = _Batch()

@@ -133,10 +133,11 @@ def test_allocation_row_pending_shows_first_reason() -> None:
     allocation.unschedulable = True
     reason = cells(render.allocation_row(allocation, NOW))["REASON"]
     assert reason == "unschedulable: fit: not enough free GPUs"
-    # Said once, even when the scheduler's reason already says it.
+    # Said once: the scheduler's Unschedulable verdict already says it.
     allocation.pending_reasons[0].plugin = "Unschedulable"
+    allocation.pending_reasons[0].reason = "unschedulable: no node has 16 GPUs"
     reason = cells(render.allocation_row(allocation, NOW))["REASON"]
-    assert reason == "Unschedulable: not enough free GPUs"
+    assert reason == "unschedulable: no node has 16 GPUs"
 
     allocation.state = types_pb2.ALLOCATION_STATE_RUNNING
     assert cells(render.allocation_row(allocation, NOW))["REASON"] == ""

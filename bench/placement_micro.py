@@ -1,0 +1,204 @@
+"""Microbenchmark of place() on a 10,000-GPU mixed fleet under churn at ~70% use.
+
+Run: python -m bench.placement_micro [--gpus 10000] [--ops 20000] [--seed 1]
+Prints p50/p99 of place() (successful and failed separately) and placements
+per second counting place()+reserve()+release(); the last line is JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from scheduler.domain.catalogue import CATALOGUE
+from scheduler.domain.fleet import Claim, FleetSnapshot, GpuView, NodeView
+from scheduler.domain.requests import (
+    Demand,
+    FractionDemand,
+    MigDemand,
+    PlacementRequest,
+    WholeDemand,
+)
+from scheduler.placement import place
+
+GPUS_PER_NODE = 8
+# (model, share of nodes, share of those nodes in MIG mode)
+FLEET_MIX = (
+    ("H100-80GB", 0.28, 0.0),
+    ("H200", 0.14, 0.0),
+    ("B200", 0.10, 0.0),
+    ("A100-80GB", 0.18, 0.35),
+    ("A100-40GB", 0.10, 0.5),
+    ("L40S", 0.10, 0.0),
+    ("L4", 0.10, 0.0),
+)
+TARGET_USE = 0.70
+
+
+def build_fleet(gpu_count: int, rng: random.Random) -> FleetSnapshot:
+    snapshot = FleetSnapshot()
+    nodes = gpu_count // GPUS_PER_NODE
+    gpu_id = 0
+    for n in range(nodes):
+        model, mig_share = _pick_model(n / nodes, rng)
+        mig = rng.random() < mig_share
+        nvlinked = CATALOGUE[model].nvlink_gbps > 0
+        name = f"node-{n:05d}"
+        gpus = []
+        for index in range(GPUS_PER_NODE):
+            peers = tuple(i for i in range(GPUS_PER_NODE) if i != index) if nvlinked else ()
+            gpus.append(
+                GpuView(
+                    id=gpu_id,
+                    uuid=f"GPU-{gpu_id:08d}",
+                    node=name,
+                    index=index,
+                    model=model,
+                    memory_mib=CATALOGUE[model].memory_mib,
+                    mig_enabled=mig,
+                    nvlink_peers=peers,
+                )
+            )
+            gpu_id += 1
+        snapshot.upsert_node(NodeView(name=name, gpus=gpus))
+    return snapshot
+
+
+def _pick_model(position: float, rng: random.Random) -> tuple[str, float]:
+    # Position in the fleet decides the model, so the mix is exact, not sampled.
+    edge = 0.0
+    for model, share, mig_share in FLEET_MIX:
+        edge += share
+        if position < edge:
+            return model, mig_share
+    return FLEET_MIX[-1][0], FLEET_MIX[-1][2]
+
+
+def random_request(rng: random.Random) -> PlacementRequest:
+    roll = rng.random()
+    models: frozenset[str] = frozenset()
+    demand: Demand
+    if roll < 0.55:
+        demand = WholeDemand(rng.choice((1, 1, 1, 2, 2, 4, 8)))
+        if rng.random() < 0.3:
+            models = frozenset({rng.choice(("H100-80GB", "H200", "B200", "L40S", "L4"))})
+    elif roll < 0.90:
+        demand = FractionDemand(
+            milli=rng.choice((100, 250, 500)), memory_mib=rng.choice((2, 8, 16, 24, 40)) * 1024
+        )
+        if rng.random() < 0.2:
+            models = frozenset({rng.choice(("L4", "L40S", "H100-80GB"))})
+    else:
+        model = rng.choice(("A100-80GB", "A100-40GB"))
+        profile = rng.choice(CATALOGUE[model].mig_profiles[:6])  # 7g is rarely asked for
+        demand = MigDemand(profile.name)
+    return PlacementRequest(demand=demand, gpu_models=models)
+
+
+def gpu_share(claims: tuple[Claim, ...]) -> float:
+    """GPU-equivalents a placement holds: milli for shares, memory slices for MIG."""
+    return sum(c.milli / 1000 if c.mig_profile is None else c.mig_size / 8 for c in claims)
+
+
+@dataclass
+class Figures:
+    ok_us: list[float] = field(default_factory=list)
+    failed_us: list[float] = field(default_factory=list)
+    placed: int = 0
+    busy_s: float = 0.0
+
+
+class Churn:
+    """Places random requests while use is under the target, releases at random above it."""
+
+    def __init__(self, snapshot: FleetSnapshot, rng: random.Random) -> None:
+        self.snapshot = snapshot
+        self.rng = rng
+        self.live: list[tuple[Claim, ...]] = []
+        self.used = 0.0
+
+    def run(self, ops: int) -> Figures:
+        figures = Figures()
+        total = float(len(self.snapshot.gpus))
+        clock = time.perf_counter
+        for _ in range(ops):
+            if self.used / total >= TARGET_USE and self.live:
+                figures.busy_s += self._release_one()
+                continue
+            request = random_request(self.rng)
+            started = clock()
+            outcome = place(self.snapshot, request)
+            elapsed = clock() - started
+            if outcome.placement is None:
+                figures.failed_us.append(elapsed * 1e6)
+                # A full pool: let something finish, as a waiting request would.
+                figures.busy_s += elapsed + (self._release_one() if self.live else 0.0)
+                continue
+            self.snapshot.reserve(outcome.placement.claims)
+            figures.busy_s += clock() - started
+            figures.ok_us.append(elapsed * 1e6)
+            figures.placed += 1
+            self.live.append(outcome.placement.claims)
+            self.used += gpu_share(outcome.placement.claims)
+        return figures
+
+    def _release_one(self) -> float:
+        claims = self.live.pop(self.rng.randrange(len(self.live)))
+        started = time.perf_counter()
+        self.snapshot.release(claims)
+        elapsed = time.perf_counter() - started
+        self.used -= gpu_share(claims)
+        return elapsed
+
+
+def percentile(values: list[float], q: int) -> float:
+    if not values:
+        return 0.0
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gpus", type=int, default=10_000)
+    parser.add_argument("--ops", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+    snapshot = build_fleet(args.gpus, rng)
+    # The fleet is long-lived: keep the cyclic GC from re-walking it (a server would too).
+    gc.freeze()
+    churn = Churn(snapshot, rng)
+    churn.run(args.ops)  # warm up to the target use
+    figures = churn.run(args.ops)
+    result = {
+        "gpus": len(snapshot.gpus),
+        "place_p50_us": round(percentile(figures.ok_us, 50), 1),
+        "place_p99_us": round(percentile(figures.ok_us, 99), 1),
+        "failed_place_p50_us": round(percentile(figures.failed_us, 50), 1),
+        "failed_share": round(
+            len(figures.failed_us) / max(1, len(figures.failed_us) + figures.placed), 3
+        ),
+        "placements_per_s": round(figures.placed / figures.busy_s),
+    }
+    use = churn.used / len(snapshot.gpus)
+    print(f"fleet: {result['gpus']} GPUs, {len(snapshot.nodes)} nodes, {use:.0%} in use")
+    print(f"successful place(): p50 {result['place_p50_us']} us, p99 {result['place_p99_us']} us")
+    print(
+        f"failed place() (explained): p50 {result['failed_place_p50_us']} us, "
+        f"share {result['failed_share']}"
+    )
+    print(f"placements per second (place+reserve+release): {result['placements_per_s']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
