@@ -169,6 +169,12 @@ class SchedulerClient:
         )
         return response.node
 
+    def inject_fault(self, node: str, gpu_index: int, fault: str, clear: bool) -> None:
+        request = admin_pb2.InjectFaultRequest(
+            node=node, gpu_index=gpu_index, fault=fault, clear=clear
+        )
+        self._unary(self._admin.InjectFault, request)
+
     def get_catalogue(self) -> list[types_pb2.GpuModel]:
         response: admin_pb2.GetCatalogueResponse = self._unary(
             self._admin.GetCatalogue, admin_pb2.GetCatalogueRequest()

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from types import FrameType
@@ -97,33 +100,60 @@ def serve(database_url: str | None, data_dir: Path, listen: str) -> None:
 @_data_dir_option
 @_listen_option
 def up(fleet_file: Path, database_url: str | None, data_dir: Path, listen: str) -> None:
-    """Start the scheduler and a simulated fleet; Ctrl-C stops everything."""
+    """Start the scheduler and one simulated agent per node; Ctrl-C stops everything."""
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
     app = _start(console, database_url, data_dir, listen)
-    from scheduler.simfleet import SimulatedFleet  # see _start for why it is imported here
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    agents = [_start_agent(app.address, fleet_file, node.name, data_dir, logs) for node in nodes]
+    try:
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("starting simulated agents", total=len(nodes))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                connected = len(app.agents.connected_nodes())
+                progress.update(task, completed=connected)
+                if connected == len(nodes):
+                    break
+                time.sleep(0.2)
+        gpus = sum(len(n.gpus) for n in nodes)
+        console.print(
+            f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
+            f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
+            f"from {fleet_file.name} (agent logs in {logs})\n"
+            "Try, in another terminal:\n"
+            "  gpupool nodes\n"
+            "  gpupool gpus --node a100-40-mig\n"
+            "  gpupool allocate --tenant demo --whole 4 --gpu-model H100-80GB\n"
+            "  gpupool allocate --tenant demo --mig 3g.20gb\n"
+            "  gpupool fault inject h100-sxm-0 3 xid=79 && gpupool gpus --node h100-sxm-0\n"
+            "  gpupool allocations\n"
+            "Ctrl-C stops everything."
+        )
+        _wait_for_signal()
+        console.print("stopping…")
+    finally:
+        for process in agents:
+            process.terminate()
+        for process in agents:
+            process.wait(timeout=15)
+        app.stop()
 
-    fleet = SimulatedFleet(app.address, nodes)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("registering simulated nodes", total=len(nodes))
-        fleet.register(lambda node: progress.advance(task))
-    gpus = sum(len(n.gpus) for n in nodes)
-    console.print(
-        f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
-        f"{len(nodes)} simulated nodes with {gpus} GPUs from {fleet_file.name}\n"
-        "Try, in another terminal:\n"
-        "  gpupool nodes\n"
-        "  gpupool gpus --node a100-40-mig\n"
-        "  gpupool allocate --tenant demo --whole 4 --gpu-model H100-80GB\n"
-        "  gpupool allocate --tenant demo --mig 3g.20gb\n"
-        "  gpupool allocations\n"
-        "Ctrl-C stops everything."
-    )
-    _wait_for_signal()
-    console.print("stopping…")
-    fleet.stop()
-    app.stop()
+
+def _start_agent(
+    address: str, fleet_file: Path, node: str, data_dir: Path, logs: Path
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "scheduler.cli.main", "agent", "run",
+        "--scheduler", address,
+        "--simulate", str(fleet_file),
+        "--node", node,
+        "--state-dir", str(data_dir / "agents"),
+    ]  # fmt: skip
+    with (logs / f"agent-{node}.log").open("ab") as log_file:
+        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
 
 
 def register_server_commands(group: click.Group) -> None:

@@ -1,0 +1,226 @@
+"""The node agent: discovers its GPUs, holds one stream to the scheduler, and
+keeps the node's observed state in line with the desired state it receives.
+
+The agent dials out (no inbound port on GPU hosts). Every (re)connect opens
+with a hello carrying the full observed state and gets the full desired
+state back; after that it sends heartbeats with health every interval.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from gpupool.v1 import agents_pb2, agents_pb2_grpc, types_pb2
+
+from agent.health import HealthThresholds, XidMemory, evaluate
+from agent.nvml import NvmlBackend
+
+log = logging.getLogger(__name__)
+
+AGENT_VERSION = "0.1.0"
+_HEALTH = {
+    "healthy": types_pb2.GPU_HEALTH_HEALTHY,
+    "degraded": types_pb2.GPU_HEALTH_DEGRADED,
+    "unhealthy": types_pb2.GPU_HEALTH_UNHEALTHY,
+}
+
+
+@dataclass
+class AgentSettings:
+    scheduler: str
+    node_name: str
+    hostname: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    state_dir: Path = Path(".gpupool/agent")
+    heartbeat_interval_s: float = 2.0  # until the scheduler says otherwise
+    max_backoff_s: float = 10.0
+    thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+
+
+class RunningAllocations:
+    """The allocations this node runs work for, kept on disk so that a
+    restarted agent knows what it left running and can reconcile."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self.ids: set[str] = set()
+        if path.exists():
+            self.ids = set(json.loads(path.read_text()).get("running", []))
+
+    def replace(self, ids: set[str]) -> set[str]:
+        """Adopt the desired set; returns the stale ids that were stopped."""
+        stale = self.ids - ids
+        started = ids - self.ids
+        for allocation_id in sorted(stale):
+            log.info("stopping stale allocation %s", allocation_id)
+        for allocation_id in sorted(started):
+            log.info("running allocation %s", allocation_id)
+        self.ids = set(ids)
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.write_text(json.dumps({"running": sorted(self.ids)}))
+        return stale
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, backend: NvmlBackend) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.running = RunningAllocations(settings.state_dir / f"{settings.node_name}.json")
+        self.node_state = "unknown"
+        self._interval = settings.heartbeat_interval_s
+        self._xids = XidMemory()
+        self._stop = threading.Event()
+        self.connected = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Connect, and reconnect with jittered exponential backoff, until stopped."""
+        backoff = 0.5
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                self._session()
+            except grpc.RpcError as exc:
+                log.warning("scheduler stream ended: %s", exc.code())
+            finally:
+                self.connected.clear()
+            if time.monotonic() - started > 30:
+                backoff = 0.5  # the last session was healthy; start over
+            self._stop.wait(random.uniform(0, backoff))  # full jitter
+            backoff = min(backoff * 2, self.settings.max_backoff_s)
+
+    def _session(self) -> None:
+        with grpc.insecure_channel(self.settings.scheduler) as channel:
+            stub = agents_pb2_grpc.AgentsStub(channel)
+            outbound: queue.Queue[agents_pb2.AgentMessage] = queue.Queue()
+            outbound.put(agents_pb2.AgentMessage(hello=self.hello()))
+            responses = stub.Connect(self._messages(outbound))
+            stopper = threading.Thread(target=self._cancel_on_stop, args=(responses,), daemon=True)
+            stopper.start()
+            for message in responses:
+                self.connected.set()
+                self._handle(message, outbound)
+
+    def _cancel_on_stop(self, call: grpc.RpcContext) -> None:
+        self._stop.wait()
+        call.cancel()
+
+    def _messages(
+        self, outbound: queue.Queue[agents_pb2.AgentMessage]
+    ) -> Iterator[agents_pb2.AgentMessage]:
+        """What the agent sends: queued messages, and a heartbeat every interval."""
+        next_beat = time.monotonic() + self._interval
+        while not self._stop.is_set():
+            try:
+                yield outbound.get(timeout=max(0.0, next_beat - time.monotonic()))
+                continue
+            except queue.Empty:
+                pass
+            yield agents_pb2.AgentMessage(heartbeat=self.heartbeat())
+            next_beat = time.monotonic() + self._interval
+
+    def _handle(
+        self, message: agents_pb2.SchedulerMessage, outbound: queue.Queue[agents_pb2.AgentMessage]
+    ) -> None:
+        body = message.WhichOneof("body")
+        if body == "desired":
+            desired = message.desired
+            if desired.heartbeat_interval_ms:
+                self._interval = desired.heartbeat_interval_ms / 1000
+            self.node_state = types_pb2.NodeState.Name(desired.node_state)
+            stale = self.running.replace({a.id for a in desired.allocations})
+            if stale:
+                observed = agents_pb2.ObservedAllocations(
+                    running_allocation_ids=sorted(self.running.ids)
+                )
+                outbound.put(agents_pb2.AgentMessage(observed=observed))
+        elif body == "fault":
+            self._apply_fault(message.fault)
+
+    def _apply_fault(self, command: agents_pb2.FaultCommand) -> None:
+        inject = getattr(self.backend, "inject", None)
+        clear = getattr(self.backend, "clear", None)
+        if inject is None or clear is None:
+            log.warning("ignoring a fault command: this agent runs real hardware")
+            return
+        try:
+            if command.clear:
+                clear(command.gpu_index, command.fault)
+                devices = self.backend.devices()
+                if command.gpu_index < len(devices):
+                    self._xids.clear(devices[command.gpu_index].uuid)
+            else:
+                inject(command.gpu_index, command.fault)
+            log.info(
+                "fault %s on GPU %d: %s",
+                "cleared" if command.clear else "injected",
+                command.gpu_index,
+                command.fault or "all",
+            )
+        except ValueError as exc:
+            log.warning("bad fault command: %s", exc)
+
+    def hello(self) -> agents_pb2.AgentHello:
+        devices = self.backend.devices()
+        node = agents_pb2.RegisterNodeRequest(
+            name=self.settings.node_name,
+            hostname=self.settings.hostname or self.settings.node_name,
+            labels=self.settings.labels,
+            gpus=[
+                types_pb2.GpuSpec(
+                    uuid=d.uuid,
+                    index=d.index,
+                    model=d.model or d.name,
+                    memory_mib=d.memory_mib,
+                    mig_enabled=d.mig_enabled,
+                    nvlink_peers=d.nvlink_peers,
+                    pci_bus_id=d.pci_bus_id,
+                )
+                for d in devices
+            ],
+        )
+        return agents_pb2.AgentHello(
+            node=node,
+            health=self.health_reports(),
+            running_allocation_ids=sorted(self.running.ids),
+            agent_version=AGENT_VERSION,
+            simulated=bool(getattr(self.backend, "simulated", False)),
+        )
+
+    def heartbeat(self) -> agents_pb2.HeartbeatRequest:
+        return agents_pb2.HeartbeatRequest(
+            node=self.settings.node_name, health=self.health_reports()
+        )
+
+    def health_reports(self) -> list[agents_pb2.GpuHealthReport]:
+        self._xids.add(self.backend.drain_xid_events())
+        now = time.time()
+        reports = []
+        for device in self.backend.devices():
+            sample = self.backend.sample(device.uuid)
+            recent = self._xids.recent(device.uuid, now)
+            verdict = evaluate(sample, recent, now, self.settings.thresholds)
+            reports.append(
+                agents_pb2.GpuHealthReport(
+                    uuid=device.uuid,
+                    health=_HEALTH[verdict.health],
+                    reasons=verdict.reasons,
+                    temperature_c=sample.temperature_c or 0.0,
+                    power_mw=sample.power_mw or 0,
+                    utilization_pct=sample.utilization_pct or 0,
+                    memory_used_mib=sample.memory_used_mib or 0,
+                    recent_xids=[e.xid for e in recent],
+                )
+            )
+        return reports

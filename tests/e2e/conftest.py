@@ -1,0 +1,117 @@
+"""End-to-end fixtures: a scheduler with its loops running on a real clock,
+and simulated agents as separate processes (`gpupool agent run --simulate`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from scheduler.app import SchedulerApp, SchedulerSettings
+from tests.integration.conftest import MIXED_FLEET, Client
+
+# Short periods so failures show within seconds (production: 2 s / 10 s / 30 s).
+HEARTBEAT_S = 0.3
+TIMEOUT_S = 1.5
+GRACE_S = 1.0
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Cluster:
+    database_url: str
+    address: str
+    state_dir: Path
+    app: SchedulerApp | None = None
+    agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start_scheduler(self) -> SchedulerApp:
+        settings = SchedulerSettings(
+            database_url=self.database_url,
+            listen=self.address,
+            heartbeat_interval_s=HEARTBEAT_S,
+            heartbeat_timeout_s=TIMEOUT_S,
+            failover_grace_s=GRACE_S,
+        )
+        self.app = SchedulerApp(settings)
+        self.app.start()
+        return self.app
+
+    def stop_scheduler(self) -> None:
+        assert self.app is not None
+        self.app.stop(grace=0.5)
+        self.app = None
+
+    def start_agent(self, node: str) -> None:
+        command = [
+            sys.executable, "-m", "scheduler.cli.main", "agent", "run",
+            "--scheduler", self.address,
+            "--simulate", str(MIXED_FLEET),
+            "--node", node,
+            "--state-dir", str(self.state_dir),
+        ]  # fmt: skip
+        log = (self.state_dir / f"{node}.log").open("ab")
+        self.agents[node] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def kill_agent(self, node: str) -> None:
+        process = self.agents.pop(node)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def connected(self, nodes: list[str]) -> bool:
+        return self.app is not None and set(nodes) <= set(self.app.agents.connected_nodes())
+
+    def running(self, node: str) -> set[str]:
+        """What the agent's state file says it runs."""
+        path = self.state_dir / f"{node}.json"
+        if not path.exists():
+            return set()
+        return set(json.loads(path.read_text())["running"])
+
+    def stop(self) -> None:
+        for process in self.agents.values():
+            process.terminate()
+        for process in self.agents.values():
+            process.wait(timeout=15)
+        if self.app is not None:
+            self.stop_scheduler()
+
+
+@pytest.fixture
+def cluster(clean_database: str, tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(clean_database, f"127.0.0.1:{free_port()}", tmp_path)
+    cluster.start_scheduler()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> Iterator[Client]:
+    c = Client(cluster.address)
+    yield c
+    c.close()
