@@ -77,7 +77,7 @@ class Agent:
         self.running = RunningAllocations(settings.state_dir / f"{settings.node_name}.json")
         self.node_state = "unknown"
         self._interval = settings.heartbeat_interval_s
-        self._xids = XidMemory()
+        self._xids = XidMemory(settings.thresholds.xid_memory_s)
         self._stop = threading.Event()
         self.connected = threading.Event()
 
@@ -114,7 +114,7 @@ class Agent:
 
     def _cancel_on_stop(self, call: grpc.RpcContext) -> None:
         self._stop.wait()
-        call.cancel()
+        call.cancel()  # type: ignore[no-untyped-call]
 
     def _messages(
         self, outbound: queue.Queue[agents_pb2.AgentMessage]

@@ -1,0 +1,1 @@
+"""Tests that need a real NVIDIA GPU; each is skipped where NVML cannot start."""
