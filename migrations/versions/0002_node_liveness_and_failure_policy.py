@@ -26,7 +26,9 @@ def upgrade() -> None:
     op.create_check_constraint(
         op.f("ck_allocations_on_failure"), "allocations", "on_failure IN ('requeue', 'fail')"
     )
-    op.add_column("nodes", sa.Column("unreachable_since", sa.DateTime(timezone=True), nullable=True))
+    op.add_column(
+        "nodes", sa.Column("unreachable_since", sa.DateTime(timezone=True), nullable=True)
+    )
     op.add_column(
         "nodes",
         sa.Column(

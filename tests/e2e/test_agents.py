@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
 from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
+
 from tests.e2e.conftest import Cluster, wait_for
 from tests.integration.conftest import Client
 from tests.integration.test_concurrency import assert_consistent
@@ -22,7 +22,10 @@ def _start(cluster: Cluster, nodes: list[str] = NODES) -> None:
 
 def _allocate(client: Client, request_id: str, model: str, count: int) -> types_pb2.Allocation:
     request = scheduler_pb2.AllocateRequest(
-        tenant="t", request_id=request_id, whole=types_pb2.WholeGpus(count=count), gpu_models=[model]
+        tenant="t",
+        request_id=request_id,
+        whole=types_pb2.WholeGpus(count=count),
+        gpu_models=[model],
     )
     return client.scheduler.Allocate(request).allocation
 
@@ -41,13 +44,17 @@ def _node_state(client: Client, node: str) -> int:
     return client.admin.GetNode(admin_pb2.GetNodeRequest(name=node)).node.state
 
 
-def test_agents_register_with_their_gpus_and_get_desired_state(cluster: Cluster, client: Client) -> None:
+def test_agents_register_with_their_gpus_and_get_desired_state(
+    cluster: Cluster, client: Client
+) -> None:
     _start(cluster)
     node = client.admin.GetNode(admin_pb2.GetNodeRequest(name="h100-sxm-0")).node
     assert node.gpu_count == 8 and node.state == types_pb2.NODE_STATE_READY
     assert sorted(node.gpus[0].nvlink_peers) == [1, 2, 3, 4, 5, 6, 7]
     allocation = _allocate(client, "a", "B200", 2)
-    wait_for(lambda: allocation.id in cluster.running("b200"), what="the agent to run the allocation")
+    wait_for(
+        lambda: allocation.id in cluster.running("b200"), what="the agent to run the allocation"
+    )
     client.scheduler.Release(scheduler_pb2.ReleaseRequest(allocation_id=allocation.id))
     wait_for(lambda: allocation.id not in cluster.running("b200"), what="the agent to stop it")
 
@@ -59,10 +66,14 @@ def test_killed_agent_makes_its_node_unreachable_and_its_work_moves(
     moving = _allocate(client, "moving", "H100-80GB", 4)
     node = moving.bindings[0].node
     cluster.kill_agent(node)
-    wait_for(lambda: _node_state(client, node) == types_pb2.NODE_STATE_UNREACHABLE, what="unreachable")
     wait_for(
-        lambda: _get(client, moving.id).bindings[0].node not in ("", node)
-        and _get(client, moving.id).state == PLACED,
+        lambda: _node_state(client, node) == types_pb2.NODE_STATE_UNREACHABLE, what="unreachable"
+    )
+    wait_for(
+        lambda: (
+            _get(client, moving.id).bindings[0].node not in ("", node)
+            and _get(client, moving.id).state == PLACED
+        ),
         what="failover to the other H100 node",
     )
     assert_consistent(cluster.database_url)
@@ -72,7 +83,9 @@ def test_xid_79_makes_a_gpu_unhealthy_and_xid_13_does_not(cluster: Cluster, clie
     _start(cluster, ["b200"])
     client.admin.InjectFault(admin_pb2.InjectFaultRequest(node="b200", gpu_index=3, fault="xid=79"))
     client.admin.InjectFault(admin_pb2.InjectFaultRequest(node="b200", gpu_index=5, fault="xid=13"))
-    wait_for(lambda: _gpu(client, "b200", 3).health == types_pb2.GPU_HEALTH_UNHEALTHY, what="unhealthy")
+    wait_for(
+        lambda: _gpu(client, "b200", 3).health == types_pb2.GPU_HEALTH_UNHEALTHY, what="unhealthy"
+    )
     assert any("Xid 79" in r for r in _gpu(client, "b200", 3).health_reasons)
     assert _gpu(client, "b200", 5).health == types_pb2.GPU_HEALTH_HEALTHY
     eight = _allocate(client, "eight", "B200", 8)
@@ -80,12 +93,16 @@ def test_xid_79_makes_a_gpu_unhealthy_and_xid_13_does_not(cluster: Cluster, clie
     seven = _allocate(client, "seven", "B200", 7)
     assert seven.state == PLACED and 3 not in {b.gpu_index for b in seven.bindings}
     client.admin.InjectFault(admin_pb2.InjectFaultRequest(node="b200", gpu_index=3, clear=True))
-    wait_for(lambda: _gpu(client, "b200", 3).health == types_pb2.GPU_HEALTH_HEALTHY, what="recovery")
+    wait_for(
+        lambda: _gpu(client, "b200", 3).health == types_pb2.GPU_HEALTH_HEALTHY, what="recovery"
+    )
 
 
 def test_faults_only_reach_simulated_connected_agents(cluster: Cluster, client: Client) -> None:
     with pytest.raises(grpc.RpcError) as info:
-        client.admin.InjectFault(admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost"))
+        client.admin.InjectFault(
+            admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost")
+        )
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
@@ -104,7 +121,9 @@ def test_restarted_agent_reconciles_without_duplicates(cluster: Cluster, client:
     assert_consistent(cluster.database_url)
 
 
-def test_scheduler_restart_loses_nothing_and_agents_reconnect(cluster: Cluster, client: Client) -> None:
+def test_scheduler_restart_loses_nothing_and_agents_reconnect(
+    cluster: Cluster, client: Client
+) -> None:
     _start(cluster)
     held = _allocate(client, "held", "H100-80GB", 8)
     cluster.stop_scheduler()

@@ -142,7 +142,10 @@ def test_drain_moves_work_elsewhere_and_shows_drained_when_empty(fleet_client: C
     ]
     assert "draining" in after.events[-2].message
     assert get(kept_out).state == types_pb2.ALLOCATION_STATE_FAILED
-    assert _whole(fleet_client, "new", "H100-80GB", count=8).state == types_pb2.ALLOCATION_STATE_PENDING
+    assert (
+        _whole(fleet_client, "new", "H100-80GB", count=8).state
+        == types_pb2.ALLOCATION_STATE_PENDING
+    )
 
 
 def test_node_actions_on_unknown_node_are_not_found(client: Client) -> None:

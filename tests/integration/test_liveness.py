@@ -4,6 +4,7 @@ consequences — driven by run_once() and a manual clock, without sleeping."""
 from __future__ import annotations
 
 from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
+
 from scheduler.app import SchedulerApp
 from scheduler.domain.clock import ManualClock
 from scheduler.services.health import GpuHealthReport
@@ -15,7 +16,10 @@ PENDING = types_pb2.ALLOCATION_STATE_PENDING
 
 def _allocate(client: Client, request_id: str, model: str, count: int) -> types_pb2.Allocation:
     request = scheduler_pb2.AllocateRequest(
-        tenant="t", request_id=request_id, whole=types_pb2.WholeGpus(count=count), gpu_models=[model]
+        tenant="t",
+        request_id=request_id,
+        whole=types_pb2.WholeGpus(count=count),
+        gpu_models=[model],
     )
     return client.scheduler.Allocate(request).allocation
 
@@ -68,11 +72,17 @@ def test_unhealthy_gpu_takes_no_work_and_its_allocation_moves(
 ) -> None:
     victim = _allocate(fleet_client, "victim", "B200", 8)
     uuid = victim.bindings[0].gpu_uuid
-    app.health.apply("b200", [GpuHealthReport(uuid, "unhealthy", ("Xid 79: GPU fell off the bus",))])
+    app.health.apply(
+        "b200", [GpuHealthReport(uuid, "unhealthy", ("Xid 79: GPU fell off the bus",))]
+    )
     after = _get(fleet_client, victim)
     assert after.state == PENDING, "8 B200s are no longer free anywhere"
     assert "Xid 79" in after.events[-1].message
-    gpu = next(g for g in fleet_client.admin.ListGpus(admin_pb2.ListGpusRequest(node="b200")).gpus if g.uuid == uuid)
+    gpu = next(
+        g
+        for g in fleet_client.admin.ListGpus(admin_pb2.ListGpusRequest(node="b200")).gpus
+        if g.uuid == uuid
+    )
     assert gpu.health == types_pb2.GPU_HEALTH_UNHEALTHY
     assert list(gpu.health_reasons) == ["Xid 79: GPU fell off the bus"]
     seven = _allocate(fleet_client, "seven", "B200", 7)
@@ -87,5 +97,7 @@ def test_unhealthy_gpu_takes_no_work_and_its_allocation_moves(
 def test_degraded_gpu_keeps_its_work(app: SchedulerApp, fleet_client: Client) -> None:
     held = _allocate(fleet_client, "held", "H200", 1)
     uuid = held.bindings[0].gpu_uuid
-    app.health.apply("h200", [GpuHealthReport(uuid, "degraded", ("temperature 86 C, 4 C below slowdown",))])
+    app.health.apply(
+        "h200", [GpuHealthReport(uuid, "degraded", ("temperature 86 C, 4 C below slowdown",))]
+    )
     assert _get(fleet_client, held).state == PLACED
