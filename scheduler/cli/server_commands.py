@@ -57,10 +57,9 @@ def _wait_for_signal() -> None:
 def _start(console: Console, database_url: str | None, data_dir: Path, listen: str) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
-    from scheduler.app import SchedulerApp, SchedulerSettings
-
     # pgserver's platformdirs warns on every start when XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+    from scheduler.app import SchedulerApp, SchedulerSettings
 
     settings = SchedulerSettings(database_url=database_url, data_dir=data_dir, listen=listen)
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
