@@ -70,6 +70,11 @@ class CliContext:
 
 
 pass_state = click.make_pass_decorator(CliContext)
+ACTIVE_STATES = (
+    types_pb2.ALLOCATION_STATE_PLACED,
+    types_pb2.ALLOCATION_STATE_RUNNING,
+    types_pb2.ALLOCATION_STATE_PREEMPTING,
+)
 
 # Command-line spellings of the enums, derived so a new value needs no CLI change.
 ALLOCATION_STATES = {
@@ -141,9 +146,11 @@ def node() -> None:
 @click.argument("name")
 @pass_state
 def node_show(state: CliContext, name: str) -> None:
-    """Show a node's details and its GPUs."""
+    """Show a node's details, its GPUs and their topology, and its allocations."""
     found = state.client().get_node(name)
-    state.show(found, lambda: render.node_view(found, _now()))
+    client = state.client()
+    held = [a for a in client.list_allocations(node=name, limit=1000) if a.state in ACTIVE_STATES]
+    state.show(found, lambda: render.node_view(found, _now(), held))
 
 
 @click.command()

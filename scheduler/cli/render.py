@@ -419,10 +419,28 @@ def catalogue_table(models: Iterable[types_pb2.GpuModel]) -> Table:
     return make_table(catalogue_row(types_pb2.GpuModel()), (catalogue_row(m) for m in models))
 
 
-def node_view(node: types_pb2.Node, now: datetime) -> RenderableType:
+def topology_lines(gpus: Iterable[types_pb2.Gpu]) -> list[str]:
+    """One line per GPU: its PCI bus id and the GPUs it reaches over NVLink."""
+    lines = []
+    for gpu in gpus:
+        peers = ",".join(str(p) for p in sorted(gpu.nvlink_peers)) or "none (PCIe only)"
+        lines.append(f"GPU {gpu.index}  {gpu.pci_bus_id or NONE}  NVLink peers: {peers}")
+    return lines
+
+
+def node_view(
+    node: types_pb2.Node, now: datetime, allocations: Sequence[types_pb2.Allocation] = ()
+) -> RenderableType:
     parts: list[RenderableType] = [fields_table(node_fields(node, now))]
     if node.gpus:
         parts += [Text(), gpus_table(node.gpus, title="GPUs")]
+        parts += [
+            Text(),
+            Text("Topology", style="bold"),
+            Text("\n".join(topology_lines(node.gpus))),
+        ]
+    if allocations:
+        parts += [Text(), Text("Allocations", style="bold"), allocations_table(allocations, now)]
     return Group(*parts)
 
 
