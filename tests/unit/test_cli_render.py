@@ -5,7 +5,6 @@ Admin/Scheduler servicer on port 0 with a real channel.
 """
 
 # The CLI prints the multiplication sign on purpose ("2 times whole"), as do the tests.
-# ruff: noqa: RUF001
 
 from __future__ import annotations
 
