@@ -16,6 +16,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 
 
+def _mypy_grpc_plugin() -> str:
+    """mypy-protobuf's plugin, next to this Python (a venv need not be on PATH)."""
+    beside = Path(sys.executable).parent / "protoc-gen-mypy_grpc"
+    found = str(beside) if beside.exists() else shutil.which("protoc-gen-mypy_grpc")
+    if not found:
+        raise SystemExit("protoc-gen-mypy_grpc not found: pip install mypy-protobuf")
+    return found
+
+
 def generate(out_dir: Path) -> None:
     """Write *_pb2.py, *_pb2.pyi and *_pb2_grpc.py for every proto under proto/."""
     sources = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
@@ -28,7 +37,7 @@ def generate(out_dir: Path) -> None:
         f"--pyi_out={out_dir}",
         f"--grpc_python_out={out_dir}",
         # Typed stubs for the *_pb2_grpc modules (mypy-protobuf's plugin).
-        f"--plugin=protoc-gen-mypy_grpc={shutil.which('protoc-gen-mypy_grpc')}",
+        f"--plugin=protoc-gen-mypy_grpc={_mypy_grpc_plugin()}",
         f"--mypy_grpc_out={out_dir}",
         *sources,
     ]

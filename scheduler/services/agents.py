@@ -140,9 +140,25 @@ class AgentHub:
         self._changed_cond = threading.Condition()
         self._stopped = False
         self._pusher = threading.Thread(target=self._push_loop, name="desired-state", daemon=True)
+        # Health changes are applied on their own thread too: moving work off a
+        # failed GPU takes a while, and the stream reader must keep reading
+        # heartbeats meanwhile, or a busy scheduler would see a silent node.
+        self._health_queue: queue.Queue[tuple[str, list[GpuHealthReport]] | None] = queue.Queue()
+        self._health_worker = threading.Thread(
+            target=self._health_loop, name="gpu-health", daemon=True
+        )
 
     def start(self) -> None:
         self._pusher.start()
+        self._health_worker.start()
+
+    def _health_loop(self) -> None:
+        while (item := self._health_queue.get()) is not None:
+            node, reports = item
+            try:
+                self._health.apply(node, reports)
+            except Exception:  # keep applying later reports
+                log.exception("applying health of %s failed", node)
 
     def nodes_changed(self, nodes: Iterable[str]) -> None:
         with self._lock:
@@ -203,9 +219,9 @@ class AgentHub:
         changed = [r for r in reports if session.last_health.get(r.uuid) != (r.health, r.reasons)]
         if not changed:
             return
-        self._health.apply(session.node, changed)
         for report in changed:
             session.last_health[report.uuid] = (report.health, report.reasons)
+        self._health_queue.put((session.node, changed))
 
     def observed(self, session: AgentSession, running: Iterable[str]) -> None:
         desired = {a.id for a in self.desired_state(session.node).allocations}
@@ -251,6 +267,7 @@ class AgentHub:
             return sorted(self._sessions)
 
     def close_all(self) -> None:
+        self._health_queue.put(None)
         with self._changed_cond:
             self._stopped = True
             self._changed_cond.notify()
