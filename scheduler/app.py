@@ -75,7 +75,7 @@ class SchedulerApp:
             settings.replica_id,
             is_leader=lambda: self.leader.is_leader,
         )
-        self.allocations = AllocationService(self.engine, self.allocator, self.notifier)
+        self.allocations = AllocationService(self.engine, self.allocator, self.notifier, self.clock)
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
         self.health = HealthService(self.engine, self.allocator)
         self.heartbeats = HeartbeatRecorder(self.engine, self.fleet)

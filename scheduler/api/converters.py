@@ -126,6 +126,8 @@ def event_message(event: AllocationEvent) -> types_pb2.AllocationEvent:
         state=_ALLOCATION_STATE_ENUMS[event.state],
         message=event.message,
         at=timestamp(event.at),
+        reason=event.reason,
+        deadline=timestamp(event.deadline),
     )
 
 
@@ -150,6 +152,12 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         events=[event_message(e) for e in record.events],
         message=record.message,
         on_failure=_FAILURE_POLICY_ENUMS[record.on_failure],
+        checkpoint_uri=record.checkpoint_uri,
+        last_checkpoint_at=timestamp(record.last_checkpoint_at),
+        resume_from=record.resume_from,
+        preemption_deadline=timestamp(record.preemption_deadline),
+        preempted_for=record.preempted_for,
+        preemption_count=record.preemption_count,
     )
     if record.kind == "whole":
         message.whole.count = record.gpu_count

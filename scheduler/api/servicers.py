@@ -69,6 +69,24 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             next_page_token=token,
         )
 
+    def AckPreemption(
+        self, request: scheduler_pb2.AckPreemptionRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.AckPreemptionResponse:
+        record = self._allocations.acknowledge_preemption(
+            _require(request.allocation_id, "allocation_id"), request.checkpoint_uri
+        )
+        return scheduler_pb2.AckPreemptionResponse(allocation=converters.allocation_message(record))
+
+    def ReportCheckpoint(
+        self, request: scheduler_pb2.ReportCheckpointRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ReportCheckpointResponse:
+        record = self._allocations.report_checkpoint(
+            _require(request.allocation_id, "allocation_id"), request.checkpoint_uri
+        )
+        return scheduler_pb2.ReportCheckpointResponse(
+            allocation=converters.allocation_message(record)
+        )
+
     def WatchAllocation(
         self, request: scheduler_pb2.WatchAllocationRequest, context: grpc.ServicerContext
     ) -> Iterator[scheduler_pb2.WatchAllocationResponse]:
@@ -149,6 +167,7 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> None:
         self._fleet = fleet
         self._agents = agents
+        self._allocations = allocations
         self._scheduler = SchedulerServicer(allocations)
 
     def ListNodes(
@@ -203,6 +222,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.NodeActionRequest, context: grpc.ServicerContext
     ) -> admin_pb2.NodeActionResponse:
         return self._node_action(request.name, "draining")
+
+    def Preempt(
+        self, request: admin_pb2.PreemptRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.PreemptResponse:
+        record = self._allocations.preempt(
+            _require(request.allocation_id, "allocation_id"), float(request.grace_seconds)
+        )
+        return admin_pb2.PreemptResponse(allocation=converters.allocation_message(record))
 
     def InjectFault(
         self, request: admin_pb2.InjectFaultRequest, context: grpc.ServicerContext

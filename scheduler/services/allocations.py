@@ -7,7 +7,11 @@ from collections.abc import Callable, Iterator
 from sqlalchemy import Engine
 
 from scheduler.domain.allocation import AllocationSpec, validate_spec
-from scheduler.services.allocator import TERMINAL_STATES, Allocator
+from scheduler.domain.clock import Clock
+from scheduler.domain.errors import FailedPrecondition, InvalidArgument
+from scheduler.domain.priorities import PRIORITY_CLASSES
+from scheduler.services.allocator import Allocator
+from scheduler.services.batch import TERMINAL_STATES
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationEvent, AllocationRecord
@@ -18,8 +22,11 @@ WATCH_POLL_SECONDS = 5.0
 
 
 class AllocationService:
-    def __init__(self, engine: Engine, allocator: Allocator, notifier: ChangeNotifier) -> None:
+    def __init__(
+        self, engine: Engine, allocator: Allocator, notifier: ChangeNotifier, clock: Clock
+    ) -> None:
         self._engine = engine
+        self._clock = clock
         self._allocator = allocator
         self._notifier = notifier
 
@@ -29,6 +36,31 @@ class AllocationService:
 
     def release(self, allocation_id: str) -> AllocationRecord:
         return self._allocator.release(allocation_id)
+
+    def acknowledge_preemption(self, allocation_id: str, checkpoint_uri: str) -> AllocationRecord:
+        return self._allocator.revoke(allocation_id, checkpoint_uri, "acknowledged")
+
+    def report_checkpoint(self, allocation_id: str, checkpoint_uri: str) -> AllocationRecord:
+        if not checkpoint_uri:
+            raise InvalidArgument("checkpoint_uri is required")
+        with self._engine.begin() as conn:
+            row = store.record_checkpoint(conn, allocation_id, checkpoint_uri, self._clock.now())
+            if row is None:
+                state = store.get_allocation(conn, allocation_id, with_events=False).state
+                raise FailedPrecondition(
+                    f"allocation {allocation_id} is {state}: only work holding GPUs checkpoints"
+                )
+        return AllocationRecord.from_mapping(row)
+
+    def preempt(self, allocation_id: str, grace_s: float) -> AllocationRecord:
+        record = self.get(allocation_id)
+        if record.state not in ("placed", "running"):
+            raise FailedPrecondition(
+                f"allocation {allocation_id} is {record.state}: nothing to preempt"
+            )
+        grace = grace_s or PRIORITY_CLASSES[record.priority_class].grace_s
+        self._allocator.preempt([allocation_id], "admin", grace, "preempted by an admin")
+        return self.get(allocation_id)
 
     def get(self, allocation_id: str) -> AllocationRecord:
         with self._engine.connect() as conn:

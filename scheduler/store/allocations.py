@@ -256,6 +256,24 @@ def list_allocations(
     return records, token
 
 
+def record_checkpoint(
+    conn: Connection, allocation_id: str, uri: str, at: datetime
+) -> dict[str, Any] | None:
+    """Store a holder's latest checkpoint; None when the allocation holds no GPUs."""
+    row = (
+        conn.execute(
+            update(allocations_t)
+            .where(allocations_t.c.id == allocation_id)
+            .where(allocations_t.c.state.in_(("placed", "running", "preempting")))
+            .values(checkpoint_uri=uri, last_checkpoint_at=at, updated_at=at)
+            .returning(allocations_t)
+        )
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
 def count_pending(conn: Connection) -> int:
     return int(
         conn.execute(

@@ -122,6 +122,11 @@ class AllocationRow(Base):
         CheckConstraint("on_failure IN ('requeue', 'fail')", name="on_failure"),
         Index("ix_allocations_queue", "state", text("priority DESC"), "queue_seq"),
         Index("ix_allocations_tenant_created", "tenant", "created_at"),
+        Index(
+            "ix_allocations_preempting_deadline",
+            "preemption_deadline",
+            postgresql_where=text("state = 'preempting'"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -155,6 +160,16 @@ class AllocationRow(Base):
     event_count: Mapped[int] = mapped_column(Integer, default=0)
     on_failure: Mapped[str] = mapped_column(String(16), default="requeue")
     """requeue | fail: what a GPU or node failure (or a drain) does to this allocation."""
+    placed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Start of the current placement: minimum-runtime protection and lost work count from it."""
+    checkpoint_uri: Mapped[str] = mapped_column(Text, default="")
+    last_checkpoint_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resume_from: Mapped[str] = mapped_column(Text, default="")
+    """The checkpoint a requeued allocation resumes from when placed again."""
+    preemption_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """While preempting: revoked at this time if the holder has not acknowledged."""
+    preempted_for: Mapped[str] = mapped_column(String(32), default="")
+    preemption_count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class GpuClaimRow(Base):
@@ -223,3 +238,5 @@ class AllocationEventRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     message: Mapped[str] = mapped_column(Text, default="")
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -22,6 +22,8 @@ class AllocationEvent(_FromMapping):
     state: str
     message: str
     at: datetime
+    reason: str = ""
+    deadline: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,13 @@ class AllocationRecord(_FromMapping):
     updated_at: datetime
     event_count: int
     on_failure: str = "requeue"
+    placed_at: datetime | None = None
+    checkpoint_uri: str = ""
+    last_checkpoint_at: datetime | None = None
+    resume_from: str = ""
+    preemption_deadline: datetime | None = None
+    preempted_for: str = ""
+    preemption_count: int = 0
     events: tuple[AllocationEvent, ...] = ()
 
 

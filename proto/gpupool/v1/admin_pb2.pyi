@@ -8,6 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PreemptRequest(_message.Message):
+    __slots__ = ("allocation_id", "grace_seconds")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    GRACE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    grace_seconds: int
+    def __init__(self, allocation_id: _Optional[str] = ..., grace_seconds: _Optional[int] = ...) -> None: ...
+
+class PreemptResponse(_message.Message):
+    __slots__ = ("allocation",)
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    allocation: _types_pb2.Allocation
+    def __init__(self, allocation: _Optional[_Union[_types_pb2.Allocation, _Mapping]] = ...) -> None: ...
+
 class InjectFaultRequest(_message.Message):
     __slots__ = ("node", "gpu_index", "fault", "clear")
     NODE_FIELD_NUMBER: _ClassVar[int]

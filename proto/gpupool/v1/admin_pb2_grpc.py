@@ -91,6 +91,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultResponse.FromString,
                 _registered_method=True)
+        self.Preempt = channel.unary_unary(
+                '/gpupool.v1.Admin/Preempt',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.PreemptRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.PreemptResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -167,6 +172,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Preempt(self, request, context):
+        """Ask an allocation's holder to checkpoint and give its GPUs back within
+        grace_seconds (0: its priority class's grace period); it is requeued.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -224,6 +237,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.InjectFault,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.InjectFaultResponse.SerializeToString,
+            ),
+            'Preempt': grpc.unary_unary_rpc_method_handler(
+                    servicer.Preempt,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.PreemptRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.PreemptResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +542,33 @@ class Admin:
             '/gpupool.v1.Admin/InjectFault',
             gpupool_dot_v1_dot_admin__pb2.InjectFaultRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.InjectFaultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Preempt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/Preempt',
+            gpupool_dot_v1_dot_admin__pb2.PreemptRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.PreemptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -50,6 +50,10 @@ class AdminStub:
     """Tell a simulated agent to pretend a fault (or clear it); relayed over
     the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
     """
+    Preempt: _grpc.UnaryUnaryMultiCallable[_admin_pb2.PreemptRequest, _admin_pb2.PreemptResponse]
+    """Ask an allocation's holder to checkpoint and give its GPUs back within
+    grace_seconds (0: its priority class's grace period); it is requeued.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -71,6 +75,10 @@ class AdminAsyncStub(AdminStub):
     InjectFault: _aio.UnaryUnaryMultiCallable[_admin_pb2.InjectFaultRequest, _admin_pb2.InjectFaultResponse]  # type: ignore[assignment]
     """Tell a simulated agent to pretend a fault (or clear it); relayed over
     the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
+    """
+    Preempt: _aio.UnaryUnaryMultiCallable[_admin_pb2.PreemptRequest, _admin_pb2.PreemptResponse]  # type: ignore[assignment]
+    """Ask an allocation's holder to checkpoint and give its GPUs back within
+    grace_seconds (0: its priority class's grace period); it is requeued.
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -156,6 +164,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_admin_pb2.InjectFaultResponse, _abc.Awaitable[_admin_pb2.InjectFaultResponse]]:
         """Tell a simulated agent to pretend a fault (or clear it); relayed over
         the agent's stream. FAILED_PRECONDITION for a real or disconnected agent.
+        """
+
+    @_abc_1.abstractmethod
+    def Preempt(
+        self,
+        request: _admin_pb2.PreemptRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.PreemptResponse, _abc.Awaitable[_admin_pb2.PreemptResponse]]:
+        """Ask an allocation's holder to checkpoint and give its GPUs back within
+        grace_seconds (0: its priority class's grace period); it is requeued.
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

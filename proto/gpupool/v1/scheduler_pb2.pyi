@@ -7,6 +7,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AckPreemptionRequest(_message.Message):
+    __slots__ = ("allocation_id", "checkpoint_uri")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_URI_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    checkpoint_uri: str
+    def __init__(self, allocation_id: _Optional[str] = ..., checkpoint_uri: _Optional[str] = ...) -> None: ...
+
+class AckPreemptionResponse(_message.Message):
+    __slots__ = ("allocation",)
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    allocation: _types_pb2.Allocation
+    def __init__(self, allocation: _Optional[_Union[_types_pb2.Allocation, _Mapping]] = ...) -> None: ...
+
+class ReportCheckpointRequest(_message.Message):
+    __slots__ = ("allocation_id", "checkpoint_uri")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_URI_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    checkpoint_uri: str
+    def __init__(self, allocation_id: _Optional[str] = ..., checkpoint_uri: _Optional[str] = ...) -> None: ...
+
+class ReportCheckpointResponse(_message.Message):
+    __slots__ = ("allocation",)
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    allocation: _types_pb2.Allocation
+    def __init__(self, allocation: _Optional[_Union[_types_pb2.Allocation, _Mapping]] = ...) -> None: ...
+
 class AllocateRequest(_message.Message):
     __slots__ = ("tenant", "request_id", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "no_wait", "on_failure")
     class LabelsEntry(_message.Message):

@@ -60,6 +60,16 @@ class SchedulerStub:
                 request_serializer=gpupool_dot_v1_dot_scheduler__pb2.WatchAllocationRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_scheduler__pb2.WatchAllocationResponse.FromString,
                 _registered_method=True)
+        self.AckPreemption = channel.unary_unary(
+                '/gpupool.v1.Scheduler/AckPreemption',
+                request_serializer=gpupool_dot_v1_dot_scheduler__pb2.AckPreemptionRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_scheduler__pb2.AckPreemptionResponse.FromString,
+                _registered_method=True)
+        self.ReportCheckpoint = channel.unary_unary(
+                '/gpupool.v1.Scheduler/ReportCheckpoint',
+                request_serializer=gpupool_dot_v1_dot_scheduler__pb2.ReportCheckpointRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_scheduler__pb2.ReportCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -101,6 +111,21 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AckPreemption(self, request, context):
+        """A preempted holder has checkpointed: revoke now and requeue it so it
+        resumes from checkpoint_uri. (Release also works, without a checkpoint.)
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportCheckpoint(self, request, context):
+        """Progress at any time: lowers the allocation's cost as a preemption victim.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +153,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.WatchAllocation,
                     request_deserializer=gpupool_dot_v1_dot_scheduler__pb2.WatchAllocationRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_scheduler__pb2.WatchAllocationResponse.SerializeToString,
+            ),
+            'AckPreemption': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckPreemption,
+                    request_deserializer=gpupool_dot_v1_dot_scheduler__pb2.AckPreemptionRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_scheduler__pb2.AckPreemptionResponse.SerializeToString,
+            ),
+            'ReportCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportCheckpoint,
+                    request_deserializer=gpupool_dot_v1_dot_scheduler__pb2.ReportCheckpointRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_scheduler__pb2.ReportCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -266,6 +301,60 @@ class Scheduler:
             '/gpupool.v1.Scheduler/WatchAllocation',
             gpupool_dot_v1_dot_scheduler__pb2.WatchAllocationRequest.SerializeToString,
             gpupool_dot_v1_dot_scheduler__pb2.WatchAllocationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckPreemption(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Scheduler/AckPreemption',
+            gpupool_dot_v1_dot_scheduler__pb2.AckPreemptionRequest.SerializeToString,
+            gpupool_dot_v1_dot_scheduler__pb2.AckPreemptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Scheduler/ReportCheckpoint',
+            gpupool_dot_v1_dot_scheduler__pb2.ReportCheckpointRequest.SerializeToString,
+            gpupool_dot_v1_dot_scheduler__pb2.ReportCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

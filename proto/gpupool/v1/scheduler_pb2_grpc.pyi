@@ -45,6 +45,12 @@ class SchedulerStub:
     """The current allocation first, then one message per state change; ends
     after a terminal state (released, failed).
     """
+    AckPreemption: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.AckPreemptionRequest, _scheduler_pb2.AckPreemptionResponse]
+    """A preempted holder has checkpointed: revoke now and requeue it so it
+    resumes from checkpoint_uri. (Release also works, without a checkpoint.)
+    """
+    ReportCheckpoint: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReportCheckpointRequest, _scheduler_pb2.ReportCheckpointResponse]
+    """Progress at any time: lowers the allocation's cost as a preemption victim."""
 
 @_typing.type_check_only
 class SchedulerAsyncStub(SchedulerStub):
@@ -63,6 +69,12 @@ class SchedulerAsyncStub(SchedulerStub):
     """The current allocation first, then one message per state change; ends
     after a terminal state (released, failed).
     """
+    AckPreemption: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.AckPreemptionRequest, _scheduler_pb2.AckPreemptionResponse]  # type: ignore[assignment]
+    """A preempted holder has checkpointed: revoke now and requeue it so it
+    resumes from checkpoint_uri. (Release also works, without a checkpoint.)
+    """
+    ReportCheckpoint: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReportCheckpointRequest, _scheduler_pb2.ReportCheckpointResponse]  # type: ignore[assignment]
+    """Progress at any time: lowers the allocation's cost as a preemption victim."""
 
 class SchedulerServicer(metaclass=_abc_1.ABCMeta):
     """What internal services call to get GPUs."""
@@ -108,5 +120,23 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         """The current allocation first, then one message per state change; ends
         after a terminal state (released, failed).
         """
+
+    @_abc_1.abstractmethod
+    def AckPreemption(
+        self,
+        request: _scheduler_pb2.AckPreemptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.AckPreemptionResponse, _abc.Awaitable[_scheduler_pb2.AckPreemptionResponse]]:
+        """A preempted holder has checkpointed: revoke now and requeue it so it
+        resumes from checkpoint_uri. (Release also works, without a checkpoint.)
+        """
+
+    @_abc_1.abstractmethod
+    def ReportCheckpoint(
+        self,
+        request: _scheduler_pb2.ReportCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ReportCheckpointResponse, _abc.Awaitable[_scheduler_pb2.ReportCheckpointResponse]]:
+        """Progress at any time: lowers the allocation's cost as a preemption victim."""
 
 def add_SchedulerServicer_to_server(servicer: SchedulerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

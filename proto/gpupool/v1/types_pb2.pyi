@@ -132,19 +132,23 @@ class PendingReason(_message.Message):
     def __init__(self, plugin: _Optional[str] = ..., reason: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class AllocationEvent(_message.Message):
-    __slots__ = ("seq", "state", "message", "at")
+    __slots__ = ("seq", "state", "message", "at", "reason", "deadline")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DEADLINE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     state: AllocationState
     message: str
     at: _timestamp_pb2.Timestamp
-    def __init__(self, seq: _Optional[int] = ..., state: _Optional[_Union[AllocationState, str]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reason: str
+    deadline: _timestamp_pb2.Timestamp
+    def __init__(self, seq: _Optional[int] = ..., state: _Optional[_Union[AllocationState, str]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("id", "tenant", "request_id", "state", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "bindings", "pending_reasons", "unschedulable", "created_at", "updated_at", "events", "message", "on_failure")
+    __slots__ = ("id", "tenant", "request_id", "state", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "bindings", "pending_reasons", "unschedulable", "created_at", "updated_at", "events", "message", "on_failure", "checkpoint_uri", "last_checkpoint_at", "resume_from", "preemption_deadline", "preempted_for", "preemption_count")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -172,6 +176,12 @@ class Allocation(_message.Message):
     EVENTS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_URI_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHECKPOINT_AT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FROM_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTION_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FOR_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTION_COUNT_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     request_id: str
@@ -192,7 +202,13 @@ class Allocation(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AllocationEvent]
     message: str
     on_failure: FailurePolicy
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[AllocationState, str]] = ..., whole: _Optional[_Union[WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ..., pending_reasons: _Optional[_Iterable[_Union[PendingReason, _Mapping]]] = ..., unschedulable: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[AllocationEvent, _Mapping]]] = ..., message: _Optional[str] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ...) -> None: ...
+    checkpoint_uri: str
+    last_checkpoint_at: _timestamp_pb2.Timestamp
+    resume_from: str
+    preemption_deadline: _timestamp_pb2.Timestamp
+    preempted_for: str
+    preemption_count: int
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[AllocationState, str]] = ..., whole: _Optional[_Union[WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ..., pending_reasons: _Optional[_Iterable[_Union[PendingReason, _Mapping]]] = ..., unschedulable: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[AllocationEvent, _Mapping]]] = ..., message: _Optional[str] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ..., checkpoint_uri: _Optional[str] = ..., last_checkpoint_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resume_from: _Optional[str] = ..., preemption_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preempted_for: _Optional[str] = ..., preemption_count: _Optional[int] = ...) -> None: ...
 
 class MigInstance(_message.Message):
     __slots__ = ("profile", "start", "size", "allocation_id")

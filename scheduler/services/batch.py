@@ -1,0 +1,118 @@
+"""One allocator transaction: what it writes and whom to tell after commit."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from scheduler.domain.catalogue import CATALOGUE
+from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.placement import PlacementConfig
+
+TERMINAL_STATES = ("released", "failed")
+ACTIVE_STATES = ("placed", "running", "preempting")
+NOTIFY_PAYLOAD_LIMIT = 7000  # PostgreSQL caps a payload at 8000 bytes
+
+
+def new_allocation_id() -> str:
+    return "a-" + secrets.token_hex(8)
+
+
+@dataclass
+class Batch:
+    conn: Connection
+    snapshot: FleetSnapshot
+    config: PlacementConfig
+    now: datetime
+    is_leader: bool
+    maybe_pending: bool  # the pending queue may hold something (a hint)
+    new_rows: list[dict[str, Any]] = field(default_factory=list)
+    new_claims: list[tuple[str, Claim]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    changed_ids: list[str] = field(default_factory=list)
+    results: dict[int, Any] = field(default_factory=dict)  # id(command) -> record or error
+    freed_capacity: bool = False
+    touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
+
+    def event(
+        self,
+        row: dict[str, Any],
+        state: str,
+        reason: str,
+        message: str,
+        deadline: datetime | None = None,
+    ) -> None:
+        """Append to the allocation's history; bumps row["event_count"]."""
+        row["event_count"] = row.get("event_count", 0) + 1
+        self.events.append(
+            {
+                "allocation_id": row["id"],
+                "seq": row["event_count"],
+                "state": state,
+                "reason": reason,
+                "message": message,
+                "deadline": deadline,
+                "at": self.now,
+            }
+        )
+        self.changed_ids.append(row["id"])
+
+    def reserve(self, allocation_id: str, node: str, claims: Sequence[Claim]) -> None:
+        self.snapshot.reserve(claims)
+        self.new_claims.extend((allocation_id, c) for c in claims)
+        self.touched_nodes.add(node)
+
+    def freed(self, claims: Sequence[Claim]) -> None:
+        if not claims:
+            return
+        self.touched_nodes.update(self.snapshot.gpus[c.gpu_id].node for c in claims)
+        self.snapshot.release(claims)
+        self.freed_capacity = True
+
+    def bindings(self, claims: Sequence[Claim]) -> list[dict[str, Any]]:
+        """What the allocation record keeps of its claims, also after release."""
+        bindings = []
+        for claim in claims:
+            gpu = self.snapshot.gpus[claim.gpu_id]
+            profile = CATALOGUE[gpu.model].mig_profile(claim.mig_profile or "")
+            bindings.append(
+                {
+                    "node": gpu.node,
+                    "gpu_uuid": gpu.uuid,
+                    "gpu_index": gpu.index,
+                    "gpu_model": gpu.model,
+                    "milli_gpu": claim.milli,
+                    "memory_mib": claim.memory_mib,
+                    "mig_profile": claim.mig_profile or "",
+                    "mig_start": claim.mig_start or 0,
+                    "mig_size": claim.mig_size,
+                    "mig_memory_mib": profile.memory_mib if profile else 0,
+                }
+            )
+        return bindings
+
+    def payloads(self, replica_id: str) -> list[str]:
+        """NOTIFY payloads telling other replicas what changed."""
+        payloads = []
+        if self.freed_capacity or self.new_claims:
+            payloads.append(f"capacity:{replica_id}:")
+        if self.touched_nodes:
+            nodes = ",".join(sorted(self.touched_nodes))
+            payloads.append(f"nodes:{replica_id}:{nodes}"[:NOTIFY_PAYLOAD_LIMIT])
+        prefix = f"alloc:{replica_id}:"
+        chunk: list[str] = []
+        size = len(prefix)
+        for allocation_id in self.changed_ids:
+            if size + len(allocation_id) + 1 > NOTIFY_PAYLOAD_LIMIT:
+                payloads.append(prefix + ",".join(chunk))
+                chunk, size = [], len(prefix)
+            chunk.append(allocation_id)
+            size += len(allocation_id) + 1
+        if chunk:
+            payloads.append(prefix + ",".join(chunk))
+        return payloads

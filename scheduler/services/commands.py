@@ -1,0 +1,59 @@
+"""What RPC threads and loops hand to the allocator's worker thread."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from scheduler.domain.allocation import AllocationSpec
+
+
+@dataclass
+class Command:
+    future: Future[Any] = field(default_factory=Future, init=False)
+
+
+@dataclass
+class Allocate(Command):
+    spec: AllocationSpec
+
+
+@dataclass
+class Release(Command):
+    allocation_id: str
+    reason: str
+
+
+@dataclass
+class PendingPass(Command):
+    pass
+
+
+@dataclass
+class Requeue(Command):
+    """Take placed allocations off their GPUs (failure, drain): requeue or
+    fail each per its on_failure policy."""
+
+    allocation_ids: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class Preempt(Command):
+    """Ask victims to checkpoint: they turn preempting with a deadline."""
+
+    allocation_ids: tuple[str, ...]
+    preempted_for: str
+    grace_s: float
+    reason: str
+
+
+@dataclass
+class Revoke(Command):
+    """Take a preempting allocation off its GPUs and requeue it to resume
+    from its checkpoint: on acknowledgement or at its deadline."""
+
+    allocation_id: str
+    checkpoint_uri: str
+    how: str  # "acknowledged" | "deadline"

@@ -1,0 +1,187 @@
+"""Placing work inside an allocator batch: new requests and the pending queue."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    GpupoolError,
+    ResourceExhausted,
+)
+from scheduler.domain.requests import PlacementRequest
+from scheduler.placement import Placement, PlacementOutcome, place
+from scheduler.services.batch import Batch, new_allocation_id
+from scheduler.services.commands import Allocate
+from scheduler.services.specs import spec_from_row
+from scheduler.store import allocations as store
+from scheduler.store.records import AllocationRecord
+
+PENDING_PASS_LIMIT = 2000
+
+
+def reasons_json(outcome: PlacementOutcome) -> list[dict[str, Any]]:
+    return [{"plugin": r.plugin, "reason": r.reason, "count": r.count} for r in outcome.reasons]
+
+
+def summarise(outcome: PlacementOutcome) -> str:
+    if not outcome.reasons:
+        return "no candidate GPU"
+    # "not enough free memory (12)"; the unschedulable verdict stands alone.
+    return "; ".join(
+        r.reason if r.plugin == "Unschedulable" else f"{r.reason} ({r.count})"
+        for r in outcome.reasons[:3]
+    )
+
+
+def _no_wait_error(spec: AllocationSpec, outcome: PlacementOutcome) -> GpupoolError | None:
+    if not spec.no_wait:
+        return None
+    if outcome.unschedulable:
+        return FailedPrecondition(
+            f"no GPU in this fleet can ever hold this request: {summarise(outcome)}"
+        )
+    return ResourceExhausted(f"nothing free fits this request now: {summarise(outcome)}")
+
+
+def _placed_columns(
+    batch: Batch, row: dict[str, Any], placement: Placement, after_wait: bool
+) -> dict[str, Any]:
+    """Reserve the placement and return the columns a placed row gets."""
+    batch.reserve(row["id"], placement.node, placement.claims)
+    message = f"placed on {placement.node}"
+    if after_wait:
+        message += " after waiting"
+    if row.get("resume_from"):
+        message += f"; resume from {row['resume_from']}"
+    batch.event(row, "placed", "PLACED", message)
+    return {
+        "state": "placed",
+        "bindings": batch.bindings(placement.claims),
+        "node": placement.node,
+        "pending_reasons": [],
+        "unschedulable": False,
+        "message": message,
+        "updated_at": batch.now,
+        "placed_at": batch.now,
+        "event_count": row["event_count"],
+    }
+
+
+def _new_row(batch: Batch, spec: AllocationSpec, digest: str) -> dict[str, Any]:
+    demand = vars(spec.demand)
+    return {
+        "id": new_allocation_id(),
+        "tenant": spec.tenant,
+        "request_id": spec.request_id,
+        "request_hash": digest,
+        "kind": spec.kind,
+        "gpu_count": demand.get("count", 0),
+        "milli": demand.get("milli", 0),
+        "memory_mib": demand.get("memory_mib", 0),
+        "mig_profile": demand.get("profile", ""),
+        "gpu_models": list(spec.gpu_models),
+        "priority_class": spec.priority_class,
+        "priority": spec.priority,
+        "workload_class": spec.workload_class,
+        "model": spec.model,
+        "labels": dict(spec.labels),
+        "on_failure": spec.on_failure,
+        "pending_reasons": [],
+        "unschedulable": False,
+        "bindings": [],
+        "node": "",
+        "message": "",
+        "placed_at": None,
+        "created_at": batch.now,
+        "updated_at": batch.now,
+        "event_count": 0,
+    }
+
+
+def apply_pending_pass(batch: Batch) -> int:
+    """Place what waits, in priority then arrival order; returns how many."""
+    rows = store.pending_queue(batch.conn, PENDING_PASS_LIMIT)
+    if len(rows) < PENDING_PASS_LIMIT:
+        batch.maybe_pending = bool(rows)
+    failed: dict[PlacementRequest, PlacementOutcome] = {}
+    placed_updates: list[dict[str, Any]] = []
+    reason_updates: list[dict[str, Any]] = []
+    for row in rows:
+        request = spec_from_row(row).placement_request()
+        outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
+        if outcome.placement is None:
+            # The snapshot only shrinks during a pass: the same request fails again.
+            failed[request] = outcome
+            reasons = reasons_json(outcome)
+            if reasons != row["pending_reasons"] or outcome.unschedulable != row["unschedulable"]:
+                reason_updates.append(
+                    {
+                        "b_id": row["id"],
+                        "pending_reasons": reasons,
+                        "unschedulable": outcome.unschedulable,
+                    }
+                )
+            continue
+        placed_updates.append(
+            {"b_id": row["id"], **_placed_columns(batch, row, outcome.placement, True)}
+        )
+    store.apply_updates(batch.conn, placed_updates)
+    store.apply_updates(batch.conn, reason_updates)
+    return len(placed_updates)
+
+
+def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
+    """New requests: answer retries from what is stored, place the rest or
+    store them pending with their reasons."""
+    if not allocates:
+        return
+    keys = [(c.spec.tenant, c.spec.request_id) for c in allocates]
+    existing = store.find_by_request_keys(batch.conn, keys)
+    in_batch: dict[tuple[str, str], tuple[str, Allocate]] = {}
+    failed: dict[PlacementRequest, PlacementOutcome] = {}
+    followers: list[tuple[Allocate, Allocate]] = []
+    for command in allocates:
+        spec = command.spec
+        key = (spec.tenant, spec.request_id)
+        digest = spec.body_hash()
+        first = existing.get(key)
+        if first is not None or key in in_batch:
+            first_digest = first["request_hash"] if first else in_batch[key][0]
+            if first_digest != digest:
+                batch.results[id(command)] = AlreadyExists(
+                    f"request_id {spec.request_id!r} of tenant {spec.tenant!r} was already "
+                    "used for a different request; use a new request_id"
+                )
+            elif first is not None:
+                batch.results[id(command)] = AllocationRecord.from_mapping(first)
+            else:
+                followers.append((command, in_batch[key][1]))
+            continue
+        request = spec.placement_request()
+        outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
+        row = _new_row(batch, spec, digest)
+        if outcome.placement is None:
+            failed[request] = outcome
+            error = _no_wait_error(spec, outcome)
+            if error is not None:
+                batch.results[id(command)] = error
+                continue
+            row.update(
+                state="pending",
+                pending_reasons=reasons_json(outcome),
+                unschedulable=outcome.unschedulable,
+                message=summarise(outcome),
+            )
+            batch.event(row, "pending", "PENDING", f"waiting: {row['message']}")
+            batch.maybe_pending = True
+        else:
+            row.update(_placed_columns(batch, row, outcome.placement, after_wait=False))
+        in_batch[key] = (digest, command)
+        batch.new_rows.append(row)
+        batch.results[id(command)] = AllocationRecord.from_mapping(row)
+    for follower, leader in followers:
+        batch.results[id(follower)] = batch.results[id(leader)]

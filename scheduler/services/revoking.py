@@ -1,0 +1,183 @@
+"""Taking work off GPUs inside an allocator batch: release, requeue after a
+failure or drain, and checkpoint-coordinated preemption."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from scheduler.domain.errors import FailedPrecondition, NotFound
+from scheduler.services.batch import ACTIVE_STATES, TERMINAL_STATES, Batch
+from scheduler.services.commands import Preempt, Release, Requeue, Revoke
+from scheduler.store import allocations as store
+from scheduler.store.records import AllocationRecord
+
+RUNNING_STATES = ("placed", "running")
+
+
+def _not_found(allocation_id: str) -> NotFound:
+    return NotFound(f"no allocation with id {allocation_id!r}")
+
+
+def _write(batch: Batch, updates: Sequence[dict[str, Any]]) -> None:
+    """apply_updates wants one key set per call: group by keys."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for update in updates:
+        groups.setdefault(tuple(sorted(update)), []).append(update)
+    for group in groups.values():
+        store.apply_updates(batch.conn, group)
+
+
+def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
+    if not releases:
+        return
+    rows = store.lock_allocations(batch.conn, [c.allocation_id for c in releases])
+    to_free: list[str] = []
+    updates: list[dict[str, Any]] = []
+    for command in releases:
+        row = rows.get(command.allocation_id)
+        if row is None:
+            batch.results[id(command)] = _not_found(command.allocation_id)
+            continue
+        if row["state"] not in TERMINAL_STATES:
+            if row["state"] in ACTIVE_STATES:
+                to_free.append(row["id"])
+            was = row["state"]
+            row.update(
+                state="released", updated_at=batch.now, pending_reasons=[], message=command.reason
+            )
+            batch.event(row, "released", "RELEASED", f"{command.reason} (was {was})")
+            updates.append(
+                {
+                    "b_id": row["id"],
+                    "state": "released",
+                    "updated_at": batch.now,
+                    "pending_reasons": [],
+                    "message": command.reason,
+                    "preemption_deadline": None,
+                    "event_count": row["event_count"],
+                }
+            )
+        batch.results[id(command)] = AllocationRecord.from_mapping(row)
+    batch.freed(store.delete_claims(batch.conn, to_free))
+    _write(batch, updates)
+
+
+def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
+    if not requeues:
+        return
+    rows = store.lock_allocations(batch.conn, [i for c in requeues for i in c.allocation_ids])
+    moved: set[str] = set()
+    updates: list[dict[str, Any]] = []
+    for command in requeues:
+        count = 0
+        for allocation_id in command.allocation_ids:
+            row = rows.get(allocation_id)
+            if row is None or row["state"] not in ACTIVE_STATES or allocation_id in moved:
+                continue
+            state = "pending" if row["on_failure"] == "requeue" else "failed"
+            reason = "REQUEUED" if state == "pending" else "FAILED"
+            message = f"{'requeued' if state == 'pending' else 'failed'}: {command.reason}"
+            moved.add(allocation_id)
+            batch.event(row, state, reason, message)
+            updates.append(
+                {
+                    "b_id": allocation_id,
+                    "state": state,
+                    "node": "",
+                    "message": message,
+                    "updated_at": batch.now,
+                    "preemption_deadline": None,
+                    "resume_from": row["checkpoint_uri"],
+                    "event_count": row["event_count"],
+                }
+            )
+            batch.maybe_pending |= state == "pending"
+            count += 1
+        batch.results[id(command)] = count
+    batch.freed(store.delete_claims(batch.conn, sorted(moved)))
+    _write(batch, updates)
+
+
+def apply_preempts(batch: Batch, preempts: Sequence[Preempt]) -> None:
+    """Victims turn preempting: their holders are told to checkpoint by the
+    deadline; their claims stay until they acknowledge or the deadline ends."""
+    if not preempts:
+        return
+    rows = store.lock_allocations(batch.conn, [i for c in preempts for i in c.allocation_ids])
+    updates: list[dict[str, Any]] = []
+    for command in preempts:
+        count = 0
+        deadline = batch.now + timedelta(seconds=command.grace_s)
+        for allocation_id in command.allocation_ids:
+            row = rows.get(allocation_id)
+            if row is None:
+                batch.results[id(command)] = _not_found(allocation_id)
+                break
+            if row["state"] not in RUNNING_STATES:
+                continue
+            row["state"] = "preempting"
+            message = f"checkpoint and acknowledge by {deadline.isoformat()}: {command.reason}"
+            batch.event(row, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
+            updates.append(
+                {
+                    "b_id": allocation_id,
+                    "state": "preempting",
+                    "preemption_deadline": deadline,
+                    "preempted_for": command.preempted_for,
+                    "message": message,
+                    "updated_at": batch.now,
+                    "event_count": row["event_count"],
+                }
+            )
+            batch.touched_nodes.add(row["node"])
+            count += 1
+        batch.results.setdefault(id(command), count)
+    _write(batch, updates)
+
+
+def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
+    """Preempting allocations leave their GPUs and wait again, to resume from
+    their latest checkpoint when placed."""
+    if not revokes:
+        return
+    rows = store.lock_allocations(batch.conn, [c.allocation_id for c in revokes])
+    revoked: list[str] = []
+    updates: list[dict[str, Any]] = []
+    for command in revokes:
+        row = rows.get(command.allocation_id)
+        if row is None:
+            batch.results[id(command)] = _not_found(command.allocation_id)
+            continue
+        if row["state"] != "preempting" or row["id"] in revoked:
+            if command.how == "acknowledged" and row["state"] != "preempting":
+                batch.results[id(command)] = FailedPrecondition(
+                    f"allocation {row['id']} is {row['state']}, not preempting: "
+                    "nothing to acknowledge"
+                )
+            else:
+                batch.results[id(command)] = AllocationRecord.from_mapping(row)
+            continue
+        checkpoint = command.checkpoint_uri or row["checkpoint_uri"]
+        columns: dict[str, Any] = {
+            "state": "pending",
+            "node": "",
+            "resume_from": checkpoint,
+            "checkpoint_uri": checkpoint,
+            "preemption_deadline": None,
+            "preemption_count": row["preemption_count"] + 1,
+            "updated_at": batch.now,
+        }
+        if command.checkpoint_uri:
+            columns["last_checkpoint_at"] = batch.now
+        where = f"; resumes from {checkpoint}" if checkpoint else "; no checkpoint: restarts"
+        columns["message"] = f"revoked ({command.how}){where}"
+        row.update(columns)
+        batch.event(row, "pending", "REVOKED", columns["message"])
+        updates.append({"b_id": row["id"], **columns, "event_count": row["event_count"]})
+        revoked.append(row["id"])
+        batch.results[id(command)] = AllocationRecord.from_mapping(row)
+    batch.maybe_pending |= bool(revoked)
+    batch.freed(store.delete_claims(batch.conn, revoked))
+    _write(batch, updates)
