@@ -17,6 +17,7 @@ from scheduler.api.server import create_server
 from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
+from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.domain.clock import Clock, SystemClock
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
@@ -105,6 +106,9 @@ class SchedulerApp:
             on_nodes=self.agents.nodes_changed,
         )
         self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
+        self.preemption = PreemptionDeadlineLoop(
+            self.engine, self.allocator, self.leader, self.clock
+        )
         self._loops: BackgroundScheduler | None = None
         self.server, self.port, self._health = create_server(
             settings.listen, self.allocations, self.fleet, self.agents
@@ -126,6 +130,7 @@ class SchedulerApp:
                 self.queue_loop,
                 self.heartbeats,
                 self.liveness,
+                self.preemption,
                 self.settings.heartbeat_interval_s,
             )
         self.server.start()

@@ -8,6 +8,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
+from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.services.agents import HeartbeatRecorder
 from scheduler.services.allocator import Allocator
 
@@ -32,6 +33,7 @@ def start_loops(
     queue_loop: PendingQueueLoop,
     heartbeats: HeartbeatRecorder,
     liveness: NodeLivenessLoop,
+    preemption: PreemptionDeadlineLoop,
     heartbeat_interval_s: float,
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(daemon=True)
@@ -42,5 +44,6 @@ def start_loops(
     period = max(0.2, heartbeat_interval_s / 2)
     scheduler.add_job(heartbeats.run_once, "interval", seconds=period, **defaults)
     scheduler.add_job(liveness.run_once, "interval", seconds=period, jitter=period / 4, **defaults)
+    scheduler.add_job(preemption.run_once, "interval", seconds=1, **defaults)
     scheduler.start()
     return scheduler
