@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from gpupool.v1 import agents_pb2, agents_pb2_grpc, types_pb2
 
 from agent.health import HealthThresholds, XidMemory, evaluate
 from agent.nvml import NvmlBackend
+from gpupool.v1 import agents_pb2, agents_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ benchmarks that stand in for agents."""
 from __future__ import annotations
 
 from gpupool.v1 import agents_pb2, types_pb2
-
 from scheduler.fleetfile import SimulatedNode
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 
+from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE, GpuModel
 from scheduler.domain.errors import InvalidArgument

@@ -5,6 +5,9 @@ from __future__ import annotations
 from concurrent import futures
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from gpupool.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -13,9 +16,6 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from scheduler.api.errors import ErrorMappingInterceptor
 from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServicer
 from scheduler.services.agents import AgentHub

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 
 import grpc
+
 from gpupool.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -15,7 +16,6 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-
 from scheduler.api import converters
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.errors import InvalidArgument

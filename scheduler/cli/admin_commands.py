@@ -16,9 +16,9 @@ from typing import cast
 
 import click
 from google.protobuf.message import Message
-from gpupool.v1 import scheduler_pb2, types_pb2
 from rich.console import Console, RenderableType
 
+from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.cli import render
 from scheduler.cli.client import SchedulerClient
 

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 import click
 import grpc
+
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 
 CALL_TIMEOUT_S = 10.0

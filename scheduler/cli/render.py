@@ -15,10 +15,11 @@ from google.protobuf import json_format
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from gpupool.v1 import scheduler_pb2, types_pb2
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
+
+from gpupool.v1 import scheduler_pb2, types_pb2
 
 # (header or field name, text)
 Cell = tuple[str, str]

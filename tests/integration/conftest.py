@@ -7,8 +7,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from gpupool.v1 import admin_pb2_grpc, agents_pb2_grpc, scheduler_pb2_grpc
 
+from gpupool.v1 import admin_pb2_grpc, agents_pb2_grpc, scheduler_pb2_grpc
 from scheduler.app import SchedulerApp, SchedulerSettings
 from scheduler.domain.clock import ManualClock
 from scheduler.fleetfile import SimulatedNode, load_fleet

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
 
+from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
 from tests.integration.conftest import Client
 
 PLACED = types_pb2.ALLOCATION_STATE_PLACED

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from gpupool.v1 import scheduler_pb2, types_pb2
 
+from gpupool.v1 import scheduler_pb2, types_pb2
 from tests.integration.conftest import Client
 
 FRACTION = types_pb2.FractionalGpu(milli_gpu=100, memory_mib=1000)

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from gpupool.v1 import scheduler_pb2, types_pb2
 from sqlalchemy import create_engine, text
 
+from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.app import channel_ready
 from scheduler.fleetfile import SimulatedNode, load_fleet
 from tests.integration.conftest import MIXED_FLEET, Client, register_fleet

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from scheduler.fleetfile import SimulatedNode
 from scheduler.simfleet import register_request
 from tests.integration.conftest import Client

@@ -7,8 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from gpupool.v1 import scheduler_pb2, types_pb2
 
+from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.app import SchedulerApp
 from scheduler.fleetfile import SimulatedNode
 from tests.integration.conftest import Client, register_fleet

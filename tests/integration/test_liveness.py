@@ -4,7 +4,6 @@ consequences — driven by run_once() and a manual clock, without sleeping."""
 from __future__ import annotations
 
 from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
-
 from scheduler.app import SchedulerApp
 from scheduler.domain.clock import ManualClock
 from scheduler.services.health import GpuHealthReport

@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 
 from gpupool.v1 import scheduler_pb2, types_pb2
-
 from tests.integration.conftest import Client
 
 PENDING = types_pb2.ALLOCATION_STATE_PENDING

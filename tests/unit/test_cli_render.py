@@ -16,6 +16,8 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from click.testing import CliRunner
+from rich.console import Console
+
 from gpupool.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -23,8 +25,6 @@ from gpupool.v1 import (
     scheduler_pb2_grpc,
     types_pb2,
 )
-from rich.console import Console
-
 from scheduler.cli import render
 from scheduler.cli.main import cli
 
