@@ -231,6 +231,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         )
         return admin_pb2.PreemptResponse(allocation=converters.allocation_message(record))
 
+    def ListQueue(
+        self, request: admin_pb2.ListQueueRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListQueueResponse:
+        records = self._allocations.queue(request.limit)
+        return admin_pb2.ListQueueResponse(
+            allocations=[converters.allocation_message(r) for r in records]
+        )
+
     def InjectFault(
         self, request: admin_pb2.InjectFaultRequest, context: grpc.ServicerContext
     ) -> admin_pb2.InjectFaultResponse:

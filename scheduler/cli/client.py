@@ -155,6 +155,16 @@ class SchedulerClient:
         )
         return response.allocation
 
+    def preempt(self, allocation_id: str, grace_seconds: int) -> types_pb2.Allocation:
+        request = admin_pb2.PreemptRequest(allocation_id=allocation_id, grace_seconds=grace_seconds)
+        response: admin_pb2.PreemptResponse = self._unary(self._admin.Preempt, request)
+        return response.allocation
+
+    def list_queue(self, limit: int) -> list[types_pb2.Allocation]:
+        request = admin_pb2.ListQueueRequest(limit=limit)
+        response: admin_pb2.ListQueueResponse = self._unary(self._admin.ListQueue, request)
+        return list(response.allocations)
+
     def cordon_node(self, name: str) -> types_pb2.Node:
         return self._node_action(self._admin.CordonNode, name)
 

@@ -7,6 +7,7 @@ import click
 from agent.cli import agent
 from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, register_admin_commands
 from scheduler.cli.fault_commands import fault
+from scheduler.cli.queue_commands import preempt, queue
 from scheduler.cli.server_commands import register_server_commands
 
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
@@ -42,6 +43,8 @@ def cli(ctx: click.Context, target: str, output: str) -> None:
 register_admin_commands(cli)
 register_server_commands(cli)
 cli.add_command(fault)
+cli.add_command(queue)
+cli.add_command(preempt)
 cli.add_command(agent)
 
 

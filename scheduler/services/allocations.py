@@ -62,6 +62,12 @@ class AllocationService:
         self._allocator.preempt([allocation_id], "admin", grace, "preempted by an admin")
         return self.get(allocation_id)
 
+    def queue(self, limit: int) -> list[AllocationRecord]:
+        if limit > store.MAX_PAGE_SIZE:
+            raise InvalidArgument(f"limit may be at most {store.MAX_PAGE_SIZE}, got {limit}")
+        with self._engine.connect() as conn:
+            return store.queue_order(conn, limit or store.DEFAULT_PAGE_SIZE)
+
     def get(self, allocation_id: str) -> AllocationRecord:
         with self._engine.connect() as conn:
             return store.get_allocation(conn, allocation_id)

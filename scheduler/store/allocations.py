@@ -155,6 +155,17 @@ def pending_queue(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
+    """Pending allocations in the order a pass tries them (read only)."""
+    rows = conn.execute(
+        select(allocations_t)
+        .where(allocations_t.c.state == "pending")
+        .order_by(allocations_t.c.priority.desc(), allocations_t.c.queue_seq)
+        .limit(limit)
+    ).mappings()
+    return [AllocationRecord.from_mapping(row) for row in rows]
+
+
 def apply_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> None:
     """Write state changes: each dict has `b_id` plus the columns to set.
 

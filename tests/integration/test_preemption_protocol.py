@@ -50,9 +50,9 @@ def test_acknowledged_preemption_requeues_and_resumes_from_the_checkpoint(
     stream = fleet_client.scheduler.WatchAllocation(
         scheduler_pb2.WatchAllocationRequest(allocation_id=job.id), timeout=10
     )
-    first = next(stream)
+    first = next(iter(stream))
     assert first.event.reason == "PREEMPTION_REQUESTED", "the holder learns of it on its watch"
-    stream.cancel()
+    stream.cancel()  # type: ignore[no-untyped-call]
 
     fleet_client.scheduler.AckPreemption(
         scheduler_pb2.AckPreemptionRequest(

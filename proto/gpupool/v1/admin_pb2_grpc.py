@@ -96,6 +96,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.PreemptRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.PreemptResponse.FromString,
                 _registered_method=True)
+        self.ListQueue = channel.unary_unary(
+                '/gpupool.v1.Admin/ListQueue',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.ListQueueRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListQueueResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -180,6 +185,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListQueue(self, request, context):
+        """Pending allocations in the order the scheduler will try them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -242,6 +254,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Preempt,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.PreemptRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.PreemptResponse.SerializeToString,
+            ),
+            'ListQueue': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListQueue,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListQueueRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.ListQueueResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -569,6 +586,33 @@ class Admin:
             '/gpupool.v1.Admin/Preempt',
             gpupool_dot_v1_dot_admin__pb2.PreemptRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.PreemptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListQueue(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/ListQueue',
+            gpupool_dot_v1_dot_admin__pb2.ListQueueRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.ListQueueResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -54,6 +54,8 @@ class AdminStub:
     """Ask an allocation's holder to checkpoint and give its GPUs back within
     grace_seconds (0: its priority class's grace period); it is requeued.
     """
+    ListQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListQueueRequest, _admin_pb2.ListQueueResponse]
+    """Pending allocations in the order the scheduler will try them."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -80,6 +82,8 @@ class AdminAsyncStub(AdminStub):
     """Ask an allocation's holder to checkpoint and give its GPUs back within
     grace_seconds (0: its priority class's grace period); it is requeued.
     """
+    ListQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListQueueRequest, _admin_pb2.ListQueueResponse]  # type: ignore[assignment]
+    """Pending allocations in the order the scheduler will try them."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -175,5 +179,13 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """Ask an allocation's holder to checkpoint and give its GPUs back within
         grace_seconds (0: its priority class's grace period); it is requeued.
         """
+
+    @_abc_1.abstractmethod
+    def ListQueue(
+        self,
+        request: _admin_pb2.ListQueueRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListQueueResponse, _abc.Awaitable[_admin_pb2.ListQueueResponse]]:
+        """Pending allocations in the order the scheduler will try them."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
