@@ -34,3 +34,5 @@ class PlacementRequest:
     gpu_models: frozenset[str] = frozenset()  # empty: any model
     workload_class: str = "unspecified"
     priority: int = 0
+    # Nodes held for higher-priority work whose victims are still checkpointing.
+    avoid_nodes: frozenset[str] = frozenset()

@@ -23,6 +23,7 @@ from scheduler.placement.plugins import (
     MigRoomLeft,
     MigSlotsFree,
     NodeFilter,
+    NodeReserved,
     NodeSchedulable,
     NvlinkLocality,
     ScorePlugin,
@@ -42,7 +43,7 @@ class Pipeline:
 
 @lru_cache(maxsize=1024)
 def pipeline_for(demand: Demand) -> Pipeline:
-    node_filters = (NodeSchedulable(),)
+    node_filters = (NodeSchedulable(), NodeReserved())
     if isinstance(demand, WholeDemand):
         return Pipeline(
             node_filters,

@@ -105,6 +105,17 @@ class NodeSchedulable:
         return None if node.schedulable else "node cordoned, draining or unreachable"
 
 
+class NodeReserved:
+    """Capacity that preemption is freeing belongs to the request it is freed for."""
+
+    name: ClassVar[str] = "NodeReserved"
+
+    def filter_node(self, ctx: CycleContext, node: NodeView) -> str | None:
+        if node.name in ctx.request.avoid_nodes:
+            return "node reserved: preempted work is making room for higher-priority work"
+        return None
+
+
 class GpuHealthy:
     name: ClassVar[str] = "GpuHealthy"
 

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
+from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import PlacementConfig
+from scheduler.store import allocations as store
 
 TERMINAL_STATES = ("released", "failed")
 ACTIVE_STATES = ("placed", "running", "preempting")
@@ -38,6 +41,21 @@ class Batch:
     results: dict[int, Any] = field(default_factory=dict)  # id(command) -> record or error
     freed_capacity: bool = False
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
+    _reserved: dict[str, int] | None = None
+
+    def placement_request(self, spec: AllocationSpec) -> PlacementRequest:
+        """The spec's placement request, kept off nodes reserved for higher priorities."""
+        request = spec.placement_request()
+        if self._reserved is None:
+            self._reserved = store.reserved_nodes(self.conn)
+        avoid = frozenset(n for n, p in self._reserved.items() if p > request.priority)
+        return replace(request, avoid_nodes=avoid) if avoid else request
+
+    def reserve_node(self, node: str, priority: int) -> None:
+        """Preemption just started on `node` for work of `priority`."""
+        if self._reserved is None:
+            self._reserved = store.reserved_nodes(self.conn)
+        self._reserved[node] = max(priority, self._reserved.get(node, priority))
 
     def event(
         self,

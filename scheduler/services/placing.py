@@ -16,6 +16,7 @@ from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import Placement, PlacementOutcome, place
 from scheduler.services.batch import Batch, new_allocation_id
 from scheduler.services.commands import Allocate
+from scheduler.services.preempting import make_room
 from scheduler.services.specs import spec_from_row
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
@@ -111,18 +112,26 @@ def apply_pending_pass(batch: Batch) -> int:
     placed_updates: list[dict[str, Any]] = []
     reason_updates: list[dict[str, Any]] = []
     for row in rows:
-        request = spec_from_row(row).placement_request()
+        request = batch.placement_request(spec_from_row(row))
         outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
         if outcome.placement is None:
             # The snapshot only shrinks during a pass: the same request fails again.
             failed[request] = outcome
             reasons = reasons_json(outcome)
-            if reasons != row["pending_reasons"] or outcome.unschedulable != row["unschedulable"]:
+            message = summarise(outcome)
+            if not outcome.unschedulable:
+                message = make_room(batch, row, request) or message
+            if (reasons, outcome.unschedulable, message) != (
+                row["pending_reasons"],
+                row["unschedulable"],
+                row["message"],
+            ):
                 reason_updates.append(
                     {
                         "b_id": row["id"],
                         "pending_reasons": reasons,
                         "unschedulable": outcome.unschedulable,
+                        "message": message,
                     }
                 )
             continue
@@ -161,7 +170,7 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             else:
                 followers.append((command, in_batch[key][1]))
             continue
-        request = spec.placement_request()
+        request = batch.placement_request(spec)
         outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
         row = _new_row(batch, spec, digest)
         if outcome.placement is None:
@@ -170,11 +179,12 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             if error is not None:
                 batch.results[id(command)] = error
                 continue
+            making_room = None if outcome.unschedulable else make_room(batch, row, request)
             row.update(
                 state="pending",
                 pending_reasons=reasons_json(outcome),
                 unschedulable=outcome.unschedulable,
-                message=summarise(outcome),
+                message=making_room or summarise(outcome),
             )
             batch.event(row, "pending", "PENDING", f"waiting: {row['message']}")
             batch.maybe_pending = True

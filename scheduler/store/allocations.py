@@ -293,3 +293,70 @@ def count_pending(conn: Connection) -> int:
             .where(allocations_t.c.state == "pending")
         ).scalar_one()
     )
+
+
+def running_below(conn: Connection, priority: int, classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Placed allocations of lower priority in these (preemptible) classes,
+    each with its live claims under "claims"."""
+    rows = conn.execute(
+        select(
+            allocations_t.c.id,
+            allocations_t.c.tenant,
+            allocations_t.c.priority,
+            allocations_t.c.priority_class,
+            allocations_t.c.placed_at,
+            allocations_t.c.last_checkpoint_at,
+            claims_t.c.gpu_id,
+            claims_t.c.milli,
+            claims_t.c.memory_mib,
+            claims_t.c.mig_profile,
+            claims_t.c.mig_start,
+            claims_t.c.mig_size,
+            claims_t.c.mig_compute,
+        )
+        .join(claims_t, claims_t.c.allocation_id == allocations_t.c.id)
+        .where(allocations_t.c.state.in_(("placed", "running")))
+        .where(allocations_t.c.priority < priority)
+        .where(allocations_t.c.priority_class.in_(list(classes)))
+    ).mappings()
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        entry = by_id.setdefault(row["id"], {**row, "claims": []})
+        entry["claims"].append(
+            Claim(
+                gpu_id=row["gpu_id"],
+                milli=row["milli"],
+                memory_mib=row["memory_mib"],
+                mig_profile=row["mig_profile"],
+                mig_start=row["mig_start"],
+                mig_size=row["mig_size"],
+                mig_compute=row["mig_compute"],
+            )
+        )
+    return list(by_id.values())
+
+
+def reserved_nodes(conn: Connection) -> dict[str, int]:
+    """Nodes where victims are checkpointing: node -> the highest priority
+    of the pending requests they make room for."""
+    preemptor = allocations_t.alias("preemptor")
+    rows = conn.execute(
+        select(allocations_t.c.node, func.max(preemptor.c.priority))
+        .join(preemptor, preemptor.c.id == allocations_t.c.preempted_for)
+        .where(allocations_t.c.state == "preempting")
+        .where(preemptor.c.state == "pending")
+        .group_by(allocations_t.c.node)
+    ).all()
+    return {node: int(priority) for node, priority in rows}
+
+
+def preempting_for(conn: Connection, allocation_id: str) -> int:
+    """How many victims are still checkpointing to make room for this allocation."""
+    return int(
+        conn.execute(
+            select(func.count())
+            .select_from(allocations_t)
+            .where(allocations_t.c.state == "preempting")
+            .where(allocations_t.c.preempted_for == allocation_id)
+        ).scalar_one()
+    )

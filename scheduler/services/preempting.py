@@ -1,0 +1,79 @@
+"""Making room for a request that does not fit: choose the cheapest victims
+(scheduler/preemption, pure) and ask them to checkpoint, inside a batch."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from scheduler.domain.priorities import PRIORITY_CLASSES
+from scheduler.domain.requests import PlacementRequest
+from scheduler.preemption import RunningAllocation, choose_victims
+from scheduler.services.batch import Batch
+from scheduler.store import allocations as store
+
+PREEMPTIBLE_CLASSES = tuple(c.name for c in PRIORITY_CLASSES.values() if c.preemptible)
+LOWEST_PREEMPTIBLE = min((c.value for c in PRIORITY_CLASSES.values() if c.preemptible), default=0)
+
+
+def _epoch(value: datetime | None, default: float) -> float:
+    return value.timestamp() if value is not None else default
+
+
+def _running(row: dict[str, Any], now: float) -> RunningAllocation:
+    started = _epoch(row["placed_at"], now)
+    protection = PRIORITY_CLASSES[row["priority_class"]].min_runtime_s
+    return RunningAllocation(
+        id=row["id"],
+        priority=row["priority"],
+        preemptible=True,
+        protected_until=started + protection,
+        claims=tuple(row["claims"]),
+        last_checkpoint_at=_epoch(row["last_checkpoint_at"], started),
+        started_at=started,
+        tenant=row["tenant"],
+    )
+
+
+def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> str | None:
+    """If preempting lower-priority work lets `row` fit, ask those victims to
+    checkpoint and return what `row` now waits for; None when nothing helps."""
+    if request.priority <= LOWEST_PREEMPTIBLE:
+        return None
+    waiting = store.preempting_for(batch.conn, row["id"])
+    if waiting:
+        return f"waiting for {waiting} preempted allocation(s) to checkpoint"
+    now = batch.now.timestamp()
+    running = [
+        _running(r, now)
+        for r in store.running_below(batch.conn, request.priority, PREEMPTIBLE_CLASSES)
+    ]
+    choice = choose_victims(batch.snapshot, request, running, now, batch.config)
+    if choice is None or not choice.victims:
+        return None
+    victims = store.lock_allocations(batch.conn, list(choice.victims))
+    updates = []
+    for victim in victims.values():
+        grace = PRIORITY_CLASSES[victim["priority_class"]].grace_s
+        deadline = batch.now + timedelta(seconds=grace)
+        message = (
+            f"checkpoint and acknowledge by {deadline.isoformat()}: "
+            f"making room for {row['priority_class']} allocation {row['id']}"
+        )
+        batch.event(victim, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
+        batch.touched_nodes.add(victim["node"])
+        batch.reserve_node(victim["node"], request.priority)
+        updates.append(
+            {
+                "b_id": victim["id"],
+                "state": "preempting",
+                "preemption_deadline": deadline,
+                "preempted_for": row["id"],
+                "message": message,
+                "updated_at": batch.now,
+                "event_count": victim["event_count"],
+            }
+        )
+    store.apply_updates(batch.conn, updates)
+    lost = f"{choice.lost_gpu_seconds:.0f} GPU-seconds of work since their checkpoints"
+    return f"preempting {len(victims)} lower-priority allocation(s) ({lost})"
