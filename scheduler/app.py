@@ -26,6 +26,7 @@ from scheduler.services.fleet import FleetService
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
 from scheduler.services.notifier import ChangeNotifier
+from scheduler.services.tenants import TenantService
 from scheduler.store.database import (
     EmbeddedPostgres,
     create_db_engine,
@@ -79,6 +80,7 @@ class SchedulerApp:
         self.allocations = AllocationService(self.engine, self.allocator, self.notifier, self.clock)
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
         self.health = HealthService(self.engine, self.allocator)
+        self.tenants = TenantService(self.engine, self.allocator, self.clock)
         self.heartbeats = HeartbeatRecorder(self.engine, self.fleet)
         self.agents = AgentHub(
             self.engine,
@@ -111,7 +113,7 @@ class SchedulerApp:
         )
         self._loops: BackgroundScheduler | None = None
         self.server, self.port, self._health = create_server(
-            settings.listen, self.allocations, self.fleet, self.agents
+            settings.listen, self.allocations, self.fleet, self.agents, self.tenants
         )
 
     @property

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from scheduler.store.database import migrate, normalise_url
 
-TABLES = "allocation_events, mig_slots, gpu_claims, allocations, gpus, nodes"
+TABLES = "allocation_events, mig_slots, gpu_claims, allocations, gpus, nodes, tenants"
 
 
 def _docker_available() -> bool:

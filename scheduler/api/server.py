@@ -21,6 +21,7 @@ from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServ
 from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
+from scheduler.services.tenants import TenantService
 
 SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
@@ -34,6 +35,7 @@ def create_server(
     allocations: AllocationService,
     fleet: FleetService,
     agents: AgentHub,
+    tenants: TenantService,
     max_workers: int = 64,
     max_agents: int = 2000,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
@@ -46,7 +48,9 @@ def create_server(
         options=[("grpc.so_reuseport", 0)],
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(fleet, allocations, agents), server)
+    admin_pb2_grpc.add_AdminServicer_to_server(
+        AdminServicer(fleet, allocations, agents, tenants), server
+    )
     agents_pb2_grpc.add_AgentsServicer_to_server(AgentsServicer(fleet, agents), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

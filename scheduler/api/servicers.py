@@ -22,6 +22,7 @@ from scheduler.domain.errors import InvalidArgument
 from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
+from scheduler.services.tenants import TenantService
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +164,14 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     def __init__(
-        self, fleet: FleetService, allocations: AllocationService, agents: AgentHub
+        self,
+        fleet: FleetService,
+        allocations: AllocationService,
+        agents: AgentHub,
+        tenants: TenantService,
     ) -> None:
         self._fleet = fleet
+        self._tenants = tenants
         self._agents = agents
         self._allocations = allocations
         self._scheduler = SchedulerServicer(allocations)
@@ -237,6 +243,19 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         records = self._allocations.queue(request.limit)
         return admin_pb2.ListQueueResponse(
             allocations=[converters.allocation_message(r) for r in records]
+        )
+
+    def SetTenantQuota(
+        self, request: admin_pb2.SetTenantQuotaRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetTenantQuotaResponse:
+        record = self._tenants.set_quota(request.name, request.quota_units, request.weight)
+        return admin_pb2.SetTenantQuotaResponse(tenant=admin_pb2.Tenant(**vars(record)))
+
+    def ListTenants(
+        self, request: admin_pb2.ListTenantsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListTenantsResponse:
+        return admin_pb2.ListTenantsResponse(
+            tenants=[admin_pb2.Tenant(**vars(r)) for r in self._tenants.list()]
         )
 
     def InjectFault(

@@ -165,6 +165,19 @@ class SchedulerClient:
         response: admin_pb2.ListQueueResponse = self._unary(self._admin.ListQueue, request)
         return list(response.allocations)
 
+    def list_tenants(self) -> list[admin_pb2.Tenant]:
+        response: admin_pb2.ListTenantsResponse = self._unary(
+            self._admin.ListTenants, admin_pb2.ListTenantsRequest()
+        )
+        return list(response.tenants)
+
+    def set_tenant_quota(self, name: str, quota_units: float, weight: float) -> admin_pb2.Tenant:
+        request = admin_pb2.SetTenantQuotaRequest(name=name, quota_units=quota_units, weight=weight)
+        response: admin_pb2.SetTenantQuotaResponse = self._unary(
+            self._admin.SetTenantQuota, request
+        )
+        return response.tenant
+
     def cordon_node(self, name: str) -> types_pb2.Node:
         return self._node_action(self._admin.CordonNode, name)
 

@@ -7,7 +7,7 @@ import click
 from agent.cli import agent
 from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, register_admin_commands
 from scheduler.cli.fault_commands import fault
-from scheduler.cli.queue_commands import preempt, queue
+from scheduler.cli.queue_commands import preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
 
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
@@ -45,6 +45,8 @@ register_server_commands(cli)
 cli.add_command(fault)
 cli.add_command(queue)
 cli.add_command(preempt)
+cli.add_command(tenants)
+cli.add_command(tenant)
 cli.add_command(agent)
 
 

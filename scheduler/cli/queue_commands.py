@@ -1,4 +1,5 @@
-"""`gpupool queue` and `gpupool preempt`: what waits, and making room."""
+"""`gpupool queue`, `gpupool preempt` and `gpupool tenants`: who waits, who
+borrows, and making room."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime
 import click
 from rich.table import Table
 
-from gpupool.v1 import types_pb2
+from gpupool.v1 import admin_pb2, types_pb2
 from scheduler.cli import render
 from scheduler.cli.admin_commands import CliContext, pass_state
 
@@ -54,3 +55,47 @@ def preempt(state: CliContext, allocation_id: str, grace: int) -> None:
     result = state.client().preempt(allocation_id, grace)
     deadline = result.preemption_deadline.ToDatetime(tzinfo=UTC).isoformat()
     state.say(result, f"{render.allocation_action_line(result)} (checkpoint by {deadline})")
+
+
+def tenants_table(tenants: list[admin_pb2.Tenant]) -> Table:
+    table = Table(title="Tenants (normalised GPU units, A100-80GB = 1.0)")
+    for column in ("TENANT", "QUOTA", "WEIGHT", "USED", "BORROWED", "PENDING"):
+        table.add_column(column)
+    for t in tenants:
+        table.add_row(
+            t.name,
+            f"{t.quota_units:g}",
+            f"{t.weight:g}",
+            f"{t.used_units:.2f}",
+            f"{t.borrowed_units:.2f}",
+            str(t.pending),
+        )
+    return table
+
+
+@click.command()
+@pass_state
+def tenants(state: CliContext) -> None:
+    """Each tenant's quota, weight, usage and what it borrows over quota."""
+    found = state.client().list_tenants()
+    state.show(found, lambda: tenants_table(found))
+
+
+@click.group()
+def tenant() -> None:
+    """Change one tenant."""
+
+
+@tenant.command("set")
+@click.argument("name")
+@click.option("--quota", type=click.FloatRange(min=0), required=True, help="Guaranteed units.")
+@click.option(
+    "--weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
+@pass_state
+def tenant_set(state: CliContext, name: str, quota: float, weight: float) -> None:
+    """Set a tenant's guaranteed quota and fair-share weight."""
+    result = state.client().set_tenant_quota(name, quota, weight)
+    state.say(
+        result, f"tenant {result.name}: quota {result.quota_units:g}, weight {result.weight:g}"
+    )

@@ -2,10 +2,10 @@
 
 place() never splits a request: whole GPUs land on one node (all of one
 model), a fraction or a MIG slice on one GPU. So the search for victims is a
-search over sites. A site lists the eligible allocations holding parts of it
-and answers, for any subset of them, whether clearing that subset makes room,
-mirroring place()'s filters; it also carries a lower bound on what clearing it
-costs, so that most of the fleet is never looked at closely.
+search over sites. A site carries a lower bound on what clearing it costs,
+cheap to compute for the whole fleet; only the few sites the search opens list
+their holders and answer, for any subset of them, whether clearing that subset
+makes room (mirroring place()'s filters).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from functools import partial
 
 from scheduler.domain.catalogue import MigProfile
 from scheduler.domain.fleet import Claim, FleetSnapshot, GpuView
-from scheduler.domain.mig import best_start, profile_for
+from scheduler.domain.mig import best_start, candidate_masks, profile_for
 from scheduler.domain.requests import (
     FractionDemand,
     MigDemand,
@@ -26,13 +26,19 @@ from scheduler.domain.requests import (
 
 # (index into the victim pool, one claim of that allocation)
 Holding = tuple[int, Claim]
+Holdings = Mapping[int, list[Holding]]  # by GPU id
+
+
+@dataclass(frozen=True)
+class OpenSite:
+    holders: tuple[int, ...]  # victim pool indexes, sorted by (cost, priority)
+    fits: Callable[[int], bool]  # bitmask over `holders` -> does clearing them make room
 
 
 @dataclass(frozen=True)
 class Site:
     lower_bound: float  # no subset that makes room here costs less
-    holders: tuple[int, ...]  # victim pool indexes, sorted by (cost, priority)
-    fits: Callable[[int], bool]  # bitmask over `holders` -> does clearing them make room
+    open: Callable[[], OpenSite]  # deferred: most sites are never opened
 
 
 def can_host(snapshot: FleetSnapshot, request: PlacementRequest) -> Callable[[GpuView], bool]:
@@ -54,66 +60,96 @@ def can_host(snapshot: FleetSnapshot, request: PlacementRequest) -> Callable[[Gp
     return check
 
 
+def may_fit_now(snapshot: FleetSnapshot, request: PlacementRequest) -> bool:
+    """False only when place() would fail: it walks these same indexes.
+
+    Saves the fleet-wide scan with which a failing place() explains itself.
+    """
+    allowed = request.gpu_models
+    models = sorted(snapshot.structure.models & allowed if allowed else snapshot.structure.models)
+    demand = request.demand
+    if isinstance(demand, WholeDemand):
+        return next(snapshot.iter_whole_candidates(models, max(1, demand.count)), None) is not None
+    if isinstance(demand, FractionDemand):
+        return any(
+            gpu.free_milli >= demand.milli
+            for gpu in snapshot.iter_fraction_gpus(models, demand.memory_mib)
+        )
+    for model in models:
+        profile = profile_for(model, demand.profile)
+        if profile is None:
+            continue
+        for gpu in snapshot.iter_mig_gpus((model,), candidate_masks(profile)):
+            used = (gpu.mig_used_mask, gpu.mig_used_compute, gpu.mig_profile_counts)
+            if best_start(profile, *used) is not None:
+                return True
+    return False
+
+
 def find_sites(
     snapshot: FleetSnapshot,
     request: PlacementRequest,
-    holdings: Mapping[int, list[Holding]],
+    holdings: Holdings,
     costs: Sequence[float],
     priorities: Sequence[int],
 ) -> list[Site]:
-    """Every site that clearing its eligible holders would open; `holdings` is keyed by GPU id.
+    """The sites that clearing eligible holders might open.
 
     `holdings` must hold only GPUs that pass can_host(). A site that fits with
     no victim at all is not listed: place() would have found it.
     """
     demand = request.demand
-    rank = partial(_cheapest_first, costs, priorities)
+    ranked = partial(_Ranked, costs, priorities)
     if isinstance(demand, WholeDemand):
-        return _whole_sites(snapshot, demand, holdings, costs, rank)
+        return _whole_sites(snapshot, demand.count, holdings, costs, ranked)
     if isinstance(demand, FractionDemand):
-        return _fraction_sites(snapshot, demand, holdings, costs, rank)
-    return _mig_sites(snapshot, demand, holdings, costs, rank)
+        return _fraction_sites(snapshot, demand, holdings, costs, ranked)
+    return _mig_sites(snapshot, demand, holdings, costs, ranked)
 
 
-Rank = Callable[[Iterable[int]], tuple[int, ...]]
+class _Ranked:
+    """Pool indexes cheapest first, and each one's bit in a subset mask."""
+
+    def __init__(
+        self, costs: Sequence[float], priorities: Sequence[int], indexes: Iterable[int]
+    ) -> None:
+        self.holders = tuple(sorted(indexes, key=lambda i: (costs[i], priorities[i], i)))
+        self.bit = {h: 1 << k for k, h in enumerate(self.holders)}
 
 
-def _cheapest_first(
-    costs: Sequence[float], priorities: Sequence[int], indexes: Iterable[int]
-) -> tuple[int, ...]:
-    return tuple(sorted(indexes, key=lambda i: (costs[i], priorities[i], i)))
+Ranker = Callable[[Iterable[int]], _Ranked]
 
 
 # -- whole GPUs: one node, GPUs of one model -----------------------------------
 
 
 def _whole_sites(
-    snapshot: FleetSnapshot,
-    demand: WholeDemand,
-    holdings: Mapping[int, list[Holding]],
-    costs: Sequence[float],
-    rank: Rank,
+    snapshot: FleetSnapshot, count: int, holdings: Holdings, costs: Sequence[float], rank: Ranker
 ) -> list[Site]:
-    groups: dict[tuple[str, str], list[set[int]]] = {}
+    groups: dict[tuple[str, str], list[int]] = {}
     for gpu_id, held in holdings.items():
         gpu = snapshot.gpus[gpu_id]
         # Only a GPU whose every user is eligible can be emptied.
         if sum(c.milli for _, c in held) == gpu.used_milli and (
             sum(c.memory_mib for _, c in held) == gpu.used_memory_mib
         ):
-            groups.setdefault((gpu.node, gpu.model), []).append({i for i, _ in held})
+            groups.setdefault((gpu.node, gpu.model), []).append(gpu_id)
     sites: list[Site] = []
-    for (node, model), per_gpu in groups.items():
-        need = demand.count - snapshot.free_whole_gpus(model, node)
-        if need <= 0 or len(per_gpu) < need:
+    for (node, model), gpu_ids in groups.items():
+        need = count - snapshot.free_whole_gpus(model, node)
+        if need <= 0 or len(gpu_ids) < need:
             continue
-        holders = rank(set().union(*per_gpu))
-        bit = {h: 1 << k for k, h in enumerate(holders)}
-        masks = tuple(sum(bit[i] for i in users) for users in per_gpu)
+        users = [{i for i, _ in holdings[g]} for g in gpu_ids]
         # Any `need` GPUs cost at least the dearest of them alone.
-        lower_bound = sorted(sum(costs[i] for i in users) for users in per_gpu)[need - 1]
-        sites.append(Site(lower_bound, holders, partial(_enough_gpus, masks, need)))
+        lower_bound = sorted(sum(costs[i] for i in u) for u in users)[need - 1]
+        sites.append(Site(lower_bound, partial(_open_whole, users, need, rank)))
     return sites
+
+
+def _open_whole(users: list[set[int]], need: int, rank: Ranker) -> OpenSite:
+    ranked = rank(set().union(*users))
+    masks = tuple(sum(ranked.bit[i] for i in u) for u in users)
+    return OpenSite(ranked.holders, partial(_enough_gpus, masks, need))
 
 
 def _enough_gpus(masks: tuple[int, ...], need: int, chosen: int) -> bool:
@@ -127,29 +163,38 @@ def _enough_gpus(masks: tuple[int, ...], need: int, chosen: int) -> bool:
 def _fraction_sites(
     snapshot: FleetSnapshot,
     demand: FractionDemand,
-    holdings: Mapping[int, list[Holding]],
+    holdings: Holdings,
     costs: Sequence[float],
-    rank: Rank,
+    rank: Ranker,
 ) -> list[Site]:
     sites: list[Site] = []
     for gpu_id, held in holdings.items():
         gpu = snapshot.gpus[gpu_id]
         milli_short = demand.milli - gpu.free_milli
         memory_short = demand.memory_mib - gpu.free_memory_mib
-        freed: dict[int, tuple[int, int]] = {}
-        for i, claim in held:
-            milli, memory = freed.get(i, (0, 0))
-            freed[i] = (milli + claim.milli, memory + claim.memory_mib)
-        if sum(m for m, _ in freed.values()) < milli_short:
+        if sum(c.milli for _, c in held) < milli_short:
             continue
-        if sum(m for _, m in freed.values()) < memory_short:
+        if sum(c.memory_mib for _, c in held) < memory_short:
             continue
-        holders = rank(freed)
-        millis = tuple(freed[h][0] for h in holders)
-        memories = tuple(freed[h][1] for h in holders)
-        fits = partial(_enough_share, millis, memories, milli_short, memory_short)
-        sites.append(Site(costs[holders[0]], holders, fits))
+        lower_bound = min(costs[i] for i, _ in held)
+        sites.append(
+            Site(lower_bound, partial(_open_fraction, held, milli_short, memory_short, rank))
+        )
     return sites
+
+
+def _open_fraction(
+    held: list[Holding], milli_short: int, memory_short: int, rank: Ranker
+) -> OpenSite:
+    freed: dict[int, tuple[int, int]] = {}
+    for i, claim in held:
+        milli, memory = freed.get(i, (0, 0))
+        freed[i] = (milli + claim.milli, memory + claim.memory_mib)
+    ranked = rank(freed)
+    millis = tuple(freed[h][0] for h in ranked.holders)
+    memories = tuple(freed[h][1] for h in ranked.holders)
+    fits = partial(_enough_share, millis, memories, milli_short, memory_short)
+    return OpenSite(ranked.holders, fits)
 
 
 def _enough_share(
@@ -173,24 +218,28 @@ def _enough_share(
 def _mig_sites(
     snapshot: FleetSnapshot,
     demand: MigDemand,
-    holdings: Mapping[int, list[Holding]],
+    holdings: Holdings,
     costs: Sequence[float],
-    rank: Rank,
+    rank: Ranker,
 ) -> list[Site]:
     sites: list[Site] = []
     for gpu_id, held in holdings.items():
         gpu = snapshot.gpus[gpu_id]
         profile = profile_for(gpu.model, demand.profile)
         assert profile is not None  # can_host() checked
-        instances: dict[int, list[Claim]] = {}
-        for i, claim in held:
-            instances.setdefault(i, []).append(claim)
-        holders = rank(instances)
-        per_holder = tuple(tuple(instances[h]) for h in holders)
-        fits = partial(_mig_room, gpu, profile, per_holder)
-        if fits((1 << len(holders)) - 1):
-            sites.append(Site(costs[holders[0]], holders, fits))
+        # Whether clearing every holder is enough is left to the search (it asks first).
+        lower_bound = min(costs[i] for i, _ in held)
+        sites.append(Site(lower_bound, partial(_open_mig, gpu, profile, held, rank)))
     return sites
+
+
+def _open_mig(gpu: GpuView, profile: MigProfile, held: list[Holding], rank: Ranker) -> OpenSite:
+    instances: dict[int, list[Claim]] = {}
+    for i, claim in held:
+        instances.setdefault(i, []).append(claim)
+    ranked = rank(instances)
+    per_holder = tuple(tuple(instances[h]) for h in ranked.holders)
+    return OpenSite(ranked.holders, partial(_mig_room, gpu, profile, per_holder))
 
 
 def _mig_room(

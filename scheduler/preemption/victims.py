@@ -23,7 +23,7 @@ from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import Placement, PlacementConfig, place
 from scheduler.preemption.cheapest import cheapest_subset
 from scheduler.preemption.running import RunningAllocation, is_eligible, lost_work
-from scheduler.preemption.sites import Holding, can_host, find_sites
+from scheduler.preemption.sites import Holding, can_host, find_sites, may_fit_now
 
 DEFAULT_CONFIG = PlacementConfig()
 
@@ -51,15 +51,13 @@ def choose_victims(
     every GPU it holds. No victim of the answer can be spared. `running` must
     match the snapshot: each claim is held there. Never mutates anything.
     """
-    outcome = place(snapshot, request, config)
-    if outcome.placement is not None:
-        return VictimChoice((), outcome.placement, 0.0)
-    if outcome.unschedulable:
-        return None
-    pool = [a for a in running if is_eligible(a, request.priority, now)]
+    if may_fit_now(snapshot, request):
+        outcome = place(snapshot, request, config)
+        if outcome.placement is not None:
+            return VictimChoice((), outcome.placement, 0.0)
+    pool, holdings = _eligible_holdings(snapshot, request, running, now)
     costs = [lost_work(a, now) for a in pool]
     priorities = [a.priority for a in pool]
-    holdings = _holdings(snapshot, request, pool)
     sites = find_sites(snapshot, request, holdings, costs, priorities)
     # Sequence numbers keep the heaps from ever comparing sites or victim tuples.
     order = itertools.count()
@@ -75,7 +73,7 @@ def choose_victims(
             if choice is not None:
                 return choice
             continue
-        site = heapq.heappop(unopened)[-1]
+        site = heapq.heappop(unopened)[-1].open()
         mask = cheapest_subset(
             [costs[h] for h in site.holders], [priorities[h] for h in site.holders], site.fits
         )
@@ -128,21 +126,34 @@ def choose_victims_naive(
     )
 
 
-def _holdings(
-    snapshot: FleetSnapshot, request: PlacementRequest, pool: Sequence[RunningAllocation]
-) -> dict[int, list[Holding]]:
-    """Per GPU that could host the request: which eligible allocations hold what on it."""
+def _eligible_holdings(
+    snapshot: FleetSnapshot,
+    request: PlacementRequest,
+    running: Sequence[RunningAllocation],
+    now: float,
+) -> tuple[list[RunningAllocation], dict[int, list[Holding]]]:
+    """Eligible allocations on GPUs that could host the request, and what each holds there.
+
+    The holdings are by GPU id and name allocations by their index in the first list.
+    """
     hosts = can_host(snapshot, request)
+    gpus = snapshot.gpus
     usable: dict[int, bool] = {}
+    pool: list[RunningAllocation] = []
     holdings: dict[int, list[Holding]] = {}
-    for index, allocation in enumerate(pool):
+    for allocation in running:
+        if not is_eligible(allocation, request.priority, now):
+            continue
+        index = len(pool)
         for claim in allocation.claims:
             ok = usable.get(claim.gpu_id)
             if ok is None:
-                ok = usable[claim.gpu_id] = hosts(snapshot.gpus[claim.gpu_id])
+                ok = usable[claim.gpu_id] = hosts(gpus[claim.gpu_id])
             if ok:
                 holdings.setdefault(claim.gpu_id, []).append((index, claim))
-    return holdings
+                if len(pool) == index:
+                    pool.append(allocation)
+    return pool, holdings
 
 
 def _verified(

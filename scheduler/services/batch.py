@@ -13,9 +13,11 @@ from sqlalchemy import Connection
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.domain.quotas import TenantQuota
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import PlacementConfig
 from scheduler.store import allocations as store
+from scheduler.store import tenants
 
 TERMINAL_STATES = ("released", "failed")
 ACTIVE_STATES = ("placed", "running", "preempting")
@@ -41,21 +43,42 @@ class Batch:
     results: dict[int, Any] = field(default_factory=dict)  # id(command) -> record or error
     freed_capacity: bool = False
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
-    _reserved: dict[str, int] | None = None
+    _reserved: dict[str, dict[str, int]] | None = None
+    _quotas: dict[str, TenantQuota] | None = None
+    _usage: dict[str, float] | None = None
 
-    def placement_request(self, spec: AllocationSpec) -> PlacementRequest:
-        """The spec's placement request, kept off nodes reserved for higher priorities."""
+    @property
+    def quotas(self) -> dict[str, TenantQuota]:
+        if self._quotas is None:
+            self._quotas = tenants.load_quotas(self.conn)
+        return self._quotas
+
+    @property
+    def usage(self) -> dict[str, float]:
+        """Units per tenant at the start of this batch (loaded on first use)."""
+        if self._usage is None:
+            self._usage = tenants.load_usage(self.conn)
+        return self._usage
+
+    def placement_request(self, spec: AllocationSpec, allocation_id: str) -> PlacementRequest:
+        """The spec's placement request, kept off nodes where preemption is
+        making room for other work of the same or a higher priority."""
         request = spec.placement_request()
-        if self._reserved is None:
-            self._reserved = store.reserved_nodes(self.conn)
-        avoid = frozenset(n for n, p in self._reserved.items() if p > request.priority)
+        avoid = frozenset(
+            node
+            for node, preemptors in self._reservations().items()
+            if any(p >= request.priority for i, p in preemptors.items() if i != allocation_id)
+        )
         return replace(request, avoid_nodes=avoid) if avoid else request
 
-    def reserve_node(self, node: str, priority: int) -> None:
-        """Preemption just started on `node` for work of `priority`."""
+    def reserve_node(self, node: str, allocation_id: str, priority: int) -> None:
+        """Preemption just started on `node` to make room for this allocation."""
+        self._reservations().setdefault(node, {})[allocation_id] = priority
+
+    def _reservations(self) -> dict[str, dict[str, int]]:
         if self._reserved is None:
             self._reserved = store.reserved_nodes(self.conn)
-        self._reserved[node] = max(priority, self._reserved.get(node, priority))
+        return self._reserved
 
     def event(
         self,

@@ -6,12 +6,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.catalogue import MIG_COMPUTE_SLICES
 from scheduler.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     GpupoolError,
     ResourceExhausted,
 )
+from scheduler.domain.quotas import fair_order
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import Placement, PlacementOutcome, place
 from scheduler.services.batch import Batch, new_allocation_id
@@ -22,6 +24,16 @@ from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 
 PENDING_PASS_LIMIT = 2000
+
+
+def nominal_units(row: dict[str, Any]) -> float:
+    """A pending request's size before it has a GPU model: GPU-equivalents."""
+    if row["kind"] == "whole":
+        return float(row["gpu_count"])
+    if row["kind"] == "fraction":
+        return float(row["milli"]) / 1000
+    compute = row["mig_profile"].split("g", 1)[0]
+    return int(compute) / MIG_COMPUTE_SLICES if compute.isdigit() else 0.0
 
 
 def reasons_json(outcome: PlacementOutcome) -> list[dict[str, Any]]:
@@ -108,11 +120,21 @@ def apply_pending_pass(batch: Batch) -> int:
     rows = store.pending_queue(batch.conn, PENDING_PASS_LIMIT)
     if len(rows) < PENDING_PASS_LIMIT:
         batch.maybe_pending = bool(rows)
+    if len({r["tenant"] for r in rows}) > 1:
+        # Within a priority, tenants take turns by fair share.
+        rows = fair_order(
+            rows,
+            priority_of=lambda r: int(r["priority"]),
+            tenant_of=lambda r: str(r["tenant"]),
+            units_of=nominal_units,
+            quotas=batch.quotas,
+            usage=batch.usage,
+        )
     failed: dict[PlacementRequest, PlacementOutcome] = {}
     placed_updates: list[dict[str, Any]] = []
     reason_updates: list[dict[str, Any]] = []
     for row in rows:
-        request = batch.placement_request(spec_from_row(row))
+        request = batch.placement_request(spec_from_row(row), row["id"])
         outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
         if outcome.placement is None:
             # The snapshot only shrinks during a pass: the same request fails again.
@@ -170,9 +192,9 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             else:
                 followers.append((command, in_batch[key][1]))
             continue
-        request = batch.placement_request(spec)
-        outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
         row = _new_row(batch, spec, digest)
+        request = batch.placement_request(spec, row["id"])
+        outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
         if outcome.placement is None:
             failed[request] = outcome
             error = _no_wait_error(spec, outcome)

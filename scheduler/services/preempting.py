@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from scheduler.domain.priorities import PRIORITY_CLASSES
+from scheduler.domain.quotas import is_borrowing, is_entitled
 from scheduler.domain.requests import PlacementRequest
 from scheduler.preemption import RunningAllocation, choose_victims
 from scheduler.services.batch import Batch
@@ -38,16 +40,23 @@ def _running(row: dict[str, Any], now: float) -> RunningAllocation:
 def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> str | None:
     """If preempting lower-priority work lets `row` fit, ask those victims to
     checkpoint and return what `row` now waits for; None when nothing helps."""
-    if request.priority <= LOWEST_PREEMPTIBLE:
+    entitled = is_entitled(batch.quotas, batch.usage, row["tenant"])
+    if request.priority <= LOWEST_PREEMPTIBLE and not entitled:
         return None
     waiting = store.preempting_for(batch.conn, row["id"])
     if waiting:
         return f"waiting for {waiting} preempted allocation(s) to checkpoint"
     now = batch.now.timestamp()
-    running = [
-        _running(r, now)
-        for r in store.running_below(batch.conn, request.priority, PREEMPTIBLE_CLASSES)
-    ]
+    ceiling = request.priority + 1 if entitled else request.priority
+    running = []
+    for candidate in store.running_below(batch.conn, ceiling, PREEMPTIBLE_CLASSES):
+        allocation = _running(candidate, now)
+        if entitled and is_borrowing(batch.quotas, batch.usage, allocation.tenant):
+            # Borrowed capacity is reclaimed for a tenant below its guarantee,
+            # even from work of the same priority.
+            lowered = min(allocation.priority, request.priority - 1)
+            allocation = replace(allocation, priority=lowered)
+        running.append(allocation)
     choice = choose_victims(batch.snapshot, request, running, now, batch.config)
     if choice is None or not choice.victims:
         return None
@@ -62,7 +71,7 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
         )
         batch.event(victim, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
         batch.touched_nodes.add(victim["node"])
-        batch.reserve_node(victim["node"], request.priority)
+        batch.reserve_node(victim["node"], row["id"], request.priority)
         updates.append(
             {
                 "b_id": victim["id"],

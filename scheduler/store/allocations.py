@@ -336,18 +336,21 @@ def running_below(conn: Connection, priority: int, classes: Sequence[str]) -> li
     return list(by_id.values())
 
 
-def reserved_nodes(conn: Connection) -> dict[str, int]:
-    """Nodes where victims are checkpointing: node -> the highest priority
-    of the pending requests they make room for."""
+def reserved_nodes(conn: Connection) -> dict[str, dict[str, int]]:
+    """Nodes where victims are checkpointing: node -> {pending request they
+    make room for: its priority}."""
     preemptor = allocations_t.alias("preemptor")
     rows = conn.execute(
-        select(allocations_t.c.node, func.max(preemptor.c.priority))
+        select(allocations_t.c.node, preemptor.c.id, preemptor.c.priority)
         .join(preemptor, preemptor.c.id == allocations_t.c.preempted_for)
         .where(allocations_t.c.state == "preempting")
         .where(preemptor.c.state == "pending")
-        .group_by(allocations_t.c.node)
+        .distinct()
     ).all()
-    return {node: int(priority) for node, priority in rows}
+    reserved: dict[str, dict[str, int]] = {}
+    for node, preemptor_id, priority in rows:
+        reserved.setdefault(node, {})[preemptor_id] = int(priority)
+    return reserved
 
 
 def preempting_for(conn: Connection, allocation_id: str) -> int:

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     DateTime,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Identity,
@@ -170,6 +171,27 @@ class AllocationRow(Base):
     """While preempting: revoked at this time if the holder has not acknowledged."""
     preempted_for: Mapped[str] = mapped_column(String(32), default="")
     preemption_count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class TenantRow(Base):
+    """A tenant's guaranteed share and its weight for what is left over.
+
+    Units are normalised GPUs: a whole GPU counts its catalogue throughput
+    weight (A100-80GB = 1.0, H100 1.6, B200 2.5 …), a fraction milli/1000 of
+    it, a MIG slice its compute slices / 7 of it. A tenant without a row has
+    no guarantee and weight 1.
+    """
+
+    __tablename__ = "tenants"
+    __table_args__ = (
+        CheckConstraint("quota_units >= 0", name="quota_not_negative"),
+        CheckConstraint("weight > 0", name="weight_positive"),
+    )
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    quota_units: Mapped[float] = mapped_column(Float, default=0.0)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class GpuClaimRow(Base):

@@ -8,6 +8,48 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class Tenant(_message.Message):
+    __slots__ = ("name", "quota_units", "weight", "used_units", "borrowed_units", "pending")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_UNITS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    USED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    BORROWED_UNITS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    quota_units: float
+    weight: float
+    used_units: float
+    borrowed_units: float
+    pending: int
+    def __init__(self, name: _Optional[str] = ..., quota_units: _Optional[float] = ..., weight: _Optional[float] = ..., used_units: _Optional[float] = ..., borrowed_units: _Optional[float] = ..., pending: _Optional[int] = ...) -> None: ...
+
+class SetTenantQuotaRequest(_message.Message):
+    __slots__ = ("name", "quota_units", "weight")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_UNITS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    quota_units: float
+    weight: float
+    def __init__(self, name: _Optional[str] = ..., quota_units: _Optional[float] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class SetTenantQuotaResponse(_message.Message):
+    __slots__ = ("tenant",)
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    tenant: Tenant
+    def __init__(self, tenant: _Optional[_Union[Tenant, _Mapping]] = ...) -> None: ...
+
+class ListTenantsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListTenantsResponse(_message.Message):
+    __slots__ = ("tenants",)
+    TENANTS_FIELD_NUMBER: _ClassVar[int]
+    tenants: _containers.RepeatedCompositeFieldContainer[Tenant]
+    def __init__(self, tenants: _Optional[_Iterable[_Union[Tenant, _Mapping]]] = ...) -> None: ...
+
 class ListQueueRequest(_message.Message):
     __slots__ = ("limit",)
     LIMIT_FIELD_NUMBER: _ClassVar[int]

@@ -101,6 +101,16 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.ListQueueRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListQueueResponse.FromString,
                 _registered_method=True)
+        self.SetTenantQuota = channel.unary_unary(
+                '/gpupool.v1.Admin/SetTenantQuota',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.SetTenantQuotaRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.SetTenantQuotaResponse.FromString,
+                _registered_method=True)
+        self.ListTenants = channel.unary_unary(
+                '/gpupool.v1.Admin/ListTenants',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -192,6 +202,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTenantQuota(self, request, context):
+        """Guaranteed quota (normalised GPU units: catalogue throughput weights,
+        A100-80GB = 1.0) and fair-share weight of a tenant.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTenants(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -259,6 +283,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListQueue,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListQueueRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.ListQueueResponse.SerializeToString,
+            ),
+            'SetTenantQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantQuota,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.SetTenantQuotaRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.SetTenantQuotaResponse.SerializeToString,
+            ),
+            'ListTenants': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTenants,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -613,6 +647,60 @@ class Admin:
             '/gpupool.v1.Admin/ListQueue',
             gpupool_dot_v1_dot_admin__pb2.ListQueueRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.ListQueueResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/SetTenantQuota',
+            gpupool_dot_v1_dot_admin__pb2.SetTenantQuotaRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.SetTenantQuotaResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTenants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/ListTenants',
+            gpupool_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
             options,
             channel_credentials,
             insecure,

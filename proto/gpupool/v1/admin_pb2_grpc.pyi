@@ -56,6 +56,11 @@ class AdminStub:
     """
     ListQueue: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListQueueRequest, _admin_pb2.ListQueueResponse]
     """Pending allocations in the order the scheduler will try them."""
+    SetTenantQuota: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetTenantQuotaRequest, _admin_pb2.SetTenantQuotaResponse]
+    """Guaranteed quota (normalised GPU units: catalogue throughput weights,
+    A100-80GB = 1.0) and fair-share weight of a tenant.
+    """
+    ListTenants: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTenantsRequest, _admin_pb2.ListTenantsResponse]
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -84,6 +89,11 @@ class AdminAsyncStub(AdminStub):
     """
     ListQueue: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListQueueRequest, _admin_pb2.ListQueueResponse]  # type: ignore[assignment]
     """Pending allocations in the order the scheduler will try them."""
+    SetTenantQuota: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetTenantQuotaRequest, _admin_pb2.SetTenantQuotaResponse]  # type: ignore[assignment]
+    """Guaranteed quota (normalised GPU units: catalogue throughput weights,
+    A100-80GB = 1.0) and fair-share weight of a tenant.
+    """
+    ListTenants: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTenantsRequest, _admin_pb2.ListTenantsResponse]  # type: ignore[assignment]
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -187,5 +197,22 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListQueueResponse, _abc.Awaitable[_admin_pb2.ListQueueResponse]]:
         """Pending allocations in the order the scheduler will try them."""
+
+    @_abc_1.abstractmethod
+    def SetTenantQuota(
+        self,
+        request: _admin_pb2.SetTenantQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetTenantQuotaResponse, _abc.Awaitable[_admin_pb2.SetTenantQuotaResponse]]:
+        """Guaranteed quota (normalised GPU units: catalogue throughput weights,
+        A100-80GB = 1.0) and fair-share weight of a tenant.
+        """
+
+    @_abc_1.abstractmethod
+    def ListTenants(
+        self,
+        request: _admin_pb2.ListTenantsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListTenantsResponse, _abc.Awaitable[_admin_pb2.ListTenantsResponse]]: ...
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
