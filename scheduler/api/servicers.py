@@ -137,6 +137,8 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
                     self._agents.heartbeat(session, reports)
                 elif body == "observed":
                     self._agents.observed(session, message.observed.running_allocation_ids)
+                elif body == "interruption":
+                    self._fleet.interrupt(session.node, message.interruption.in_seconds)
         except grpc.RpcError:
             pass  # the agent went away; the session closes below
         except Exception:
@@ -257,6 +259,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListTenantsResponse(
             tenants=[admin_pb2.Tenant(**vars(r)) for r in self._tenants.list()]
         )
+
+    def InterruptNode(
+        self, request: admin_pb2.InterruptNodeRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.InterruptNodeResponse:
+        node, asked = self._fleet.interrupt(_require(request.name, "name"), request.in_seconds)
+        return admin_pb2.InterruptNodeResponse(node=converters.node_message(node), preempted=asked)
 
     def InjectFault(
         self, request: admin_pb2.InjectFaultRequest, context: grpc.ServicerContext

@@ -178,6 +178,11 @@ class SchedulerClient:
         )
         return response.tenant
 
+    def interrupt_node(self, name: str, in_seconds: int) -> admin_pb2.InterruptNodeResponse:
+        request = admin_pb2.InterruptNodeRequest(name=name, in_seconds=in_seconds)
+        response: admin_pb2.InterruptNodeResponse = self._unary(self._admin.InterruptNode, request)
+        return response
+
     def cordon_node(self, name: str) -> types_pb2.Node:
         return self._node_action(self._admin.CordonNode, name)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import click
 
 from agent.cli import agent
-from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, register_admin_commands
+from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, node, register_admin_commands
 from scheduler.cli.fault_commands import fault
-from scheduler.cli.queue_commands import preempt, queue, tenant, tenants
+from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
 
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
@@ -47,6 +47,7 @@ cli.add_command(queue)
 cli.add_command(preempt)
 cli.add_command(tenants)
 cli.add_command(tenant)
+node.add_command(interrupt)
 cli.add_command(agent)
 
 

@@ -99,3 +99,24 @@ def tenant_set(state: CliContext, name: str, quota: float, weight: float) -> Non
     state.say(
         result, f"tenant {result.name}: quota {result.quota_units:g}, weight {result.weight:g}"
     )
+
+
+def parse_duration(text: str) -> int:
+    """'120', '120s', '2m' -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    if not value.isdigit() or int(value) == 0:
+        raise click.BadParameter(f"{text!r} is not a duration such as 120s or 2m")
+    return int(value) * units[unit]
+
+
+@click.command("interrupt")
+@click.argument("name")
+@click.option("--in", "notice", required=True, metavar="DURATION", help="e.g. 120s or 2m")
+@pass_state
+def interrupt(state: CliContext, name: str, notice: str) -> None:
+    """A spot interruption notice: everything on NODE checkpoints and moves."""
+    result = state.client().interrupt_node(name, parse_duration(notice))
+    asked = f"{result.preempted} allocation(s) asked to checkpoint"
+    line = f"{render.node_action_line(result.node)}; {asked}"
+    state.say(result, line)

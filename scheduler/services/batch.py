@@ -15,7 +15,8 @@ from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.fleet import Claim, FleetSnapshot
 from scheduler.domain.quotas import TenantQuota
 from scheduler.domain.requests import PlacementRequest
-from scheduler.placement import PlacementConfig
+from scheduler.placement import PlacementConfig, PlacementOutcome
+from scheduler.placement.preferences import place_with_preferences, spot_nodes
 from scheduler.store import allocations as store
 from scheduler.store import tenants
 
@@ -45,6 +46,14 @@ class Batch:
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
     _reserved: dict[str, dict[str, int]] | None = None
     _quotas: dict[str, TenantQuota] | None = None
+    _spot: frozenset[str] | None = None
+
+    def place(self, request: PlacementRequest) -> PlacementOutcome:
+        """Placement on this batch's snapshot, honouring spot preferences."""
+        if self._spot is None:
+            self._spot = spot_nodes(self.snapshot)
+        return place_with_preferences(self.snapshot, request, self.config, self._spot)
+
     _usage: dict[str, float] | None = None
 
     @property

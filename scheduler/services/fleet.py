@@ -56,6 +56,23 @@ class FleetService:
         self._allocator.place_pending_if_leader()
         return self.get_node(name)
 
+    def interrupt(self, name: str, in_seconds: float) -> tuple[NodeRecord, int]:
+        """A spot interruption notice: no new work, and everything on the node
+        checkpoints within the notice, then moves elsewhere."""
+        if in_seconds <= 0:
+            raise InvalidArgument("an interruption notice needs in_seconds > 0")
+        with self._engine.begin() as conn:
+            store.set_admin_state(conn, name, "cordoned")
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+            running = liveness.active_allocations_on_node(conn, name)
+        self._allocator.mark_stale()
+        ids = [a["id"] for a in running if a["state"] in ("placed", "running")]
+        asked = 0
+        if ids:
+            reason = f"node {name} is being reclaimed (spot interruption in {in_seconds:.0f}s)"
+            asked = self._allocator.preempt(ids, "", in_seconds, reason)
+        return self.get_node(name), asked
+
     def list_nodes(self) -> list[NodeRecord]:
         with self._engine.connect() as conn:
             return store.list_nodes(conn)

@@ -15,7 +15,7 @@ from scheduler.domain.errors import (
 )
 from scheduler.domain.quotas import fair_order
 from scheduler.domain.requests import PlacementRequest
-from scheduler.placement import Placement, PlacementOutcome, place
+from scheduler.placement import Placement, PlacementOutcome
 from scheduler.services.batch import Batch, new_allocation_id
 from scheduler.services.commands import Allocate
 from scheduler.services.preempting import make_room
@@ -135,7 +135,7 @@ def apply_pending_pass(batch: Batch) -> int:
     reason_updates: list[dict[str, Any]] = []
     for row in rows:
         request = batch.placement_request(spec_from_row(row), row["id"])
-        outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
+        outcome = failed.get(request) or batch.place(request)
         if outcome.placement is None:
             # The snapshot only shrinks during a pass: the same request fails again.
             failed[request] = outcome
@@ -194,7 +194,7 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             continue
         row = _new_row(batch, spec, digest)
         request = batch.placement_request(spec, row["id"])
-        outcome = failed.get(request) or place(batch.snapshot, request, batch.config)
+        outcome = failed.get(request) or batch.place(request)
         if outcome.placement is None:
             failed[request] = outcome
             error = _no_wait_error(spec, outcome)

@@ -26,55 +26,59 @@ from gpupool.v1 import types_pb2 as gpupool_dot_v1_dot_types__pb2
 from gpupool.v1 import scheduler_pb2 as gpupool_dot_v1_dot_scheduler__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gpupool/v1/admin.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\x1a\x1agpupool/v1/scheduler.proto\"x\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bquota_units\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x12\n\nused_units\x18\x04 \x01(\x01\x12\x16\n\x0e\x62orrowed_units\x18\x05 \x01(\x01\x12\x0f\n\x07pending\x18\x06 \x01(\r\"J\n\x15SetTenantQuotaRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bquota_units\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"<\n\x16SetTenantQuotaResponse\x12\"\n\x06tenant\x18\x01 \x01(\x0b\x32\x12.gpupool.v1.Tenant\"\x14\n\x12ListTenantsRequest\":\n\x13ListTenantsResponse\x12#\n\x07tenants\x18\x01 \x03(\x0b\x32\x12.gpupool.v1.Tenant\"!\n\x10ListQueueRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"@\n\x11ListQueueResponse\x12+\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x16.gpupool.v1.Allocation\">\n\x0ePreemptRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\r\"=\n\x0fPreemptResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"S\n\x12InjectFaultRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tgpu_index\x18\x02 \x01(\r\x12\r\n\x05\x66\x61ult\x18\x03 \x01(\t\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\"\x15\n\x13InjectFaultResponse\"\x12\n\x10ListNodesRequest\"4\n\x11ListNodesResponse\x12\x1f\n\x05nodes\x18\x01 \x03(\x0b\x32\x10.gpupool.v1.Node\"\x1e\n\x0eGetNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x0fGetNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"\x1f\n\x0fListGpusRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"1\n\x10ListGpusResponse\x12\x1d\n\x04gpus\x18\x01 \x03(\x0b\x32\x0f.gpupool.v1.Gpu\"!\n\x11NodeActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x12NodeActionResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"\x15\n\x13GetCatalogueRequest\"<\n\x14GetCatalogueResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.gpupool.v1.GpuModel2\x9e\t\n\x05\x41\x64min\x12H\n\tListNodes\x12\x1c.gpupool.v1.ListNodesRequest\x1a\x1d.gpupool.v1.ListNodesResponse\x12\x42\n\x07GetNode\x12\x1a.gpupool.v1.GetNodeRequest\x1a\x1b.gpupool.v1.GetNodeResponse\x12\x45\n\x08ListGpus\x12\x1b.gpupool.v1.ListGpusRequest\x1a\x1c.gpupool.v1.ListGpusResponse\x12Z\n\x0fListAllocations\x12\".gpupool.v1.ListAllocationsRequest\x1a#.gpupool.v1.ListAllocationsResponse\x12T\n\rGetAllocation\x12 .gpupool.v1.GetAllocationRequest\x1a!.gpupool.v1.GetAllocationResponse\x12L\n\x11ReleaseAllocation\x12\x1a.gpupool.v1.ReleaseRequest\x1a\x1b.gpupool.v1.ReleaseResponse\x12K\n\nCordonNode\x12\x1d.gpupool.v1.NodeActionRequest\x1a\x1e.gpupool.v1.NodeActionResponse\x12M\n\x0cUncordonNode\x12\x1d.gpupool.v1.NodeActionRequest\x1a\x1e.gpupool.v1.NodeActionResponse\x12J\n\tDrainNode\x12\x1d.gpupool.v1.NodeActionRequest\x1a\x1e.gpupool.v1.NodeActionResponse\x12Q\n\x0cGetCatalogue\x12\x1f.gpupool.v1.GetCatalogueRequest\x1a .gpupool.v1.GetCatalogueResponse\x12N\n\x0bInjectFault\x12\x1e.gpupool.v1.InjectFaultRequest\x1a\x1f.gpupool.v1.InjectFaultResponse\x12\x42\n\x07Preempt\x12\x1a.gpupool.v1.PreemptRequest\x1a\x1b.gpupool.v1.PreemptResponse\x12H\n\tListQueue\x12\x1c.gpupool.v1.ListQueueRequest\x1a\x1d.gpupool.v1.ListQueueResponse\x12W\n\x0eSetTenantQuota\x12!.gpupool.v1.SetTenantQuotaRequest\x1a\".gpupool.v1.SetTenantQuotaResponse\x12N\n\x0bListTenants\x12\x1e.gpupool.v1.ListTenantsRequest\x1a\x1f.gpupool.v1.ListTenantsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16gpupool/v1/admin.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\x1a\x1agpupool/v1/scheduler.proto\"8\n\x14InterruptNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nin_seconds\x18\x02 \x01(\r\"J\n\x15InterruptNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\x12\x11\n\tpreempted\x18\x02 \x01(\r\"x\n\x06Tenant\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bquota_units\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\x12\x12\n\nused_units\x18\x04 \x01(\x01\x12\x16\n\x0e\x62orrowed_units\x18\x05 \x01(\x01\x12\x0f\n\x07pending\x18\x06 \x01(\r\"J\n\x15SetTenantQuotaRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0bquota_units\x18\x02 \x01(\x01\x12\x0e\n\x06weight\x18\x03 \x01(\x01\"<\n\x16SetTenantQuotaResponse\x12\"\n\x06tenant\x18\x01 \x01(\x0b\x32\x12.gpupool.v1.Tenant\"\x14\n\x12ListTenantsRequest\":\n\x13ListTenantsResponse\x12#\n\x07tenants\x18\x01 \x03(\x0b\x32\x12.gpupool.v1.Tenant\"!\n\x10ListQueueRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"@\n\x11ListQueueResponse\x12+\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x16.gpupool.v1.Allocation\">\n\x0ePreemptRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x15\n\rgrace_seconds\x18\x02 \x01(\r\"=\n\x0fPreemptResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"S\n\x12InjectFaultRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x11\n\tgpu_index\x18\x02 \x01(\r\x12\r\n\x05\x66\x61ult\x18\x03 \x01(\t\x12\r\n\x05\x63lear\x18\x04 \x01(\x08\"\x15\n\x13InjectFaultResponse\"\x12\n\x10ListNodesRequest\"4\n\x11ListNodesResponse\x12\x1f\n\x05nodes\x18\x01 \x03(\x0b\x32\x10.gpupool.v1.Node\"\x1e\n\x0eGetNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"1\n\x0fGetNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"\x1f\n\x0fListGpusRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"1\n\x10ListGpusResponse\x12\x1d\n\x04gpus\x18\x01 \x03(\x0b\x32\x0f.gpupool.v1.Gpu\"!\n\x11NodeActionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x12NodeActionResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"\x15\n\x13GetCatalogueRequest\"<\n\x14GetCatalogueResponse\x12$\n\x06models\x18\x01 \x03(\x0b\x32\x14.gpupool.v1.GpuModel2\xf4\t\n\x05\x41\x64min\x12H\n\tListNodes\x12\x1c.gpupool.v1.ListNodesRequest\x1a\x1d.gpupool.v1.ListNodesResponse\x12\x42\n\x07GetNode\x12\x1a.gpupool.v1.GetNodeRequest\x1a\x1b.gpupool.v1.GetNodeResponse\x12\x45\n\x08ListGpus\x12\x1b.gpupool.v1.ListGpusRequest\x1a\x1c.gpupool.v1.ListGpusResponse\x12Z\n\x0fListAllocations\x12\".gpupool.v1.ListAllocationsRequest\x1a#.gpupool.v1.ListAllocationsResponse\x12T\n\rGetAllocation\x12 .gpupool.v1.GetAllocationRequest\x1a!.gpupool.v1.GetAllocationResponse\x12L\n\x11ReleaseAllocation\x12\x1a.gpupool.v1.ReleaseRequest\x1a\x1b.gpupool.v1.ReleaseResponse\x12K\n\nCordonNode\x12\x1d.gpupool.v1.NodeActionRequest\x1a\x1e.gpupool.v1.NodeActionResponse\x12M\n\x0cUncordonNode\x12\x1d.gpupool.v1.NodeActionRequest\x1a\x1e.gpupool.v1.NodeActionResponse\x12J\n\tDrainNode\x12\x1d.gpupool.v1.NodeActionRequest\x1a\x1e.gpupool.v1.NodeActionResponse\x12Q\n\x0cGetCatalogue\x12\x1f.gpupool.v1.GetCatalogueRequest\x1a .gpupool.v1.GetCatalogueResponse\x12N\n\x0bInjectFault\x12\x1e.gpupool.v1.InjectFaultRequest\x1a\x1f.gpupool.v1.InjectFaultResponse\x12\x42\n\x07Preempt\x12\x1a.gpupool.v1.PreemptRequest\x1a\x1b.gpupool.v1.PreemptResponse\x12H\n\tListQueue\x12\x1c.gpupool.v1.ListQueueRequest\x1a\x1d.gpupool.v1.ListQueueResponse\x12W\n\x0eSetTenantQuota\x12!.gpupool.v1.SetTenantQuotaRequest\x1a\".gpupool.v1.SetTenantQuotaResponse\x12N\n\x0bListTenants\x12\x1e.gpupool.v1.ListTenantsRequest\x1a\x1f.gpupool.v1.ListTenantsResponse\x12T\n\rInterruptNode\x12 .gpupool.v1.InterruptNodeRequest\x1a!.gpupool.v1.InterruptNodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gpupool.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TENANT']._serialized_start=90
-  _globals['_TENANT']._serialized_end=210
-  _globals['_SETTENANTQUOTAREQUEST']._serialized_start=212
-  _globals['_SETTENANTQUOTAREQUEST']._serialized_end=286
-  _globals['_SETTENANTQUOTARESPONSE']._serialized_start=288
-  _globals['_SETTENANTQUOTARESPONSE']._serialized_end=348
-  _globals['_LISTTENANTSREQUEST']._serialized_start=350
-  _globals['_LISTTENANTSREQUEST']._serialized_end=370
-  _globals['_LISTTENANTSRESPONSE']._serialized_start=372
-  _globals['_LISTTENANTSRESPONSE']._serialized_end=430
-  _globals['_LISTQUEUEREQUEST']._serialized_start=432
-  _globals['_LISTQUEUEREQUEST']._serialized_end=465
-  _globals['_LISTQUEUERESPONSE']._serialized_start=467
-  _globals['_LISTQUEUERESPONSE']._serialized_end=531
-  _globals['_PREEMPTREQUEST']._serialized_start=533
-  _globals['_PREEMPTREQUEST']._serialized_end=595
-  _globals['_PREEMPTRESPONSE']._serialized_start=597
-  _globals['_PREEMPTRESPONSE']._serialized_end=658
-  _globals['_INJECTFAULTREQUEST']._serialized_start=660
-  _globals['_INJECTFAULTREQUEST']._serialized_end=743
-  _globals['_INJECTFAULTRESPONSE']._serialized_start=745
-  _globals['_INJECTFAULTRESPONSE']._serialized_end=766
-  _globals['_LISTNODESREQUEST']._serialized_start=768
-  _globals['_LISTNODESREQUEST']._serialized_end=786
-  _globals['_LISTNODESRESPONSE']._serialized_start=788
-  _globals['_LISTNODESRESPONSE']._serialized_end=840
-  _globals['_GETNODEREQUEST']._serialized_start=842
-  _globals['_GETNODEREQUEST']._serialized_end=872
-  _globals['_GETNODERESPONSE']._serialized_start=874
-  _globals['_GETNODERESPONSE']._serialized_end=923
-  _globals['_LISTGPUSREQUEST']._serialized_start=925
-  _globals['_LISTGPUSREQUEST']._serialized_end=956
-  _globals['_LISTGPUSRESPONSE']._serialized_start=958
-  _globals['_LISTGPUSRESPONSE']._serialized_end=1007
-  _globals['_NODEACTIONREQUEST']._serialized_start=1009
-  _globals['_NODEACTIONREQUEST']._serialized_end=1042
-  _globals['_NODEACTIONRESPONSE']._serialized_start=1044
-  _globals['_NODEACTIONRESPONSE']._serialized_end=1096
-  _globals['_GETCATALOGUEREQUEST']._serialized_start=1098
-  _globals['_GETCATALOGUEREQUEST']._serialized_end=1119
-  _globals['_GETCATALOGUERESPONSE']._serialized_start=1121
-  _globals['_GETCATALOGUERESPONSE']._serialized_end=1181
-  _globals['_ADMIN']._serialized_start=1184
-  _globals['_ADMIN']._serialized_end=2366
+  _globals['_INTERRUPTNODEREQUEST']._serialized_start=90
+  _globals['_INTERRUPTNODEREQUEST']._serialized_end=146
+  _globals['_INTERRUPTNODERESPONSE']._serialized_start=148
+  _globals['_INTERRUPTNODERESPONSE']._serialized_end=222
+  _globals['_TENANT']._serialized_start=224
+  _globals['_TENANT']._serialized_end=344
+  _globals['_SETTENANTQUOTAREQUEST']._serialized_start=346
+  _globals['_SETTENANTQUOTAREQUEST']._serialized_end=420
+  _globals['_SETTENANTQUOTARESPONSE']._serialized_start=422
+  _globals['_SETTENANTQUOTARESPONSE']._serialized_end=482
+  _globals['_LISTTENANTSREQUEST']._serialized_start=484
+  _globals['_LISTTENANTSREQUEST']._serialized_end=504
+  _globals['_LISTTENANTSRESPONSE']._serialized_start=506
+  _globals['_LISTTENANTSRESPONSE']._serialized_end=564
+  _globals['_LISTQUEUEREQUEST']._serialized_start=566
+  _globals['_LISTQUEUEREQUEST']._serialized_end=599
+  _globals['_LISTQUEUERESPONSE']._serialized_start=601
+  _globals['_LISTQUEUERESPONSE']._serialized_end=665
+  _globals['_PREEMPTREQUEST']._serialized_start=667
+  _globals['_PREEMPTREQUEST']._serialized_end=729
+  _globals['_PREEMPTRESPONSE']._serialized_start=731
+  _globals['_PREEMPTRESPONSE']._serialized_end=792
+  _globals['_INJECTFAULTREQUEST']._serialized_start=794
+  _globals['_INJECTFAULTREQUEST']._serialized_end=877
+  _globals['_INJECTFAULTRESPONSE']._serialized_start=879
+  _globals['_INJECTFAULTRESPONSE']._serialized_end=900
+  _globals['_LISTNODESREQUEST']._serialized_start=902
+  _globals['_LISTNODESREQUEST']._serialized_end=920
+  _globals['_LISTNODESRESPONSE']._serialized_start=922
+  _globals['_LISTNODESRESPONSE']._serialized_end=974
+  _globals['_GETNODEREQUEST']._serialized_start=976
+  _globals['_GETNODEREQUEST']._serialized_end=1006
+  _globals['_GETNODERESPONSE']._serialized_start=1008
+  _globals['_GETNODERESPONSE']._serialized_end=1057
+  _globals['_LISTGPUSREQUEST']._serialized_start=1059
+  _globals['_LISTGPUSREQUEST']._serialized_end=1090
+  _globals['_LISTGPUSRESPONSE']._serialized_start=1092
+  _globals['_LISTGPUSRESPONSE']._serialized_end=1141
+  _globals['_NODEACTIONREQUEST']._serialized_start=1143
+  _globals['_NODEACTIONREQUEST']._serialized_end=1176
+  _globals['_NODEACTIONRESPONSE']._serialized_start=1178
+  _globals['_NODEACTIONRESPONSE']._serialized_end=1230
+  _globals['_GETCATALOGUEREQUEST']._serialized_start=1232
+  _globals['_GETCATALOGUEREQUEST']._serialized_end=1253
+  _globals['_GETCATALOGUERESPONSE']._serialized_start=1255
+  _globals['_GETCATALOGUERESPONSE']._serialized_end=1315
+  _globals['_ADMIN']._serialized_start=1318
+  _globals['_ADMIN']._serialized_end=2586
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class InterruptNodeRequest(_message.Message):
+    __slots__ = ("name", "in_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    in_seconds: int
+    def __init__(self, name: _Optional[str] = ..., in_seconds: _Optional[int] = ...) -> None: ...
+
+class InterruptNodeResponse(_message.Message):
+    __slots__ = ("node", "preempted")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTED_FIELD_NUMBER: _ClassVar[int]
+    node: _types_pb2.Node
+    preempted: int
+    def __init__(self, node: _Optional[_Union[_types_pb2.Node, _Mapping]] = ..., preempted: _Optional[int] = ...) -> None: ...
+
 class Tenant(_message.Message):
     __slots__ = ("name", "quota_units", "weight", "used_units", "borrowed_units", "pending")
     NAME_FIELD_NUMBER: _ClassVar[int]

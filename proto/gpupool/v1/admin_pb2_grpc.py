@@ -111,6 +111,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
                 _registered_method=True)
+        self.InterruptNode = channel.unary_unary(
+                '/gpupool.v1.Admin/InterruptNode',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -216,6 +221,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def InterruptNode(self, request, context):
+        """A spot interruption notice: cordon the node and ask everything on it to
+        checkpoint within the notice; it is requeued elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -293,6 +306,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListTenants,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.ListTenantsResponse.SerializeToString,
+            ),
+            'InterruptNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.InterruptNode,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -701,6 +719,33 @@ class Admin:
             '/gpupool.v1.Admin/ListTenants',
             gpupool_dot_v1_dot_admin__pb2.ListTenantsRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.ListTenantsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def InterruptNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/InterruptNode',
+            gpupool_dot_v1_dot_admin__pb2.InterruptNodeRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.InterruptNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

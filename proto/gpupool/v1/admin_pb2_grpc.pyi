@@ -61,6 +61,10 @@ class AdminStub:
     A100-80GB = 1.0) and fair-share weight of a tenant.
     """
     ListTenants: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTenantsRequest, _admin_pb2.ListTenantsResponse]
+    InterruptNode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.InterruptNodeRequest, _admin_pb2.InterruptNodeResponse]
+    """A spot interruption notice: cordon the node and ask everything on it to
+    checkpoint within the notice; it is requeued elsewhere.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -94,6 +98,10 @@ class AdminAsyncStub(AdminStub):
     A100-80GB = 1.0) and fair-share weight of a tenant.
     """
     ListTenants: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTenantsRequest, _admin_pb2.ListTenantsResponse]  # type: ignore[assignment]
+    InterruptNode: _aio.UnaryUnaryMultiCallable[_admin_pb2.InterruptNodeRequest, _admin_pb2.InterruptNodeResponse]  # type: ignore[assignment]
+    """A spot interruption notice: cordon the node and ask everything on it to
+    checkpoint within the notice; it is requeued elsewhere.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -214,5 +222,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         request: _admin_pb2.ListTenantsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListTenantsResponse, _abc.Awaitable[_admin_pb2.ListTenantsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def InterruptNode(
+        self,
+        request: _admin_pb2.InterruptNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.InterruptNodeResponse, _abc.Awaitable[_admin_pb2.InterruptNodeResponse]]:
+        """A spot interruption notice: cordon the node and ask everything on it to
+        checkpoint within the notice; it is requeued elsewhere.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -86,15 +86,23 @@ class ObservedAllocations(_message.Message):
     running_allocation_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, running_allocation_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class InterruptionNotice(_message.Message):
+    __slots__ = ("in_seconds",)
+    IN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    in_seconds: int
+    def __init__(self, in_seconds: _Optional[int] = ...) -> None: ...
+
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "observed")
+    __slots__ = ("hello", "heartbeat", "observed", "interruption")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    INTERRUPTION_FIELD_NUMBER: _ClassVar[int]
     hello: AgentHello
     heartbeat: HeartbeatRequest
     observed: ObservedAllocations
-    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ...) -> None: ...
+    interruption: InterruptionNotice
+    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms")

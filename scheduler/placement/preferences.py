@@ -1,0 +1,42 @@
+"""Soft preferences that pick among nodes before best fit does: spot nodes.
+
+Batch and throughput work prefers spot (preemptible, cheaper) nodes and
+latency-critical work avoids them. A preference never makes a request wait:
+when the preferred nodes are full, the request goes anywhere it fits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from scheduler.domain.fleet import FleetSnapshot
+from scheduler.domain.requests import PlacementRequest
+from scheduler.placement.engine import PlacementConfig, PlacementOutcome, place
+
+SPOT_LABEL = "spot"
+PREFERS_SPOT = frozenset({"batch", "throughput"})
+AVOIDS_SPOT = frozenset({"latency-critical"})
+
+
+def spot_nodes(snapshot: FleetSnapshot) -> frozenset[str]:
+    return frozenset(
+        name for name, node in snapshot.nodes.items() if node.labels.get(SPOT_LABEL) == "true"
+    )
+
+
+def place_with_preferences(
+    snapshot: FleetSnapshot,
+    request: PlacementRequest,
+    config: PlacementConfig,
+    spot: frozenset[str],
+) -> PlacementOutcome:
+    """place(), first on the nodes the request's workload class prefers."""
+    if spot and request.workload_class in PREFERS_SPOT | AVOIDS_SPOT:
+        others = frozenset(snapshot.nodes) - spot
+        avoid = others if request.workload_class in PREFERS_SPOT else spot
+        if avoid != frozenset(snapshot.nodes):
+            narrowed = replace(request, avoid_nodes=request.avoid_nodes | avoid)
+            preferred = place(snapshot, narrowed, config)
+            if preferred.placement is not None:
+                return preferred
+    return place(snapshot, request, config)
