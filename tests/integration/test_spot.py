@@ -26,7 +26,7 @@ SPOT_H100 = parse_fleet(
 
 
 def _allocate(
-    client: Client, request_id: str, workload: int, priority: str = "batch"
+    client: Client, request_id: str, workload: S.WorkloadClass, priority: str = "batch"
 ) -> S.Allocation:
     request = scheduler_pb2.AllocateRequest(
         tenant="t",
