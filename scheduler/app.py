@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import yaml
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
@@ -19,6 +20,7 @@ from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.domain.clock import Clock, SystemClock
+from scheduler.domain.priorities import configure_priority_classes
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
@@ -52,12 +54,17 @@ class SchedulerSettings:
     heartbeat_interval_s: float = 2.0
     heartbeat_timeout_s: float = 10.0
     failover_grace_s: float = 30.0
+    # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
+    priority_classes_file: Path | None = None
 
 
 class SchedulerApp:
     def __init__(self, settings: SchedulerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        if settings.priority_classes_file is not None:
+            document = yaml.safe_load(settings.priority_classes_file.read_text()) or {}
+            configure_priority_classes(list(document.get("classes", [])))
         # The configured URL, or the embedded PostgreSQL in the data directory.
         self.embedded: EmbeddedPostgres | None = None
         if settings.database_url:

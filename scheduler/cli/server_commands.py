@@ -41,6 +41,14 @@ _data_dir_option = click.option(
     help="Where the embedded PostgreSQL keeps its data.",
 )
 _listen_option = click.option("--listen", default=DEFAULT_LISTEN, show_default=True)
+_priorities_option = click.option(
+    "--priority-classes",
+    "priority_classes",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="GPUPOOL_PRIORITY_CLASSES",
+    default=None,
+    help="YAML adding or overriding priority classes (see deploy/priority-classes.yaml).",
+)
 
 
 def _wait_for_signal() -> None:
@@ -54,14 +62,25 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
-def _start(console: Console, database_url: str | None, data_dir: Path, listen: str) -> SchedulerApp:
+def _start(
+    console: Console,
+    database_url: str | None,
+    data_dir: Path,
+    listen: str,
+    priority_classes: Path | None = None,
+) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
     # pgserver's platformdirs warns on every start when XDG_RUNTIME_DIR is unset.
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
     from scheduler.app import SchedulerApp, SchedulerSettings
 
-    settings = SchedulerSettings(database_url=database_url, data_dir=data_dir, listen=listen)
+    settings = SchedulerSettings(
+        database_url=database_url,
+        data_dir=data_dir,
+        listen=listen,
+        priority_classes_file=priority_classes,
+    )
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
         app = SchedulerApp(settings)
@@ -73,13 +92,16 @@ def _start(console: Console, database_url: str | None, data_dir: Path, listen: s
 @_database_option
 @_data_dir_option
 @_listen_option
-def serve(database_url: str | None, data_dir: Path, listen: str) -> None:
+@_priorities_option
+def serve(
+    database_url: str | None, data_dir: Path, listen: str, priority_classes: Path | None
+) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     console = Console(stderr=True)
-    app = _start(console, database_url, data_dir, listen)
+    app = _start(console, database_url, data_dir, listen, priority_classes)
     console.print(f"scheduler listening on [bold]{app.address}[/]")
     _wait_for_signal()
     console.print("stopping…")

@@ -27,3 +27,30 @@ PRIORITY_CLASSES: dict[str, PriorityClass] = {
         PriorityClass("batch", 10, preemptible=True, grace_s=60.0, min_runtime_s=60.0),
     )
 }
+
+
+def preemptible_class_names() -> tuple[str, ...]:
+    return tuple(c.name for c in PRIORITY_CLASSES.values() if c.preemptible)
+
+
+def lowest_preemptible_value() -> int:
+    return min((c.value for c in PRIORITY_CLASSES.values() if c.preemptible), default=0)
+
+
+def configure_priority_classes(entries: list[dict[str, object]]) -> None:
+    """Add or override classes (from a YAML list of name/value/preemptible/
+    grace_s/min_runtime_s). Classes are never removed: stored allocations
+    may still name them."""
+    for entry in entries:
+        try:
+            name = str(entry["name"])
+            value = int(str(entry["value"]))
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"priority class {entry!r} needs a name and an integer value") from exc
+        PRIORITY_CLASSES[name] = PriorityClass(
+            name=name,
+            value=value,
+            preemptible=bool(entry.get("preemptible", False)),
+            grace_s=float(str(entry.get("grace_s", 60.0))),
+            min_runtime_s=float(str(entry.get("min_runtime_s", 0.0))),
+        )

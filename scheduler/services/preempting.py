@@ -7,15 +7,16 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from scheduler.domain.priorities import PRIORITY_CLASSES
+from scheduler.domain.priorities import (
+    PRIORITY_CLASSES,
+    lowest_preemptible_value,
+    preemptible_class_names,
+)
 from scheduler.domain.quotas import is_borrowing, is_entitled
 from scheduler.domain.requests import PlacementRequest
 from scheduler.preemption import RunningAllocation, choose_victims
 from scheduler.services.batch import Batch
 from scheduler.store import allocations as store
-
-PREEMPTIBLE_CLASSES = tuple(c.name for c in PRIORITY_CLASSES.values() if c.preemptible)
-LOWEST_PREEMPTIBLE = min((c.value for c in PRIORITY_CLASSES.values() if c.preemptible), default=0)
 
 
 def _epoch(value: datetime | None, default: float) -> float:
@@ -41,7 +42,7 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
     """If preempting lower-priority work lets `row` fit, ask those victims to
     checkpoint and return what `row` now waits for; None when nothing helps."""
     entitled = is_entitled(batch.quotas, batch.usage, row["tenant"])
-    if request.priority <= LOWEST_PREEMPTIBLE and not entitled:
+    if request.priority <= lowest_preemptible_value() and not entitled:
         return None
     waiting = store.preempting_for(batch.conn, row["id"])
     if waiting:
@@ -49,7 +50,7 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
     now = batch.now.timestamp()
     ceiling = request.priority + 1 if entitled else request.priority
     running = []
-    for candidate in store.running_below(batch.conn, ceiling, PREEMPTIBLE_CLASSES):
+    for candidate in store.running_below(batch.conn, ceiling, preemptible_class_names()):
         allocation = _running(candidate, now)
         if entitled and is_borrowing(batch.quotas, batch.usage, allocation.tenant):
             # Borrowed capacity is reclaimed for a tenant below its guarantee,
