@@ -49,7 +49,7 @@ class NodeLivenessLoop:
             result.unreachable = liveness.mark_unreachable(conn, now - self._timeout, now)
         if result.unreachable:
             log.warning("nodes unreachable: %s", ", ".join(result.unreachable))
-            self._allocator.mark_stale(pending_may_exist=False)
+            self._allocator.refresh_nodes(result.unreachable)
         with self._engine.connect() as conn:
             to_move = liveness.allocations_to_move(conn, now - self._grace)
         grace = int(self._grace.total_seconds())

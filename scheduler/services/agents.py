@@ -112,7 +112,7 @@ class HeartbeatRecorder:
             returned = liveness.record_heartbeats(conn, beats)
         if returned:
             log.info("nodes back: %s", ", ".join(returned))
-            self._fleet.fleet_changed()
+            self._fleet.fleet_changed(returned)
         return returned
 
 

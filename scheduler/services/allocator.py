@@ -39,7 +39,8 @@ from scheduler.services.revoking import (
     apply_revokes,
 )
 from scheduler.store import allocations as store
-from scheduler.store.fleet import load_snapshot
+from scheduler.store.database import snapshot_connection
+from scheduler.store.fleet import load_nodes, load_snapshot
 from scheduler.store.records import AllocationRecord
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class Allocator:
         self._queue: queue.Queue[cmd.Command] = queue.Queue()
         self._snapshot = FleetSnapshot()
         self._stale = True
+        self._stale_nodes: set[str] = set()
+        self._stale_lock = threading.Lock()
         self._maybe_pending = True
         self._pass_queued = threading.Event()
         self._stopped = threading.Event()
@@ -139,6 +142,13 @@ class Allocator:
         if pending_may_exist:
             self._maybe_pending = True
 
+    def refresh_nodes(self, names: Sequence[str]) -> None:
+        """These nodes changed (state, health, GPUs): reload just them before
+        the next batch — a full reload of a large fleet costs far more."""
+        with self._stale_lock:
+            self._stale_nodes.update(names)
+        self._maybe_pending = True
+
     # -- worker -----------------------------------------------------------------
 
     def _submit(self, command: cmd.Command, timeout: float = 30.0) -> Any:
@@ -166,8 +176,7 @@ class Allocator:
             self._pass_queued.clear()
         for attempt in range(3):
             try:
-                if self._stale:
-                    self._reload()
+                self._refresh()
                 batch = self._execute(commands)
             except (IntegrityError, DBAPIError) as exc:
                 # Another replica took the capacity this snapshot thought free
@@ -194,14 +203,28 @@ class Allocator:
                 Aborted("lost the race for capacity three times; retry the request")
             )
 
-    def _reload(self) -> None:
-        with self._engine.connect() as conn:
-            self._snapshot = load_snapshot(conn)
-        self._stale = False
-        # The snapshot is long-lived: keep the collector from rescanning it
-        # on every cycle (cuts placement's tail latency).
-        gc.collect()
-        gc.freeze()
+    def _refresh(self) -> None:
+        """Bring the snapshot up to date: whole, or the nodes known to have changed."""
+        with self._stale_lock:
+            nodes, self._stale_nodes = self._stale_nodes, set()
+        if self._stale:
+            with snapshot_connection(self._engine) as conn:
+                self._snapshot = load_snapshot(conn)
+            self._stale = False
+            # The snapshot is long-lived: keep the collector from rescanning it
+            # on every cycle (cuts placement's tail latency).
+            gc.collect()
+            gc.freeze()
+            return
+        if not nodes:
+            return
+        with snapshot_connection(self._engine) as conn:
+            fresh = load_nodes(conn, nodes)
+        for node in fresh:
+            self._snapshot.upsert_node(node)
+        for gone in nodes - {n.name for n in fresh}:
+            if gone in self._snapshot.nodes:
+                self._snapshot.remove_node(gone)
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
         try:

@@ -35,7 +35,7 @@ class FleetService:
         with self._engine.begin() as conn:
             store.register_node(conn, name, hostname, labels, resolved, self._clock.now())
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
-        self.fleet_changed()
+        self.fleet_changed([name])
         return self.get_node(name)
 
     def heartbeat(self, name: str) -> NodeRecord:
@@ -50,7 +50,7 @@ class FleetService:
             moving = (
                 liveness.active_allocations_on_node(conn, name) if admin_state == "draining" else []
             )
-        self._allocator.mark_stale()
+        self._allocator.refresh_nodes([name])
         if moving:
             self._allocator.requeue([a["id"] for a in moving], f"node {name} is draining")
         self._allocator.place_pending_if_leader()
@@ -65,7 +65,7 @@ class FleetService:
             store.set_admin_state(conn, name, "cordoned")
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
             running = liveness.active_allocations_on_node(conn, name)
-        self._allocator.mark_stale()
+        self._allocator.refresh_nodes([name])
         ids = [a["id"] for a in running if a["state"] in ("placed", "running")]
         asked = 0
         if ids:
@@ -87,10 +87,11 @@ class FleetService:
                 store.get_node(conn, node)  # NOT_FOUND for an unknown node, not an empty list
             return store.list_gpus(conn, node or None)
 
-    def fleet_changed(self) -> None:
-        """Nodes or GPUs changed: reload placement's view and run the queue."""
-        self._allocator.mark_stale()
-        self._allocator.place_pending_if_leader()
+    def fleet_changed(self, nodes: Sequence[str]) -> None:
+        """These nodes or their GPUs changed: refresh placement's view of them
+        and give the queue a chance."""
+        self._allocator.refresh_nodes(nodes)
+        self._allocator.request_pending_pass()
 
 
 def validate_registration(name: str, gpus: Sequence[GpuSpecInput]) -> list[GpuSpecInput]:

@@ -50,7 +50,7 @@ class HealthService:
                 change.reasons,
             )
         # The snapshot must know before the requeue, or the work lands right back.
-        self._allocator.mark_stale()
+        self._allocator.refresh_nodes([node])
         if victims:
             reasons = "; ".join(
                 f"GPU {c.index} ({c.uuid}) unhealthy: {', '.join(c.reasons) or 'no reason given'}"

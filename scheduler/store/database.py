@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pgserver
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,14 @@ def create_db_engine(url: str, pool_size: int = 10) -> Engine:
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+
+
+@contextmanager
+def snapshot_connection(engine: Engine) -> Iterator[Connection]:
+    """A read-only REPEATABLE READ transaction: several reads, one moment."""
+    conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
+    with conn, conn.begin():
+        yield conn
 
 
 def migrate(url: str) -> None:

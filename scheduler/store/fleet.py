@@ -4,7 +4,7 @@ the transaction."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -48,28 +48,50 @@ class GpuSpecInput:
 
 
 def load_snapshot(conn: Connection) -> FleetSnapshot:
-    """The whole fleet with its live claims, as placement sees it."""
+    """The whole fleet with its live claims, as placement sees it.
+
+    Run it in one REPEATABLE READ transaction (see snapshot_connection): the
+    nodes, GPUs and claims must come from one moment, or a node registered
+    between two reads leaves GPUs without their node.
+    """
     snapshot = FleetSnapshot()
-    node_rows = conn.execute(select(nodes_t)).mappings().all()
-    gpu_rows = conn.execute(select(gpus_t)).mappings().all()
-    mig_rows = conn.execute(
-        select(
-            claims_t.c.gpu_id, claims_t.c.mig_profile, claims_t.c.mig_start, claims_t.c.mig_size
-        ).where(claims_t.c.mig_profile.is_not(None))
-    ).all()
+    for node in load_nodes(conn, None):
+        snapshot.upsert_node(node)
+    return snapshot
+
+
+def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView]:
+    """These nodes (None: every node) with their GPUs and live claims."""
+    node_query = select(nodes_t)
+    if names is not None:
+        node_query = node_query.where(nodes_t.c.name.in_(list(names)))
+    node_rows = conn.execute(node_query).mappings().all()
+    node_names = {row["id"]: row["name"] for row in node_rows}
+    gpu_query = select(gpus_t)
+    mig_query = select(
+        claims_t.c.gpu_id, claims_t.c.mig_profile, claims_t.c.mig_start, claims_t.c.mig_size
+    ).where(claims_t.c.mig_profile.is_not(None))
+    if names is not None:
+        gpu_query = gpu_query.where(gpus_t.c.node_id.in_(list(node_names)))
+        mig_query = mig_query.where(
+            claims_t.c.gpu_id.in_(select(gpus_t.c.id).where(gpus_t.c.node_id.in_(list(node_names))))
+        )
+    gpu_rows = conn.execute(gpu_query).mappings().all()
     masks: dict[int, int] = defaultdict(int)
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for gpu_id, profile, start, size in mig_rows:
+    for gpu_id, profile, start, size in conn.execute(mig_query).all():
         masks[gpu_id] |= ((1 << size) - 1) << start
         counts[gpu_id][profile] += 1
     gpus_by_node: dict[int, list[GpuView]] = defaultdict(list)
-    node_names = {row["id"]: row["name"] for row in node_rows}
     for row in gpu_rows:
+        node_name = node_names.get(row["node_id"])
+        if node_name is None:
+            continue  # registered after the node read; the next load sees both
         gpus_by_node[row["node_id"]].append(
             GpuView(
                 id=row["id"],
                 uuid=row["uuid"],
-                node=node_names[row["node_id"]],
+                node=node_name,
                 index=row["index"],
                 model=row["model"],
                 memory_mib=row["memory_mib"],
@@ -83,16 +105,15 @@ def load_snapshot(conn: Connection) -> FleetSnapshot:
                 nvlink_peers=tuple(row["nvlink_peers"]),
             )
         )
-    for row in node_rows:
-        snapshot.upsert_node(
-            NodeView(
-                name=row["name"],
-                schedulable=row["admin_state"] == "active" and row["reachable"],
-                labels=dict(row["labels"]),
-                gpus=sorted(gpus_by_node.get(row["id"], []), key=lambda g: g.index),
-            )
+    return [
+        NodeView(
+            name=row["name"],
+            schedulable=row["admin_state"] == "active" and row["reachable"],
+            labels=dict(row["labels"]),
+            gpus=sorted(gpus_by_node.get(row["id"], []), key=lambda g: g.index),
         )
-    return snapshot
+        for row in node_rows
+    ]
 
 
 def register_node(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, text, update
 
 from scheduler.store.fleet import allocations_t, claims_t, gpus_t, nodes_t
 from scheduler.store.models import ACTIVE_ALLOCATION_STATES
@@ -19,24 +19,26 @@ def record_heartbeats(conn: Connection, beats: dict[str, datetime]) -> list[str]
     and are back."""
     if not beats:
         return []
-    rows = [{"b_name": name, "b_at": at} for name, at in beats.items()]
-    returned = (
-        conn.execute(
-            update(nodes_t)
-            .where(nodes_t.c.name.in_(list(beats)), nodes_t.c.reachable.is_(False))
-            .values(reachable=True, unreachable_since=None)
-            .returning(nodes_t.c.name)
-        )
-        .scalars()
-        .all()
-    )
+    # Two statements with array parameters: the SQL text stays the same
+    # whatever the number of nodes, so PostgreSQL parses it once.
+    names, times = list(beats), list(beats.values())
+    returned = conn.execute(
+        text(
+            "UPDATE nodes SET reachable = true, unreachable_since = NULL "
+            "WHERE name = ANY(:names) AND NOT reachable RETURNING name"
+        ),
+        {"names": names},
+    ).scalars()
+    returned_names = list(returned)
     conn.execute(
-        update(nodes_t)
-        .where(nodes_t.c.name == bindparam("b_name"))
-        .values(last_heartbeat_at=bindparam("b_at")),
-        rows,
+        text(
+            "UPDATE nodes SET last_heartbeat_at = beat.at FROM unnest("
+            "CAST(:names AS text[]), CAST(:times AS timestamptz[])) AS beat(name, at) "
+            "WHERE nodes.name = beat.name"
+        ),
+        {"names": names, "times": times},
     )
-    return list(returned)
+    return returned_names
 
 
 def mark_unreachable(conn: Connection, silent_since: datetime, now: datetime) -> list[str]:
