@@ -1,0 +1,473 @@
+"""Agent streams at scale: N simulated node agents on Agents.Connect against
+one scheduler process, with the scheduler's CPU, threads and memory.
+
+Run: python bench/agents_scale.py [--agents 1000] [--processes 4] [--seconds 30]
+        [--interval 2.0] [--database-url URL] [--plot FILE.png]
+Uses (and drops) a fresh database gpupool_bench_<random> and a `gpupool serve`
+on a free loopback port. Phases: connect (in waves), steady state (CPU and
+heartbeat writes measured), then health probes. The last line printed is one
+JSON summary object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from psycopg import sql
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy.engine import URL, make_url
+
+from agent.nvml.simulated import SimulatedNvml
+from agent.runner import Agent, AgentSettings
+from gpupool.v1 import admin_pb2, admin_pb2_grpc, agents_pb2, agents_pb2_grpc, types_pb2
+from scheduler.app import channel_ready
+from scheduler.fleetfile import SimulatedNode, parse_fleet
+from scheduler.store.database import libpq_url, normalise_url
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+CONNECT_TIMEOUT_S = 600.0
+PROBE_TIMEOUT_S = 10.0
+PROBE_POLL_S = 0.01
+UNHEALTHY = types_pb2.GPU_HEALTH_UNHEALTHY
+# (name, model, share of nodes, MIG): a mixed fleet of 8-GPU nodes.
+FLEET_MIX = (
+    ("h100", "H100-80GB", 0.25, False),
+    ("h200", "H200", 0.15, False),
+    ("b200", "B200", 0.10, False),
+    ("a100-80", "A100-80GB", 0.18, False),
+    ("a100-40-mig", "A100-40GB", 0.07, True),
+    ("l40s", "L40S", 0.13, False),
+    ("l4", "L4", 0.12, False),
+)
+
+
+def fleet_document(agents: int) -> dict[str, Any]:
+    """`agents` nodes in fleet-file form (scheduler/fleetfile.py); the last
+    entry takes the rounding remainder."""
+    nodes, left = [], agents
+    for i, (name, model, share, mig) in enumerate(FLEET_MIX):
+        count = left if i == len(FLEET_MIX) - 1 else min(left, round(agents * share))
+        left -= count
+        if count:
+            gpus = {"model": model, "count": 8, "mig": mig}
+            nodes.append({"name": name, "count": count, "labels": {"zone": "abc"[i % 3]},
+                          "gpus": gpus})  # fmt: skip
+    return {"nodes": nodes}
+
+
+@dataclass
+class Shared:
+    """What the parent and its worker processes share (multiprocessing objects)."""
+
+    connected: Any  # RawArray('q', procs): agents that got their first desired state
+    beats: Any  # RawArray('q', procs): heartbeats written
+    probed: Any  # RawArray('q', procs): 1 once a worker's probes are done
+    window: Any  # RawArray('d', 2): steady-state window [start, end) in time.monotonic()
+    stop: Any  # Event: cancel every stream
+    results: Any  # Queue: one WorkerResult per worker
+
+
+@dataclass
+class WorkerResult:
+    writes: list[float] = field(default_factory=list)  # seconds, steady-state window only
+    probes: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class SimAgent:
+    """One agent's protos, built once by the real agent code (agent/runner.py)
+    over a simulated NVML, and reused: the client side must stay cheap."""
+
+    def __init__(self, node: SimulatedNode, address: str, state_dir: Path) -> None:
+        settings = AgentSettings(address, node.name, labels=node.labels, state_dir=state_dir)
+        real = Agent(settings, SimulatedNvml(node))
+        self.name = node.name
+        self.hello = agents_pb2.AgentMessage(hello=real.hello())
+        self.beat = agents_pb2.AgentMessage(heartbeat=real.heartbeat())
+        self.extra: asyncio.Queue[tuple[agents_pb2.AgentMessage, asyncio.Future[float]]]
+        self.connected: asyncio.Event
+
+
+class Worker:
+    """One process: an asyncio task per agent, each with its own channel (its
+    own TCP connection, like a real host)."""
+
+    def __init__(self, index: int, agents: list[SimAgent], address: str, args: Any,
+                 sh: Shared) -> None:  # fmt: skip
+        self.index, self.agents, self.address, self.sh = index, agents, address, sh
+        self.interval, self.wave, self.probes = args.interval, args.wave, args.probes
+        self.result = WorkerResult()
+
+    async def run(self) -> None:
+        tasks = []
+        for a in self.agents:
+            a.extra, a.connected = asyncio.Queue(), asyncio.Event()
+        # Connect in waves: every hello registers a node and reloads the
+        # allocator's fleet snapshot; a thundering herd would measure only that.
+        for start in range(0, len(self.agents), self.wave):
+            wave = self.agents[start : start + self.wave]
+            tasks += [asyncio.create_task(self.agent(a)) for a in wave]
+            waits = [asyncio.create_task(a.connected.wait()) for a in wave]
+            _, pending = await asyncio.wait(waits, timeout=CONNECT_TIMEOUT_S)
+            for w in pending:
+                w.cancel()
+        tasks.append(asyncio.create_task(self.prober()))
+        while not self.sh.stop.is_set():
+            await asyncio.sleep(0.2)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def agent(self, a: SimAgent) -> None:
+        """Sessions until cancelled; like agent/runner.py, a broken stream is
+        retried after a jittered, growing backoff (and counted)."""
+        backoff = 0.5
+        while True:
+            try:
+                await self.session(a)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else repr(exc)
+                phase = "steady state" if self.sh.window[1] else "connecting"
+                self.result.errors[f"{phase}: stream lost ({code}), reconnected"] += 1
+            await asyncio.sleep(random.uniform(0, backoff))
+            backoff = min(2 * backoff, 10.0)
+
+    async def session(self, a: SimAgent) -> None:
+        """Hello, then a heartbeat every interval (and probe messages)."""
+        own_connection = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(self.address, options=own_connection) as channel:
+            call: Any = agents_pb2_grpc.AgentsStub(channel).Connect()  # type: ignore[call-arg]
+            reader = asyncio.create_task(self.read(call, a))
+            loop = asyncio.get_running_loop()
+            try:
+                await call.write(a.hello)
+                next_beat = loop.time() + random.uniform(0, self.interval)  # spread the beats
+                while not reader.done():
+                    try:
+                        timeout = max(0.0, next_beat - loop.time())
+                        message, sent = await asyncio.wait_for(a.extra.get(), timeout)
+                        a.beat = message  # sticky: later beats report the same health
+                    except TimeoutError:
+                        message, sent = a.beat, None
+                        next_beat += self.interval
+                    t0 = time.perf_counter()
+                    if sent is not None and not sent.done():  # done: the prober gave up
+                        sent.set_result(t0)
+                    await call.write(message)
+                    self.sh.beats[self.index] += 1
+                    if self.sh.window[0] <= time.monotonic() < self.sh.window[1]:
+                        self.result.writes.append(time.perf_counter() - t0)
+            except Exception:
+                await asyncio.wait({reader}, timeout=1.0)  # a failed write: why did it end?
+                if not reader.done():
+                    raise
+            finally:
+                reader.cancel()  # a no-op when it has ended
+                call.cancel()
+            await reader  # the read side's error says why the stream ended
+            raise ConnectionError("the scheduler ended the stream")
+
+    async def read(self, call: Any, a: SimAgent) -> None:
+        async for message in call:
+            if message.WhichOneof("body") == "desired" and not a.connected.is_set():
+                a.connected.set()
+                self.sh.connected[self.index] += 1
+
+    async def prober(self) -> None:
+        """After the window (a health change reloads the allocator's snapshot,
+        which would skew the CPU figure): a random agent reports one GPU
+        unhealthy from its next heartbeat on; poll Admin.ListGpus until that
+        shows, then the same for healthy again."""
+        while not self.sh.window[1] or time.monotonic() < self.sh.window[1]:
+            await asyncio.sleep(0.1)
+        async with grpc.aio.insecure_channel(self.address) as channel:
+            admin = admin_pb2_grpc.AdminStub(channel)
+            for _ in range(self.probes):
+                await asyncio.sleep(random.uniform(0.1, 0.5))
+                a = random.choice(self.agents)
+                gpu = random.randrange(len(a.beat.heartbeat.health))
+                sick = agents_pb2.AgentMessage()
+                sick.CopyFrom(a.beat)
+                sick.heartbeat.health[gpu].health = UNHEALTHY
+                sick.heartbeat.health[gpu].reasons.append("bench probe: Xid 79")
+                for message in (sick, a.beat):
+                    want = message.heartbeat.health[gpu].health
+                    sent: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                    await a.extra.put((message, sent))
+                    try:  # the agent's own loop writes it, between its heartbeats
+                        t0 = await asyncio.wait_for(sent, PROBE_TIMEOUT_S)
+                    except TimeoutError:
+                        self.result.errors["probe not sent"] += 1
+                        continue
+                    while time.perf_counter() - t0 < PROBE_TIMEOUT_S:
+                        request = admin_pb2.ListGpusRequest(node=a.name)
+                        reply = await admin.ListGpus(request, timeout=PROBE_TIMEOUT_S)
+                        if reply.gpus[gpu].health == want:  # ordered by index
+                            self.result.probes.append(time.perf_counter() - t0)
+                            break
+                        await asyncio.sleep(PROBE_POLL_S)
+                    else:
+                        self.result.errors["probe timed out"] += 1
+        self.sh.probed[self.index] = 1
+
+
+def worker_main(index: int, address: str, args: Any, sh: Shared) -> None:
+    nodes = parse_fleet(fleet_document(args.agents))[index :: args.processes]
+    with tempfile.TemporaryDirectory() as state_dir:  # the agents write nothing there
+        agents = [SimAgent(n, address, Path(state_dir)) for n in nodes]
+    worker = Worker(index, agents, address, args, sh)
+    asyncio.run(worker.run())
+    sh.results.put(worker.result)
+
+
+def proc_stats(pid: int) -> tuple[float, int, float]:
+    """CPU seconds (user+system), threads and RSS (MiB) of a process, from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{pid}/status") as fh:
+            status = dict(line.split(":", 1) for line in fh if ":" in line)
+        return cpu, int(status["Threads"]), int(status["VmRSS"].split()[0]) / 1024
+    except (OSError, ValueError, IndexError, KeyError):
+        return math.nan, 0, math.nan
+
+
+@contextmanager
+def scratch_database(server: URL) -> Iterator[str]:
+    """CREATE a gpupool_bench_<random> database; DROP it (FORCE) on the way out."""
+    name = f"gpupool_bench_{uuid.uuid4().hex[:8]}"
+    admin = libpq_url(server.render_as_string(hide_password=False))
+    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
+
+
+@contextmanager
+def scheduler_process(database_url: str, console: Console) -> Iterator[tuple[int, str, Any]]:
+    """`gpupool serve` on a free loopback port; SIGTERM (then SIGKILL) on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    with tempfile.TemporaryFile() as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "scheduler.cli.main", "serve", "--listen", address],
+            env={**os.environ, "GPUPOOL_DATABASE_URL": database_url},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            with console.status("starting the scheduler (migrations first)…"):
+                if not channel_ready(address, timeout=90):
+                    log.seek(0)
+                    console.print(log.read()[-3000:].decode(errors="replace"))
+                    raise SystemExit("the scheduler did not come up")
+            yield server.pid, address, log
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait(timeout=10)
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else math.nan
+
+
+def log_errors(text: str) -> str:
+    """The scheduler log's ERROR lines, and its most common exception."""
+    errors = sum(" ERROR " in line for line in text.splitlines())
+    found = re.findall(r"^(\w+(?:Error|Exception)\b.*)$", text, re.MULTILINE)
+    kinds = Counter(re.sub(r"\d+", "N", k) for k in found)  # KeyError: 19 -> KeyError: N
+    top = f"; most often {kinds.most_common(1)[0][0][:60]!r}" if kinds else ""
+    return f"{errors} ERROR lines{top}"
+
+
+def node_states(address: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        request = admin_pb2.ListNodesRequest()
+        nodes = admin_pb2_grpc.AdminStub(channel).ListNodes(request, timeout=30).nodes
+    states = Counter(types_pb2.NodeState.Name(n.state).removeprefix("NODE_STATE_") for n in nodes)
+    return ", ".join(f"{k}: {v}" for k, v in states.items())
+
+
+def run(
+    args: argparse.Namespace, server: URL, console: Console
+) -> tuple[dict[str, Any], WorkerResult]:
+    ctx = mp.get_context("spawn")  # not fork: grpc must not be live across a fork
+    procs, total = args.processes, WorkerResult()
+    c = [ctx.RawArray("q", procs) for _ in range(3)]  # connected, beats, probed
+    sh = Shared(c[0], c[1], c[2], ctx.RawArray("d", 2), ctx.Event(), ctx.Queue())
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[info]}"))  # fmt: skip
+    with (
+        scratch_database(server) as db_url,
+        scheduler_process(db_url, console) as (pid, address, log),
+    ):
+        console.print(f"scheduler pid {pid} on {address} (profile: py-spy top --gil -p {pid})")
+        workers = [ctx.Process(target=worker_main, args=(i, address, args, sh), daemon=True)
+                   for i in range(procs)]  # fmt: skip
+        try:
+            for w in workers:
+                w.start()
+            with Progress(*columns, console=console, transient=True) as bar:
+                task = bar.add_task(f"connecting {args.agents} agents", total=args.agents, info="")
+                started = time.monotonic()
+                while (connected := sum(sh.connected)) < args.agents:
+                    if time.monotonic() - started > CONNECT_TIMEOUT_S:
+                        raise SystemExit(f"only {connected}/{args.agents} agents connected")
+                    info = f"scheduler threads {proc_stats(pid)[1]}"
+                    bar.update(task, completed=connected, info=info)
+                    time.sleep(0.25)
+                connect_s = time.monotonic() - started
+                # Two intervals of warm-up spread the beats and let connect-time work settle.
+                warmup = 2 * args.interval
+                sh.window[0] = time.monotonic() + warmup
+                sh.window[1] = sh.window[0] + args.seconds
+                task = bar.add_task("steady state", total=warmup + args.seconds, info="")
+                cpu0, max_threads = math.nan, 0
+                while (left := sh.window[1] - time.monotonic()) > 0:
+                    cpu, threads, rss = proc_stats(pid)
+                    if math.isnan(cpu0) and left <= args.seconds:
+                        cpu0, beats0 = cpu, sum(sh.beats)
+                    max_threads = max(max_threads, threads)
+                    info = f"{sum(sh.beats)} heartbeats, {threads} scheduler threads"
+                    bar.update(task, completed=warmup + args.seconds - left, info=info)
+                    time.sleep(min(0.25, left))
+                cpu_used, beats = proc_stats(pid)[0] - cpu0, sum(sh.beats) - beats0
+                bar.add_task(f"health probes ({args.probes} per process)", total=None, info="")
+                deadline = time.monotonic() + args.probes * 4 * PROBE_TIMEOUT_S
+                while sum(sh.probed) < procs and time.monotonic() < deadline:
+                    time.sleep(0.25)
+            states = node_states(address)
+            log.seek(0)
+            failures = log_errors(log.read().decode(errors="replace"))
+            sh.stop.set()
+            for _ in workers:
+                part = sh.results.get(timeout=60)
+                for f in fields(WorkerResult):  # lists concatenate, Counters add up
+                    setattr(total, f.name, getattr(total, f.name) + getattr(part, f.name))
+        finally:
+            sh.stop.set()
+            for w in workers:
+                w.join(timeout=15)
+                if w.is_alive():
+                    w.terminate()
+
+    cpu_pct = 100 * cpu_used / args.seconds
+    summary = {
+        "agents": args.agents,
+        "heartbeat_p99_ms": round(percentile_ms(total.writes, 0.99), 2),
+        "health_propagation_p99_ms": round(percentile_ms(total.probes, 0.99), 2),
+        "scheduler_cpu_pct": round(cpu_pct, 1),
+        "scheduler_threads": max_threads,
+        "scheduler_rss_mib": round(rss, 1),
+    }
+    table = Table("metric", "value", title=f"gpupool agent streams: {args.agents} agents")
+    for row in (
+        ("agents / GPUs / worker processes", f"{args.agents} / {8 * args.agents} / {procs}"),
+        (f"connect (waves of {args.wave} per process)", f"{connect_s:.1f} s"),
+        ("steady-state window", f"{args.seconds:.0f} s after {warmup:.0f} s warm-up"),
+        ("heartbeats in window", f"{beats} ({beats / args.seconds:.0f}/s, every "
+                                 f"{args.interval:g} s per agent)"),
+        ("heartbeat stream write p50 / p99", f"{percentile_ms(total.writes, 0.5):.2f} / "
+                                             f"{summary['heartbeat_p99_ms']} ms"),
+        ("scheduler CPU in window", f"{cpu_pct:.1f} % of one core "
+                                    f"({1000 * cpu_used / max(1, beats):.2f} ms ÷ heartbeats)"),
+        ("scheduler threads / RSS", f"{max_threads} / {rss:.0f} MiB"),
+        ("health propagation p50 / p99", f"{percentile_ms(total.probes, 0.5):.1f} / "
+                                         f"{summary['health_propagation_p99_ms']} ms "
+                                         f"({len(total.probes)} changes, after the window)"),
+        ("node states at the end", states),
+        ("scheduler log", failures),
+        ("agent-side errors", ", ".join(f"{k}: {v}" for k, v in total.errors.items()) or "none"),
+        ("load average (1 min)", f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs"),
+    ):  # fmt: skip
+        table.add_row(*row)
+    Console().print(table)
+    return summary, total
+
+
+def plot(path: str, result: WorkerResult) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 5))
+    bins = [10 ** (x / 20) for x in range(-40, 81)]  # 0.01 ms .. 10 s, log-spaced
+    for name, values in (("heartbeat write", result.writes), ("health propagation", result.probes)):
+        if values:
+            share = [1 / len(values)] * len(values)  # each series sums to 1: comparable heights
+            ax.hist([v * 1000 for v in values], bins=bins, weights=share, alpha=0.55, label=name)
+            ax.axvline(percentile_ms(values, 0.99), linestyle="--", linewidth=1, color="black")
+    ax.set(xscale="log", xlabel="latency (ms, log scale); dashed: p99", ylabel="share of samples")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=4, help="agent worker processes")
+    parser.add_argument("--seconds", type=float, default=30.0, help="steady-state window")
+    parser.add_argument("--interval", type=float, default=2.0, help="heartbeat period (s)")
+    parser.add_argument("--wave", type=int, default=25, help="agents connecting at once/process")
+    parser.add_argument("--probes", type=int, default=10, help="health probes per process")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("GPUPOOL_DATABASE_URL") or DEFAULT_URL
+    )
+    parser.add_argument("--plot", metavar="FILE.png", help="latency histogram")
+    args = parser.parse_args()
+    args.processes = max(1, min(args.processes, args.agents))
+    # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: streams, scheduler and database go.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    console = Console(stderr=True)
+    server = make_url(normalise_url(args.database_url))
+    if (server.host or "127.0.0.1") not in LOOPBACK:
+        raise SystemExit("this benchmark only talks to a PostgreSQL on 127.0.0.1")
+    summary, result = run(args, server, console)
+    if args.plot:
+        plot(args.plot, result)
+        console.print(f"latency plot written to {args.plot}")
+    print(json.dumps(summary), flush=True)
+
+
+if __name__ == "__main__":
+    main()
