@@ -235,6 +235,10 @@ def node_message(node: NodeRecord, with_gpus: bool = False) -> types_pb2.Node:
     )
 
 
+def node_state(name: str) -> types_pb2.NodeState:
+    return _NODE_STATES[name]
+
+
 def gpu_specs(request: agents_pb2.RegisterNodeRequest) -> list[GpuSpecInput]:
     return [
         GpuSpecInput(

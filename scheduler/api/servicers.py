@@ -160,8 +160,9 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
     def Heartbeat(
         self, request: agents_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> agents_pb2.HeartbeatResponse:
-        node = self._fleet.heartbeat(_require(request.node, "node"))
-        return agents_pb2.HeartbeatResponse(state=converters.node_message(node).state)
+        reports = converters.health_reports(request.health)
+        state = self._agents.unary_heartbeat(_require(request.node, "node"), reports)
+        return agents_pb2.HeartbeatResponse(state=converters.node_state(state))
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,6 +29,8 @@ from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import AllocationRecord
 
 log = logging.getLogger(__name__)
+
+NODE_STATE_CACHE_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,9 @@ class AgentHub:
         self._interval_ms = int(heartbeat_interval_s * 1000)
         self._lock = threading.Lock()
         self._sessions: dict[str, AgentSession] = {}
+        # For unary heartbeats: node -> (state, when read), and last health sent.
+        self._unary_nodes: dict[str, tuple[str, float]] = {}
+        self._unary_sessions: dict[str, AgentSession] = {}
         # Desired-state pushes run on their own thread: the allocator that
         # reports changed nodes must not wait on these reads.
         self._changed: set[str] = set()
@@ -214,6 +220,21 @@ class AgentHub:
     def heartbeat(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:
         self._heartbeats.record(session.node, self._clock.now())
         self.report_health(session, reports)
+
+    def unary_heartbeat(self, node: str, reports: list[GpuHealthReport]) -> str:
+        """Agents.Heartbeat for callers without a stream: batched like stream
+        heartbeats; returns the node's state (ready, cordoned, draining) as of
+        at most a few seconds ago."""
+        now = time.monotonic()
+        cached = self._unary_nodes.get(node)
+        if cached is None or now - cached[1] > NODE_STATE_CACHE_S:
+            with self._engine.connect() as conn:
+                state = fleet_store.node_admin_state(conn, node)
+            cached = self._unary_nodes[node] = ({"active": "ready"}.get(state, state), now)
+        self._heartbeats.record(node, self._clock.now())
+        session = self._unary_sessions.setdefault(node, AgentSession(node, simulated=False))
+        self.report_health(session, reports)
+        return cached[0]
 
     def report_health(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:
         changed = [r for r in reports if session.last_health.get(r.uuid) != (r.health, r.reasons)]

@@ -38,11 +38,6 @@ class FleetService:
         self.fleet_changed([name])
         return self.get_node(name)
 
-    def heartbeat(self, name: str) -> NodeRecord:
-        with self._engine.begin() as conn:
-            store.record_heartbeat(conn, name, self._clock.now())
-        return self.get_node(name)
-
     def set_admin_state(self, name: str, admin_state: str) -> NodeRecord:
         with self._engine.begin() as conn:
             store.set_admin_state(conn, name, admin_state)

@@ -189,14 +189,8 @@ def _claim_count(conn: Connection, gpu_id: int) -> int:
     )
 
 
-def record_heartbeat(conn: Connection, name: str, now: datetime) -> str:
-    """Mark the node alive; returns its admin state."""
-    state = conn.execute(
-        update(nodes_t)
-        .where(nodes_t.c.name == name)
-        .values(last_heartbeat_at=now, reachable=True)
-        .returning(nodes_t.c.admin_state)
-    ).scalar()
+def node_admin_state(conn: Connection, name: str) -> str:
+    state = conn.execute(select(nodes_t.c.admin_state).where(nodes_t.c.name == name)).scalar()
     if state is None:
         raise NotFound(f"node {name!r} is not registered; call RegisterNode first")
     return str(state)
@@ -210,12 +204,15 @@ def set_admin_state(conn: Connection, name: str, admin_state: str) -> None:
         raise NotFound(f"no node named {name!r} (see `gpupool nodes`)")
 
 
-def _allocation_counts_by_node(conn: Connection) -> dict[str, int]:
-    rows = conn.execute(
+def _allocation_counts_by_node(conn: Connection, node: str | None = None) -> dict[str, int]:
+    query = (
         select(allocations_t.c.node, func.count())
         .where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
         .group_by(allocations_t.c.node)
-    ).all()
+    )
+    if node is not None:
+        query = query.where(allocations_t.c.node == node)
+    rows = conn.execute(query).all()
     return {node: int(count) for node, count in rows}
 
 
@@ -275,5 +272,5 @@ def get_node(conn: Connection, name: str) -> NodeRecord:
     row = conn.execute(select(nodes_t).where(nodes_t.c.name == name)).mappings().first()
     if row is None:
         raise NotFound(f"no node named {name!r} (see `gpupool nodes`)")
-    count = _allocation_counts_by_node(conn).get(name, 0)
+    count = _allocation_counts_by_node(conn, name).get(name, 0)
     return NodeRecord.from_mapping(row, allocation_count=count, gpus=tuple(list_gpus(conn, name)))
