@@ -188,9 +188,14 @@ def insert_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
 
 
 def notify(conn: Connection, payloads: Iterable[str]) -> None:
-    """NOTIFY other replicas; delivered at commit, dropped on rollback."""
-    for payload in payloads:
-        conn.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": payload})
+    """NOTIFY other replicas; delivered at commit, dropped on rollback.
+    One statement for all payloads: one round trip on the commit path."""
+    messages = list(payloads)
+    if messages:
+        conn.execute(
+            text("SELECT pg_notify(:c, p) FROM unnest(CAST(:ps AS text[])) AS p"),
+            {"c": NOTIFY_CHANNEL, "ps": messages},
+        )
 
 
 def get_allocation(
