@@ -346,13 +346,12 @@ def _random_case(
     )
     jobs: list[RunningAllocation] = []
     for n in range(40):
-        demand: Demand = rng.choice(
-            [
-                WholeDemand(rng.choice((1, 1, 2, 4))),
-                FractionDemand(rng.choice((250, 500)), rng.choice((10, 30)) * 1024),
-                MigDemand(rng.choice(("1g.10gb", "2g.20gb", "3g.40gb"))),
-            ]
-        )
+        demands: list[Demand] = [
+            WholeDemand(rng.choice((1, 1, 2, 4))),
+            FractionDemand(rng.choice((250, 500)), rng.choice((10, 30)) * 1024),
+            MigDemand(rng.choice(("1g.10gb", "2g.20gb", "3g.40gb"))),
+        ]
+        demand = rng.choice(demands)
         placement = place(snapshot, PlacementRequest(demand)).placement
         if placement is None:
             continue
@@ -373,15 +372,12 @@ def _random_case(
             )
         )
         snapshot.reserve(claims)
-    request = ask(
-        rng.choice(
-            [
-                WholeDemand(rng.choice((1, 2, 4))),
-                FractionDemand(500, 40 * 1024),
-                MigDemand(rng.choice(("2g.20gb", "3g.40gb", "7g.80gb"))),
-            ]
-        )
-    )
+    wanted: list[Demand] = [
+        WholeDemand(rng.choice((1, 2, 4))),
+        FractionDemand(500, 40 * 1024),
+        MigDemand(rng.choice(("2g.20gb", "3g.40gb", "7g.80gb"))),
+    ]
+    request = ask(rng.choice(wanted))
     return snapshot, jobs, request
 
 
