@@ -20,36 +20,32 @@ import os
 import random
 import re
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
 from agent.nvml.simulated import SimulatedNvml
 from agent.runner import Agent, AgentSettings
+from bench.harness import (
+    DEFAULT_URL,
+    loopback_server,
+    percentile_ms,
+    scheduler_process,
+    scratch_database,
+)
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, agents_pb2, agents_pb2_grpc, types_pb2
-from scheduler.app import channel_ready
 from scheduler.fleetfile import SimulatedNode, parse_fleet
-from scheduler.store.database import libpq_url, normalise_url
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 CONNECT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 10.0
 PROBE_POLL_S = 0.01
@@ -260,55 +256,6 @@ def proc_stats(pid: int) -> tuple[float, int, float]:
         return math.nan, 0, math.nan
 
 
-@contextmanager
-def scratch_database(server: URL) -> Iterator[str]:
-    """CREATE a gpupool_bench_<random> database; DROP it (FORCE) on the way out."""
-    name = f"gpupool_bench_{uuid.uuid4().hex[:8]}"
-    admin = libpq_url(server.render_as_string(hide_password=False))
-    with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
-
-
-@contextmanager
-def scheduler_process(database_url: str, console: Console) -> Iterator[tuple[int, str, Any]]:
-    """`gpupool serve` on a free loopback port; SIGTERM (then SIGKILL) on exit."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli.main", "serve", "--listen", address],
-            env={**os.environ, "GPUPOOL_DATABASE_URL": database_url},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            with console.status("starting the scheduler (migrations first)…"):
-                if not channel_ready(address, timeout=90):
-                    log.seek(0)
-                    console.print(log.read()[-3000:].decode(errors="replace"))
-                    raise SystemExit("the scheduler did not come up")
-            yield server.pid, address, log
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=10)
-
-
-def percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else math.nan
-
-
 def log_errors(text: str) -> str:
     """The scheduler log's ERROR lines, and its most common exception."""
     errors = sum(" ERROR " in line for line in text.splitlines())
@@ -459,9 +406,7 @@ def main() -> None:
     # SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C: streams, scheduler and database go.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     console = Console(stderr=True)
-    server = make_url(normalise_url(args.database_url))
-    if (server.host or "127.0.0.1") not in LOOPBACK:
-        raise SystemExit("this benchmark only talks to a PostgreSQL on 127.0.0.1")
+    server = loopback_server(args.database_url)
     summary, result = run(args, server, console)
     if args.plot:
         plot(args.plot, result)

@@ -1,7 +1,7 @@
 """Allocate/Release throughput of one scheduler process on a 10,000-GPU
 simulated fleet, next to raw PostgreSQL commit throughput on the same server.
 
-Run: python bench/alloc_throughput.py [--clients 32] [--seconds 20]
+Run: python -m bench.alloc_throughput [--clients 32] [--seconds 20]
         [--database-url URL] [--plot latency.png] [--profile spy.svg]
 Uses (and drops) a fresh database gpupool_bench_<random> and a `gpupool serve`
 on a free loopback port. The last line printed is one JSON summary object.
@@ -15,36 +15,36 @@ import math
 import multiprocessing as mp
 import os
 import random
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from collections import Counter, deque
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import grpc
 import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL
 
+from bench.harness import (
+    DEFAULT_URL,
+    loopback_server,
+    percentile_ms,
+    scheduler_process,
+    scratch_database,
+)
 from gpupool.v1 import agents_pb2, agents_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from scheduler.app import channel_ready
 from scheduler.fleetfile import SimulatedNode, parse_fleet
 from scheduler.simfleet import register_request
-from scheduler.store.database import libpq_url, normalise_url
+from scheduler.store.database import libpq_url
 
-DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
-LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 HELD_PER_CLIENT = 4
 WARMUP_SECONDS = 3.0
 PG_SECONDS = 5.0
@@ -359,54 +359,6 @@ def register_fleet(address: str, nodes: list[SimulatedNode], beats: Heartbeats,
     return time.perf_counter() - started, retries
 
 
-@contextmanager
-def scratch_database(server: URL) -> Iterator[str]:
-    """CREATE a gpupool_bench_<random> database; DROP it (FORCE) on the way out."""
-    name = f"gpupool_bench_{uuid.uuid4().hex[:8]}"
-    admin = libpq_url(server.render_as_string(hide_password=False))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
-            conn.execute(drop.format(sql.Identifier(name)))
-
-
-@contextmanager
-def scheduler_process(
-    database_url: str, liveness: bool, console: Console
-) -> Iterator[tuple[int, str]]:
-    """`gpupool serve` on a free loopback port; SIGTERM (then SIGKILL) on exit."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
-    with tempfile.TemporaryFile() as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "scheduler.cli.main", "serve", "--listen", address]
-            if liveness
-            else [sys.executable, "-c", NO_LIVENESS_SERVER, address],
-            env={**os.environ, "GPUPOOL_DATABASE_URL": database_url},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            with console.status("starting the scheduler (migrations first)…"):
-                if not channel_ready(address, timeout=90):
-                    log.seek(0)
-                    console.print(log.read()[-3000:].decode(errors="replace"))
-                    raise SystemExit("the scheduler did not come up")
-            yield server.pid, address
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait(timeout=10)
-
-
 def py_spy(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes]:
     """py-spy record of the scheduler: per thread (-t) so the allocator stands out,
     and without pausing it (--nonblocking): blocking sampling halves throughput here."""
@@ -417,11 +369,6 @@ def py_spy(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-
-
-def percentile_ms(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else math.nan
 
 
 def plot(path: str, stats: Stats) -> None:
@@ -449,7 +396,8 @@ def run(args: argparse.Namespace, server: URL, console: Console) -> tuple[dict[s
     nodes = parse_fleet(fleet_document())
     gpus = sum(len(n.gpus) for n in nodes)
     with scratch_database(server) as bench_url:
-        with scheduler_process(bench_url, not args.no_liveness, console) as (pid, address):
+        command = None if not args.no_liveness else [sys.executable, "-c", NO_LIVENESS_SERVER]
+        with scheduler_process(bench_url, console, command) as (pid, address, _log):
             console.print(f"scheduler pid {pid} on {address}")
             every = math.inf if args.no_liveness else args.heartbeat_every
             with closing(Heartbeats(address, every)) as beats:
@@ -527,9 +475,7 @@ def main() -> None:
     parser.add_argument("--profile", metavar="FILE", help="py-spy record (.svg, else raw)")
     args = parser.parse_args()
     console = Console(stderr=True)
-    server = make_url(normalise_url(args.database_url))
-    if (server.host or "127.0.0.1") not in LOOPBACK:
-        raise SystemExit("this benchmark only talks to a PostgreSQL on 127.0.0.1")
+    server = loopback_server(args.database_url)
     summary, churn = run(args, server, console)
     if args.plot:
         plot(args.plot, churn)
