@@ -1,7 +1,7 @@
 """Agent streams at scale: N simulated node agents on Agents.Connect against
 one scheduler process, with the scheduler's CPU, threads and memory.
 
-Run: python bench/agents_scale.py [--agents 1000] [--processes 4] [--seconds 30]
+Run: python -m bench.agents_scale [--agents 1000] [--processes 4] [--seconds 30]
         [--interval 2.0] [--database-url URL] [--plot FILE.png]
 Uses (and drops) a fresh database gpupool_bench_<random> and a `gpupool serve`
 on a free loopback port. Phases: connect (in waves), steady state (CPU and
