@@ -75,6 +75,7 @@ class Allocator:
         self._stale_nodes: set[str] = set()
         self._stale_lock = threading.Lock()
         self._maybe_pending = True
+        self._maybe_reserved = True
         self._pass_queued = threading.Event()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="allocator", daemon=True)
@@ -139,6 +140,7 @@ class Allocator:
     def mark_stale(self, pending_may_exist: bool = True) -> None:
         """The fleet changed elsewhere: reload the snapshot before the next batch."""
         self._stale = True
+        self._maybe_reserved = True  # another replica may have started a preemption
         if pending_may_exist:
             self._maybe_pending = True
 
@@ -236,6 +238,7 @@ class Allocator:
                     now=self._clock.now(),
                     is_leader=self._is_leader(),
                     maybe_pending=self._maybe_pending,
+                    maybe_reserved=self._maybe_reserved,
                 )
                 apply_releases(batch, _of(commands, cmd.Release))
                 apply_requeues(batch, _of(commands, cmd.Requeue))
@@ -261,6 +264,7 @@ class Allocator:
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._maybe_pending = batch.maybe_pending
+        self._maybe_reserved = batch.maybe_reserved
         for command in commands:
             result = batch.results.get(id(command))
             if isinstance(result, BaseException):

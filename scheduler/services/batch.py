@@ -37,6 +37,7 @@ class Batch:
     now: datetime
     is_leader: bool
     maybe_pending: bool  # the pending queue may hold something (a hint)
+    maybe_reserved: bool = True  # victims may be checkpointing for someone (a hint)
     new_rows: list[dict[str, Any]] = field(default_factory=list)
     new_claims: list[tuple[str, Claim]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -83,10 +84,13 @@ class Batch:
     def reserve_node(self, node: str, allocation_id: str, priority: int) -> None:
         """Preemption just started on `node` to make room for this allocation."""
         self._reservations().setdefault(node, {})[allocation_id] = priority
+        self.maybe_reserved = True
 
     def _reservations(self) -> dict[str, dict[str, int]]:
         if self._reserved is None:
-            self._reserved = store.reserved_nodes(self.conn)
+            # Most batches run with no preemption in flight: skip the query then.
+            self._reserved = store.reserved_nodes(self.conn) if self.maybe_reserved else {}
+            self.maybe_reserved = bool(self._reserved)
         return self._reserved
 
     def event(
