@@ -25,10 +25,13 @@ class RunningAllocation:
 
 def gpus_held(claims: Iterable[Claim]) -> float:
     """GPU-equivalents: a whole GPU 1, a fraction milli/1000, a MIG slice compute/7."""
-    return sum(
-        c.milli / 1000 if c.mig_profile is None else c.mig_compute / MIG_COMPUTE_SLICES
-        for c in claims
-    )
+    milli = slices = 0
+    for claim in claims:  # a plain loop: this runs for every eligible allocation per decision
+        if claim.mig_profile is None:
+            milli += claim.milli
+        else:
+            slices += claim.mig_compute
+    return milli / 1000 + slices / MIG_COMPUTE_SLICES
 
 
 def lost_work(allocation: RunningAllocation, now: float) -> float:

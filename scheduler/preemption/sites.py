@@ -41,23 +41,29 @@ class Site:
     open: Callable[[], OpenSite]  # deferred: most sites are never opened
 
 
-def can_host(snapshot: FleetSnapshot, request: PlacementRequest) -> Callable[[GpuView], bool]:
-    """place()'s filters that no preemption changes: health, cordon, model, MIG mode, profile."""
-    allowed = request.gpu_models
+def usable_gpus(snapshot: FleetSnapshot, request: PlacementRequest) -> set[int]:
+    """GPUs passing place()'s filters that no preemption changes.
+
+    Those are health, cordon, model, MIG mode and (for MIG) the profile.
+    """
+    allowed = request.gpu_models or snapshot.structure.models
     demand = request.demand
-    profile = demand.profile if isinstance(demand, MigDemand) else None
-    nodes = snapshot.nodes
-
-    def check(gpu: GpuView) -> bool:
-        if not gpu.healthy or gpu.mig_enabled != (profile is not None):
-            return False
-        if allowed and gpu.model not in allowed:
-            return False
-        if profile is not None and profile_for(gpu.model, profile) is None:
-            return False
-        return nodes[gpu.node].schedulable
-
-    return check
+    if not isinstance(demand, MigDemand):
+        return {
+            gpu.id
+            for node in snapshot.nodes.values()
+            if node.schedulable
+            for gpu in node.gpus
+            if gpu.healthy and not gpu.mig_enabled and gpu.model in allowed
+        }
+    models = {m for m in allowed if profile_for(m, demand.profile) is not None}
+    return {
+        gpu.id
+        for node in snapshot.nodes.values()
+        if node.schedulable
+        for gpu in node.gpus
+        if gpu.healthy and gpu.mig_enabled and gpu.model in models
+    }
 
 
 def may_fit_now(snapshot: FleetSnapshot, request: PlacementRequest) -> bool:
@@ -95,7 +101,7 @@ def find_sites(
 ) -> list[Site]:
     """The sites that clearing eligible holders might open.
 
-    `holdings` must hold only GPUs that pass can_host(). A site that fits with
+    `holdings` must hold only GPUs in usable_gpus(). A site that fits with
     no victim at all is not listed: place() would have found it.
     """
     demand = request.demand
@@ -126,27 +132,37 @@ Ranker = Callable[[Iterable[int]], _Ranked]
 def _whole_sites(
     snapshot: FleetSnapshot, count: int, holdings: Holdings, costs: Sequence[float], rank: Ranker
 ) -> list[Site]:
-    groups: dict[tuple[str, str], list[int]] = {}
+    # Per (node, model): the GPUs that clearing eligible holders would empty, and
+    # what clearing each alone costs.
+    groups: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    gpus = snapshot.gpus
     for gpu_id, held in holdings.items():
-        gpu = snapshot.gpus[gpu_id]
+        gpu = gpus[gpu_id]
+        if len(held) == 1:  # the common case: one whole-GPU claim
+            index, claim = held[0]
+            milli, memory, cost = claim.milli, claim.memory_mib, costs[index]
+        else:
+            milli = sum(c.milli for _, c in held)
+            memory = sum(c.memory_mib for _, c in held)
+            cost = sum(costs[i] for i in {i for i, _ in held})
         # Only a GPU whose every user is eligible can be emptied.
-        if sum(c.milli for _, c in held) == gpu.used_milli and (
-            sum(c.memory_mib for _, c in held) == gpu.used_memory_mib
-        ):
-            groups.setdefault((gpu.node, gpu.model), []).append(gpu_id)
+        if milli == gpu.used_milli and memory == gpu.used_memory_mib:
+            ids, gpu_costs = groups.setdefault((gpu.node, gpu.model), ([], []))
+            ids.append(gpu_id)
+            gpu_costs.append(cost)
     sites: list[Site] = []
-    for (node, model), gpu_ids in groups.items():
+    for (node, model), (ids, gpu_costs) in groups.items():
         need = count - snapshot.free_whole_gpus(model, node)
-        if need <= 0 or len(gpu_ids) < need:
+        if need <= 0 or len(ids) < need:
             continue
-        users = [{i for i, _ in holdings[g]} for g in gpu_ids]
         # Any `need` GPUs cost at least the dearest of them alone.
-        lower_bound = sorted(sum(costs[i] for i in u) for u in users)[need - 1]
-        sites.append(Site(lower_bound, partial(_open_whole, users, need, rank)))
+        lower_bound = min(gpu_costs) if need == 1 else sorted(gpu_costs)[need - 1]
+        sites.append(Site(lower_bound, partial(_open_whole, holdings, ids, need, rank)))
     return sites
 
 
-def _open_whole(users: list[set[int]], need: int, rank: Ranker) -> OpenSite:
+def _open_whole(holdings: Holdings, gpu_ids: list[int], need: int, rank: Ranker) -> OpenSite:
+    users = [{i for i, _ in holdings[g]} for g in gpu_ids]
     ranked = rank(set().union(*users))
     masks = tuple(sum(ranked.bit[i] for i in u) for u in users)
     return OpenSite(ranked.holders, partial(_enough_gpus, masks, need))
@@ -226,7 +242,7 @@ def _mig_sites(
     for gpu_id, held in holdings.items():
         gpu = snapshot.gpus[gpu_id]
         profile = profile_for(gpu.model, demand.profile)
-        assert profile is not None  # can_host() checked
+        assert profile is not None  # usable_gpus() checked
         # Whether clearing every holder is enough is left to the search (it asks first).
         lower_bound = min(costs[i] for i, _ in held)
         sites.append(Site(lower_bound, partial(_open_mig, gpu, profile, held, rank)))

@@ -23,7 +23,7 @@ from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import Placement, PlacementConfig, place
 from scheduler.preemption.cheapest import cheapest_subset
 from scheduler.preemption.running import RunningAllocation, is_eligible, lost_work
-from scheduler.preemption.sites import Holding, can_host, find_sites, may_fit_now
+from scheduler.preemption.sites import Holding, find_sites, may_fit_now, usable_gpus
 
 DEFAULT_CONFIG = PlacementConfig()
 
@@ -103,13 +103,12 @@ def choose_victims_naive(
         return VictimChoice((), outcome.placement, 0.0)
     if outcome.unschedulable:
         return None
-    hosts = can_host(snapshot, request)
+    usable = usable_gpus(snapshot, request)
     order = sorted(
         (
             a
             for a in running
-            if is_eligible(a, request.priority, now)
-            and any(hosts(snapshot.gpus[c.gpu_id]) for c in a.claims)
+            if is_eligible(a, request.priority, now) and any(c.gpu_id in usable for c in a.claims)
         ),
         key=lambda a: (a.priority, -a.started_at, a.id),
     )
@@ -136,9 +135,7 @@ def _eligible_holdings(
 
     The holdings are by GPU id and name allocations by their index in the first list.
     """
-    hosts = can_host(snapshot, request)
-    gpus = snapshot.gpus
-    usable: dict[int, bool] = {}
+    usable = usable_gpus(snapshot, request)
     pool: list[RunningAllocation] = []
     holdings: dict[int, list[Holding]] = {}
     for allocation in running:
@@ -146,10 +143,7 @@ def _eligible_holdings(
             continue
         index = len(pool)
         for claim in allocation.claims:
-            ok = usable.get(claim.gpu_id)
-            if ok is None:
-                ok = usable[claim.gpu_id] = hosts(gpus[claim.gpu_id])
-            if ok:
+            if claim.gpu_id in usable:
                 holdings.setdefault(claim.gpu_id, []).append((index, claim))
                 if len(pool) == index:
                     pool.append(allocation)
