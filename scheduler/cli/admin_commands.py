@@ -162,31 +162,28 @@ def gpus(state: CliContext, node_name: str) -> None:
     state.show(found, lambda: render.gpus_table(found))
 
 
-@click.command()
-@click.argument("name")
-@pass_state
-def cordon(state: CliContext, name: str) -> None:
-    """Stop new work landing on a node; existing work stays."""
-    result = state.client().cordon_node(name)
-    state.say(result, render.node_action_line(result))
+def _node_action_command(name: str, help_text: str, action: str) -> click.Command:
+    """cordon / uncordon / drain: one node, one Admin call, one line out."""
+
+    @click.command(name, help=help_text)
+    @click.argument("node_name", metavar="NAME")
+    @pass_state
+    def command(state: CliContext, node_name: str) -> None:
+        result = getattr(state.client(), action)(node_name)
+        state.say(result, render.node_action_line(result))
+
+    return command
 
 
-@click.command()
-@click.argument("name")
-@pass_state
-def uncordon(state: CliContext, name: str) -> None:
-    """Let new work land on a node again."""
-    result = state.client().uncordon_node(name)
-    state.say(result, render.node_action_line(result))
-
-
-@click.command()
-@click.argument("name")
-@pass_state
-def drain(state: CliContext, name: str) -> None:
-    """Cordon a node and mark it draining; it shows as drained once empty."""
-    result = state.client().drain_node(name)
-    state.say(result, render.node_action_line(result))
+cordon = _node_action_command(
+    "cordon", "Stop new work landing on a node; existing work stays.", "cordon_node"
+)
+uncordon = _node_action_command("uncordon", "Let new work land on a node again.", "uncordon_node")
+drain = _node_action_command(
+    "drain",
+    "No new work on a node; its allocations move elsewhere; it shows drained once empty.",
+    "drain_node",
+)
 
 
 @click.command()

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from scheduler.domain.priorities import (
@@ -16,6 +16,7 @@ from scheduler.domain.quotas import is_borrowing, is_entitled
 from scheduler.domain.requests import PlacementRequest
 from scheduler.preemption import RunningAllocation, choose_victims
 from scheduler.services.batch import Batch
+from scheduler.services.revoking import ask_to_checkpoint
 from scheduler.store import allocations as store
 
 
@@ -62,28 +63,12 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
     if choice is None or not choice.victims:
         return None
     victims = store.lock_allocations(batch.conn, list(choice.victims))
+    reason = f"making room for {row['priority_class']} allocation {row['id']}"
     updates = []
     for victim in victims.values():
         grace = PRIORITY_CLASSES[victim["priority_class"]].grace_s
-        deadline = batch.now + timedelta(seconds=grace)
-        message = (
-            f"checkpoint and acknowledge by {deadline.isoformat()}: "
-            f"making room for {row['priority_class']} allocation {row['id']}"
-        )
-        batch.event(victim, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
-        batch.touched_nodes.add(victim["node"])
+        updates.append(ask_to_checkpoint(batch, victim, grace, row["id"], reason))
         batch.reserve_node(victim["node"], row["id"], request.priority)
-        updates.append(
-            {
-                "b_id": victim["id"],
-                "state": "preempting",
-                "preemption_deadline": deadline,
-                "preempted_for": row["id"],
-                "message": message,
-                "updated_at": batch.now,
-                "event_count": victim["event_count"],
-            }
-        )
     store.apply_updates(batch.conn, updates)
     lost = f"{choice.lost_gpu_seconds:.0f} GPU-seconds of work since their checkpoints"
     return f"preempting {len(victims)} lower-priority allocation(s) ({lost})"

@@ -100,6 +100,27 @@ def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
     _write(batch, updates)
 
 
+def ask_to_checkpoint(
+    batch: Batch, row: dict[str, Any], grace_s: float, preempted_for: str, reason: str
+) -> dict[str, Any]:
+    """Turn one victim preempting: its holder is told to checkpoint by the
+    deadline. Returns the row update; its claims stay until revocation."""
+    deadline = batch.now + timedelta(seconds=grace_s)
+    message = f"checkpoint and acknowledge by {deadline.isoformat()}: {reason}"
+    row["state"] = "preempting"
+    batch.event(row, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
+    batch.touched_nodes.add(row["node"])
+    return {
+        "b_id": row["id"],
+        "state": "preempting",
+        "preemption_deadline": deadline,
+        "preempted_for": preempted_for,
+        "message": message,
+        "updated_at": batch.now,
+        "event_count": row["event_count"],
+    }
+
+
 def apply_preempts(batch: Batch, preempts: Sequence[Preempt]) -> None:
     """Victims turn preempting: their holders are told to checkpoint by the
     deadline; their claims stay until they acknowledge or the deadline ends."""
@@ -109,7 +130,6 @@ def apply_preempts(batch: Batch, preempts: Sequence[Preempt]) -> None:
     updates: list[dict[str, Any]] = []
     for command in preempts:
         count = 0
-        deadline = batch.now + timedelta(seconds=command.grace_s)
         for allocation_id in command.allocation_ids:
             row = rows.get(allocation_id)
             if row is None:
@@ -117,21 +137,11 @@ def apply_preempts(batch: Batch, preempts: Sequence[Preempt]) -> None:
                 break
             if row["state"] not in RUNNING_STATES:
                 continue
-            row["state"] = "preempting"
-            message = f"checkpoint and acknowledge by {deadline.isoformat()}: {command.reason}"
-            batch.event(row, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
             updates.append(
-                {
-                    "b_id": allocation_id,
-                    "state": "preempting",
-                    "preemption_deadline": deadline,
-                    "preempted_for": command.preempted_for,
-                    "message": message,
-                    "updated_at": batch.now,
-                    "event_count": row["event_count"],
-                }
+                ask_to_checkpoint(
+                    batch, row, command.grace_s, command.preempted_for, command.reason
+                )
             )
-            batch.touched_nodes.add(row["node"])
             count += 1
         batch.results.setdefault(id(command), count)
     _write(batch, updates)

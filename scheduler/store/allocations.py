@@ -290,16 +290,6 @@ def record_checkpoint(
     return dict(row) if row else None
 
 
-def count_pending(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            select(func.count())
-            .select_from(allocations_t)
-            .where(allocations_t.c.state == "pending")
-        ).scalar_one()
-    )
-
-
 def running_below(conn: Connection, priority: int, classes: Sequence[str]) -> list[dict[str, Any]]:
     """Placed allocations of lower priority in these (preemptible) classes,
     each with its live claims under "claims"."""
