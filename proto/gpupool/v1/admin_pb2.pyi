@@ -8,6 +8,67 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListModelsRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ModelPlacement(_message.Message):
+    __slots__ = ("node", "gpu_uuid", "tier", "standby")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    gpu_uuid: str
+    tier: _types_pb2.ResidencyTier
+    standby: bool
+    def __init__(self, node: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., tier: _Optional[_Union[_types_pb2.ResidencyTier, str]] = ..., standby: _Optional[bool] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("model", "size_bytes", "placements", "cold_start_seconds")
+    class ColdStartSecondsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    size_bytes: int
+    placements: _containers.RepeatedCompositeFieldContainer[ModelPlacement]
+    cold_start_seconds: _containers.ScalarMap[str, float]
+    def __init__(self, model: _Optional[str] = ..., size_bytes: _Optional[int] = ..., placements: _Optional[_Iterable[_Union[ModelPlacement, _Mapping]]] = ..., cold_start_seconds: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class WorkerLogsRequest(_message.Message):
+    __slots__ = ("allocation_id", "rank", "tail_bytes", "follow")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    rank: int
+    tail_bytes: int
+    follow: bool
+    def __init__(self, allocation_id: _Optional[str] = ..., rank: _Optional[int] = ..., tail_bytes: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+
+class WorkerLogsChunk(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
 class InterruptNodeRequest(_message.Message):
     __slots__ = ("name", "in_seconds")
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -116,6 +116,16 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/gpupool.v1.Admin/ListModels',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.WorkerLogs = channel.unary_stream(
+                '/gpupool.v1.Admin/WorkerLogs',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsChunk.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -229,6 +239,20 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """Where each model is warm, and what a cold start would cost elsewhere.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WorkerLogs(self, request, context):
+        """A worker's log, relayed from its node agent; with follow, until cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -311,6 +335,16 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.InterruptNode,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.InterruptNodeResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListModelsRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'WorkerLogs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WorkerLogs,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -746,6 +780,60 @@ class Admin:
             '/gpupool.v1.Admin/InterruptNode',
             gpupool_dot_v1_dot_admin__pb2.InterruptNodeRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.InterruptNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/ListModels',
+            gpupool_dot_v1_dot_admin__pb2.ListModelsRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WorkerLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gpupool.v1.Admin/WorkerLogs',
+            gpupool_dot_v1_dot_admin__pb2.WorkerLogsRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.WorkerLogsChunk.FromString,
             options,
             channel_credentials,
             insecure,

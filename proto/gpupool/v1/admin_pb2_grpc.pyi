@@ -65,6 +65,10 @@ class AdminStub:
     """A spot interruption notice: cordon the node and ask everything on it to
     checkpoint within the notice; it is requeued elsewhere.
     """
+    ListModels: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListModelsRequest, _admin_pb2.ListModelsResponse]
+    """Where each model is warm, and what a cold start would cost elsewhere."""
+    WorkerLogs: _grpc.UnaryStreamMultiCallable[_admin_pb2.WorkerLogsRequest, _admin_pb2.WorkerLogsChunk]
+    """A worker's log, relayed from its node agent; with follow, until cancelled."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -102,6 +106,10 @@ class AdminAsyncStub(AdminStub):
     """A spot interruption notice: cordon the node and ask everything on it to
     checkpoint within the notice; it is requeued elsewhere.
     """
+    ListModels: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListModelsRequest, _admin_pb2.ListModelsResponse]  # type: ignore[assignment]
+    """Where each model is warm, and what a cold start would cost elsewhere."""
+    WorkerLogs: _aio.UnaryStreamMultiCallable[_admin_pb2.WorkerLogsRequest, _admin_pb2.WorkerLogsChunk]  # type: ignore[assignment]
+    """A worker's log, relayed from its node agent; with follow, until cancelled."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -232,5 +240,21 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         """A spot interruption notice: cordon the node and ask everything on it to
         checkpoint within the notice; it is requeued elsewhere.
         """
+
+    @_abc_1.abstractmethod
+    def ListModels(
+        self,
+        request: _admin_pb2.ListModelsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListModelsResponse, _abc.Awaitable[_admin_pb2.ListModelsResponse]]:
+        """Where each model is warm, and what a cold start would cost elsewhere."""
+
+    @_abc_1.abstractmethod
+    def WorkerLogs(
+        self,
+        request: _admin_pb2.WorkerLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.WorkerLogsChunk], _abc.AsyncIterator[_admin_pb2.WorkerLogsChunk]]:
+        """A worker's log, relayed from its node agent; with follow, until cancelled."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -33,12 +33,16 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[_types_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "health")
+    __slots__ = ("node", "health", "residency", "residency_reported")
     NODE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    RESIDENCY_FIELD_NUMBER: _ClassVar[int]
+    RESIDENCY_REPORTED_FIELD_NUMBER: _ClassVar[int]
     node: str
     health: _containers.RepeatedCompositeFieldContainer[GpuHealthReport]
-    def __init__(self, node: _Optional[str] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ...) -> None: ...
+    residency: _containers.RepeatedCompositeFieldContainer[_types_pb2.ModelResidency]
+    residency_reported: bool
+    def __init__(self, node: _Optional[str] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ..., residency: _Optional[_Iterable[_Union[_types_pb2.ModelResidency, _Mapping]]] = ..., residency_reported: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("state",)
@@ -67,18 +71,52 @@ class GpuHealthReport(_message.Message):
     def __init__(self, uuid: _Optional[str] = ..., health: _Optional[_Union[_types_pb2.GpuHealth, str]] = ..., reasons: _Optional[_Iterable[str]] = ..., temperature_c: _Optional[float] = ..., power_mw: _Optional[int] = ..., utilization_pct: _Optional[int] = ..., memory_used_mib: _Optional[int] = ..., recent_xids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AgentHello(_message.Message):
-    __slots__ = ("node", "health", "running_allocation_ids", "agent_version", "simulated")
+    __slots__ = ("node", "health", "running_allocation_ids", "agent_version", "simulated", "residency", "workers")
     NODE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     RUNNING_ALLOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
     AGENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     SIMULATED_FIELD_NUMBER: _ClassVar[int]
+    RESIDENCY_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     node: RegisterNodeRequest
     health: _containers.RepeatedCompositeFieldContainer[GpuHealthReport]
     running_allocation_ids: _containers.RepeatedScalarFieldContainer[str]
     agent_version: str
     simulated: bool
-    def __init__(self, node: _Optional[_Union[RegisterNodeRequest, _Mapping]] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ..., running_allocation_ids: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., simulated: _Optional[bool] = ...) -> None: ...
+    residency: _containers.RepeatedCompositeFieldContainer[_types_pb2.ModelResidency]
+    workers: _containers.RepeatedCompositeFieldContainer[_types_pb2.WorkerStatus]
+    def __init__(self, node: _Optional[_Union[RegisterNodeRequest, _Mapping]] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ..., running_allocation_ids: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., simulated: _Optional[bool] = ..., residency: _Optional[_Iterable[_Union[_types_pb2.ModelResidency, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[_types_pb2.WorkerStatus, _Mapping]]] = ...) -> None: ...
+
+class WorkerReport(_message.Message):
+    __slots__ = ("workers",)
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    workers: _containers.RepeatedCompositeFieldContainer[_types_pb2.WorkerStatus]
+    def __init__(self, workers: _Optional[_Iterable[_Union[_types_pb2.WorkerStatus, _Mapping]]] = ...) -> None: ...
+
+class MigDeviceReport(_message.Message):
+    __slots__ = ("allocation_id", "gpu_uuid", "mig_start", "mig_device_uuid")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    MIG_START_FIELD_NUMBER: _ClassVar[int]
+    MIG_DEVICE_UUID_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    gpu_uuid: str
+    mig_start: int
+    mig_device_uuid: str
+    def __init__(self, allocation_id: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., mig_start: _Optional[int] = ..., mig_device_uuid: _Optional[str] = ...) -> None: ...
+
+class LogChunk(_message.Message):
+    __slots__ = ("request_id", "data", "eof", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EOF_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    data: bytes
+    eof: bool
+    error: str
+    def __init__(self, request_id: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
 class ObservedAllocations(_message.Message):
     __slots__ = ("running_allocation_ids",)
@@ -93,16 +131,22 @@ class InterruptionNotice(_message.Message):
     def __init__(self, in_seconds: _Optional[int] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "observed", "interruption")
+    __slots__ = ("hello", "heartbeat", "observed", "interruption", "workers", "mig_device", "log_chunk")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
     INTERRUPTION_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    MIG_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
     hello: AgentHello
     heartbeat: HeartbeatRequest
     observed: ObservedAllocations
     interruption: InterruptionNotice
-    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ...) -> None: ...
+    workers: WorkerReport
+    mig_device: MigDeviceReport
+    log_chunk: LogChunk
+    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ..., workers: _Optional[_Union[WorkerReport, _Mapping]] = ..., mig_device: _Optional[_Union[MigDeviceReport, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms")
@@ -116,6 +160,22 @@ class DesiredState(_message.Message):
     heartbeat_interval_ms: int
     def __init__(self, node: _Optional[str] = ..., node_state: _Optional[_Union[_types_pb2.NodeState, str]] = ..., allocations: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
 
+class LogRequest(_message.Message):
+    __slots__ = ("request_id", "allocation_id", "rank", "tail_bytes", "follow", "cancel")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    TAIL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    allocation_id: str
+    rank: int
+    tail_bytes: int
+    follow: bool
+    cancel: bool
+    def __init__(self, request_id: _Optional[str] = ..., allocation_id: _Optional[str] = ..., rank: _Optional[int] = ..., tail_bytes: _Optional[int] = ..., follow: _Optional[bool] = ..., cancel: _Optional[bool] = ...) -> None: ...
+
 class FaultCommand(_message.Message):
     __slots__ = ("gpu_index", "fault", "clear")
     GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -127,9 +187,11 @@ class FaultCommand(_message.Message):
     def __init__(self, gpu_index: _Optional[int] = ..., fault: _Optional[str] = ..., clear: _Optional[bool] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
-    __slots__ = ("desired", "fault")
+    __slots__ = ("desired", "fault", "log_request")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
+    LOG_REQUEST_FIELD_NUMBER: _ClassVar[int]
     desired: DesiredState
     fault: FaultCommand
-    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., fault: _Optional[_Union[FaultCommand, _Mapping]] = ...) -> None: ...
+    log_request: LogRequest
+    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., fault: _Optional[_Union[FaultCommand, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ...) -> None: ...

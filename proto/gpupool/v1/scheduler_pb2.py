@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gpupool.v1 import types_pb2 as gpupool_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agpupool/v1/scheduler.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"E\n\x14\x41\x63kPreemptionRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"C\n\x15\x41\x63kPreemptionResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"H\n\x17ReportCheckpointRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"F\n\x18ReportCheckpointResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\xd4\x03\n\x0f\x41llocateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x05whole\x18\x03 \x01(\x0b\x32\x15.gpupool.v1.WholeGpusH\x00\x12-\n\x08\x66raction\x18\x04 \x01(\x0b\x32\x19.gpupool.v1.FractionalGpuH\x00\x12#\n\x03mig\x18\x05 \x01(\x0b\x32\x14.gpupool.v1.MigSliceH\x00\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x16\n\x0epriority_class\x18\x07 \x01(\t\x12\x31\n\x0eworkload_class\x18\x08 \x01(\x0e\x32\x19.gpupool.v1.WorkloadClass\x12\r\n\x05model\x18\t \x01(\t\x12\x37\n\x06labels\x18\n \x03(\x0b\x32\'.gpupool.v1.AllocateRequest.LabelsEntry\x12\x0f\n\x07no_wait\x18\x0b \x01(\x08\x12-\n\non_failure\x18\x0c \x01(\x0e\x32\x19.gpupool.v1.FailurePolicy\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tresources\">\n\x10\x41llocateResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\'\n\x0eReleaseRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"=\n\x0fReleaseResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"-\n\x14GetAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"C\n\x15GetAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\x89\x01\n\x16ListAllocationsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.gpupool.v1.AllocationState\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x17ListAllocationsResponse\x12+\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x16WatchAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"q\n\x17WatchAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.gpupool.v1.AllocationEvent2\xdb\x04\n\tScheduler\x12\x45\n\x08\x41llocate\x12\x1b.gpupool.v1.AllocateRequest\x1a\x1c.gpupool.v1.AllocateResponse\x12\x42\n\x07Release\x12\x1a.gpupool.v1.ReleaseRequest\x1a\x1b.gpupool.v1.ReleaseResponse\x12T\n\rGetAllocation\x12 .gpupool.v1.GetAllocationRequest\x1a!.gpupool.v1.GetAllocationResponse\x12Z\n\x0fListAllocations\x12\".gpupool.v1.ListAllocationsRequest\x1a#.gpupool.v1.ListAllocationsResponse\x12\\\n\x0fWatchAllocation\x12\".gpupool.v1.WatchAllocationRequest\x1a#.gpupool.v1.WatchAllocationResponse0\x01\x12T\n\rAckPreemption\x12 .gpupool.v1.AckPreemptionRequest\x1a!.gpupool.v1.AckPreemptionResponse\x12]\n\x10ReportCheckpoint\x12#.gpupool.v1.ReportCheckpointRequest\x1a$.gpupool.v1.ReportCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agpupool/v1/scheduler.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"E\n\x14\x41\x63kPreemptionRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"C\n\x15\x41\x63kPreemptionResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"H\n\x17ReportCheckpointRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"F\n\x18ReportCheckpointResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\xd3\x04\n\x0f\x41llocateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x05whole\x18\x03 \x01(\x0b\x32\x15.gpupool.v1.WholeGpusH\x00\x12-\n\x08\x66raction\x18\x04 \x01(\x0b\x32\x19.gpupool.v1.FractionalGpuH\x00\x12#\n\x03mig\x18\x05 \x01(\x0b\x32\x14.gpupool.v1.MigSliceH\x00\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x16\n\x0epriority_class\x18\x07 \x01(\t\x12\x31\n\x0eworkload_class\x18\x08 \x01(\x0e\x32\x19.gpupool.v1.WorkloadClass\x12\r\n\x05model\x18\t \x01(\t\x12\x37\n\x06labels\x18\n \x03(\x0b\x32\'.gpupool.v1.AllocateRequest.LabelsEntry\x12\x0f\n\x07no_wait\x18\x0b \x01(\x08\x12-\n\non_failure\x18\x0c \x01(\x0e\x32\x19.gpupool.v1.FailurePolicy\x12*\n\x06layout\x18\r \x01(\x0b\x32\x1a.gpupool.v1.ParallelLayout\x12)\n\nmodel_spec\x18\x0e \x01(\x0b\x32\x15.gpupool.v1.ModelSpec\x12&\n\x06worker\x18\x0f \x01(\x0b\x32\x16.gpupool.v1.WorkerSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tresources\">\n\x10\x41llocateResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\'\n\x0eReleaseRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"=\n\x0fReleaseResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"-\n\x14GetAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"C\n\x15GetAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\x89\x01\n\x16ListAllocationsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.gpupool.v1.AllocationState\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x17ListAllocationsResponse\x12+\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x16WatchAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"q\n\x17WatchAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.gpupool.v1.AllocationEvent2\xdb\x04\n\tScheduler\x12\x45\n\x08\x41llocate\x12\x1b.gpupool.v1.AllocateRequest\x1a\x1c.gpupool.v1.AllocateResponse\x12\x42\n\x07Release\x12\x1a.gpupool.v1.ReleaseRequest\x1a\x1b.gpupool.v1.ReleaseResponse\x12T\n\rGetAllocation\x12 .gpupool.v1.GetAllocationRequest\x1a!.gpupool.v1.GetAllocationResponse\x12Z\n\x0fListAllocations\x12\".gpupool.v1.ListAllocationsRequest\x1a#.gpupool.v1.ListAllocationsResponse\x12\\\n\x0fWatchAllocation\x12\".gpupool.v1.WatchAllocationRequest\x1a#.gpupool.v1.WatchAllocationResponse0\x01\x12T\n\rAckPreemption\x12 .gpupool.v1.AckPreemptionRequest\x1a!.gpupool.v1.AckPreemptionResponse\x12]\n\x10ReportCheckpoint\x12#.gpupool.v1.ReportCheckpointRequest\x1a$.gpupool.v1.ReportCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,27 +43,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPORTCHECKPOINTRESPONSE']._serialized_start=280
   _globals['_REPORTCHECKPOINTRESPONSE']._serialized_end=350
   _globals['_ALLOCATEREQUEST']._serialized_start=353
-  _globals['_ALLOCATEREQUEST']._serialized_end=821
-  _globals['_ALLOCATEREQUEST_LABELSENTRY']._serialized_start=763
-  _globals['_ALLOCATEREQUEST_LABELSENTRY']._serialized_end=808
-  _globals['_ALLOCATERESPONSE']._serialized_start=823
-  _globals['_ALLOCATERESPONSE']._serialized_end=885
-  _globals['_RELEASEREQUEST']._serialized_start=887
-  _globals['_RELEASEREQUEST']._serialized_end=926
-  _globals['_RELEASERESPONSE']._serialized_start=928
-  _globals['_RELEASERESPONSE']._serialized_end=989
-  _globals['_GETALLOCATIONREQUEST']._serialized_start=991
-  _globals['_GETALLOCATIONREQUEST']._serialized_end=1036
-  _globals['_GETALLOCATIONRESPONSE']._serialized_start=1038
-  _globals['_GETALLOCATIONRESPONSE']._serialized_end=1105
-  _globals['_LISTALLOCATIONSREQUEST']._serialized_start=1108
-  _globals['_LISTALLOCATIONSREQUEST']._serialized_end=1245
-  _globals['_LISTALLOCATIONSRESPONSE']._serialized_start=1247
-  _globals['_LISTALLOCATIONSRESPONSE']._serialized_end=1342
-  _globals['_WATCHALLOCATIONREQUEST']._serialized_start=1344
-  _globals['_WATCHALLOCATIONREQUEST']._serialized_end=1391
-  _globals['_WATCHALLOCATIONRESPONSE']._serialized_start=1393
-  _globals['_WATCHALLOCATIONRESPONSE']._serialized_end=1506
-  _globals['_SCHEDULER']._serialized_start=1509
-  _globals['_SCHEDULER']._serialized_end=2112
+  _globals['_ALLOCATEREQUEST']._serialized_end=948
+  _globals['_ALLOCATEREQUEST_LABELSENTRY']._serialized_start=890
+  _globals['_ALLOCATEREQUEST_LABELSENTRY']._serialized_end=935
+  _globals['_ALLOCATERESPONSE']._serialized_start=950
+  _globals['_ALLOCATERESPONSE']._serialized_end=1012
+  _globals['_RELEASEREQUEST']._serialized_start=1014
+  _globals['_RELEASEREQUEST']._serialized_end=1053
+  _globals['_RELEASERESPONSE']._serialized_start=1055
+  _globals['_RELEASERESPONSE']._serialized_end=1116
+  _globals['_GETALLOCATIONREQUEST']._serialized_start=1118
+  _globals['_GETALLOCATIONREQUEST']._serialized_end=1163
+  _globals['_GETALLOCATIONRESPONSE']._serialized_start=1165
+  _globals['_GETALLOCATIONRESPONSE']._serialized_end=1232
+  _globals['_LISTALLOCATIONSREQUEST']._serialized_start=1235
+  _globals['_LISTALLOCATIONSREQUEST']._serialized_end=1372
+  _globals['_LISTALLOCATIONSRESPONSE']._serialized_start=1374
+  _globals['_LISTALLOCATIONSRESPONSE']._serialized_end=1469
+  _globals['_WATCHALLOCATIONREQUEST']._serialized_start=1471
+  _globals['_WATCHALLOCATIONREQUEST']._serialized_end=1518
+  _globals['_WATCHALLOCATIONRESPONSE']._serialized_start=1520
+  _globals['_WATCHALLOCATIONRESPONSE']._serialized_end=1633
+  _globals['_SCHEDULER']._serialized_start=1636
+  _globals['_SCHEDULER']._serialized_end=2239
 # @@protoc_insertion_point(module_scope)

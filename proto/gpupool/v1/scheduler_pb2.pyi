@@ -36,7 +36,7 @@ class ReportCheckpointResponse(_message.Message):
     def __init__(self, allocation: _Optional[_Union[_types_pb2.Allocation, _Mapping]] = ...) -> None: ...
 
 class AllocateRequest(_message.Message):
-    __slots__ = ("tenant", "request_id", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "no_wait", "on_failure")
+    __slots__ = ("tenant", "request_id", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "no_wait", "on_failure", "layout", "model_spec", "worker")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -56,6 +56,9 @@ class AllocateRequest(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     NO_WAIT_FIELD_NUMBER: _ClassVar[int]
     ON_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     request_id: str
     whole: _types_pb2.WholeGpus
@@ -68,7 +71,10 @@ class AllocateRequest(_message.Message):
     labels: _containers.ScalarMap[str, str]
     no_wait: bool
     on_failure: _types_pb2.FailurePolicy
-    def __init__(self, tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., whole: _Optional[_Union[_types_pb2.WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[_types_pb2.FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[_types_pb2.MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., no_wait: _Optional[bool] = ..., on_failure: _Optional[_Union[_types_pb2.FailurePolicy, str]] = ...) -> None: ...
+    layout: _types_pb2.ParallelLayout
+    model_spec: _types_pb2.ModelSpec
+    worker: _types_pb2.WorkerSpec
+    def __init__(self, tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., whole: _Optional[_Union[_types_pb2.WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[_types_pb2.FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[_types_pb2.MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., no_wait: _Optional[bool] = ..., on_failure: _Optional[_Union[_types_pb2.FailurePolicy, str]] = ..., layout: _Optional[_Union[_types_pb2.ParallelLayout, _Mapping]] = ..., model_spec: _Optional[_Union[_types_pb2.ModelSpec, _Mapping]] = ..., worker: _Optional[_Union[_types_pb2.WorkerSpec, _Mapping]] = ...) -> None: ...
 
 class AllocateResponse(_message.Message):
     __slots__ = ("allocation",)

@@ -50,6 +50,24 @@ class GpuHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     GPU_HEALTH_HEALTHY: _ClassVar[GpuHealth]
     GPU_HEALTH_DEGRADED: _ClassVar[GpuHealth]
     GPU_HEALTH_UNHEALTHY: _ClassVar[GpuHealth]
+
+class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
+    WORKER_STATE_STARTING: _ClassVar[WorkerState]
+    WORKER_STATE_READY: _ClassVar[WorkerState]
+    WORKER_STATE_RESTARTING: _ClassVar[WorkerState]
+    WORKER_STATE_EXITED: _ClassVar[WorkerState]
+    WORKER_STATE_FAILED: _ClassVar[WorkerState]
+    WORKER_STATE_STOPPED: _ClassVar[WorkerState]
+    WORKER_STATE_CHECKPOINTING: _ClassVar[WorkerState]
+
+class ResidencyTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESIDENCY_TIER_UNSPECIFIED: _ClassVar[ResidencyTier]
+    RESIDENCY_TIER_GPU: _ClassVar[ResidencyTier]
+    RESIDENCY_TIER_HOST_RAM: _ClassVar[ResidencyTier]
+    RESIDENCY_TIER_LOCAL_DISK: _ClassVar[ResidencyTier]
 WORKLOAD_CLASS_UNSPECIFIED: WorkloadClass
 WORKLOAD_CLASS_LATENCY_CRITICAL: WorkloadClass
 WORKLOAD_CLASS_THROUGHPUT: WorkloadClass
@@ -76,6 +94,18 @@ GPU_HEALTH_UNSPECIFIED: GpuHealth
 GPU_HEALTH_HEALTHY: GpuHealth
 GPU_HEALTH_DEGRADED: GpuHealth
 GPU_HEALTH_UNHEALTHY: GpuHealth
+WORKER_STATE_UNSPECIFIED: WorkerState
+WORKER_STATE_STARTING: WorkerState
+WORKER_STATE_READY: WorkerState
+WORKER_STATE_RESTARTING: WorkerState
+WORKER_STATE_EXITED: WorkerState
+WORKER_STATE_FAILED: WorkerState
+WORKER_STATE_STOPPED: WorkerState
+WORKER_STATE_CHECKPOINTING: WorkerState
+RESIDENCY_TIER_UNSPECIFIED: ResidencyTier
+RESIDENCY_TIER_GPU: ResidencyTier
+RESIDENCY_TIER_HOST_RAM: ResidencyTier
+RESIDENCY_TIER_LOCAL_DISK: ResidencyTier
 
 class WholeGpus(_message.Message):
     __slots__ = ("count",)
@@ -98,7 +128,7 @@ class MigSlice(_message.Message):
     def __init__(self, profile: _Optional[str] = ...) -> None: ...
 
 class GpuBinding(_message.Message):
-    __slots__ = ("node", "gpu_uuid", "gpu_index", "gpu_model", "milli_gpu", "memory_mib", "mig_profile", "mig_start", "mig_size", "mig_memory_mib")
+    __slots__ = ("node", "gpu_uuid", "gpu_index", "gpu_model", "milli_gpu", "memory_mib", "mig_profile", "mig_start", "mig_size", "mig_memory_mib", "rank", "mig_device_uuid")
     NODE_FIELD_NUMBER: _ClassVar[int]
     GPU_UUID_FIELD_NUMBER: _ClassVar[int]
     GPU_INDEX_FIELD_NUMBER: _ClassVar[int]
@@ -109,6 +139,8 @@ class GpuBinding(_message.Message):
     MIG_START_FIELD_NUMBER: _ClassVar[int]
     MIG_SIZE_FIELD_NUMBER: _ClassVar[int]
     MIG_MEMORY_MIB_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    MIG_DEVICE_UUID_FIELD_NUMBER: _ClassVar[int]
     node: str
     gpu_uuid: str
     gpu_index: int
@@ -119,7 +151,121 @@ class GpuBinding(_message.Message):
     mig_start: int
     mig_size: int
     mig_memory_mib: int
-    def __init__(self, node: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., gpu_index: _Optional[int] = ..., gpu_model: _Optional[str] = ..., milli_gpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., mig_profile: _Optional[str] = ..., mig_start: _Optional[int] = ..., mig_size: _Optional[int] = ..., mig_memory_mib: _Optional[int] = ...) -> None: ...
+    rank: int
+    mig_device_uuid: str
+    def __init__(self, node: _Optional[str] = ..., gpu_uuid: _Optional[str] = ..., gpu_index: _Optional[int] = ..., gpu_model: _Optional[str] = ..., milli_gpu: _Optional[int] = ..., memory_mib: _Optional[int] = ..., mig_profile: _Optional[str] = ..., mig_start: _Optional[int] = ..., mig_size: _Optional[int] = ..., mig_memory_mib: _Optional[int] = ..., rank: _Optional[int] = ..., mig_device_uuid: _Optional[str] = ...) -> None: ...
+
+class ParallelLayout(_message.Message):
+    __slots__ = ("tp", "pp", "ep", "cp", "replicas")
+    TP_FIELD_NUMBER: _ClassVar[int]
+    PP_FIELD_NUMBER: _ClassVar[int]
+    EP_FIELD_NUMBER: _ClassVar[int]
+    CP_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    tp: int
+    pp: int
+    ep: int
+    cp: int
+    replicas: int
+    def __init__(self, tp: _Optional[int] = ..., pp: _Optional[int] = ..., ep: _Optional[int] = ..., cp: _Optional[int] = ..., replicas: _Optional[int] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("name", "params_billion", "dtype", "context_tokens", "concurrent_sequences", "memory_utilization")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_BILLION_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENT_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    params_billion: float
+    dtype: str
+    context_tokens: int
+    concurrent_sequences: int
+    memory_utilization: float
+    def __init__(self, name: _Optional[str] = ..., params_billion: _Optional[float] = ..., dtype: _Optional[str] = ..., context_tokens: _Optional[int] = ..., concurrent_sequences: _Optional[int] = ..., memory_utilization: _Optional[float] = ...) -> None: ...
+
+class LayoutChoice(_message.Message):
+    __slots__ = ("gpu_model", "tp", "weights_mib", "kv_cache_mib", "explanation")
+    GPU_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TP_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_MIB_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_MIB_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
+    gpu_model: str
+    tp: int
+    weights_mib: int
+    kv_cache_mib: int
+    explanation: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, gpu_model: _Optional[str] = ..., tp: _Optional[int] = ..., weights_mib: _Optional[int] = ..., kv_cache_mib: _Optional[int] = ..., explanation: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WorkerSpec(_message.Message):
+    __slots__ = ("template", "args", "env")
+    class ArgsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class EnvEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_FIELD_NUMBER: _ClassVar[int]
+    ENV_FIELD_NUMBER: _ClassVar[int]
+    template: str
+    args: _containers.ScalarMap[str, str]
+    env: _containers.ScalarMap[str, str]
+    def __init__(self, template: _Optional[str] = ..., args: _Optional[_Mapping[str, str]] = ..., env: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class Rendezvous(_message.Message):
+    __slots__ = ("master_addr", "master_port")
+    MASTER_ADDR_FIELD_NUMBER: _ClassVar[int]
+    MASTER_PORT_FIELD_NUMBER: _ClassVar[int]
+    master_addr: str
+    master_port: int
+    def __init__(self, master_addr: _Optional[str] = ..., master_port: _Optional[int] = ...) -> None: ...
+
+class WorkerStatus(_message.Message):
+    __slots__ = ("allocation_id", "rank", "node", "state", "pid", "exit_code", "reason", "restarts", "updated_at")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    EXIT_CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    rank: int
+    node: str
+    state: WorkerState
+    pid: int
+    exit_code: int
+    reason: str
+    restarts: int
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, allocation_id: _Optional[str] = ..., rank: _Optional[int] = ..., node: _Optional[str] = ..., state: _Optional[_Union[WorkerState, str]] = ..., pid: _Optional[int] = ..., exit_code: _Optional[int] = ..., reason: _Optional[str] = ..., restarts: _Optional[int] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ModelResidency(_message.Message):
+    __slots__ = ("model", "tier", "gpu_uuid", "standby", "size_bytes")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    GPU_UUID_FIELD_NUMBER: _ClassVar[int]
+    STANDBY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    tier: ResidencyTier
+    gpu_uuid: str
+    standby: bool
+    size_bytes: int
+    def __init__(self, model: _Optional[str] = ..., tier: _Optional[_Union[ResidencyTier, str]] = ..., gpu_uuid: _Optional[str] = ..., standby: _Optional[bool] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class PendingReason(_message.Message):
     __slots__ = ("plugin", "reason", "count")
@@ -148,7 +294,7 @@ class AllocationEvent(_message.Message):
     def __init__(self, seq: _Optional[int] = ..., state: _Optional[_Union[AllocationState, str]] = ..., message: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Allocation(_message.Message):
-    __slots__ = ("id", "tenant", "request_id", "state", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "bindings", "pending_reasons", "unschedulable", "created_at", "updated_at", "events", "message", "on_failure", "checkpoint_uri", "last_checkpoint_at", "resume_from", "preemption_deadline", "preempted_for", "preemption_count")
+    __slots__ = ("id", "tenant", "request_id", "state", "whole", "fraction", "mig", "gpu_models", "priority_class", "workload_class", "model", "labels", "bindings", "pending_reasons", "unschedulable", "created_at", "updated_at", "events", "message", "on_failure", "checkpoint_uri", "last_checkpoint_at", "resume_from", "preemption_deadline", "preempted_for", "preemption_count", "layout", "model_spec", "layout_choice", "worker", "rendezvous", "workers")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +328,12 @@ class Allocation(_message.Message):
     PREEMPTION_DEADLINE_FIELD_NUMBER: _ClassVar[int]
     PREEMPTED_FOR_FIELD_NUMBER: _ClassVar[int]
     PREEMPTION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_SPEC_FIELD_NUMBER: _ClassVar[int]
+    LAYOUT_CHOICE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    RENDEZVOUS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
     id: str
     tenant: str
     request_id: str
@@ -208,7 +360,13 @@ class Allocation(_message.Message):
     preemption_deadline: _timestamp_pb2.Timestamp
     preempted_for: str
     preemption_count: int
-    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[AllocationState, str]] = ..., whole: _Optional[_Union[WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ..., pending_reasons: _Optional[_Iterable[_Union[PendingReason, _Mapping]]] = ..., unschedulable: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[AllocationEvent, _Mapping]]] = ..., message: _Optional[str] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ..., checkpoint_uri: _Optional[str] = ..., last_checkpoint_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resume_from: _Optional[str] = ..., preemption_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preempted_for: _Optional[str] = ..., preemption_count: _Optional[int] = ...) -> None: ...
+    layout: ParallelLayout
+    model_spec: ModelSpec
+    layout_choice: LayoutChoice
+    worker: WorkerSpec
+    rendezvous: Rendezvous
+    workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
+    def __init__(self, id: _Optional[str] = ..., tenant: _Optional[str] = ..., request_id: _Optional[str] = ..., state: _Optional[_Union[AllocationState, str]] = ..., whole: _Optional[_Union[WholeGpus, _Mapping]] = ..., fraction: _Optional[_Union[FractionalGpu, _Mapping]] = ..., mig: _Optional[_Union[MigSlice, _Mapping]] = ..., gpu_models: _Optional[_Iterable[str]] = ..., priority_class: _Optional[str] = ..., workload_class: _Optional[_Union[WorkloadClass, str]] = ..., model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., bindings: _Optional[_Iterable[_Union[GpuBinding, _Mapping]]] = ..., pending_reasons: _Optional[_Iterable[_Union[PendingReason, _Mapping]]] = ..., unschedulable: _Optional[bool] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., events: _Optional[_Iterable[_Union[AllocationEvent, _Mapping]]] = ..., message: _Optional[str] = ..., on_failure: _Optional[_Union[FailurePolicy, str]] = ..., checkpoint_uri: _Optional[str] = ..., last_checkpoint_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., resume_from: _Optional[str] = ..., preemption_deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., preempted_for: _Optional[str] = ..., preemption_count: _Optional[int] = ..., layout: _Optional[_Union[ParallelLayout, _Mapping]] = ..., model_spec: _Optional[_Union[ModelSpec, _Mapping]] = ..., layout_choice: _Optional[_Union[LayoutChoice, _Mapping]] = ..., worker: _Optional[_Union[WorkerSpec, _Mapping]] = ..., rendezvous: _Optional[_Union[Rendezvous, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ...) -> None: ...
 
 class MigInstance(_message.Message):
     __slots__ = ("profile", "start", "size", "allocation_id")
