@@ -12,6 +12,7 @@ from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE, GpuModel
 from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.layout import ParallelLayout, layout_from_degrees
 from scheduler.domain.mig import MigInstance, render_slot_map
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
@@ -88,8 +89,17 @@ def allocation_state_name(value: types_pb2.AllocationState) -> str:
     return ALLOCATION_STATES[value]
 
 
-def _demand(request: scheduler_pb2.AllocateRequest) -> Demand:
+def _layout(request: scheduler_pb2.AllocateRequest) -> ParallelLayout | None:
+    if not request.HasField("layout"):
+        return None
+    wire = request.layout
+    return layout_from_degrees(wire.tp, wire.pp, wire.ep, wire.cp, wire.replicas)
+
+
+def _demand(request: scheduler_pb2.AllocateRequest, layout: ParallelLayout | None) -> Demand:
     which = request.WhichOneof("resources")
+    if which is None and layout is not None:
+        return WholeDemand(count=layout.world_size)
     if which == "whole":
         return WholeDemand(count=request.whole.count)
     if which == "fraction":
@@ -106,10 +116,12 @@ def allocation_spec(request: scheduler_pb2.AllocateRequest) -> AllocationSpec:
         raise InvalidArgument(f"unknown workload_class {request.workload_class}")
     if request.on_failure not in _FAILURE_POLICIES:
         raise InvalidArgument(f"unknown on_failure policy {request.on_failure}")
+    layout = _layout(request)
     return AllocationSpec(
         tenant=request.tenant,
         request_id=request.request_id,
-        demand=_demand(request),
+        demand=_demand(request, layout),
+        layout=layout,
         gpu_models=tuple(dict.fromkeys(request.gpu_models)),
         priority_class=request.priority_class or DEFAULT_PRIORITY_CLASS,
         workload_class=_WORKLOAD_CLASSES[request.workload_class],
@@ -159,6 +171,8 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         preempted_for=record.preempted_for,
         preemption_count=record.preemption_count,
     )
+    if record.layout:
+        message.layout.CopyFrom(types_pb2.ParallelLayout(**record.layout))
     if record.kind == "whole":
         message.whole.count = record.gpu_count
     elif record.kind == "fraction":

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
 from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.layout import MAX_WORLD_SIZE, ParallelLayout
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
 from scheduler.domain.requests import (
     Demand,
@@ -50,6 +51,7 @@ class AllocationSpec:
     labels: dict[str, str] = field(default_factory=dict)
     no_wait: bool = False
     on_failure: str = "requeue"  # or "fail": what a GPU/node failure or drain does
+    layout: ParallelLayout | None = None  # whole GPUs only; demand.count is its world size
 
     @property
     def priority(self) -> int:
@@ -69,12 +71,13 @@ class AllocationSpec:
             gpu_models=frozenset(self.gpu_models),
             workload_class=self.workload_class,
             priority=self.priority,
+            layout=self.layout,
         )
 
     def body_hash(self) -> str:
         """Digest of everything but the idempotency key and no_wait: a retry
         must carry the same body to get the first answer back."""
-        body = {
+        body: dict[str, object] = {
             "demand": [type(self.demand).__name__, *vars(self.demand).values()],
             "gpu_models": sorted(self.gpu_models),
             "priority_class": self.priority_class,
@@ -83,6 +86,8 @@ class AllocationSpec:
             "labels": sorted(self.labels.items()),
             "on_failure": self.on_failure,
         }
+        if self.layout is not None:  # absent before layouts existed: old digests still match
+            body["layout"] = self.layout.as_dict()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -108,7 +113,25 @@ def validate_spec(spec: AllocationSpec) -> None:
         if name not in CATALOGUE:
             known = ", ".join(CATALOGUE)
             raise InvalidArgument(f"unknown GPU model {name!r} in gpu_models (known: {known})")
-    _validate_demand(spec.demand, spec.gpu_models)
+    if spec.layout is not None:
+        _validate_layout(spec.layout, spec.demand)
+    else:
+        _validate_demand(spec.demand, spec.gpu_models)
+
+
+def _validate_layout(layout: ParallelLayout, demand: Demand) -> None:
+    if not isinstance(demand, WholeDemand):
+        raise InvalidArgument(
+            "a parallel layout needs whole GPUs (one per rank), not a fraction or MIG slice"
+        )
+    layout.validate()
+    if demand.count != layout.world_size:
+        raise InvalidArgument(
+            f"whole.count {demand.count} differs from the layout's world size "
+            f"tp×cp×pp×replicas = {layout.world_size}; leave whole.count unset or make them equal"
+        )
+    if layout.world_size > MAX_WORLD_SIZE:
+        raise InvalidArgument(f"layout world size {layout.world_size} exceeds {MAX_WORLD_SIZE}")
 
 
 def _validate_labels(labels: dict[str, str]) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from scheduler.domain.layout import ParallelLayout
+
 
 @dataclass(frozen=True)
 class WholeDemand:
@@ -36,3 +38,5 @@ class PlacementRequest:
     priority: int = 0
     # Nodes held for higher-priority work whose victims are still checkpointing.
     avoid_nodes: frozenset[str] = frozenset()
+    # Whole GPUs only: place the ranks of this layout (demand.count is its world size).
+    layout: ParallelLayout | None = None

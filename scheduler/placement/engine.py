@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scheduler.domain.catalogue import MigProfile
 from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.mig import best_start, candidate_masks, profile_for, room_score
 from scheduler.domain.requests import (
     Demand,
@@ -23,6 +24,7 @@ from scheduler.domain.requests import (
     WholeDemand,
 )
 from scheduler.placement.explain import explain
+from scheduler.placement.gang import layout_unschedulable, plan_layout
 from scheduler.placement.nvlink import choose_gpus
 from scheduler.placement.pipeline import (
     Pipeline,
@@ -43,9 +45,15 @@ class Rejection:
 
 @dataclass(frozen=True)
 class Placement:
-    node: str
-    claims: tuple[Claim, ...]
+    node: str  # rank 0's node
+    claims: tuple[Claim, ...]  # rank order
     score: float
+    # Every node the placement spans, rank 0's first; empty means just `node`.
+    spans: tuple[str, ...] = ()
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return self.spans or (self.node,)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,8 @@ def place(
     snapshot: FleetSnapshot, request: PlacementRequest, config: PlacementConfig = PlacementConfig()
 ) -> PlacementOutcome:
     """The best placement for `request` on `snapshot`, or why there is none. Never mutates."""
+    if request.layout is not None:
+        return _place_layout(snapshot, request, request.layout)
     ctx = CycleContext(snapshot, request)
     pipeline = pipeline_for(request.demand)
     limit = max(1, config.feasible_to_score)
@@ -83,6 +93,34 @@ def place(
         return PlacementOutcome(None, reasons, unschedulable)
     best, score = _best(ctx, pipeline, options, config.score_weights)
     return PlacementOutcome(Placement(best.node.name, _claims(request.demand, best), score))
+
+
+def _place_layout(
+    snapshot: FleetSnapshot, request: PlacementRequest, layout: ParallelLayout
+) -> PlacementOutcome:
+    """A gang: every rank a whole GPU, units inside NVLink domains (gang.py)."""
+    unit = layout.domain_unit
+    ctx = CycleContext(snapshot, replace(request, demand=WholeDemand(unit)))
+    pipeline = pipeline_for(WholeDemand(unit))
+    plan, fitting = plan_layout(ctx, pipeline, layout)
+    if plan is not None:
+        claims = tuple(Claim(g.id, milli=1000, memory_mib=g.memory_mib) for g in plan.gpus)
+        # One node scores 100; every extra node a gang spans costs locality.
+        score = 100.0 / len(plan.nodes)
+        return PlacementOutcome(Placement(plan.nodes[0], claims, score, plan.nodes))
+    why = layout_unschedulable(ctx, layout)
+    if why is not None:
+        return PlacementOutcome(None, (Rejection("Unschedulable", why, 0),), unschedulable=True)
+    needed = layout.world_size // unit
+    shortfall = Rejection(
+        "GangLayout",
+        f"layout {layout.describe()} needs {needed} group(s) of {unit} idle GPUs of one "
+        f"model inside one NVLink domain each; {fitting} fit now",
+        needed - fitting,
+    )
+    tally, _ = explain(ctx, pipeline)
+    others = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
+    return PlacementOutcome(None, (shortfall, *others))
 
 
 def _best(

@@ -116,10 +116,10 @@ class Batch:
         )
         self.changed_ids.append(row["id"])
 
-    def reserve(self, allocation_id: str, node: str, claims: Sequence[Claim]) -> None:
+    def reserve(self, allocation_id: str, claims: Sequence[Claim]) -> None:
         self.snapshot.reserve(claims)
         self.new_claims.extend((allocation_id, c) for c in claims)
-        self.touched_nodes.add(node)
+        self.touched_nodes.update(self.snapshot.gpus[c.gpu_id].node for c in claims)
 
     def freed(self, claims: Sequence[Claim]) -> None:
         if not claims:
@@ -131,7 +131,7 @@ class Batch:
     def bindings(self, claims: Sequence[Claim]) -> list[dict[str, Any]]:
         """What the allocation record keeps of its claims, also after release."""
         bindings = []
-        for claim in claims:
+        for rank, claim in enumerate(claims):
             gpu = self.snapshot.gpus[claim.gpu_id]
             profile = CATALOGUE[gpu.model].mig_profile(claim.mig_profile or "")
             bindings.append(
@@ -146,6 +146,7 @@ class Batch:
                     "mig_start": claim.mig_start or 0,
                     "mig_size": claim.mig_size,
                     "mig_memory_mib": profile.memory_mib if profile else 0,
+                    "rank": rank,
                 }
             )
         return bindings

@@ -64,8 +64,8 @@ def _placed_columns(
     batch: Batch, row: dict[str, Any], placement: Placement, after_wait: bool
 ) -> dict[str, Any]:
     """Reserve the placement and return the columns a placed row gets."""
-    batch.reserve(row["id"], placement.node, placement.claims)
-    message = f"placed on {placement.node}"
+    batch.reserve(row["id"], placement.claims)
+    message = f"placed on {', '.join(placement.nodes)}"
     if after_wait:
         message += " after waiting"
     if row.get("resume_from"):
@@ -75,6 +75,7 @@ def _placed_columns(
         "state": "placed",
         "bindings": batch.bindings(placement.claims),
         "node": placement.node,
+        "nodes": list(placement.nodes),
         "pending_reasons": [],
         "unschedulable": False,
         "message": message,
@@ -103,10 +104,12 @@ def _new_row(batch: Batch, spec: AllocationSpec, digest: str) -> dict[str, Any]:
         "model": spec.model,
         "labels": dict(spec.labels),
         "on_failure": spec.on_failure,
+        "layout": spec.layout.as_dict() if spec.layout else None,
         "pending_reasons": [],
         "unschedulable": False,
         "bindings": [],
         "node": "",
+        "nodes": [],
         "message": "",
         "placed_at": None,
         "created_at": batch.now,

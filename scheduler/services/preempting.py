@@ -68,7 +68,8 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
     for victim in victims.values():
         grace = PRIORITY_CLASSES[victim["priority_class"]].grace_s
         updates.append(ask_to_checkpoint(batch, victim, grace, row["id"], reason))
-        batch.reserve_node(victim["node"], row["id"], request.priority)
+        for node in victim["nodes"] or [victim["node"]]:
+            batch.reserve_node(node, row["id"], request.priority)
     store.apply_updates(batch.conn, updates)
     lost = f"{choice.lost_gpu_seconds:.0f} GPU-seconds of work since their checkpoints"
     return f"preempting {len(victims)} lower-priority allocation(s) ({lost})"

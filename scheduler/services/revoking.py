@@ -86,6 +86,7 @@ def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
                     "b_id": allocation_id,
                     "state": state,
                     "node": "",
+                    "nodes": [],
                     "message": message,
                     "updated_at": batch.now,
                     "preemption_deadline": None,
@@ -109,7 +110,7 @@ def ask_to_checkpoint(
     message = f"checkpoint and acknowledge by {deadline.isoformat()}: {reason}"
     row["state"] = "preempting"
     batch.event(row, "preempting", "PREEMPTION_REQUESTED", message, deadline=deadline)
-    batch.touched_nodes.add(row["node"])
+    batch.touched_nodes.update(row["nodes"] or [row["node"]])
     return {
         "b_id": row["id"],
         "state": "preempting",
@@ -173,6 +174,7 @@ def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
         columns: dict[str, Any] = {
             "state": "pending",
             "node": "",
+            "nodes": [],
             "resume_from": checkpoint,
             "checkpoint_uri": checkpoint,
             "preemption_deadline": None,

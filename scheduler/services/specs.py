@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
 
 
@@ -28,4 +29,5 @@ def spec_from_row(row: Mapping[str, Any]) -> AllocationSpec:
         model=row["model"],
         labels=dict(row["labels"]),
         on_failure=row["on_failure"],
+        layout=ParallelLayout(**row["layout"]) if row.get("layout") else None,
     )

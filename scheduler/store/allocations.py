@@ -254,7 +254,7 @@ def list_allocations(
     if state:
         query = query.where(allocations_t.c.state == state)
     if node:
-        query = query.where(allocations_t.c.node == node)
+        query = query.where(allocations_t.c.nodes.contains([node]))
     if page_token:
         created, last_id = _decode_token(page_token)
         query = query.where(
@@ -335,8 +335,9 @@ def reserved_nodes(conn: Connection) -> dict[str, dict[str, int]]:
     """Nodes where victims are checkpointing: node -> {pending request they
     make room for: its priority}."""
     preemptor = allocations_t.alias("preemptor")
+    victim_node = func.unnest(allocations_t.c.nodes).label("node")
     rows = conn.execute(
-        select(allocations_t.c.node, preemptor.c.id, preemptor.c.priority)
+        select(victim_node, preemptor.c.id, preemptor.c.priority)
         .join(preemptor, preemptor.c.id == allocations_t.c.preempted_for)
         .where(allocations_t.c.state == "preempting")
         .where(preemptor.c.state == "pending")

@@ -129,7 +129,7 @@ def active_allocations_on_gpus(conn: Connection, gpu_ids: list[int]) -> list[str
 def active_allocations_on_node(conn: Connection, node: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         select(allocations_t)
-        .where(allocations_t.c.node == node)
+        .where(allocations_t.c.nodes.contains([node]))
         .where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
         .order_by(allocations_t.c.created_at)
     ).mappings()

@@ -28,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -123,6 +123,7 @@ class AllocationRow(Base):
         CheckConstraint("on_failure IN ('requeue', 'fail')", name="on_failure"),
         Index("ix_allocations_queue", "state", text("priority DESC"), "queue_seq"),
         Index("ix_allocations_tenant_created", "tenant", "created_at"),
+        Index("ix_allocations_nodes", "nodes", postgresql_using="gin"),
         Index(
             "ix_allocations_preempting_deadline",
             "preemption_deadline",
@@ -153,7 +154,13 @@ class AllocationRow(Base):
     """The GPUs held while placed, kept after release as history (live claims are gpu_claims)."""
     message: Mapped[str] = mapped_column(Text, default="")
     node: Mapped[str] = mapped_column(String(253), default="", index=True)
-    """The node of the current (or last) placement; empty while never placed."""
+    """Rank 0's node of the current (or last) placement; empty while never placed."""
+    nodes: Mapped[list[str]] = mapped_column(
+        ARRAY(String(253)), default=list, server_default=text("'{}'::varchar[]")
+    )
+    """Every node the current placement spans, rank 0's first; empty while not placed."""
+    layout: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    """Whole GPUs only: {tp, pp, ep, cp, replicas}; bindings are in rank order."""
     queue_seq: Mapped[int] = mapped_column(BigInteger, Identity())
     """Arrival order; pending allocations are placed by (priority desc, queue_seq)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -58,6 +58,8 @@ class AllocationRecord(_FromMapping):
     preemption_deadline: datetime | None = None
     preempted_for: str = ""
     preemption_count: int = 0
+    nodes: list[str] = field(default_factory=list)
+    layout: dict[str, int] | None = None
     events: tuple[AllocationEvent, ...] = ()
 
 

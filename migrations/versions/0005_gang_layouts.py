@@ -1,0 +1,37 @@
+"""Gang layouts: an allocation's parallel layout and every node it spans.
+
+Revision ID: 0005
+Revises: 0004
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision = "0005"
+down_revision = "0004"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("allocations", sa.Column("layout", postgresql.JSONB(), nullable=True))
+    op.add_column(
+        "allocations",
+        sa.Column(
+            "nodes",
+            postgresql.ARRAY(sa.String(length=253)),
+            server_default=sa.text("'{}'::varchar[]"),
+            nullable=False,
+        ),
+    )
+    op.execute("UPDATE allocations SET nodes = ARRAY[node] WHERE node <> ''")
+    op.create_index("ix_allocations_nodes", "allocations", ["nodes"], postgresql_using="gin")
+
+
+def downgrade() -> None:
+    op.drop_index("ix_allocations_nodes", table_name="allocations")
+    op.drop_column("allocations", "nodes")
+    op.drop_column("allocations", "layout")

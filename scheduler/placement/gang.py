@@ -1,0 +1,208 @@
+"""Placing a parallel layout: whole GPUs for every rank of a gang, all or nothing.
+
+The rules (see scheduler/domain/layout.py for rank order):
+- each TP group, or EP group when ep > tp (a "unit" of consecutive ranks),
+  sits in one NVLink domain: a node, or the nodes that share an
+  `nvlink-domain` label value other than "node" (an NVL72 rack);
+- a replica's units stay close: the same domain as the previous unit, else
+  the same rack, else the same zone (PP stages and CP rings cross nodes
+  only when they must);
+- a replica's first unit prefers a domain that holds the whole replica, then
+  failure domains (zone, rack, node) no earlier replica of the gang uses;
+- among equals, the domain with the fewest free GPUs (best fit);
+- all ranks on one GPU model, trying each allowed model and keeping the plan
+  that spans the fewest nodes.
+The plan is computed on copies of the free lists; nothing is reserved here.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from scheduler.domain.fleet import GpuView, NodeView
+from scheduler.domain.layout import ParallelLayout
+from scheduler.placement.nvlink import choose_gpus
+from scheduler.placement.pipeline import Pipeline, node_rejection, passing_gpus
+from scheduler.placement.plugins import CycleContext
+
+NVLINK_DOMAIN_LABEL = "nvlink-domain"
+RACK_LABEL = "rack"
+ZONE_LABEL = "zone"
+
+
+def domain_key(node: NodeView) -> str:
+    """Nodes with the same key share NVLink; "node" or no label: the node alone."""
+    label = node.labels.get(NVLINK_DOMAIN_LABEL, "")
+    return node.name if label in ("", "node") else f"nvlink:{label}"
+
+
+@dataclass
+class _Domain:
+    key: str
+    # Node name -> eligible idle GPUs of the model being planned, mutated while planning.
+    free: dict[str, list[GpuView]] = field(default_factory=dict)
+    nodes: dict[str, NodeView] = field(default_factory=dict)
+
+    @property
+    def free_count(self) -> int:
+        return sum(len(gpus) for gpus in self.free.values())
+
+    def labels(self, name: str) -> set[str]:
+        return {n.labels.get(name, f"?{n.name}") for n in self.nodes.values()}
+
+
+@dataclass(frozen=True)
+class LayoutPlan:
+    model: str
+    gpus: tuple[GpuView, ...]  # rank order
+    nodes: tuple[str, ...]  # distinct, rank 0's node first
+
+    @property
+    def cost(self) -> tuple[int, str]:
+        return len(self.nodes), self.model
+
+
+def plan_layout(
+    ctx: CycleContext, pipeline: Pipeline, layout: ParallelLayout
+) -> tuple[LayoutPlan | None, int]:
+    """The best plan over the allowed models, and the most units any model could take now."""
+    best: LayoutPlan | None = None
+    most_units = 0
+    for model in ctx.models:
+        domains = _eligible_domains(ctx, pipeline, model)
+        unit = layout.domain_unit
+        capacity = sum(d.free_count // unit for d in domains)
+        most_units = max(most_units, capacity)
+        if capacity < layout.world_size // unit:
+            continue
+        plan = _plan_model(model, domains, layout)
+        if plan is not None and (best is None or plan.cost < best.cost):
+            best = plan
+    return best, most_units
+
+
+def layout_unschedulable(ctx: CycleContext, layout: ParallelLayout) -> str | None:
+    """Why no state of this fleet could hold the layout (all GPUs idle and healthy)."""
+    unit = layout.domain_unit
+    needed = layout.world_size // unit
+    most = 0
+    for model in ctx.models:
+        per_domain: Counter[str] = Counter()
+        for node in ctx.snapshot.nodes.values():
+            per_domain[domain_key(node)] += sum(
+                1 for g in node.gpus if g.model == model and not g.mig_enabled
+            )
+        most = max(most, sum(count // unit for count in per_domain.values()))
+    if most >= needed:
+        return None
+    return (
+        f"unschedulable: layout {layout.describe()} needs {needed} group(s) of {unit} GPUs "
+        f"of one model inside one NVLink domain each; this fleet has room for {most}"
+    )
+
+
+def _eligible_domains(ctx: CycleContext, pipeline: Pipeline, model: str) -> list[_Domain]:
+    domains: dict[str, _Domain] = {}
+    for node in ctx.snapshot.nodes.values():
+        if node_rejection(ctx, pipeline, node) is not None:
+            continue
+        free = passing_gpus(ctx, pipeline, [g for g in node.gpus if g.model == model])
+        if not free:
+            continue
+        domain = domains.setdefault(domain_key(node), _Domain(domain_key(node)))
+        domain.free[node.name] = free
+        domain.nodes[node.name] = node
+    return sorted(domains.values(), key=lambda d: d.key)
+
+
+def _plan_model(model: str, domains: list[_Domain], layout: ParallelLayout) -> LayoutPlan | None:
+    unit = layout.domain_unit
+    units_per_replica = layout.replica_size // unit
+    ranks: list[GpuView] = []
+    # Failure domains taken by earlier replicas: zone, rack and node values.
+    used_by_replicas: Counter[str] = Counter()
+    for _ in range(layout.replicas):
+        previous: _Domain | None = None
+        replica_nodes: set[str] = set()
+        for index in range(units_per_replica):
+            remaining = (units_per_replica - index) * unit
+            candidates = [d for d in domains if d.free_count >= unit]
+            if not candidates:
+                return None
+            if previous is None:
+                chosen = min(
+                    candidates,
+                    key=lambda d: (
+                        d.free_count < remaining,  # holds the whole replica
+                        _spread_penalty(d, used_by_replicas),
+                        d.free_count,
+                        d.key,
+                    ),
+                )
+            else:
+                racks, zones = previous.labels(RACK_LABEL), previous.labels(ZONE_LABEL)
+                chosen = min(
+                    candidates,
+                    key=lambda d: (
+                        d is not previous,
+                        not (d.labels(RACK_LABEL) & racks),
+                        not (d.labels(ZONE_LABEL) & zones),
+                        d.free_count < remaining,
+                        d.free_count,
+                        d.key,
+                    ),
+                )
+            gpus = _take(chosen, unit)
+            ranks.extend(gpus)
+            replica_nodes.update(g.node for g in gpus)
+            previous = chosen
+        for name in replica_nodes:
+            node = next(d.nodes[name] for d in domains if name in d.nodes)
+            used_by_replicas.update(
+                {
+                    f"zone={node.labels.get(ZONE_LABEL, '')}",
+                    f"rack={node.labels.get(RACK_LABEL, '')}",
+                    f"node={name}",
+                }
+            )
+    nodes = tuple(dict.fromkeys(g.node for g in ranks))
+    return LayoutPlan(model, tuple(ranks), nodes)
+
+
+def _spread_penalty(domain: _Domain, used: Counter[str]) -> tuple[int, int, int]:
+    """How often earlier replicas used this domain's zone, rack and node (fewer is better)."""
+    if not used:
+        return 0, 0, 0
+    zone = sum(used[f"zone={n.labels.get(ZONE_LABEL, '')}"] for n in domain.nodes.values())
+    rack = sum(used[f"rack={n.labels.get(RACK_LABEL, '')}"] for n in domain.nodes.values())
+    node = sum(used[f"node={name}"] for name in domain.nodes)
+    return zone, rack, node
+
+
+def _take(domain: _Domain, count: int) -> list[GpuView]:
+    """`count` free GPUs of the domain: one node's NVLink-connected set when one
+    node can hold them (the fullest such node), else spread over its nodes."""
+    fitting = [name for name, gpus in domain.free.items() if len(gpus) >= count]
+    if fitting:
+        name = min(fitting, key=lambda n: (len(domain.free[n]), n))
+        node = domain.nodes[name]
+        chosen, _ = choose_gpus(domain.free[name], count, len(node.gpus))
+        return _remove(domain, name, chosen)
+    taken: list[GpuView] = []
+    for name in sorted(domain.free, key=lambda n: (-len(domain.free[n]), n)):
+        need = count - len(taken)
+        if need <= 0:
+            break
+        free = sorted(domain.free[name], key=lambda g: g.index)[:need]
+        taken.extend(_remove(domain, name, free))
+    return taken
+
+
+def _remove(domain: _Domain, name: str, chosen: Sequence[GpuView]) -> list[GpuView]:
+    ids = {g.id for g in chosen}
+    domain.free[name] = [g for g in domain.free[name] if g.id not in ids]
+    if not domain.free[name]:
+        del domain.free[name]
+    return sorted(chosen, key=lambda g: g.index)
