@@ -114,6 +114,23 @@ def parse_fraction(
     return types_pb2.FractionalGpu(milli_gpu=milli, memory_mib=memory_mib)
 
 
+def parse_layout(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> types_pb2.ParallelLayout | None:
+    """ "tp=4,pp=2,replicas=2" into a ParallelLayout; unnamed degrees are 1."""
+    if not value:
+        return None
+    layout = types_pb2.ParallelLayout()
+    for part in value.split(","):
+        name, sep, degree = part.strip().partition("=")
+        if not sep or name not in ("tp", "pp", "ep", "cp", "replicas") or not degree.isdigit():
+            raise click.BadParameter(
+                f"{part!r} is not DEGREE=N with DEGREE one of tp, pp, ep, cp, replicas"
+            )
+        setattr(layout, name, int(degree))
+    return layout
+
+
 def parse_labels(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, str]:
@@ -253,6 +270,12 @@ def release(state: CliContext, allocation_id: str) -> None:
     help="A share of one time-sliced GPU, e.g. 500:20480.",
 )
 @click.option("--mig", metavar="PROFILE", help="A MIG instance, e.g. 3g.40gb.")
+@click.option(
+    "--layout",
+    metavar="tp=N,pp=N,ep=N,cp=N,replicas=N",
+    callback=parse_layout,
+    help="A parallel layout of whole GPUs, one per rank (implies --whole of its world size).",
+)
 @click.option("--priority", "priority_class", default="", metavar="CLASS")
 @click.option("--workload-class", type=click.Choice(list(WORKLOAD_CLASSES)))
 @click.option("--model", default="", metavar="NAME", help="The model this allocation serves.")
@@ -267,6 +290,7 @@ def allocate(
     whole: int | None,
     fraction: types_pb2.FractionalGpu | None,
     mig: str | None,
+    layout: types_pb2.ParallelLayout | None,
     priority_class: str,
     workload_class: str | None,
     model: str,
@@ -274,10 +298,10 @@ def allocate(
     labels: dict[str, str],
     no_wait: bool,
 ) -> None:
-    """Ask the scheduler for GPUs: exactly one of --whole, --fraction or --mig."""
+    """Ask the scheduler for GPUs: one of --whole, --fraction, --mig or --layout."""
     options = (("--whole", whole), ("--fraction", fraction), ("--mig", mig))
     given = [name for name, value in options if value is not None]
-    if len(given) != 1:
+    if len(given) != 1 and not (layout is not None and not given):
         found = ", ".join(given) if given else "none"
         raise click.UsageError(f"give exactly one of --whole, --fraction or --mig (got {found})")
     request = scheduler_pb2.AllocateRequest(
@@ -295,6 +319,8 @@ def allocate(
         no_wait=no_wait,
     )
     # CopyFrom marks the oneof member present even when its fields are zero.
+    if layout is not None:
+        request.layout.CopyFrom(layout)
     if whole is not None:
         request.whole.CopyFrom(types_pb2.WholeGpus(count=whole))
     elif fraction is not None:

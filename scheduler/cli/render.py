@@ -122,13 +122,25 @@ def describe_resources(allocation: types_pb2.Allocation) -> str:
     """The "what" column: N whole GPUs, milli-GPU + memory, or a MIG profile."""
     kind = allocation.WhichOneof("resources")
     if kind == "whole":
-        return f"{allocation.whole.count}{TIMES} whole"
+        text = f"{allocation.whole.count}{TIMES} whole"
+        if allocation.HasField("layout"):
+            text += f" ({describe_layout(allocation.layout)})"
+        return text
     if kind == "fraction":
         fraction = allocation.fraction
         return f"{fraction.milli_gpu}m + {format_gib(fraction.memory_mib)}"
     if kind == "mig":
         return f"MIG {allocation.mig.profile}"
     return NONE
+
+
+def describe_layout(layout: types_pb2.ParallelLayout) -> str:
+    """ "tp=4 pp=2"; degrees of 1 are left out."""
+    degrees = (("tp", layout.tp), ("pp", layout.pp), ("ep", layout.ep), ("cp", layout.cp))
+    parts = [f"{name}={value}" for name, value in degrees if value > 1]
+    if layout.replicas > 1:
+        parts.append(f"replicas={layout.replicas}")
+    return " ".join(parts) or "tp=1"
 
 
 def describe_placement(bindings: Iterable[types_pb2.GpuBinding]) -> str:
@@ -248,6 +260,7 @@ def binding_row(binding: types_pb2.GpuBinding) -> Row:
         mig = f"{binding.mig_profile} slots {binding.mig_start}-{last}"
         mig += f" ({format_gib(binding.mig_memory_mib)})"
     return [
+        ("RANK", str(binding.rank)),
         ("NODE", binding.node),
         ("GPU", str(binding.gpu_index)),
         ("UUID", short_uuid(binding.gpu_uuid)),

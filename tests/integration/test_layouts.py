@@ -1,0 +1,126 @@
+"""Parallel layouts through gRPC: multi-node gangs, all or nothing, under concurrency."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from gpupool.v1 import scheduler_pb2, types_pb2
+from scheduler.app import SchedulerApp
+from tests.integration.conftest import Client
+from tests.integration.test_concurrency import assert_consistent
+
+PLACED = types_pb2.ALLOCATION_STATE_PLACED
+
+
+def gang(request_id: str, no_wait: bool = True, **degrees: int) -> scheduler_pb2.AllocateRequest:
+    return scheduler_pb2.AllocateRequest(
+        tenant="team-a",
+        request_id=request_id,
+        layout=types_pb2.ParallelLayout(**degrees),
+        gpu_models=["H100-80GB"],
+        no_wait=no_wait,
+    )
+
+
+def test_tp8_pp2_spans_two_nodes_in_rank_order(fleet_client: Client) -> None:
+    allocation = fleet_client.scheduler.Allocate(gang("g1", tp=8, pp=2)).allocation
+    assert allocation.state == PLACED
+    assert allocation.whole.count == 16
+    assert (allocation.layout.tp, allocation.layout.pp) == (8, 2)
+    assert [b.rank for b in allocation.bindings] == list(range(16))
+    stage_nodes = [{b.node for b in allocation.bindings[s * 8 : (s + 1) * 8]} for s in range(2)]
+    assert all(len(nodes) == 1 for nodes in stage_nodes)  # each TP group inside one node
+    assert stage_nodes[0] != stage_nodes[1]
+    # Both nodes list it: the second node's agent must see it in its desired state.
+    for nodes in stage_nodes:
+        listed = fleet_client.scheduler.ListAllocations(
+            scheduler_pb2.ListAllocationsRequest(node=next(iter(nodes)))
+        ).allocations
+        assert [a.id for a in listed] == [allocation.id]
+    fleet_client.scheduler.Release(scheduler_pb2.ReleaseRequest(allocation_id=allocation.id))
+    again = fleet_client.scheduler.Allocate(gang("g2", tp=8, pp=2)).allocation
+    assert again.state == PLACED  # both nodes were freed
+
+
+def test_desired_state_of_every_node_holds_the_gang(
+    fleet_client: Client, app: SchedulerApp
+) -> None:
+    allocation = fleet_client.scheduler.Allocate(gang("g1", tp=8, pp=2)).allocation
+    for node in {b.node for b in allocation.bindings}:
+        desired = app.agents.desired_state(node)
+        assert [a.id for a in desired.allocations] == [allocation.id]
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            scheduler_pb2.AllocateRequest(
+                tenant="t",
+                request_id="r",
+                layout=types_pb2.ParallelLayout(tp=2),
+                fraction=types_pb2.FractionalGpu(milli_gpu=500, memory_mib=1000),
+            ),
+            "needs whole GPUs",
+        ),
+        (
+            scheduler_pb2.AllocateRequest(
+                tenant="t",
+                request_id="r",
+                layout=types_pb2.ParallelLayout(tp=2, pp=2),
+                whole=types_pb2.WholeGpus(count=8),
+            ),
+            "differs from the layout's world size",
+        ),
+        (gang("r", tp=4, ep=6), "must divide or be a multiple of layout.tp"),
+    ],
+)
+def test_bad_layouts_are_invalid_argument(
+    fleet_client: Client, request_: scheduler_pb2.AllocateRequest, message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        fleet_client.scheduler.Allocate(request_)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in (raised.value.details() or "")
+
+
+def test_a_layout_no_fleet_can_hold_is_failed_precondition(fleet_client: Client) -> None:
+    with pytest.raises(grpc.RpcError) as raised:
+        fleet_client.scheduler.Allocate(gang("big", tp=16))
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "inside one NVLink domain" in (raised.value.details() or "")
+
+
+def test_a_waiting_gang_says_why(fleet_client: Client) -> None:
+    fleet_client.scheduler.Allocate(gang("first", tp=8, pp=2))
+    waiting = fleet_client.scheduler.Allocate(gang("second", no_wait=False, tp=4, pp=2)).allocation
+    assert waiting.state == types_pb2.ALLOCATION_STATE_PENDING
+    assert waiting.pending_reasons[0].plugin == "GangLayout"
+    assert not waiting.bindings
+
+
+def test_concurrent_gangs_are_all_or_nothing(fleet_client: Client, clean_database: str) -> None:
+    """16 H100s make room for exactly two 8-GPU gangs; 12 clients race for them."""
+
+    def ask(i: int) -> str:
+        try:
+            fleet_client.scheduler.Allocate(gang(f"race-{i}", tp=4, pp=2))
+            return "placed"
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            return "exhausted"
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        outcomes = list(pool.map(ask, range(12)))
+    assert outcomes.count("placed") == 2
+    listed = fleet_client.scheduler.ListAllocations(
+        scheduler_pb2.ListAllocationsRequest(tenant="team-a", page_size=100)
+    ).allocations
+    placed = [a for a in listed if a.state == PLACED]
+    assert len(placed) == 2
+    assert all(len(a.bindings) == 8 for a in placed)
+    assert not {b.gpu_uuid for b in placed[0].bindings} & {b.gpu_uuid for b in placed[1].bindings}
+    assert_consistent(clean_database)
