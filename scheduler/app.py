@@ -20,7 +20,13 @@ from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.domain.clock import Clock, SystemClock
+from scheduler.domain.generations import (
+    DEFAULT_GENERATION_POLICY,
+    GenerationPolicy,
+    policy_from_document,
+)
 from scheduler.domain.priorities import configure_priority_classes
+from scheduler.placement import PlacementConfig
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
@@ -56,6 +62,15 @@ class SchedulerSettings:
     failover_grace_s: float = 30.0
     # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
     priority_classes_file: Path | None = None
+    # YAML with `workload_classes: {class: {primary, overflow, …}}`; None: the built-in matrix.
+    placement_policy_file: Path | None = None
+
+
+def _generation_policy(settings: SchedulerSettings) -> GenerationPolicy:
+    if settings.placement_policy_file is None:
+        return DEFAULT_GENERATION_POLICY
+    document = yaml.safe_load(settings.placement_policy_file.read_text()) or {}
+    return policy_from_document(document)
 
 
 class SchedulerApp:
@@ -83,6 +98,7 @@ class SchedulerApp:
             self.clock,
             settings.replica_id,
             is_leader=lambda: self.leader.is_leader,
+            placement_config=PlacementConfig(generation_policy=_generation_policy(settings)),
         )
         self.allocations = AllocationService(self.engine, self.allocator, self.notifier, self.clock)
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)

@@ -50,6 +50,16 @@ _priorities_option = click.option(
     help="YAML adding or overriding priority classes (see deploy/priority-classes.yaml).",
 )
 
+_placement_policy_option = click.option(
+    "--placement-policy",
+    "placement_policy",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="GPUPOOL_PLACEMENT_POLICY",
+    default=None,
+    help="YAML of GPU model tiers per workload class (see deploy/placement-policy.yaml) "
+    "[default: the built-in matrix].",
+)
+
 
 def _wait_for_signal() -> None:
     stop = threading.Event()
@@ -68,6 +78,7 @@ def _start(
     data_dir: Path,
     listen: str,
     priority_classes: Path | None = None,
+    placement_policy: Path | None = None,
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
@@ -80,6 +91,7 @@ def _start(
         data_dir=data_dir,
         listen=listen,
         priority_classes_file=priority_classes,
+        placement_policy_file=placement_policy,
     )
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
@@ -93,15 +105,20 @@ def _start(
 @_data_dir_option
 @_listen_option
 @_priorities_option
+@_placement_policy_option
 def serve(
-    database_url: str | None, data_dir: Path, listen: str, priority_classes: Path | None
+    database_url: str | None,
+    data_dir: Path,
+    listen: str,
+    priority_classes: Path | None,
+    placement_policy: Path | None,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     console = Console(stderr=True)
-    app = _start(console, database_url, data_dir, listen, priority_classes)
+    app = _start(console, database_url, data_dir, listen, priority_classes, placement_policy)
     console.print(f"scheduler listening on [bold]{app.address}[/]")
     _wait_for_signal()
     console.print("stopping…")
@@ -120,12 +137,19 @@ def serve(
 @_database_option
 @_data_dir_option
 @_listen_option
-def up(fleet_file: Path, database_url: str | None, data_dir: Path, listen: str) -> None:
+@_placement_policy_option
+def up(
+    fleet_file: Path,
+    database_url: str | None,
+    data_dir: Path,
+    listen: str,
+    placement_policy: Path | None,
+) -> None:
     """Start the scheduler and one simulated agent per node; Ctrl-C stops everything."""
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
-    app = _start(console, database_url, data_dir, listen)
+    app = _start(console, database_url, data_dir, listen, placement_policy=placement_policy)
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     agents = [_start_agent(app.address, fleet_file, node.name, data_dir, logs) for node in nodes]

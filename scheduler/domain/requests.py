@@ -40,3 +40,8 @@ class PlacementRequest:
     avoid_nodes: frozenset[str] = frozenset()
     # Whole GPUs only: place the ranks of this layout (demand.count is its world size).
     layout: ParallelLayout | None = None
+    # Weights are int8/int4/fp8: the generation policy may allow smaller parts.
+    quantized: bool = False
+    # Set by place() from the generation policy: models this class may never use, and why.
+    excluded_models: frozenset[str] = frozenset()
+    excluded_reason: str = ""

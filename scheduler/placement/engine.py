@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from scheduler.domain.catalogue import MigProfile
 from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.domain.generations import GenerationPolicy
 from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.mig import best_start, candidate_masks, profile_for, room_score
 from scheduler.domain.requests import (
@@ -71,12 +72,45 @@ class PlacementConfig:
     feasible_to_score: int = 16
     # Weight per score plugin name; a plugin missing here does not score.
     score_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
+    # Primary / overflow / never GPU models per workload class; None: no preference.
+    generation_policy: GenerationPolicy | None = None
 
 
 def place(
     snapshot: FleetSnapshot, request: PlacementRequest, config: PlacementConfig = PlacementConfig()
 ) -> PlacementOutcome:
-    """The best placement for `request` on `snapshot`, or why there is none. Never mutates."""
+    """The best placement for `request` on `snapshot`, or why there is none. Never mutates.
+
+    With a generation policy, the primary tier of the request's workload class
+    is tried first, then the overflow tier; when neither fits, the answer (and
+    its reasons) covers every model the class may use.
+    """
+    policy = config.generation_policy
+    plan = None
+    if policy is not None:
+        plan = policy.plan(request.workload_class, snapshot.structure.models, request.quantized)
+    if plan is None:
+        return _place(snapshot, request, config)
+    request = replace(request, excluded_models=plan.never, excluded_reason=plan.reason)
+    if len(plan.tiers) > 1:
+        for tier in plan.tiers:
+            models = request.gpu_models & tier if request.gpu_models else tier
+            if models:
+                outcome = _place(snapshot, replace(request, gpu_models=models), config)
+                if outcome.placement is not None:
+                    return outcome
+    outcome = _place(snapshot, request, config)
+    if outcome.unschedulable and plan.never:
+        # Name the policy, or "no node has 4 GPUs of an allowed model" would puzzle.
+        excluded = ", ".join(sorted(plan.never))
+        policy_reason = Rejection("GenerationAllowed", f"{excluded}: {plan.reason}", 0)
+        outcome = replace(outcome, reasons=(*outcome.reasons, policy_reason))
+    return outcome
+
+
+def _place(
+    snapshot: FleetSnapshot, request: PlacementRequest, config: PlacementConfig
+) -> PlacementOutcome:
     if request.layout is not None:
         return _place_layout(snapshot, request, request.layout)
     ctx = CycleContext(snapshot, request)

@@ -12,6 +12,7 @@ from scheduler.placement.plugins import (
     CycleContext,
     FractionFits,
     GangFilter,
+    GenerationAllowed,
     GpuFilter,
     GpuHealthy,
     GpuIdle,
@@ -47,14 +48,26 @@ def pipeline_for(demand: Demand) -> Pipeline:
     if isinstance(demand, WholeDemand):
         return Pipeline(
             node_filters,
-            (GpuHealthy(), GpuModelAllowed(), GpuMode(wants_mig=False), GpuIdle()),
+            (
+                GpuHealthy(),
+                GpuModelAllowed(),
+                GenerationAllowed(),
+                GpuMode(wants_mig=False),
+                GpuIdle(),
+            ),
             (WholeGpusFree(demand.count),),
             (BinPacking(), NvlinkLocality()),
         )
     if isinstance(demand, FractionDemand):
         return Pipeline(
             node_filters,
-            (GpuHealthy(), GpuModelAllowed(), GpuMode(wants_mig=False), FractionFits(demand)),
+            (
+                GpuHealthy(),
+                GpuModelAllowed(),
+                GenerationAllowed(),
+                GpuMode(wants_mig=False),
+                FractionFits(demand),
+            ),
             (),
             (MemoryBestFit(demand.memory_mib),),
         )
@@ -63,6 +76,7 @@ def pipeline_for(demand: Demand) -> Pipeline:
         (
             GpuHealthy(),
             GpuModelAllowed(),
+            GenerationAllowed(),
             GpuMode(wants_mig=True),
             MigProfileExists(demand.profile),
             MigSlotsFree(demand.profile),

@@ -31,7 +31,7 @@ class CycleContext:
 
     def __post_init__(self) -> None:
         allowed = self.request.gpu_models
-        fleet = self.snapshot.structure.models
+        fleet = self.snapshot.structure.models - self.request.excluded_models
         self.models = tuple(sorted(fleet & allowed if allowed else fleet))
 
     @cached_property
@@ -131,6 +131,17 @@ class GpuModelAllowed:
         if not allowed or gpu.model in allowed:
             return None
         return f"model {gpu.model} not in the allowed models"
+
+
+class GenerationAllowed:
+    """The workload class's generation policy rules this model out ("never")."""
+
+    name: ClassVar[str] = "GenerationAllowed"
+
+    def filter_gpu(self, ctx: CycleContext, gpu: GpuView) -> str | None:
+        if gpu.model not in ctx.request.excluded_models:
+            return None
+        return f"generation {gpu.model} {ctx.request.excluded_reason}"
 
 
 @dataclass(frozen=True)
