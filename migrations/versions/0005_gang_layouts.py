@@ -1,4 +1,5 @@
-"""Gang layouts: an allocation's parallel layout and every node it spans.
+"""Gang layouts: an allocation's parallel layout, every node it spans, and the
+model spec automatic layout derives resources from.
 
 Revision ID: 0005
 Revises: 0004
@@ -18,6 +19,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("allocations", sa.Column("layout", postgresql.JSONB(), nullable=True))
+    op.add_column("allocations", sa.Column("model_spec", postgresql.JSONB(), nullable=True))
+    op.add_column("allocations", sa.Column("layout_choice", postgresql.JSONB(), nullable=True))
     op.add_column(
         "allocations",
         sa.Column(
@@ -34,4 +37,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_allocations_nodes", table_name="allocations")
     op.drop_column("allocations", "nodes")
+    op.drop_column("allocations", "layout_choice")
+    op.drop_column("allocations", "model_spec")
     op.drop_column("allocations", "layout")

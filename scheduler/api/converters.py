@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.auto_layout import ModelRequest
 from scheduler.domain.catalogue import CATALOGUE, GpuModel
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.layout import ParallelLayout, layout_from_degrees
@@ -96,10 +97,26 @@ def _layout(request: scheduler_pb2.AllocateRequest) -> ParallelLayout | None:
     return layout_from_degrees(wire.tp, wire.pp, wire.ep, wire.cp, wire.replicas)
 
 
+def _model_spec(request: scheduler_pb2.AllocateRequest) -> ModelRequest | None:
+    if not request.HasField("model_spec"):
+        return None
+    wire = request.model_spec
+    return ModelRequest(
+        name=wire.name,
+        params_billion=wire.params_billion,
+        dtype=wire.dtype,
+        context_tokens=wire.context_tokens,
+        concurrent_sequences=wire.concurrent_sequences,
+        memory_utilization=wire.memory_utilization,
+    )
+
+
 def _demand(request: scheduler_pb2.AllocateRequest, layout: ParallelLayout | None) -> Demand:
     which = request.WhichOneof("resources")
     if which is None and layout is not None:
         return WholeDemand(count=layout.world_size)
+    if which is None and request.HasField("model_spec"):
+        return WholeDemand(count=0)  # derived from the model spec (automatic layout)
     if which == "whole":
         return WholeDemand(count=request.whole.count)
     if which == "fraction":
@@ -122,6 +139,7 @@ def allocation_spec(request: scheduler_pb2.AllocateRequest) -> AllocationSpec:
         request_id=request.request_id,
         demand=_demand(request, layout),
         layout=layout,
+        model_spec=_model_spec(request),
         gpu_models=tuple(dict.fromkeys(request.gpu_models)),
         priority_class=request.priority_class or DEFAULT_PRIORITY_CLASS,
         workload_class=_WORKLOAD_CLASSES[request.workload_class],
@@ -173,6 +191,10 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
     )
     if record.layout:
         message.layout.CopyFrom(types_pb2.ParallelLayout(**record.layout))
+    if record.model_spec:
+        message.model_spec.CopyFrom(types_pb2.ModelSpec(**record.model_spec))
+    if record.layout_choice:
+        message.layout_choice.CopyFrom(types_pb2.LayoutChoice(**record.layout_choice))
     if record.kind == "whole":
         message.whole.count = record.gpu_count
     elif record.kind == "fraction":

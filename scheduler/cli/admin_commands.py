@@ -131,6 +131,17 @@ def parse_layout(
     return layout
 
 
+def _model_spec(serve: str, dtype: str, context: int, sequences: int) -> types_pb2.ModelSpec:
+    """ "30b" is a size; anything else a model name."""
+    spec = types_pb2.ModelSpec(dtype=dtype, context_tokens=context, concurrent_sequences=sequences)
+    size = serve.lower().removesuffix("b")
+    try:
+        spec.params_billion = float(size)
+    except ValueError:
+        spec.name = serve
+    return spec
+
+
 def parse_labels(
     ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 ) -> dict[str, str]:
@@ -276,6 +287,15 @@ def release(state: CliContext, allocation_id: str) -> None:
     callback=parse_layout,
     help="A parallel layout of whole GPUs, one per rank (implies --whole of its world size).",
 )
+@click.option(
+    "--serve",
+    metavar="MODEL",
+    help="Serve this model: a catalogue name (llama-3.1-70b) or a size (30b); without "
+    "resources the scheduler picks GPU model and TP degree.",
+)
+@click.option("--dtype", default="", help="Weights dtype for --serve: bf16, fp16, fp8, int8, int4.")
+@click.option("--context", type=click.IntRange(min=1), help="Context tokens for --serve.")
+@click.option("--sequences", type=click.IntRange(min=1), help="Concurrent sequences (--serve).")
 @click.option("--priority", "priority_class", default="", metavar="CLASS")
 @click.option("--workload-class", type=click.Choice(list(WORKLOAD_CLASSES)))
 @click.option("--model", default="", metavar="NAME", help="The model this allocation serves.")
@@ -291,6 +311,10 @@ def allocate(
     fraction: types_pb2.FractionalGpu | None,
     mig: str | None,
     layout: types_pb2.ParallelLayout | None,
+    serve: str | None,
+    dtype: str,
+    context: int | None,
+    sequences: int | None,
     priority_class: str,
     workload_class: str | None,
     model: str,
@@ -298,10 +322,12 @@ def allocate(
     labels: dict[str, str],
     no_wait: bool,
 ) -> None:
-    """Ask the scheduler for GPUs: one of --whole, --fraction, --mig or --layout."""
+    """Ask the scheduler for GPUs: one of --whole, --fraction, --mig or --layout, or
+    --serve MODEL alone for an automatic layout."""
     options = (("--whole", whole), ("--fraction", fraction), ("--mig", mig))
     given = [name for name, value in options if value is not None]
-    if len(given) != 1 and not (layout is not None and not given):
+    derived = (layout is not None or serve is not None) and not given
+    if len(given) != 1 and not derived:
         found = ", ".join(given) if given else "none"
         raise click.UsageError(f"give exactly one of --whole, --fraction or --mig (got {found})")
     request = scheduler_pb2.AllocateRequest(
@@ -321,6 +347,8 @@ def allocate(
     # CopyFrom marks the oneof member present even when its fields are zero.
     if layout is not None:
         request.layout.CopyFrom(layout)
+    if serve is not None:
+        request.model_spec.CopyFrom(_model_spec(serve, dtype, context or 0, sequences or 0))
     if whole is not None:
         request.whole.CopyFrom(types_pb2.WholeGpus(count=whole))
     elif fraction is not None:

@@ -329,6 +329,8 @@ def allocation_fields(allocation: types_pb2.Allocation, now: datetime) -> list[C
         ("Created", f"{created} ({format_age(allocation.created_at, now)})"),
         ("Updated", format_time(allocation.updated_at)),
     ]
+    if allocation.HasField("layout_choice"):
+        fields.append(("Layout choice", "\n".join(allocation.layout_choice.explanation)))
     if allocation.message:
         fields.append(("Message", allocation.message))
     return fields

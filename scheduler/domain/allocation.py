@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from scheduler.domain.auto_layout import QUANTIZED_DTYPES, ModelRequest, resolve_model
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.layout import MAX_WORLD_SIZE, ParallelLayout
@@ -52,6 +53,26 @@ class AllocationSpec:
     no_wait: bool = False
     on_failure: str = "requeue"  # or "fail": what a GPU/node failure or drain does
     layout: ParallelLayout | None = None  # whole GPUs only; demand.count is its world size
+    # The model to serve; without resources the scheduler derives them from it.
+    model_spec: ModelRequest | None = None
+    # What automatic layout chose ({gpu_model, tp, weights_mib, kv_cache_mib, explanation}).
+    layout_choice: dict[str, object] | None = None
+
+    @property
+    def needs_auto_layout(self) -> bool:
+        """A model spec and no resources: whole.count 0 stands for "derive it"."""
+        return (
+            self.model_spec is not None
+            and self.layout is None
+            and isinstance(self.demand, WholeDemand)
+            and self.demand.count == 0
+        )
+
+    @property
+    def quantized(self) -> bool:
+        if self.model_spec is None:
+            return False
+        return resolve_model(self.model_spec).dtype in QUANTIZED_DTYPES
 
     @property
     def priority(self) -> int:
@@ -72,6 +93,7 @@ class AllocationSpec:
             workload_class=self.workload_class,
             priority=self.priority,
             layout=self.layout,
+            quantized=self.quantized,
         )
 
     def body_hash(self) -> str:
@@ -88,6 +110,8 @@ class AllocationSpec:
         }
         if self.layout is not None:  # absent before layouts existed: old digests still match
             body["layout"] = self.layout.as_dict()
+        if self.model_spec is not None:
+            body["model_spec"] = self.model_spec.as_dict()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
@@ -113,6 +137,10 @@ def validate_spec(spec: AllocationSpec) -> None:
         if name not in CATALOGUE:
             known = ", ".join(CATALOGUE)
             raise InvalidArgument(f"unknown GPU model {name!r} in gpu_models (known: {known})")
+    if spec.model_spec is not None:
+        resolve_model(spec.model_spec)  # InvalidArgument for an unknown model or dtype
+    if spec.needs_auto_layout:
+        return  # resources come from the model spec once the fleet is known
     if spec.layout is not None:
         _validate_layout(spec.layout, spec.demand)
     else:

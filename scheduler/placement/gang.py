@@ -21,7 +21,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scheduler.domain.fleet import GpuView, NodeView
+from scheduler.domain.auto_layout import ModelCapacity
+from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.layout import ParallelLayout
 from scheduler.placement.nvlink import choose_gpus
 from scheduler.placement.pipeline import Pipeline, node_rejection, passing_gpus
@@ -101,6 +102,20 @@ def layout_unschedulable(ctx: CycleContext, layout: ParallelLayout) -> str | Non
         f"unschedulable: layout {layout.describe()} needs {needed} group(s) of {unit} GPUs "
         f"of one model inside one NVLink domain each; this fleet has room for {most}"
     )
+
+
+def model_capacity(snapshot: FleetSnapshot) -> dict[str, ModelCapacity]:
+    """Per GPU model (outside MIG mode): the most GPUs one NVLink domain holds, and all."""
+    per_domain: Counter[tuple[str, str]] = Counter()
+    for node in snapshot.nodes.values():
+        for gpu in node.gpus:
+            if not gpu.mig_enabled:
+                per_domain[gpu.model, domain_key(node)] += 1
+    capacity: dict[str, ModelCapacity] = {}
+    for (model, _), count in per_domain.items():
+        known = capacity.get(model, ModelCapacity(0, 0))
+        capacity[model] = ModelCapacity(max(known.domain, count), known.total + count)
+    return capacity
 
 
 def _eligible_domains(ctx: CycleContext, pipeline: Pipeline, model: str) -> list[_Domain]:

@@ -19,7 +19,7 @@ from scheduler.placement import Placement, PlacementOutcome
 from scheduler.services.batch import Batch, new_allocation_id
 from scheduler.services.commands import Allocate
 from scheduler.services.preempting import make_room
-from scheduler.services.specs import spec_from_row
+from scheduler.services.specs import spec_from_row, with_auto_layout
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 
@@ -105,6 +105,8 @@ def _new_row(batch: Batch, spec: AllocationSpec, digest: str) -> dict[str, Any]:
         "labels": dict(spec.labels),
         "on_failure": spec.on_failure,
         "layout": spec.layout.as_dict() if spec.layout else None,
+        "model_spec": spec.model_spec.as_dict() if spec.model_spec else None,
+        "layout_choice": spec.layout_choice,
         "pending_reasons": [],
         "unschedulable": False,
         "bindings": [],
@@ -195,6 +197,12 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             else:
                 followers.append((command, in_batch[key][1]))
             continue
+        if spec.needs_auto_layout:
+            try:
+                spec = with_auto_layout(spec, batch.snapshot, batch.config.generation_policy)
+            except GpupoolError as refused:
+                batch.results[id(command)] = refused
+                continue
         row = _new_row(batch, spec, digest)
         request = batch.placement_request(spec, row["id"])
         outcome = failed.get(request) or batch.place(request)

@@ -161,6 +161,10 @@ class AllocationRow(Base):
     """Every node the current placement spans, rank 0's first; empty while not placed."""
     layout: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
     """Whole GPUs only: {tp, pp, ep, cp, replicas}; bindings are in rank order."""
+    model_spec: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    """The model to serve as the caller described it (name, params, dtype, context …)."""
+    layout_choice: Mapped[dict[str, Any] | None] = mapped_column(JSONB, nullable=True)
+    """What automatic layout chose from model_spec, with its explanation lines."""
     queue_seq: Mapped[int] = mapped_column(BigInteger, Identity())
     """Arrival order; pending allocations are placed by (priority desc, queue_seq)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -60,6 +60,8 @@ class AllocationRecord(_FromMapping):
     preemption_count: int = 0
     nodes: list[str] = field(default_factory=list)
     layout: dict[str, int] | None = None
+    model_spec: dict[str, Any] | None = None
+    layout_choice: dict[str, Any] | None = None
     events: tuple[AllocationEvent, ...] = ()
 
 

@@ -96,3 +96,28 @@ def test_reflection_lists_the_services(client: Client) -> None:
         "gpupool.v1.Agents",
         "grpc.health.v1.Health",
     } <= names
+
+
+def test_allocate_with_a_layout_and_with_a_model_to_serve(fleet_client: Client) -> None:
+    code, out = gpupool(
+        fleet_client,
+        "allocate",
+        "--tenant",
+        "t",
+        "--layout",
+        "tp=8,pp=2",
+        "--gpu-model",
+        "H100-80GB",
+    )
+    assert code == 0, out
+    assert "16× whole (tp=8 pp=2)" in out
+    assert "h100-sxm-0:0,1,2,3,4,5,6,7 h100-sxm-1:0,1,2,3,4,5,6,7" in out
+    code, out = gpupool(
+        fleet_client, "allocate", "--tenant", "t", "--serve", "llama-3.1-8b", "--context", "8192"
+    )
+    assert code == 0, out
+    assert "workload class inferred as small-model" in out
+    # The fleet's A100-40GBs are in MIG mode: the cheapest other part that fits.
+    assert "chose L4 tp=1" in out
+    code, out = gpupool(fleet_client, "allocate", "--tenant", "t", "--layout", "tp=x")
+    assert code != 0 and "is not DEGREE=N" in out

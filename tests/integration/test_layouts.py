@@ -124,3 +124,48 @@ def test_concurrent_gangs_are_all_or_nothing(fleet_client: Client, clean_databas
     assert all(len(a.bindings) == 8 for a in placed)
     assert not {b.gpu_uuid for b in placed[0].bindings} & {b.gpu_uuid for b in placed[1].bindings}
     assert_consistent(clean_database)
+
+
+def test_a_model_spec_alone_gets_an_automatic_layout(fleet_client: Client) -> None:
+    request = scheduler_pb2.AllocateRequest(
+        tenant="team-a",
+        request_id="auto",
+        model_spec=types_pb2.ModelSpec(name="llama-3.1-70b", dtype="fp16"),
+        workload_class=types_pb2.WORKLOAD_CLASS_THROUGHPUT,
+    )
+    allocation = fleet_client.scheduler.Allocate(request).allocation
+    assert allocation.state == PLACED
+    # Throughput prefers A100-80GB; 141 GB of FP16 weights need two of them.
+    assert allocation.layout_choice.gpu_model == "A100-80GB"
+    assert allocation.layout_choice.tp == 2
+    assert allocation.layout.tp == 2 and allocation.whole.count == 2
+    assert {b.gpu_model for b in allocation.bindings} == {"A100-80GB"}
+    assert allocation.model == "llama-3.1-70b"
+    assert allocation.model_spec.dtype == "fp16"
+    assert any("fits at tp=2" in line for line in allocation.layout_choice.explanation)
+    # A retry with the same body gets the same allocation back.
+    again = fleet_client.scheduler.Allocate(request).allocation
+    assert again.id == allocation.id
+
+
+def test_a_model_no_gpu_can_hold_is_failed_precondition(fleet_client: Client) -> None:
+    request = scheduler_pb2.AllocateRequest(
+        tenant="team-a",
+        request_id="huge",
+        model_spec=types_pb2.ModelSpec(params_billion=5000),
+        workload_class=types_pb2.WORKLOAD_CLASS_LATENCY_CRITICAL,
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        fleet_client.scheduler.Allocate(request)
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "can hold a 5000B-parameter model" in (raised.value.details() or "")
+
+
+def test_an_unknown_model_is_invalid_argument(fleet_client: Client) -> None:
+    request = scheduler_pb2.AllocateRequest(
+        tenant="team-a", request_id="x", model_spec=types_pb2.ModelSpec(name="gpt-9")
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        fleet_client.scheduler.Allocate(request)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not in the model catalogue" in (raised.value.details() or "")
