@@ -45,13 +45,17 @@ class _Domain:
     # Node name -> eligible idle GPUs of the model being planned, mutated while planning.
     free: dict[str, list[GpuView]] = field(default_factory=dict)
     nodes: dict[str, NodeView] = field(default_factory=dict)
+    free_count: int = 0
+    racks: frozenset[str] = frozenset()
+    zones: frozenset[str] = frozenset()
 
-    @property
-    def free_count(self) -> int:
-        return sum(len(gpus) for gpus in self.free.values())
-
-    def labels(self, name: str) -> set[str]:
-        return {n.labels.get(name, f"?{n.name}") for n in self.nodes.values()}
+    def add(self, node: NodeView, free: list[GpuView]) -> None:
+        self.free[node.name] = free
+        self.nodes[node.name] = node
+        self.free_count += len(free)
+        # A node without the label is its own rack/zone: it shares nothing.
+        self.racks |= {node.labels.get(RACK_LABEL, f"?{node.name}")}
+        self.zones |= {node.labels.get(ZONE_LABEL, f"?{node.name}")}
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,8 @@ def plan_layout(
     best: LayoutPlan | None = None
     most_units = 0
     for model in ctx.models:
-        domains = _eligible_domains(ctx, pipeline, model)
         unit = layout.domain_unit
+        domains = _eligible_domains(ctx, pipeline, model, unit)
         capacity = sum(d.free_count // unit for d in domains)
         most_units = max(most_units, capacity)
         if capacity < layout.world_size // unit:
@@ -118,18 +122,23 @@ def model_capacity(snapshot: FleetSnapshot) -> dict[str, ModelCapacity]:
     return capacity
 
 
-def _eligible_domains(ctx: CycleContext, pipeline: Pipeline, model: str) -> list[_Domain]:
+def _eligible_domains(
+    ctx: CycleContext, pipeline: Pipeline, model: str, unit: int
+) -> list[_Domain]:
+    """Domains with at least `unit` idle GPUs of `model` passing the filters.
+
+    The snapshot's idle index lists only nodes with an empty GPU of the model
+    (healthy, schedulable), so a busy fleet costs less than a scan.
+    """
     domains: dict[str, _Domain] = {}
-    for node in ctx.snapshot.nodes.values():
+    for node, idle in ctx.snapshot.iter_whole_candidates((model,), 1):
         if node_rejection(ctx, pipeline, node) is not None:
             continue
-        free = passing_gpus(ctx, pipeline, [g for g in node.gpus if g.model == model])
-        if not free:
-            continue
-        domain = domains.setdefault(domain_key(node), _Domain(domain_key(node)))
-        domain.free[node.name] = free
-        domain.nodes[node.name] = node
-    return sorted(domains.values(), key=lambda d: d.key)
+        free = passing_gpus(ctx, pipeline, idle)
+        if free:
+            key = domain_key(node)
+            domains.setdefault(key, _Domain(key)).add(node, free)
+    return sorted((d for d in domains.values() if d.free_count >= unit), key=lambda d: d.key)
 
 
 def _plan_model(model: str, domains: list[_Domain], layout: ParallelLayout) -> LayoutPlan | None:
@@ -157,13 +166,13 @@ def _plan_model(model: str, domains: list[_Domain], layout: ParallelLayout) -> L
                     ),
                 )
             else:
-                racks, zones = previous.labels(RACK_LABEL), previous.labels(ZONE_LABEL)
+                racks, zones = previous.racks, previous.zones
                 chosen = min(
                     candidates,
                     key=lambda d: (
                         d is not previous,
-                        not (d.labels(RACK_LABEL) & racks),
-                        not (d.labels(ZONE_LABEL) & zones),
+                        not (d.racks & racks),
+                        not (d.zones & zones),
                         d.free_count < remaining,
                         d.free_count,
                         d.key,
@@ -218,6 +227,7 @@ def _take(domain: _Domain, count: int) -> list[GpuView]:
 def _remove(domain: _Domain, name: str, chosen: Sequence[GpuView]) -> list[GpuView]:
     ids = {g.id for g in chosen}
     domain.free[name] = [g for g in domain.free[name] if g.id not in ids]
+    domain.free_count -= len(ids)
     if not domain.free[name]:
         del domain.free[name]
     return sorted(chosen, key=lambda g: g.index)
