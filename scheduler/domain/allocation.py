@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
 from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.llm_catalogue import canonical_model_name
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
 from scheduler.domain.requests import (
     Demand,
@@ -69,6 +70,7 @@ class AllocationSpec:
             gpu_models=frozenset(self.gpu_models),
             workload_class=self.workload_class,
             priority=self.priority,
+            model=canonical_model_name(self.model) if self.model else "",
         )
 
     def body_hash(self) -> str:

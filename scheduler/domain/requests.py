@@ -36,3 +36,6 @@ class PlacementRequest:
     priority: int = 0
     # Nodes held for higher-priority work whose victims are still checkpointing.
     avoid_nodes: frozenset[str] = frozenset()
+    # The LLM to serve, canonical (llm_catalogue.canonical_model_name); "" for none.
+    # Only scores (WarmModel): it never makes a GPU ineligible.
+    model: str = ""

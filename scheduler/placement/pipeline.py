@@ -29,6 +29,7 @@ from scheduler.placement.plugins import (
     ScorePlugin,
     WholeGpusFree,
 )
+from scheduler.placement.warm import WarmModel
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,14 @@ def pipeline_for(demand: Demand) -> Pipeline:
             node_filters,
             (GpuHealthy(), GpuModelAllowed(), GpuMode(wants_mig=False), GpuIdle()),
             (WholeGpusFree(demand.count),),
-            (BinPacking(), NvlinkLocality()),
+            (BinPacking(), NvlinkLocality(), WarmModel()),
         )
     if isinstance(demand, FractionDemand):
         return Pipeline(
             node_filters,
             (GpuHealthy(), GpuModelAllowed(), GpuMode(wants_mig=False), FractionFits(demand)),
             (),
-            (MemoryBestFit(demand.memory_mib),),
+            (MemoryBestFit(demand.memory_mib), WarmModel()),
         )
     return Pipeline(
         node_filters,
