@@ -134,3 +134,11 @@ def list_residency(conn: Connection, model: str = "") -> list[ResidencyRecord]:
         )
         for row in conn.execute(query).mappings()
     ]
+
+
+def node_gpu_uuids(conn: Connection, node: str) -> set[str]:
+    """UUIDs of the node's GPUs; NotFound for an unregistered node."""
+    node_id = conn.execute(select(nodes_t.c.id).where(nodes_t.c.name == node)).scalar()
+    if node_id is None:
+        raise NotFound(f"node {node!r} is not registered; call RegisterNode first")
+    return set(conn.execute(select(gpus_t.c.uuid).where(gpus_t.c.node_id == node_id)).scalars())
