@@ -3,6 +3,8 @@ last, ListModels shows it, and an allocation naming the model lands warm."""
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 from sqlalchemy import create_engine, text
@@ -10,6 +12,7 @@ from sqlalchemy import create_engine, text
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from scheduler.fleetfile import gpu_uuid
 from tests.integration.conftest import Client
+from tests.integration.test_cli import gpupool
 
 GPU_TIER = types_pb2.RESIDENCY_TIER_GPU
 HOST_RAM = types_pb2.RESIDENCY_TIER_HOST_RAM
@@ -134,3 +137,24 @@ def test_removed_gpus_take_their_residency_rows(fleet_client: Client, clean_data
         ).scalar_one()
     engine.dispose()
     assert orphans == 0
+
+
+def test_gpupool_models_command(fleet_client: Client) -> None:
+    _beat(
+        fleet_client,
+        "h200",
+        *_on_gpus("h200", "llama-3.1-70b", range(2), standby=True),
+        types_pb2.ModelResidency(model="llama-3.1-70b", tier=HOST_RAM),
+    )
+    code, out = gpupool(fleet_client, "models")
+    assert code == 0, out
+    assert "llama-3.1-70b" in out and "141.2 GB" in out
+    assert "h200: GPU 0,1 standby" in out and "h200: host RAM" in out
+    assert "2.4min" in out, "remote cold start: 141.2 GB at 1 GB/s"
+    code, out = gpupool(fleet_client, "models", "llama-3.1-405b")
+    assert code == 0 and "nowhere" in out and "811.8 GB" in out
+    code, out = gpupool(fleet_client, "-o", "json", "models", "meta-llama/Llama-3.1-70B-Instruct")
+    (info,) = json.loads(out)
+    assert code == 0 and info["model"] == "llama-3.1-70b" and len(info["placements"]) == 3
+    code, out = gpupool(fleet_client, "models", "no-such-model")
+    assert code != 0 and "not in the LLM catalogue" in out
