@@ -229,7 +229,7 @@ class Agent:
             running_allocation_ids=sorted(self.running.ids),
             agent_version=AGENT_VERSION,
             simulated=bool(getattr(self.backend, "simulated", False)),
-            residency=_residency_messages(self.residency.for_hello(self._uuid_by_index())),
+            residency=residency_messages(self.residency.for_hello(self._uuid_by_index())),
         )
 
     def heartbeat(self) -> agents_pb2.HeartbeatRequest:
@@ -239,7 +239,7 @@ class Agent:
         # Residency only when it changed: the scheduler keeps the last report.
         changed = self.residency.changed(self._uuid_by_index())
         if changed is not None:
-            request.residency.extend(_residency_messages(changed))
+            request.residency.extend(residency_messages(changed))
             request.residency_reported = True
         return request
 
@@ -269,7 +269,7 @@ class Agent:
         return reports
 
 
-def _residency_messages(entries: list[ResidentModel]) -> list[types_pb2.ModelResidency]:
+def residency_messages(entries: list[ResidentModel]) -> list[types_pb2.ModelResidency]:
     return [
         types_pb2.ModelResidency(
             model=e.model,

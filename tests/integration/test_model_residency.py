@@ -9,8 +9,10 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
+from agent.residency import ResidencyFromFleetFile
+from agent.runner import residency_messages
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
-from scheduler.fleetfile import gpu_uuid
+from scheduler.fleetfile import SimulatedNode, gpu_uuid
 from tests.integration.conftest import Client
 from tests.integration.test_cli import gpupool
 
@@ -158,3 +160,24 @@ def test_gpupool_models_command(fleet_client: Client) -> None:
     assert code == 0 and info["model"] == "llama-3.1-70b" and len(info["placements"]) == 3
     code, out = gpupool(fleet_client, "models", "no-such-model")
     assert code != 0 and "not in the LLM catalogue" in out
+
+
+def test_the_mixed_fleets_warm_models_draw_their_requests(
+    fleet_client: Client, mixed_fleet: list[SimulatedNode]
+) -> None:
+    """As in the README: the fleet file's standby 70B on h200 GPUs 0-1 draws a
+    2-GPU request naming it, although l4 (2 idle GPUs) packs better."""
+    for node in mixed_fleet:
+        entries = residency_messages(ResidencyFromFleetFile(node).read({}))
+        fleet_client.agents.Heartbeat(
+            agents_pb2.HeartbeatRequest(node=node.name, residency=entries, residency_reported=True)
+        )
+    request = scheduler_pb2.AllocateRequest(
+        tenant="t", request_id="cold", whole=types_pb2.WholeGpus(count=2)
+    )
+    cold = fleet_client.scheduler.Allocate(request).allocation
+    assert {b.node for b in cold.bindings} == {"l4"}
+    fleet_client.scheduler.Release(scheduler_pb2.ReleaseRequest(allocation_id=cold.id))
+    request.request_id, request.model = "warm", "meta-llama/Llama-3.1-70B-Instruct"
+    warm = fleet_client.scheduler.Allocate(request).allocation
+    assert [(b.node, b.gpu_index) for b in warm.bindings] == [("h200", 0), ("h200", 1)]
