@@ -22,7 +22,14 @@ import grpc
 
 from agent.health import HealthThresholds, XidMemory, evaluate
 from agent.nvml import NvmlBackend
+from agent.residency import (
+    ResidencyFromFleetFile,
+    ResidencyFromJsonFile,
+    ResidencyTracker,
+)
 from gpupool.v1 import agents_pb2, agents_pb2_grpc, types_pb2
+from scheduler.domain.residency import ResidentModel
+from scheduler.fleetfile import SimulatedNode
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +38,11 @@ _HEALTH = {
     "healthy": types_pb2.GPU_HEALTH_HEALTHY,
     "degraded": types_pb2.GPU_HEALTH_DEGRADED,
     "unhealthy": types_pb2.GPU_HEALTH_UNHEALTHY,
+}
+_TIERS = {
+    "gpu": types_pb2.RESIDENCY_TIER_GPU,
+    "host_ram": types_pb2.RESIDENCY_TIER_HOST_RAM,
+    "local_disk": types_pb2.RESIDENCY_TIER_LOCAL_DISK,
 }
 
 
@@ -70,10 +82,25 @@ class RunningAllocations:
         return stale
 
 
+def default_residency(backend: NvmlBackend, state_dir: Path) -> ResidencyTracker:
+    """A simulated node reports its fleet file's models and those of the work it
+    runs; a real one what its workers write to <state_dir>/residency.json."""
+    node = getattr(backend, "node", None)
+    if isinstance(node, SimulatedNode):
+        return ResidencyTracker(ResidencyFromFleetFile(node), track_allocations=True)
+    return ResidencyTracker(ResidencyFromJsonFile(state_dir / "residency.json"), False)
+
+
 class Agent:
-    def __init__(self, settings: AgentSettings, backend: NvmlBackend) -> None:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        backend: NvmlBackend,
+        residency: ResidencyTracker | None = None,
+    ) -> None:
         self.settings = settings
         self.backend = backend
+        self.residency = residency or default_residency(backend, settings.state_dir)
         self.running = RunningAllocations(settings.state_dir / f"{settings.node_name}.json")
         self.node_state = "unknown"
         self._interval = settings.heartbeat_interval_s
@@ -140,6 +167,12 @@ class Agent:
                 self._interval = desired.heartbeat_interval_ms / 1000
             self.node_state = types_pb2.NodeState.Name(desired.node_state)
             stale = self.running.replace({a.id for a in desired.allocations})
+            self.residency.observe_allocations(
+                {
+                    a.id: (a.model, [b.gpu_uuid for b in a.bindings if b.gpu_uuid])
+                    for a in desired.allocations
+                }
+            )
             if stale:
                 observed = agents_pb2.ObservedAllocations(
                     running_allocation_ids=sorted(self.running.ids)
@@ -196,12 +229,22 @@ class Agent:
             running_allocation_ids=sorted(self.running.ids),
             agent_version=AGENT_VERSION,
             simulated=bool(getattr(self.backend, "simulated", False)),
+            residency=residency_messages(self.residency.for_hello(self._uuid_by_index())),
         )
 
     def heartbeat(self) -> agents_pb2.HeartbeatRequest:
-        return agents_pb2.HeartbeatRequest(
+        request = agents_pb2.HeartbeatRequest(
             node=self.settings.node_name, health=self.health_reports()
         )
+        # Residency only when it changed: the scheduler keeps the last report.
+        changed = self.residency.changed(self._uuid_by_index())
+        if changed is not None:
+            request.residency.extend(residency_messages(changed))
+            request.residency_reported = True
+        return request
+
+    def _uuid_by_index(self) -> dict[int, str]:
+        return {d.index: d.uuid for d in self.backend.devices()}
 
     def health_reports(self) -> list[agents_pb2.GpuHealthReport]:
         self._xids.add(self.backend.drain_xid_events())
@@ -224,3 +267,16 @@ class Agent:
                 )
             )
         return reports
+
+
+def residency_messages(entries: list[ResidentModel]) -> list[types_pb2.ModelResidency]:
+    return [
+        types_pb2.ModelResidency(
+            model=e.model,
+            tier=_TIERS[e.tier],
+            gpu_uuid=e.gpu_uuid,
+            standby=e.standby,
+            size_bytes=e.size_bytes,
+        )
+        for e in entries
+    ]

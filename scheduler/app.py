@@ -33,6 +33,7 @@ from scheduler.services.allocator import Allocator
 from scheduler.services.fleet import FleetService
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
+from scheduler.services.models import ModelService
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.services.tenants import TenantService
 from scheduler.store.database import (
@@ -105,6 +106,7 @@ class SchedulerApp:
         self.health = HealthService(self.engine, self.allocator)
         self.tenants = TenantService(self.engine, self.allocator, self.clock)
         self.heartbeats = HeartbeatRecorder(self.engine, self.fleet)
+        self.models = ModelService(self.engine, self.fleet, self.clock, settings.replica_id)
         self.agents = AgentHub(
             self.engine,
             self.fleet,
@@ -112,6 +114,7 @@ class SchedulerApp:
             self.heartbeats,
             self.clock,
             settings.heartbeat_interval_s,
+            self.models,
         )
         self.allocator.on_nodes_changed = self.agents.nodes_changed
         self.liveness = NodeLivenessLoop(
@@ -136,7 +139,7 @@ class SchedulerApp:
         )
         self._loops: BackgroundScheduler | None = None
         self.server, self.port, self._health = create_server(
-            settings.listen, self.allocations, self.fleet, self.agents, self.tenants
+            settings.listen, self.allocations, self.fleet, self.agents, self.tenants, self.models
         )
 
     @property

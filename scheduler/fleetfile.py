@@ -7,6 +7,11 @@ nodes:
     gpus: {model: H100-80GB, count: 8, nvlink: true}
   - name: a100-40-mig
     gpus: {model: A100-40GB, count: 4, mig: true}
+  - name: h200
+    gpus: {model: H200, count: 8}
+    models:                 # optional: what the simulated agent reports warm
+      - {model: llama-3.1-70b, gpus: [0, 1], standby: true}   # loaded, not serving
+      - {model: qwen2.5-72b, tier: host_ram}                   # or local_disk
 """
 
 from __future__ import annotations
@@ -35,10 +40,22 @@ class SimulatedGpu:
 
 
 @dataclass(frozen=True)
+class SimulatedResidency:
+    """A model a simulated node holds warm: on GPUs (by index) or in a tier."""
+
+    model: str
+    tier: str  # gpu | host_ram | local_disk
+    gpus: tuple[int, ...] = ()  # GPU tier only
+    standby: bool = False
+    size_bytes: int = 0  # 0: the LLM catalogue's figure
+
+
+@dataclass(frozen=True)
 class SimulatedNode:
     name: str
     labels: dict[str, str] = field(default_factory=dict)
     gpus: tuple[SimulatedGpu, ...] = ()
+    models: tuple[SimulatedResidency, ...] = ()
 
 
 def gpu_uuid(node: str, index: int) -> str:
@@ -72,6 +89,24 @@ def _gpus(node: str, spec: dict[str, Any]) -> tuple[SimulatedGpu, ...]:
     )
 
 
+def _residency(node: str, spec: dict[str, Any], gpu_count: int) -> SimulatedResidency:
+    model = str(spec.get("model", ""))
+    if not model:
+        raise ValueError(f"node {node}: a models entry needs a model name")
+    gpus = tuple(int(i) for i in spec.get("gpus", ()))
+    tier = str(spec.get("tier", "gpu" if gpus else ""))
+    if tier not in ("gpu", "host_ram", "local_disk"):
+        raise ValueError(f"node {node}: {model} needs gpus: [...] or tier: host_ram|local_disk")
+    if (tier == "gpu") != bool(gpus):
+        raise ValueError(f"node {node}: {model}: gpus go with the gpu tier only")
+    if any(not 0 <= i < gpu_count for i in gpus):
+        raise ValueError(f"node {node}: {model} names a GPU index outside 0..{gpu_count - 1}")
+    standby = bool(spec.get("standby", False))
+    if standby and tier != "gpu":
+        raise ValueError(f"node {node}: {model}: only GPU-resident models can be standby")
+    return SimulatedResidency(model, tier, gpus, standby, int(spec.get("size_bytes", 0)))
+
+
 def parse_fleet(document: dict[str, Any]) -> list[SimulatedNode]:
     nodes: list[SimulatedNode] = []
     for entry in document.get("nodes", []):
@@ -80,7 +115,9 @@ def parse_fleet(document: dict[str, Any]) -> list[SimulatedNode]:
         names = [base] if "count" not in entry else [f"{base}-{i}" for i in range(copies)]
         for name in names:
             labels = {str(k): str(v) for k, v in entry.get("labels", {}).items()}
-            nodes.append(SimulatedNode(name=name, labels=labels, gpus=_gpus(name, entry["gpus"])))
+            gpus = _gpus(name, entry["gpus"])
+            models = tuple(_residency(name, m, len(gpus)) for m in entry.get("models", []))
+            nodes.append(SimulatedNode(name=name, labels=labels, gpus=gpus, models=models))
     seen = [n.name for n in nodes]
     if len(seen) != len(set(seen)):
         raise ValueError("node names in a fleet file must be unique")

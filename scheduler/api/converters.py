@@ -17,8 +17,10 @@ from scheduler.domain.layout import ParallelLayout, layout_from_degrees
 from scheduler.domain.mig import MigInstance, render_slot_map
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
+from scheduler.domain.residency import ResidentModel
 from scheduler.services.agents import AgentHello, DesiredState, FaultCommand
 from scheduler.services.health import GpuHealthReport
+from scheduler.services.models import ModelInfo
 from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import (
     AllocationEvent,
@@ -339,6 +341,48 @@ def agent_hello(hello: agents_pb2.AgentHello) -> AgentHello:
         running_allocation_ids=tuple(hello.running_allocation_ids),
         agent_version=hello.agent_version,
         simulated=hello.simulated,
+        residency=tuple(residency(hello.residency)),
+    )
+
+
+_TIER_NAMES = {
+    types_pb2.RESIDENCY_TIER_GPU: "gpu",
+    types_pb2.RESIDENCY_TIER_HOST_RAM: "host_ram",
+    types_pb2.RESIDENCY_TIER_LOCAL_DISK: "local_disk",
+}
+_TIERS = {name: value for value, name in _TIER_NAMES.items()}
+
+
+def residency(entries: Iterable[types_pb2.ModelResidency]) -> list[ResidentModel]:
+    """An unspecified tier becomes "" and is rejected by validate_residency."""
+    return [
+        ResidentModel(
+            model=e.model,
+            tier=_TIER_NAMES.get(e.tier, ""),
+            gpu_uuid=e.gpu_uuid,
+            standby=e.standby,
+            size_bytes=e.size_bytes,
+        )
+        for e in entries
+    ]
+
+
+def heartbeat_residency(request: agents_pb2.HeartbeatRequest) -> list[ResidentModel] | None:
+    """The reported residency, or None when this heartbeat does not report it."""
+    return residency(request.residency) if request.residency_reported else None
+
+
+def model_info_message(info: ModelInfo) -> admin_pb2.ModelInfo:
+    return admin_pb2.ModelInfo(
+        model=info.model,
+        size_bytes=info.size_bytes,
+        placements=[
+            admin_pb2.ModelPlacement(
+                node=p.node, gpu_uuid=p.gpu_uuid, tier=_TIERS[p.tier], standby=p.standby
+            )
+            for p in info.placements
+        ],
+        cold_start_seconds=info.cold_start_seconds,
     )
 
 

@@ -21,6 +21,7 @@ from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServ
 from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
+from scheduler.services.models import ModelService
 from scheduler.services.tenants import TenantService
 
 SERVICE_NAMES = (
@@ -36,6 +37,7 @@ def create_server(
     fleet: FleetService,
     agents: AgentHub,
     tenants: TenantService,
+    models: ModelService,
     max_workers: int = 64,
     max_agents: int = 2000,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
@@ -49,7 +51,7 @@ def create_server(
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
     admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminServicer(fleet, allocations, agents, tenants), server
+        AdminServicer(fleet, allocations, agents, tenants, models), server
     )
     agents_pb2_grpc.add_AgentsServicer_to_server(AgentsServicer(fleet, agents), server)
     health_servicer = health.HealthServicer()

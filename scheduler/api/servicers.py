@@ -22,6 +22,7 @@ from scheduler.domain.errors import InvalidArgument
 from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
+from scheduler.services.models import ModelService
 from scheduler.services.tenants import TenantService
 
 log = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
                 body = message.WhichOneof("body")
                 if body == "heartbeat":
                     reports = converters.health_reports(message.heartbeat.health)
-                    self._agents.heartbeat(session, reports)
+                    residency = converters.heartbeat_residency(message.heartbeat)
+                    self._agents.heartbeat(session, reports, residency)
                 elif body == "observed":
                     self._agents.observed(session, message.observed.running_allocation_ids)
                 elif body == "interruption":
@@ -161,7 +163,8 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
         self, request: agents_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> agents_pb2.HeartbeatResponse:
         reports = converters.health_reports(request.health)
-        state = self._agents.unary_heartbeat(_require(request.node, "node"), reports)
+        residency = converters.heartbeat_residency(request)
+        state = self._agents.unary_heartbeat(_require(request.node, "node"), reports, residency)
         return agents_pb2.HeartbeatResponse(state=converters.node_state(state))
 
 
@@ -172,9 +175,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         allocations: AllocationService,
         agents: AgentHub,
         tenants: TenantService,
+        models: ModelService,
     ) -> None:
         self._fleet = fleet
         self._tenants = tenants
+        self._models = models
         self._agents = agents
         self._allocations = allocations
         self._scheduler = SchedulerServicer(allocations)
@@ -274,6 +279,14 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             _require(request.node, "node"), request.gpu_index, request.fault, request.clear
         )
         return admin_pb2.InjectFaultResponse()
+
+    def ListModels(
+        self, request: admin_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListModelsResponse:
+        infos = self._models.list_models(request.model)
+        return admin_pb2.ListModelsResponse(
+            models=[converters.model_info_message(i) for i in infos]
+        )
 
     def GetCatalogue(
         self, request: admin_pb2.GetCatalogueRequest, context: grpc.ServicerContext

@@ -165,6 +165,11 @@ class SchedulerClient:
         response: admin_pb2.ListQueueResponse = self._unary(self._admin.ListQueue, request)
         return list(response.allocations)
 
+    def list_models(self, model: str = "") -> list[admin_pb2.ModelInfo]:
+        request = admin_pb2.ListModelsRequest(model=model)
+        response: admin_pb2.ListModelsResponse = self._unary(self._admin.ListModels, request)
+        return list(response.models)
+
     def list_tenants(self) -> list[admin_pb2.Tenant]:
         response: admin_pb2.ListTenantsResponse = self._unary(
             self._admin.ListTenants, admin_pb2.ListTenantsRequest()

@@ -7,6 +7,7 @@ import click
 from agent.cli import agent
 from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, node, register_admin_commands
 from scheduler.cli.fault_commands import fault
+from scheduler.cli.model_commands import models
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
 
@@ -47,6 +48,7 @@ cli.add_command(queue)
 cli.add_command(preempt)
 cli.add_command(tenants)
 cli.add_command(tenant)
+cli.add_command(models)
 node.add_command(interrupt)
 cli.add_command(agent)
 

@@ -15,6 +15,7 @@ from scheduler.domain.auto_layout import QUANTIZED_DTYPES, ModelRequest, resolve
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.layout import MAX_WORLD_SIZE, ParallelLayout
+from scheduler.domain.llm_catalogue import canonical_model_name
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
 from scheduler.domain.requests import (
     Demand,
@@ -94,6 +95,7 @@ class AllocationSpec:
             priority=self.priority,
             layout=self.layout,
             quantized=self.quantized,
+            model=canonical_model_name(self.model) if self.model else "",
         )
 
     def body_hash(self) -> str:

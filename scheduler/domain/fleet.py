@@ -45,6 +45,10 @@ class GpuView:
     mig_used_compute: int = 0
     mig_profile_counts: dict[str, int] = field(default_factory=dict)
     nvlink_peers: tuple[int, ...] = ()
+    # Models whose weights are loaded on this GPU (canonical names), and the
+    # subset that is warm standby (loaded, not serving).
+    resident_models: frozenset[str] = frozenset()
+    standby_models: frozenset[str] = frozenset()
 
     @property
     def free_milli(self) -> int:
@@ -65,6 +69,16 @@ class NodeView:
     schedulable: bool = True  # False when cordoned, draining or unreachable
     labels: dict[str, str] = field(default_factory=dict)
     gpus: list[GpuView] = field(default_factory=list)
+    # Models warm on the node off the GPUs: in host RAM (page cache) or on local disk.
+    host_ram_models: frozenset[str] = frozenset()
+    local_disk_models: frozenset[str] = frozenset()
+    # Sizes the agent reported, by model (absent: unknown, use the LLM catalogue's).
+    model_sizes: dict[str, int] = field(default_factory=dict)
+
+    def warm_models(self) -> set[str]:
+        """Every model warm on this node in any tier."""
+        on_gpus = (m for gpu in self.gpus for m in gpu.resident_models)
+        return {*on_gpus, *self.host_ram_models, *self.local_disk_models}
 
 
 @dataclass(frozen=True)
@@ -106,6 +120,8 @@ class FleetSnapshot:
         self._fraction_keys: dict[int, tuple[int, int, int]] = {}
         self._mig: dict[str, dict[int, dict[int, None]]] = {}
         self._mig_masks: dict[int, int] = {}
+        # Model -> nodes where it is warm in any tier (warm placement walks these first).
+        self._warm: dict[str, dict[str, None]] = {}
         self._structure: FleetStructure | None = None
 
     # -- fleet changes ---------------------------------------------------------
@@ -126,11 +142,13 @@ class FleetSnapshot:
                 raise ValueError(f"GPU {gpu.id} already belongs to node {owner.node}")
         if node.name in self.nodes:
             self.remove_node(node.name)
-        stored = replace(node, labels=dict(node.labels), gpus=[_copy_gpu(g) for g in node.gpus])
+        stored = _copy_node(node, [_copy_gpu(g) for g in node.gpus])
         self.nodes[stored.name] = stored
         for gpu in stored.gpus:
             self.gpus[gpu.id] = gpu
             self._index(gpu)
+        for model in stored.warm_models():
+            self._warm.setdefault(model, {})[stored.name] = None
         self._structure = None
 
     def remove_node(self, name: str) -> None:
@@ -139,6 +157,11 @@ class FleetSnapshot:
         for gpu in node.gpus:
             self._unindex(gpu)
             del self.gpus[gpu.id]
+        for model in node.warm_models():
+            nodes = self._warm[model]
+            del nodes[name]
+            if not nodes:
+                del self._warm[model]
         self._structure = None
 
     def set_node_schedulable(self, name: str, schedulable: bool) -> None:
@@ -168,7 +191,7 @@ class FleetSnapshot:
         new = FleetSnapshot()
         for node in self.nodes.values():
             gpus = [_copy_gpu(g) for g in node.gpus]
-            new.nodes[node.name] = replace(node, labels=dict(node.labels), gpus=gpus)
+            new.nodes[node.name] = _copy_node(node, gpus)
             new.gpus.update((g.id, g) for g in gpus)
         new._idle = {
             m: {name: dict(ids) for name, ids in nodes.items()} for m, nodes in self._idle.items()
@@ -184,6 +207,7 @@ class FleetSnapshot:
             for m, buckets in self._mig.items()
         }
         new._mig_masks = dict(self._mig_masks)
+        new._warm = {m: dict(nodes) for m, nodes in self._warm.items()}
         new._structure = self._structure
         return new
 
@@ -213,6 +237,14 @@ class FleetSnapshot:
                 for name in buckets.get(free, ()):
                     ids = self._idle[model][name]
                     yield self.nodes[name], [self.gpus[i] for i in ids]
+
+    def warm_nodes(self, model: str) -> list[NodeView]:
+        """Nodes where `model` is warm in any tier (schedulable or not), in report order."""
+        return [self.nodes[name] for name in self._warm.get(model, ())]
+
+    def idle_gpus(self, model: str, node: str) -> list[GpuView]:
+        """The empty, healthy GPUs of `model` not in MIG mode on `node` (none if cordoned)."""
+        return [self.gpus[i] for i in self._idle.get(model, {}).get(node, ())]
 
     def iter_fraction_gpus(self, models: Iterable[str], memory_mib: int) -> Iterator[GpuView]:
         """GPUs not in MIG mode with at least `memory_mib` free, least free memory first."""
@@ -324,6 +356,10 @@ class FleetSnapshot:
             buckets.setdefault(len(ids), {})[gpu.node] = None
         else:
             del nodes[gpu.node]
+
+
+def _copy_node(node: NodeView, gpus: list[GpuView]) -> NodeView:
+    return replace(node, labels=dict(node.labels), gpus=gpus, model_sizes=dict(node.model_sizes))
 
 
 def _copy_gpu(gpu: GpuView) -> GpuView:

@@ -45,3 +45,6 @@ class PlacementRequest:
     # Set by place() from the generation policy: models this class may never use, and why.
     excluded_models: frozenset[str] = frozenset()
     excluded_reason: str = ""
+    # The LLM to serve, canonical (llm_catalogue.canonical_model_name); "" for none.
+    # Only scores (WarmModel): it never makes a GPU ineligible.
+    model: str = ""

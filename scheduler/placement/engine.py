@@ -9,11 +9,12 @@ feasible does explain.py scan everything to say why.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from scheduler.domain.catalogue import MigProfile
-from scheduler.domain.fleet import Claim, FleetSnapshot
+from scheduler.domain.fleet import Claim, FleetSnapshot, GpuView, NodeView
 from scheduler.domain.generations import GenerationPolicy
 from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.mig import best_start, candidate_masks, profile_for, room_score
@@ -35,6 +36,7 @@ from scheduler.placement.pipeline import (
     pipeline_for,
 )
 from scheduler.placement.plugins import DEFAULT_SCORE_WEIGHTS, CycleContext, Option
+from scheduler.placement.warm import node_rank
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,9 @@ def _claims(demand: Demand, option: Option) -> tuple[Claim, ...]:
 def _feasible_options(ctx: CycleContext, pipeline: Pipeline) -> Iterator[Option]:
     demand = ctx.request.demand
     if isinstance(demand, WholeDemand):
-        return _whole_options(ctx, pipeline, demand)
+        return _warm_first(ctx, pipeline, _whole_options(ctx, pipeline, demand))
     if isinstance(demand, FractionDemand):
-        return _fraction_options(ctx, pipeline, demand)
+        return _warm_first(ctx, pipeline, _fraction_options(ctx, pipeline, demand))
     return _mig_options(ctx, pipeline, demand)
 
 
@@ -207,14 +209,23 @@ def _whole_options(ctx: CycleContext, pipeline: Pipeline, demand: WholeDemand) -
     if demand.count < 1:
         return
     for node, idle in ctx.snapshot.iter_whole_candidates(ctx.models, demand.count):
-        if node_rejection(ctx, pipeline, node) is not None:
-            continue
-        free = passing_gpus(ctx, pipeline, idle)
-        by_model = {free[0].model: free} if free else {}
-        if any(f.filter_gang(ctx, node, by_model) is not None for f in pipeline.gang_filters):
-            continue
-        chosen, linked = choose_gpus(free, demand.count, len(node.gpus))
-        yield Option(node, chosen, linked_pairs=linked)
+        option = _whole_option(ctx, pipeline, demand, node, idle)
+        if option is not None:
+            yield option
+
+
+def _whole_option(
+    ctx: CycleContext, pipeline: Pipeline, demand: WholeDemand, node: NodeView, idle: list[GpuView]
+) -> Option | None:
+    """`demand.count` of these idle GPUs (one model) of `node`, if the filters let them."""
+    if node_rejection(ctx, pipeline, node) is not None:
+        return None
+    free = passing_gpus(ctx, pipeline, idle)
+    by_model = {free[0].model: free} if free else {}
+    if any(f.filter_gang(ctx, node, by_model) is not None for f in pipeline.gang_filters):
+        return None
+    chosen, linked = choose_gpus(free, demand.count, len(node.gpus))
+    return Option(node, chosen, linked_pairs=linked)
 
 
 def _fraction_options(
@@ -267,3 +278,45 @@ def _mig_shape_options(
         start = best_start(profile, mask, gpu.mig_used_compute, gpu.mig_profile_counts)
         assert start is not None  # MigSlotsFree passed
         yield Option(node, (gpu,), mig_start=start, mig_mask_after=mask | profile.slot_mask(start))
+
+
+# -- warm model pre-walk (placement/warm.py scores what it finds) ---------------
+
+
+def _warm_first(ctx: CycleContext, pipeline: Pipeline, walk: Iterator[Option]) -> Iterator[Option]:
+    """With a model named, options where it is warm come before the best-fit walk,
+    so the cut-off at feasible_to_score cannot leave them unscored."""
+    if not ctx.request.model:
+        return walk
+    return _unique(itertools.chain(_warm_options(ctx, pipeline), walk))
+
+
+def _unique(options: Iterator[Option]) -> Iterator[Option]:
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    for option in options:
+        key = (option.node.name, tuple(g.id for g in option.gpus))
+        if key not in seen:
+            seen.add(key)
+            yield option
+
+
+def _warm_options(ctx: CycleContext, pipeline: Pipeline) -> Iterator[Option]:
+    """Nodes holding the model, best tier first; on each, the GPUs holding it first."""
+    model = ctx.request.model
+    demand = ctx.request.demand
+    nodes = sorted(ctx.snapshot.warm_nodes(model), key=lambda n: node_rank(model, n))
+    for node in nodes:
+        if isinstance(demand, WholeDemand):
+            for gpu_model in ctx.models:
+                idle = ctx.snapshot.idle_gpus(gpu_model, node.name)
+                holding = [g for g in idle if model in g.resident_models]
+                for free in (holding, idle):
+                    if len(free) >= demand.count:
+                        option = _whole_option(ctx, pipeline, demand, node, free)
+                        if option is not None:
+                            yield option
+            continue
+        gpus = sorted(node.gpus, key=lambda g: model not in g.resident_models)
+        for gpu in gpus:
+            if gpu.model in ctx.models and first_rejection(ctx, pipeline, node, gpu) is None:
+                yield Option(node, (gpu,))

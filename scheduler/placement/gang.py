@@ -9,7 +9,8 @@ The rules (see scheduler/domain/layout.py for rank order):
   only when they must);
 - a replica's first unit prefers a domain that holds the whole replica, then
   failure domains (zone, rack, node) no earlier replica of the gang uses;
-- among equals, the domain with the fewest free GPUs (best fit);
+- then where the requested model is warm (standby on a free GPU, else in the
+  node's memory or disk), then the domain with the fewest free GPUs (best fit);
 - all ranks on one GPU model, trying each allowed model and keeping the plan
   that spans the fewest nodes.
 The plan is computed on copies of the free lists; nothing is reserved here.
@@ -48,14 +49,21 @@ class _Domain:
     free_count: int = 0
     racks: frozenset[str] = frozenset()
     zones: frozenset[str] = frozenset()
+    # How warm the requested model is here: 0 standby on a free GPU, 1 warm on a node, 2 cold.
+    warmth: int = 2
 
-    def add(self, node: NodeView, free: list[GpuView]) -> None:
+    def add(self, node: NodeView, free: list[GpuView], model: str) -> None:
         self.free[node.name] = free
         self.nodes[node.name] = node
         self.free_count += len(free)
         # A node without the label is its own rack/zone: it shares nothing.
         self.racks |= {node.labels.get(RACK_LABEL, f"?{node.name}")}
         self.zones |= {node.labels.get(ZONE_LABEL, f"?{node.name}")}
+        if model:
+            if any(model in g.standby_models for g in free):
+                self.warmth = 0
+            elif model in node.warm_models():
+                self.warmth = min(self.warmth, 1)
 
 
 @dataclass(frozen=True)
@@ -137,7 +145,7 @@ def _eligible_domains(
         free = passing_gpus(ctx, pipeline, idle)
         if free:
             key = domain_key(node)
-            domains.setdefault(key, _Domain(key)).add(node, free)
+            domains.setdefault(key, _Domain(key)).add(node, free, ctx.request.model)
     return sorted((d for d in domains.values() if d.free_count >= unit), key=lambda d: d.key)
 
 
@@ -161,6 +169,7 @@ def _plan_model(model: str, domains: list[_Domain], layout: ParallelLayout) -> L
                     key=lambda d: (
                         d.free_count < remaining,  # holds the whole replica
                         _spread_penalty(d, used_by_replicas),
+                        d.warmth,
                         d.free_count,
                         d.key,
                     ),
@@ -173,6 +182,7 @@ def _plan_model(model: str, domains: list[_Domain], layout: ParallelLayout) -> L
                         d is not previous,
                         not (d.racks & racks),
                         not (d.zones & zones),
+                        d.warmth,
                         d.free_count < remaining,
                         d.free_count,
                         d.key,

@@ -30,6 +30,7 @@ from scheduler.placement.plugins import (
     ScorePlugin,
     WholeGpusFree,
 )
+from scheduler.placement.warm import WarmModel
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def pipeline_for(demand: Demand) -> Pipeline:
                 GpuIdle(),
             ),
             (WholeGpusFree(demand.count),),
-            (BinPacking(), NvlinkLocality()),
+            (BinPacking(), NvlinkLocality(), WarmModel()),
         )
     if isinstance(demand, FractionDemand):
         return Pipeline(
@@ -69,7 +70,7 @@ def pipeline_for(demand: Demand) -> Pipeline:
                 FractionFits(demand),
             ),
             (),
-            (MemoryBestFit(demand.memory_mib),),
+            (MemoryBestFit(demand.memory_mib), WarmModel()),
         )
     return Pipeline(
         node_filters,

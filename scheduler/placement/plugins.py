@@ -301,5 +301,7 @@ DEFAULT_SCORE_WEIGHTS: Mapping[str, float] = MappingProxyType(
         MemoryBestFit.name: 1.0,
         MigBestFit.name: 1.0,
         MigRoomLeft.name: 0.1,
+        # placement/warm.py (named here, as it imports this module): see its docstring.
+        "WarmModel": 2.0,
     }
 )

@@ -13,16 +13,18 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import FailedPrecondition, InvalidArgument
+from scheduler.domain.errors import FailedPrecondition, GpupoolError, InvalidArgument
+from scheduler.domain.residency import ResidentModel
 from scheduler.services.fleet import FleetService
 from scheduler.services.health import GpuHealthReport, HealthService
+from scheduler.services.models import ModelService
 from scheduler.store import fleet as fleet_store
 from scheduler.store import liveness
 from scheduler.store.fleet import GpuSpecInput
@@ -43,6 +45,8 @@ class AgentHello:
     running_allocation_ids: tuple[str, ...] = ()
     agent_version: str = ""
     simulated: bool = False
+    # Where models are warm on the node: always the full set in a hello.
+    residency: tuple[ResidentModel, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,9 +132,11 @@ class AgentHub:
         heartbeats: HeartbeatRecorder,
         clock: Clock,
         heartbeat_interval_s: float,
+        models: ModelService,
     ) -> None:
         self._engine = engine
         self._fleet = fleet
+        self._models = models
         self._health = health
         self._heartbeats = heartbeats
         self._clock = clock
@@ -193,6 +199,7 @@ class AgentHub:
         with self._engine.begin() as conn:
             info = {"version": hello.agent_version, "simulated": hello.simulated}
             liveness.set_agent_info(conn, hello.node, info)
+        self._models.report_residency(hello.node, hello.residency)
         session = AgentSession(hello.node, hello.simulated)
         with self._lock:
             previous = self._sessions.get(hello.node)
@@ -217,11 +224,27 @@ class AgentHub:
             if self._sessions.get(session.node) is session:
                 del self._sessions[session.node]
 
-    def heartbeat(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:
+    def heartbeat(
+        self,
+        session: AgentSession,
+        reports: list[GpuHealthReport],
+        residency: Sequence[ResidentModel] | None = None,
+    ) -> None:
+        """residency: None when the agent did not report it (unchanged since it last did)."""
         self._heartbeats.record(session.node, self._clock.now())
         self.report_health(session, reports)
+        if residency is not None:
+            try:
+                self._models.report_residency(session.node, residency)
+            except GpupoolError as exc:  # a bad report must not end the agent's stream
+                log.warning("%s: residency report rejected: %s", session.node, exc)
 
-    def unary_heartbeat(self, node: str, reports: list[GpuHealthReport]) -> str:
+    def unary_heartbeat(
+        self,
+        node: str,
+        reports: list[GpuHealthReport],
+        residency: Sequence[ResidentModel] | None = None,
+    ) -> str:
         """Agents.Heartbeat for callers without a stream: batched like stream
         heartbeats; returns the node's state (ready, cordoned, draining) as of
         at most a few seconds ago."""
@@ -234,6 +257,8 @@ class AgentHub:
         self._heartbeats.record(node, self._clock.now())
         session = self._unary_sessions.setdefault(node, AgentSession(node, simulated=False))
         self.report_health(session, reports)
+        if residency is not None:
+            self._models.report_residency(node, residency)
         return cached[0]
 
     def report_health(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:

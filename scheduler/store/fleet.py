@@ -29,6 +29,7 @@ from scheduler.store.models import (
     NodeRow,
 )
 from scheduler.store.records import GpuRecord, MigInstanceRecord, NodeRecord
+from scheduler.store.residency import NodeResidency, load_node_residency
 
 nodes_t = cast(Table, NodeRow.__table__)
 gpus_t = cast(Table, GpuRow.__table__)
@@ -82,11 +83,13 @@ def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView
     for gpu_id, profile, start, size in conn.execute(mig_query).all():
         masks[gpu_id] |= ((1 << size) - 1) << start
         counts[gpu_id][profile] += 1
+    residency = load_node_residency(conn, None if names is None else list(node_names))
     gpus_by_node: dict[int, list[GpuView]] = defaultdict(list)
     for row in gpu_rows:
         node_name = node_names.get(row["node_id"])
         if node_name is None:
             continue  # registered after the node read; the next load sees both
+        warm = residency.get(row["node_id"])
         gpus_by_node[row["node_id"]].append(
             GpuView(
                 id=row["id"],
@@ -103,6 +106,12 @@ def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView
                 mig_used_compute=row["mig_used_compute"],
                 mig_profile_counts=dict(counts.get(row["id"], {})),
                 nvlink_peers=tuple(row["nvlink_peers"]),
+                resident_models=frozenset(warm.gpu_models.get(row["id"], ()))
+                if warm
+                else frozenset(),
+                standby_models=frozenset(warm.gpu_standby.get(row["id"], ()))
+                if warm
+                else frozenset(),
             )
         )
     return [
@@ -111,9 +120,20 @@ def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView
             schedulable=row["admin_state"] == "active" and row["reachable"],
             labels=dict(row["labels"]),
             gpus=sorted(gpus_by_node.get(row["id"], []), key=lambda g: g.index),
+            **_node_residency(residency.get(row["id"])),
         )
         for row in node_rows
     ]
+
+
+def _node_residency(warm: NodeResidency | None) -> dict[str, Any]:
+    if warm is None:
+        return {}
+    return {
+        "host_ram_models": frozenset(warm.host_ram),
+        "local_disk_models": frozenset(warm.local_disk),
+        "model_sizes": dict(warm.sizes),
+    }
 
 
 def register_node(

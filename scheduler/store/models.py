@@ -273,3 +273,48 @@ class AllocationEventRow(Base):
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     reason: Mapped[str] = mapped_column(String(32), default="")
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+RESIDENCY_TIERS = ("gpu", "host_ram", "local_disk")
+
+
+class ModelResidencyRow(Base):
+    """A model an agent reports warm on its node: loaded on one GPU (serving or
+    standby), in host RAM or on local disk. Each report replaces all rows of
+    its node; rows go with their node or GPU (ON DELETE CASCADE)."""
+
+    __tablename__ = "model_residency"
+    __table_args__ = (
+        CheckConstraint(f"tier IN {RESIDENCY_TIERS!r}", name="tier"),
+        CheckConstraint("(tier = 'gpu') = (gpu_id IS NOT NULL)", name="gpu_tier_has_gpu"),
+        CheckConstraint("tier = 'gpu' OR NOT standby", name="standby_only_on_gpu"),
+        CheckConstraint("size_bytes >= 0", name="size_not_negative"),
+        Index(
+            "uq_model_residency_gpu_model",
+            "gpu_id",
+            "model",
+            unique=True,
+            postgresql_where=text("gpu_id IS NOT NULL"),
+        ),
+        Index(
+            "uq_model_residency_node_model_tier",
+            "node_id",
+            "model",
+            "tier",
+            unique=True,
+            postgresql_where=text("gpu_id IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    gpu_id: Mapped[int | None] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"))
+    """Set exactly on the GPU tier: the GPU holding the weights."""
+    model: Mapped[str] = mapped_column(String(256), index=True)
+    """Canonical name (llm_catalogue.canonical_model_name), so aliases compare equal."""
+    tier: Mapped[str] = mapped_column(String(16))
+    standby: Mapped[bool] = mapped_column(Boolean, default=False)
+    """GPU tier only: loaded and not serving, so a new allocation starts at once."""
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    """As the agent reported it (0: unknown; the LLM catalogue's figure is used)."""
+    reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -184,3 +184,14 @@ def test_placement_is_all_or_nothing_and_never_mutates_the_snapshot() -> None:
     outcome = ask(snapshot, ParallelLayout(tp=8, replicas=2))
     assert outcome.placement is not None
     assert len({c.gpu_id for c in outcome.placement.claims}) == 16
+
+
+def test_a_gang_prefers_the_domain_where_its_model_is_warm() -> None:
+    cold = make_node("cold", count=4)
+    warm = make_node("warm", count=8)
+    warm.gpus[0].standby_models = frozenset({"llama-3.1-70b"})
+    snapshot = fleet(cold, warm)
+    request = PlacementRequest(WholeDemand(4), layout=ParallelLayout(tp=4))
+    assert set(rank_nodes(snapshot, place(snapshot, request))) == {"cold"}  # best fit
+    warm_request = replace(request, model="llama-3.1-70b")
+    assert set(rank_nodes(snapshot, place(snapshot, warm_request))) == {"warm"}
