@@ -21,6 +21,7 @@ from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.domain.clock import Clock, SystemClock
 from scheduler.domain.priorities import configure_priority_classes
+from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
@@ -29,6 +30,8 @@ from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.services.tenants import TenantService
+from scheduler.services.worker_logs import LogRelay
+from scheduler.services.workers import WorkerService
 from scheduler.store.database import (
     EmbeddedPostgres,
     create_db_engine,
@@ -56,6 +59,10 @@ class SchedulerSettings:
     failover_grace_s: float = 30.0
     # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
     priority_classes_file: Path | None = None
+    # Worker templates the agents launch (deploy/worker-templates.yaml), and
+    # the ports handed out as MASTER_PORT on rank 0's node.
+    worker_templates_file: Path = DEFAULT_TEMPLATES_FILE
+    rendezvous_ports: tuple[int, int] = (29500, 29999)
 
 
 class SchedulerApp:
@@ -84,7 +91,19 @@ class SchedulerApp:
             settings.replica_id,
             is_leader=lambda: self.leader.is_leader,
         )
-        self.allocations = AllocationService(self.engine, self.allocator, self.notifier, self.clock)
+        low, high = settings.rendezvous_ports
+        self.workers = WorkerService(
+            self.engine,
+            self.allocator,
+            self.notifier,
+            self.clock,
+            load_templates(settings.worker_templates_file),
+            settings.replica_id,
+            range(low, high + 1),
+        )
+        self.allocations = AllocationService(
+            self.engine, self.allocator, self.notifier, self.clock, self.workers
+        )
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
         self.health = HealthService(self.engine, self.allocator)
         self.tenants = TenantService(self.engine, self.allocator, self.clock)
@@ -98,6 +117,9 @@ class SchedulerApp:
             settings.heartbeat_interval_s,
         )
         self.allocator.on_nodes_changed = self.agents.nodes_changed
+        self.agents.prepare_allocations = self.workers.prepare
+        self.workers.nodes_changed = self.agents.nodes_changed
+        self.logs = LogRelay(self.engine, self.agents)
         self.liveness = NodeLivenessLoop(
             self.engine,
             self.allocator,
@@ -120,7 +142,13 @@ class SchedulerApp:
         )
         self._loops: BackgroundScheduler | None = None
         self.server, self.port, self._health = create_server(
-            settings.listen, self.allocations, self.fleet, self.agents, self.tenants
+            settings.listen,
+            self.allocations,
+            self.fleet,
+            self.agents,
+            self.tenants,
+            self.workers,
+            self.logs,
         )
 
     @property

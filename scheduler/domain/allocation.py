@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
 from scheduler.domain.errors import InvalidArgument
@@ -39,6 +40,18 @@ WORKLOAD_CLASSES = (
 
 
 @dataclass(frozen=True)
+class WorkerRequest:
+    """Which worker template to launch per rank, with its arguments and extra env."""
+
+    template: str
+    args: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"template": self.template, "args": dict(self.args), "env": dict(self.env)}
+
+
+@dataclass(frozen=True)
 class AllocationSpec:
     tenant: str
     request_id: str
@@ -50,6 +63,7 @@ class AllocationSpec:
     labels: dict[str, str] = field(default_factory=dict)
     no_wait: bool = False
     on_failure: str = "requeue"  # or "fail": what a GPU/node failure or drain does
+    worker: WorkerRequest | None = None
 
     @property
     def priority(self) -> int:
@@ -74,7 +88,7 @@ class AllocationSpec:
     def body_hash(self) -> str:
         """Digest of everything but the idempotency key and no_wait: a retry
         must carry the same body to get the first answer back."""
-        body = {
+        body: dict[str, Any] = {
             "demand": [type(self.demand).__name__, *vars(self.demand).values()],
             "gpu_models": sorted(self.gpu_models),
             "priority_class": self.priority_class,
@@ -83,6 +97,8 @@ class AllocationSpec:
             "labels": sorted(self.labels.items()),
             "on_failure": self.on_failure,
         }
+        if self.worker is not None:  # absent otherwise: older rows keep their digest
+            body["worker"] = self.worker.as_json()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

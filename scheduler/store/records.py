@@ -58,6 +58,11 @@ class AllocationRecord(_FromMapping):
     preemption_deadline: datetime | None = None
     preempted_for: str = ""
     preemption_count: int = 0
+    worker: dict[str, Any] | None = None
+    rendezvous_addr: str = ""
+    rendezvous_port: int | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    worker_generation: int = 0
     events: tuple[AllocationEvent, ...] = ()
 
 
