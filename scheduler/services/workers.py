@@ -104,6 +104,7 @@ class WorkerService:
                     continue
                 ranks = {b.get("rank", i): b for i, b in enumerate(row["bindings"])}
                 statuses = {int(w["rank"]): w for w in row["workers"]}
+                counted = {rank: int(w.get("restarts", 0)) for rank, w in statuses.items()}
                 for report in by_allocation[allocation_id]:
                     binding = ranks.get(report.rank)
                     if binding is None or binding["node"] != node:
@@ -124,7 +125,11 @@ class WorkerService:
                 elif ranks and all(s == "exited" for s in states):
                     finished.append(allocation_id)
                 nodes = {b["node"] for b in row["bindings"]}
-                restarting = any(r.state == "restarting" for r in mine)
+                # A new restart (not a repeat of one already counted) of a
+                # gang on several nodes: every node restarts its ranks.
+                restarting = any(
+                    r.state == "restarting" and r.restarts > counted.get(r.rank, 0) for r in mine
+                )
                 if restarting and len(nodes) > 1 and row["state"] != "preempting":
                     columns["worker_generation"] = row["worker_generation"] + 1
                     restart_nodes |= nodes
