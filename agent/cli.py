@@ -59,6 +59,12 @@ def agent() -> None:
     help="Worker templates this agent can launch (the scheduler's file).",
 )
 @click.option(
+    "--hostname",
+    default=None,
+    help="Where other nodes reach this one (MASTER_ADDR of gangs whose rank 0 runs here). "
+    "Defaults to the host name; with --simulate to 127.0.0.1, where simulated nodes live.",
+)
+@click.option(
     "--nccl-socket-ifname",
     default="",
     help="NCCL_SOCKET_IFNAME for workers (left to NCCL when unset).",
@@ -71,6 +77,7 @@ def run(
     labels: tuple[str, ...],
     state_dir: Path,
     worker_templates: Path,
+    hostname: str | None,
     nccl_socket_ifname: str,
 ) -> None:
     """Discover GPUs, connect to the scheduler and stay connected."""
@@ -90,12 +97,15 @@ def run(
         backend = SimulatedNvml(nodes[sim_node])
         extra_labels = {**nodes[sim_node].labels, **extra_labels}
         name = node_name or sim_node
+        hostname = hostname or "127.0.0.1"
     else:
         backend = RealNvml()
         name = node_name or socket.gethostname()
+        hostname = hostname or socket.getfqdn()
     settings = AgentSettings(
         scheduler=scheduler_address,
         node_name=name,
+        hostname=hostname,
         labels=extra_labels,
         state_dir=state_dir,
         worker_templates_file=worker_templates,
