@@ -154,6 +154,11 @@ class Supervisor:
             self._launch(gang)
             return
         gang.spec = spec
+        if spec.generation != gang.generation and gang.phase in ("stopped", "exited", "failed"):
+            self._fresh(gang)  # placed again (after a preemption, say): a new run
+            return
+        if gang.phase == "checkpointing" or gang.after_stop in ("stopped", "failed"):
+            return  # once stopped, _finish_stop starts the new generation if any
         if spec.state == "preempting":
             if not gang.checkpointing and gang.phase in ("starting", "ready", "backoff", "waiting"):
                 gang.checkpointing = True
@@ -273,8 +278,17 @@ class Supervisor:
             gang.phase = "removed"
         elif gang.after_stop == "backoff":
             self._schedule_restart(gang)
+        elif gang.spec.generation != gang.generation and gang.spec.state != "preempting":
+            self._fresh(gang)
         else:
             self._enter(gang, gang.after_stop, gang.reason)
+
+    def _fresh(self, gang: Gang) -> None:
+        """A new placement of the same allocation: a new run, restarts from zero."""
+        gang.generation = gang.spec.generation
+        gang.restarts, gang.exit_code, gang.checkpointing = 0, 0, False
+        gang.after_stop = ""
+        self._launch(gang)
 
     def _schedule_restart(self, gang: Gang) -> None:
         delay = gang.template.restart.delay(gang.restarts) if gang.restart_at == 0.0 else 0.0

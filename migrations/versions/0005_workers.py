@@ -4,7 +4,10 @@ status and a restart generation.
 A placement's rendezvous port is unique among live allocations on rank 0's
 node (partial unique index); a trigger clears it (and the per-rank status)
 when the allocation is placed anew or leaves its GPUs, so a stale port can
-never collide with a newer placement.
+never collide with a newer placement. The same trigger bumps the worker
+generation on every new placement, so an agent that still holds stopped
+workers of the same allocation (preempted, then placed again on this node in
+the same transaction) knows to start them afresh.
 
 Revision ID: 0005
 Revises: 0004
@@ -52,6 +55,8 @@ def upgrade() -> None:
             NEW.rendezvous_port := NULL;
             NEW.rendezvous_addr := '';
             NEW.workers := '[]'::jsonb;
+            -- A new placement is a new generation: agents start its workers afresh.
+            NEW.worker_generation := OLD.worker_generation + 1;
           ELSIF NEW.state NOT IN {_ACTIVE} THEN
             NEW.rendezvous_port := NULL;
             NEW.rendezvous_addr := '';

@@ -189,7 +189,8 @@ class AllocationRow(Base):
     workers: Mapped[list[Any]] = mapped_column(default=list)
     """Per-rank worker status as agents last reported it (reset on a new placement)."""
     worker_generation: Mapped[int] = mapped_column(Integer, default=0)
-    """Bumped to make every node restart its ranks of a multi-node gang together."""
+    """Bumped (by trigger) on each new placement, and when every node must restart
+    its ranks of a multi-node gang together."""
 
 
 class TenantRow(Base):
