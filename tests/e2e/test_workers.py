@@ -152,6 +152,19 @@ def test_tp2_on_one_node_matches_the_single_process_result(
     with pytest.raises(grpc.RpcError) as info:
         _logs(client, allocation.id, 5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    cli = [sys.executable, "-m", "scheduler.cli.main", "--scheduler", workers_cluster.address]
+    logs = subprocess.run(
+        [*cli, "logs", allocation.id, "--rank", "1"], capture_output=True, text=True, check=True
+    )
+    assert "READY rank 1/2" in logs.stdout
+    tail = subprocess.run(
+        [*cli, "logs", allocation.id, "--tail", "10"], capture_output=True, check=True
+    )
+    assert len(tail.stdout) == 10
+    show = subprocess.run(
+        [*cli, "allocation", "show", allocation.id], capture_output=True, text=True, check=True
+    )
+    assert "Workers" in show.stdout and "exited" in show.stdout
 
 
 def test_preempted_workers_checkpoint_and_resume_from_it(
