@@ -20,7 +20,16 @@ from typing import Any
 from agent.workers.env import Launch
 from scheduler.domain.worker_templates import Readiness, substitute
 
-EXIT_UNKNOWN = -1  # an adopted worker's exit status cannot be read
+EXIT_UNKNOWN = -1  # an adopted worker that left no exit file
+# A shell between agent and worker writes the worker's exit status to a file,
+# so a restarted agent can still tell success from failure of a worker it
+# adopted (it is no longer its child). The trap keeps the shell alive through
+# checkpoint signals; the worker itself gets the default dispositions back.
+_WRAPPER = 'trap ":" USR1 USR2 HUP; "$@"; code=$?; echo $code > "$0"; exit $code'
+
+
+def exit_file(log_path: Path) -> Path:
+    return log_path.with_suffix(".exit")
 
 
 def start_ticks(pid: int) -> int | None:
@@ -56,8 +65,9 @@ class WorkerProcess:
             log.write(f"--- gpupool: {marker} ---\n".encode())
             log.flush()
             offset = log.tell()
+            exit_file(log_path).unlink(missing_ok=True)
             popen = subprocess.Popen(
-                list(launch.argv),
+                ["/bin/sh", "-c", _WRAPPER, str(exit_file(log_path)), *launch.argv],
                 env={**os.environ, **launch.env},
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -95,7 +105,10 @@ class WorkerProcess:
                 self.exit_code = code
             return self.exit_code
         if start_ticks(self.pid) != self.ticks:
-            self.exit_code = EXIT_UNKNOWN
+            try:
+                self.exit_code = int(exit_file(self.log_path).read_text().strip())
+            except (OSError, ValueError):
+                self.exit_code = EXIT_UNKNOWN
         return self.exit_code
 
     def signal(self, signum: int) -> None:

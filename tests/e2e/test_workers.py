@@ -233,6 +233,39 @@ def test_a_killed_rank_brings_the_gang_down_and_back_up(
     assert "restart 1" in _logs(client, allocation.id, 0), "rank 0 was restarted too"
 
 
+def test_a_restarted_agent_adopts_its_running_workers(
+    workers_cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    _start(workers_cluster, ["b200"])
+    steps = 120
+    allocation = _allocate(
+        client,
+        "adopted",
+        _worker(tmp_path, steps=steps, step_seconds=0.05),
+        whole=S.WholeGpus(count=2),
+        gpu_models=["B200"],
+    )
+    wait_for(
+        lambda: _state(client, allocation.id) == S.ALLOCATION_STATE_RUNNING,
+        timeout=WAIT_S,
+        what="running",
+    )
+    pids = sorted(w.pid for w in _get(client, allocation.id).workers)
+    workers_cluster.kill_agent("b200")
+    workers_cluster.start_agent("b200")
+    wait_for(lambda: workers_cluster.connected(["b200"]), what="the agent to reconnect")
+    wait_for(
+        lambda: _state(client, allocation.id) == S.ALLOCATION_STATE_RELEASED,
+        timeout=WAIT_S,
+        what="the adopted workers to finish",
+    )
+    done = _get(client, allocation.id)
+    assert sorted(w.pid for w in done.workers) == pids, "the same processes, not new ones"
+    assert [w.restarts for w in done.workers] == [0, 0]
+    _assert_equal(_result(tmp_path)["x"], _reference(steps))
+    assert _logs(client, allocation.id, 0).count("--- gpupool: start") == 1
+
+
 def test_restarts_used_up_fail_the_allocation_per_its_policy(
     workers_cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
