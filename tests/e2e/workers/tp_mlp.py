@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> None:
     tp, pp = int(os.environ["GPUPOOL_TP_SIZE"]), int(os.environ["GPUPOOL_PP_SIZE"])
     tp_rank, pp_rank = rank % tp, (rank // tp) % pp
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index or 0)  # NCCL binds to the current device
     hook = CheckpointHook(os.environ.get("GPUPOOL_CHECKPOINT_SOCKET", ""))
     dist.init_process_group(args.backend, init_method="env://")
     group = stage_group(rank, tp, world)
@@ -121,6 +123,7 @@ def run(args: argparse.Namespace) -> None:
     while step < args.steps:
         # Agree on checkpointing at this boundary: any rank asked, all save.
         flag = torch.tensor([1.0 if hook.requested.is_set() else 0.0], dtype=DTYPE)
+        flag = flag.to(device) if args.backend == "nccl" else flag
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         if flag.item() and not hook.done.is_set():
             where = Path(args.checkpoint_dir) / f"step-{step}"
@@ -136,7 +139,13 @@ def run(args: argparse.Namespace) -> None:
         if pp_rank > 0:
             dist.recv(x, src=rank - tp)
         partial = torch.relu(x @ w1) @ w2
-        dist.all_reduce(partial, group=group)  # sums the row-parallel partials
+        if args.backend == "gloo" and device.type == "cuda":
+            # gloo reduces host memory: a CUDA rank stages its partial there.
+            staged = partial.cpu()
+            dist.all_reduce(staged, group=group)
+            partial = staged.to(device)
+        else:
+            dist.all_reduce(partial, group=group)  # sums the row-parallel partials
         x = partial
         if pp_rank < pp - 1:
             dist.send(x, dst=rank + tp)
