@@ -9,11 +9,19 @@ endpoint) and reads one JSON reply {"checkpoint_uri": "…"} (or {"error": …})
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agent.workers.gang import GangSpec
+from agent.workers.process import WorkerProcess
+from scheduler.domain.worker_templates import WorkerTemplate, substitute
+
+log = logging.getLogger(__name__)
 
 _MAX_REPLY = 1 << 20
 
@@ -80,3 +88,38 @@ def via_http(
             return _result(reply.read(_MAX_REPLY))
     except OSError as exc:
         return CheckpointResult(error=f"POST {url}: {exc}")
+
+
+def ask_workers(
+    procs: Sequence[WorkerProcess], spec: GangSpec, template: WorkerTemplate
+) -> dict[int, str]:
+    """Signal each local worker, then ask it over its hook; first rank -> URI
+    ("" where it gave none by the preemption deadline)."""
+    hook = template.checkpoint
+    deadline = spec.preemption_deadline or time.time() + 30
+    uris: dict[int, str] = {}
+    if hook is None:
+        return uris
+    for proc in procs:
+        if hook.signal_number is not None:
+            proc.signal(hook.signal_number)
+        ranks = proc.launch.ranks
+        values = {
+            **template.optional_args,
+            **spec.args,
+            "checkpoint_socket": proc.launch.checkpoint_socket,
+            "allocation_id": spec.allocation_id,
+            "rank": str(ranks[0]),
+        }
+        if hook.socket:
+            result = via_socket(
+                substitute(hook.socket, values), spec.allocation_id, ranks, deadline
+            )
+        elif hook.http:
+            result = via_http(substitute(hook.http, values), spec.allocation_id, ranks, deadline)
+        else:
+            continue
+        if result.error:
+            log.warning("checkpoint of %s rank %s: %s", spec.allocation_id, ranks, result.error)
+        uris[ranks[0]] = result.uri
+    return uris

@@ -32,7 +32,7 @@ from agent.workers.logs import log_dir, log_path
 from agent.workers.mig import MigRealiser
 from agent.workers.process import WorkerProcess
 from gpupool.v1 import agents_pb2, types_pb2
-from scheduler.domain.worker_templates import WorkerTemplate, substitute
+from scheduler.domain.worker_templates import WorkerTemplate
 
 log = logging.getLogger(__name__)
 
@@ -302,35 +302,10 @@ class Supervisor:
     # -- checkpoint on preemption -------------------------------------------------
 
     def _checkpoint(self, gang: Gang) -> None:
-        spec, hook = gang.spec, gang.template.checkpoint
-        deadline = spec.preemption_deadline or time.time() + 30
-        uris: dict[int, str] = {}
+        spec = gang.spec
         with self._lock:
             procs = list(gang.procs)
-        for proc in procs:
-            if hook is None:
-                break
-            if hook.signal_number is not None:
-                proc.signal(hook.signal_number)
-            values = {
-                **gang.template.optional_args,
-                **spec.args,
-                "checkpoint_socket": proc.launch.checkpoint_socket,
-                "allocation_id": spec.allocation_id,
-                "rank": str(proc.launch.ranks[0]),
-            }
-            ranks = proc.launch.ranks
-            if hook.socket:
-                path = substitute(hook.socket, values)
-                result = checkpoint.via_socket(path, spec.allocation_id, ranks, deadline)
-            elif hook.http:
-                url = substitute(hook.http, values)
-                result = checkpoint.via_http(url, spec.allocation_id, ranks, deadline)
-            else:
-                continue
-            if result.error:
-                log.warning("checkpoint of %s rank %s: %s", spec.allocation_id, ranks, result.error)
-            uris[ranks[0]] = result.uri
+        uris = checkpoint.ask_workers(procs, spec, gang.template)
         if any(b.rank == 0 for b in spec.local(self._node)):
             # Rank 0's node speaks for the gang: one acknowledgement.
             uri = uris.get(0) or next((u for u in uris.values() if u), "")
