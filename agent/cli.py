@@ -13,6 +13,7 @@ import click
 
 from agent.nvml import NvmlBackend, RealNvml, SimulatedNvml
 from agent.runner import Agent, AgentSettings
+from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE
 from scheduler.fleetfile import load_fleet
 
 
@@ -50,6 +51,24 @@ def agent() -> None:
     show_default=True,
     help="Where the agent remembers what it runs, across restarts.",
 )
+@click.option(
+    "--worker-templates",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=DEFAULT_TEMPLATES_FILE,
+    show_default=True,
+    help="Worker templates this agent can launch (the scheduler's file).",
+)
+@click.option(
+    "--hostname",
+    default=None,
+    help="Where other nodes reach this one (MASTER_ADDR of gangs whose rank 0 runs here). "
+    "Defaults to the host name; with --simulate to 127.0.0.1, where simulated nodes live.",
+)
+@click.option(
+    "--nccl-socket-ifname",
+    default="",
+    help="NCCL_SOCKET_IFNAME for workers (left to NCCL when unset).",
+)
 def run(
     scheduler_address: str,
     node_name: str | None,
@@ -57,6 +76,9 @@ def run(
     sim_node: str | None,
     labels: tuple[str, ...],
     state_dir: Path,
+    worker_templates: Path,
+    hostname: str | None,
+    nccl_socket_ifname: str,
 ) -> None:
     """Discover GPUs, connect to the scheduler and stay connected."""
     logging.basicConfig(
@@ -75,11 +97,19 @@ def run(
         backend = SimulatedNvml(nodes[sim_node])
         extra_labels = {**nodes[sim_node].labels, **extra_labels}
         name = node_name or sim_node
+        hostname = hostname or "127.0.0.1"
     else:
         backend = RealNvml()
         name = node_name or socket.gethostname()
+        hostname = hostname or socket.getfqdn()
     settings = AgentSettings(
-        scheduler=scheduler_address, node_name=name, labels=extra_labels, state_dir=state_dir
+        scheduler=scheduler_address,
+        node_name=name,
+        hostname=hostname,
+        labels=extra_labels,
+        state_dir=state_dir,
+        worker_templates_file=worker_templates,
+        nccl_socket_ifname=nccl_socket_ifname,
     )
     runner = Agent(settings, backend)
 

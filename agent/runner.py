@@ -8,10 +8,12 @@ state back; after that it sends heartbeats with health every interval.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import queue
 import random
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +29,11 @@ from agent.residency import (
     ResidencyFromJsonFile,
     ResidencyTracker,
 )
-from gpupool.v1 import agents_pb2, agents_pb2_grpc, types_pb2
+from agent.workers.logs import LogServer
+from agent.workers.supervisor import Supervisor
+from gpupool.v1 import agents_pb2, agents_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from scheduler.domain.residency import ResidentModel
+from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 from scheduler.fleetfile import SimulatedNode
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,14 @@ class AgentSettings:
     heartbeat_interval_s: float = 2.0  # until the scheduler says otherwise
     max_backoff_s: float = 10.0
     thresholds: HealthThresholds = field(default_factory=HealthThresholds)
+    worker_templates_file: Path = DEFAULT_TEMPLATES_FILE
+    nccl_socket_ifname: str = ""  # NCCL picks an interface unless this is set
+
+    @property
+    def socket_dir(self) -> Path:
+        """Checkpoint sockets: a short path (UNIX socket paths stop at 107 bytes)."""
+        key = f"{self.state_dir.resolve()}/{self.node_name}".encode()
+        return Path(tempfile.gettempdir()) / f"gpupool-{hashlib.sha1(key).hexdigest()[:12]}"
 
 
 class RunningAllocations:
@@ -107,6 +120,37 @@ class Agent:
         self._xids = XidMemory(settings.thresholds.xid_memory_s)
         self._stop = threading.Event()
         self.connected = threading.Event()
+        self._outbound: queue.Queue[agents_pb2.AgentMessage] | None = None
+        self.supervisor = Supervisor(
+            settings.node_name,
+            settings.state_dir,
+            backend,
+            load_templates(settings.worker_templates_file),
+            self.send,
+            self.ack_preemption,
+            settings.socket_dir,
+            settings.nccl_socket_ifname,
+        )
+        self.logs = LogServer(settings.state_dir, self.send)
+
+    def send(self, message: agents_pb2.AgentMessage) -> None:
+        """Queue a message on the current stream; dropped while disconnected
+        (the next hello carries the full worker state again)."""
+        outbound = self._outbound
+        if outbound is not None:
+            outbound.put(message)
+
+    def ack_preemption(self, allocation_id: str, checkpoint_uri: str) -> None:
+        with grpc.insecure_channel(self.settings.scheduler) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)  # type: ignore[no-untyped-call]
+            request = scheduler_pb2.AckPreemptionRequest(
+                allocation_id=allocation_id, checkpoint_uri=checkpoint_uri
+            )
+            try:
+                stub.AckPreemption(request, timeout=10)
+                log.info("acknowledged preemption of %s (%s)", allocation_id, checkpoint_uri)
+            except grpc.RpcError as exc:
+                log.warning("acknowledging preemption of %s: %s", allocation_id, exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -114,6 +158,7 @@ class Agent:
     def run(self) -> None:
         """Connect, and reconnect with jittered exponential backoff, until stopped."""
         backoff = 0.5
+        self.supervisor.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -126,18 +171,26 @@ class Agent:
                 backoff = 0.5  # the last session was healthy; start over
             self._stop.wait(random.uniform(0, backoff))  # full jitter
             backoff = min(backoff * 2, self.settings.max_backoff_s)
+        self.supervisor.close()  # workers keep running: the next agent adopts them
+        self.logs.stop_all()
 
     def _session(self) -> None:
         with grpc.insecure_channel(self.settings.scheduler) as channel:
             stub = agents_pb2_grpc.AgentsStub(channel)
             outbound: queue.Queue[agents_pb2.AgentMessage] = queue.Queue()
             outbound.put(agents_pb2.AgentMessage(hello=self.hello()))
-            responses = stub.Connect(self._messages(outbound))
-            stopper = threading.Thread(target=self._cancel_on_stop, args=(responses,), daemon=True)
-            stopper.start()
-            for message in responses:
-                self.connected.set()
-                self._handle(message, outbound)
+            self._outbound = outbound
+            try:
+                responses = stub.Connect(self._messages(outbound))
+                stopper = threading.Thread(
+                    target=self._cancel_on_stop, args=(responses,), daemon=True
+                )
+                stopper.start()
+                for message in responses:
+                    self.connected.set()
+                    self._handle(message, outbound)
+            finally:
+                self._outbound = None
 
     def _cancel_on_stop(self, call: grpc.RpcContext) -> None:
         self._stop.wait()
@@ -178,6 +231,9 @@ class Agent:
                     running_allocation_ids=sorted(self.running.ids)
                 )
                 outbound.put(agents_pb2.AgentMessage(observed=observed))
+            self.supervisor.reconcile(desired.allocations)
+        elif body == "log_request":
+            self.logs.handle(message.log_request)
         elif body == "fault":
             self._apply_fault(message.fault)
 
@@ -230,6 +286,7 @@ class Agent:
             agent_version=AGENT_VERSION,
             simulated=bool(getattr(self.backend, "simulated", False)),
             residency=residency_messages(self.residency.for_hello(self._uuid_by_index())),
+            workers=self.supervisor.statuses(),
         )
 
     def heartbeat(self) -> agents_pb2.HeartbeatRequest:

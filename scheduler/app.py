@@ -26,6 +26,7 @@ from scheduler.domain.generations import (
     policy_from_document,
 )
 from scheduler.domain.priorities import configure_priority_classes
+from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 from scheduler.placement import PlacementConfig
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
@@ -36,6 +37,8 @@ from scheduler.services.listener import NotificationListener
 from scheduler.services.models import ModelService
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.services.tenants import TenantService
+from scheduler.services.worker_logs import LogRelay
+from scheduler.services.workers import WorkerService
 from scheduler.store.database import (
     EmbeddedPostgres,
     create_db_engine,
@@ -65,6 +68,10 @@ class SchedulerSettings:
     priority_classes_file: Path | None = None
     # YAML with `workload_classes: {class: {primary, overflow, …}}`; None: the built-in matrix.
     placement_policy_file: Path | None = None
+    # Worker templates the agents launch (deploy/worker-templates.yaml), and
+    # the ports handed out as MASTER_PORT on rank 0's node.
+    worker_templates_file: Path = DEFAULT_TEMPLATES_FILE
+    rendezvous_ports: tuple[int, int] = (29500, 29999)
 
 
 def _generation_policy(settings: SchedulerSettings) -> GenerationPolicy:
@@ -101,7 +108,19 @@ class SchedulerApp:
             is_leader=lambda: self.leader.is_leader,
             placement_config=PlacementConfig(generation_policy=_generation_policy(settings)),
         )
-        self.allocations = AllocationService(self.engine, self.allocator, self.notifier, self.clock)
+        low, high = settings.rendezvous_ports
+        self.workers = WorkerService(
+            self.engine,
+            self.allocator,
+            self.notifier,
+            self.clock,
+            load_templates(settings.worker_templates_file),
+            settings.replica_id,
+            range(low, high + 1),
+        )
+        self.allocations = AllocationService(
+            self.engine, self.allocator, self.notifier, self.clock, self.workers
+        )
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
         self.health = HealthService(self.engine, self.allocator)
         self.tenants = TenantService(self.engine, self.allocator, self.clock)
@@ -117,6 +136,9 @@ class SchedulerApp:
             self.models,
         )
         self.allocator.on_nodes_changed = self.agents.nodes_changed
+        self.agents.prepare_allocations = self.workers.prepare
+        self.workers.nodes_changed = self.agents.nodes_changed
+        self.logs = LogRelay(self.engine, self.agents)
         self.liveness = NodeLivenessLoop(
             self.engine,
             self.allocator,
@@ -139,7 +161,14 @@ class SchedulerApp:
         )
         self._loops: BackgroundScheduler | None = None
         self.server, self.port, self._health = create_server(
-            settings.listen, self.allocations, self.fleet, self.agents, self.tenants, self.models
+            settings.listen,
+            self.allocations,
+            self.fleet,
+            self.agents,
+            self.tenants,
+            self.models,
+            self.workers,
+            self.logs,
         )
 
     @property

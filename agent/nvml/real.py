@@ -228,6 +228,94 @@ class RealNvml:
         known = None if model is None else model.mig_profile(profile)
         return -1, 0 if known is None else known.memory_slices
 
+    # --- MIG realisation -----------------------------------------------------------
+
+    def create_mig_instance(
+        self, gpu_index: int, profile: str, start: int | None = None
+    ) -> MigInstanceInfo:
+        """GPU instance at the scheduler's placement, one full compute instance
+        in it, and the MIG device that NVML then exposes (needs root)."""
+        n = self._nvml
+        device = self._device_at(gpu_index)
+        handle = self._handles[device.uuid]
+        gi_profile = self._gpu_instance_profile(handle, profile)
+        placements = n.nvmlDeviceGetGpuInstancePossiblePlacements(handle, gi_profile.id)
+        chosen = [p for p in placements if start is None or int(p.start) == start]
+        if not chosen:
+            raise ValueError(f"{profile} cannot start at slice {start} on GPU {gpu_index}")
+        placement = n.c_nvmlGpuInstancePlacement_t()
+        placement.start, placement.size = int(chosen[0].start), int(chosen[0].size)
+        try:
+            gi = n.nvmlDeviceCreateGpuInstanceWithPlacement(handle, gi_profile.id, placement)
+        except n.NVMLError as exc:
+            raise ValueError(f"creating {profile} on GPU {gpu_index}: {exc}") from exc
+        try:
+            ci_profile = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                gi,
+                _compute_profile(n, int(gi_profile.sliceCount)),
+                n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED,
+            )
+            n.nvmlGpuInstanceCreateComputeInstance(gi, ci_profile.id)
+            gi_id = int(n.nvmlGpuInstanceGetInfo(gi).id)
+            mig_uuid = self._mig_uuid(handle, gi_id)
+        except BaseException:
+            n.nvmlGpuInstanceDestroy(gi)  # no half-made instance left behind
+            raise
+        return MigInstanceInfo(profile, placement.start, placement.size, mig_uuid)
+
+    def destroy_mig_instance(self, gpu_index: int, mig_uuid: str) -> None:
+        n = self._nvml
+        handle = self._handles[self._device_at(gpu_index).uuid]
+        for slot in range(int(n.nvmlDeviceGetMaxMigDeviceCount(handle))):
+            try:
+                mig = n.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except n.NVMLError:
+                continue  # an empty slot
+            if _text(n.nvmlDeviceGetUUID(mig)) != mig_uuid:
+                continue
+            gi = n.nvmlDeviceGetGpuInstanceById(handle, n.nvmlDeviceGetGpuInstanceId(mig))
+            ci = n.nvmlGpuInstanceGetComputeInstanceById(gi, n.nvmlDeviceGetComputeInstanceId(mig))
+            n.nvmlComputeInstanceDestroy(ci)
+            n.nvmlGpuInstanceDestroy(gi)
+            return
+        raise ValueError(f"no MIG device {mig_uuid} on GPU {gpu_index}")
+
+    def _device_at(self, gpu_index: int) -> GpuDevice:
+        for device in self._known.values():
+            if device.index == gpu_index:
+                return device
+        raise ValueError(f"no GPU with index {gpu_index} on this host")
+
+    def _gpu_instance_profile(self, handle: Any, profile: str) -> Any:
+        """The NVML GPU instance profile whose compute slices and memory match
+        a name like "3g.40gb" (NVML numbers profiles, it does not name them)."""
+        n = self._nvml
+        compute_text, _, memory_text = profile.partition("g.")
+        compute = int(compute_text)
+        memory_gb = int(memory_text.rstrip("gb").split("+")[0] or 0)
+        for name in dir(n):
+            if not name.startswith("NVML_GPU_INSTANCE_PROFILE_") or name.endswith("_COUNT"):
+                continue
+            try:
+                info = n.nvmlDeviceGetGpuInstanceProfileInfo(handle, getattr(n, name))
+            except n.NVMLError:
+                continue  # not offered on this GPU
+            memory = round(int(info.memorySizeMB) / 1024)
+            if int(info.sliceCount) == compute and abs(memory - memory_gb) <= 1:
+                return info
+        raise ValueError(f"this GPU offers no MIG profile {profile}")
+
+    def _mig_uuid(self, handle: Any, gi_id: int) -> str:
+        n = self._nvml
+        for slot in range(int(n.nvmlDeviceGetMaxMigDeviceCount(handle))):
+            try:
+                mig = n.nvmlDeviceGetMigDeviceHandleByIndex(handle, slot)
+            except n.NVMLError:
+                continue
+            if int(n.nvmlDeviceGetGpuInstanceId(mig)) == gi_id:
+                return _text(n.nvmlDeviceGetUUID(mig))
+        raise ValueError(f"NVML shows no MIG device for GPU instance {gi_id}")
+
     # --- health samples ------------------------------------------------------------
 
     def _read_sample(self, uuid: str, handle: Any) -> GpuSample:
@@ -346,6 +434,19 @@ class RealNvml:
             log.warning("GPU %s: Xid %d", uuid, xid)
             with self._events_lock:
                 self._events.append(XidEvent(uuid=uuid, xid=xid, at=time.time()))
+
+
+def _compute_profile(n: Any, slices: int) -> int:
+    """The compute instance profile that spans a GPU instance of `slices`."""
+    names = {
+        1: "NVML_COMPUTE_INSTANCE_PROFILE_1_SLICE",
+        2: "NVML_COMPUTE_INSTANCE_PROFILE_2_SLICE",
+        3: "NVML_COMPUTE_INSTANCE_PROFILE_3_SLICE",
+        4: "NVML_COMPUTE_INSTANCE_PROFILE_4_SLICE",
+        6: "NVML_COMPUTE_INSTANCE_PROFILE_6_SLICE",
+        7: "NVML_COMPUTE_INSTANCE_PROFILE_7_SLICE",
+    }
+    return int(getattr(n, names[slices]))
 
 
 def _handle_key(handle: Any) -> int:

@@ -83,4 +83,15 @@ class NvmlBackend(Protocol):
         """Xid events seen since the last call, oldest first."""
         ...
 
+    def create_mig_instance(
+        self, gpu_index: int, profile: str, start: int | None = None
+    ) -> MigInstanceInfo:
+        """Create a GPU instance of `profile` at memory slice `start` with one
+        compute instance spanning it; ValueError when it cannot be made."""
+        ...
+
+    def destroy_mig_instance(self, gpu_index: int, mig_uuid: str) -> None:
+        """Destroy the MIG device (its compute and GPU instance); ValueError if unknown."""
+        ...
+
     def close(self) -> None: ...

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
-from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.allocation import AllocationSpec, WorkerRequest
 from scheduler.domain.auto_layout import ModelRequest
 from scheduler.domain.catalogue import CATALOGUE, GpuModel
 from scheduler.domain.errors import InvalidArgument
@@ -18,9 +19,16 @@ from scheduler.domain.mig import MigInstance, render_slot_map
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
 from scheduler.domain.residency import ResidentModel
-from scheduler.services.agents import AgentHello, DesiredState, FaultCommand
+from scheduler.services.agents import (
+    AgentHello,
+    DesiredState,
+    FaultCommand,
+    LogRequest,
+    WorkerReport,
+)
 from scheduler.services.health import GpuHealthReport
 from scheduler.services.models import ModelInfo
+from scheduler.services.worker_logs import LogChunk
 from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import (
     AllocationEvent,
@@ -149,7 +157,61 @@ def allocation_spec(request: scheduler_pb2.AllocateRequest) -> AllocationSpec:
         labels=dict(request.labels),
         no_wait=request.no_wait,
         on_failure=_FAILURE_POLICIES[request.on_failure],
+        worker=worker_request(request.worker) if request.HasField("worker") else None,
     )
+
+
+def worker_request(worker: types_pb2.WorkerSpec) -> WorkerRequest:
+    if not worker.template:
+        raise InvalidArgument("worker.template is required when worker is set")
+    return WorkerRequest(template=worker.template, args=dict(worker.args), env=dict(worker.env))
+
+
+WORKER_STATES: dict[types_pb2.WorkerState, str] = {
+    types_pb2.WORKER_STATE_STARTING: "starting",
+    types_pb2.WORKER_STATE_READY: "ready",
+    types_pb2.WORKER_STATE_RESTARTING: "restarting",
+    types_pb2.WORKER_STATE_EXITED: "exited",
+    types_pb2.WORKER_STATE_FAILED: "failed",
+    types_pb2.WORKER_STATE_STOPPED: "stopped",
+    types_pb2.WORKER_STATE_CHECKPOINTING: "checkpointing",
+}
+_WORKER_STATE_ENUMS = {v: k for k, v in WORKER_STATES.items()}
+
+
+def worker_reports(statuses: Iterable[types_pb2.WorkerStatus]) -> list[WorkerReport]:
+    return [
+        WorkerReport(
+            allocation_id=s.allocation_id,
+            rank=s.rank,
+            node=s.node,
+            state=WORKER_STATES.get(s.state, "unspecified"),
+            pid=s.pid,
+            exit_code=s.exit_code,
+            reason=s.reason,
+            restarts=s.restarts,
+        )
+        for s in statuses
+    ]
+
+
+def _worker_status(status: dict[str, Any], allocation_id: str) -> types_pb2.WorkerStatus:
+    updated = status.get("updated_at")
+    return types_pb2.WorkerStatus(
+        allocation_id=allocation_id,
+        rank=status["rank"],
+        node=status.get("node", ""),
+        state=_WORKER_STATE_ENUMS.get(status.get("state", ""), types_pb2.WORKER_STATE_UNSPECIFIED),
+        pid=status.get("pid", 0),
+        exit_code=status.get("exit_code", 0),
+        reason=status.get("reason", ""),
+        restarts=status.get("restarts", 0),
+        updated_at=timestamp(datetime.fromisoformat(updated)) if updated else None,
+    )
+
+
+def log_chunk(chunk: agents_pb2.LogChunk) -> LogChunk:
+    return LogChunk(chunk.request_id, chunk.data, chunk.eof, chunk.error)
 
 
 def event_message(event: AllocationEvent) -> types_pb2.AllocationEvent:
@@ -176,7 +238,8 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         ),
         model=record.model,
         labels=record.labels,
-        bindings=[types_pb2.GpuBinding(**b) for b in record.bindings],
+        # Bindings are stored in rank order; older rows carry no "rank" key.
+        bindings=[types_pb2.GpuBinding(**{"rank": i, **b}) for i, b in enumerate(record.bindings)],
         pending_reasons=[types_pb2.PendingReason(**r) for r in record.pending_reasons],
         unschedulable=record.unschedulable,
         created_at=timestamp(record.created_at),
@@ -190,6 +253,8 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         preemption_deadline=timestamp(record.preemption_deadline),
         preempted_for=record.preempted_for,
         preemption_count=record.preemption_count,
+        workers=[_worker_status(w, record.id) for w in record.workers],
+        worker_generation=record.worker_generation,
     )
     if record.layout:
         message.layout.CopyFrom(types_pb2.ParallelLayout(**record.layout))
@@ -197,6 +262,13 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         message.model_spec.CopyFrom(types_pb2.ModelSpec(**record.model_spec))
     if record.layout_choice:
         message.layout_choice.CopyFrom(types_pb2.LayoutChoice(**record.layout_choice))
+    if record.worker is not None:
+        message.worker.template = record.worker["template"]
+        message.worker.args.update(record.worker.get("args", {}))
+        message.worker.env.update(record.worker.get("env", {}))
+    if record.rendezvous_port:
+        message.rendezvous.master_addr = record.rendezvous_addr
+        message.rendezvous.master_port = record.rendezvous_port
     if record.kind == "whole":
         message.whole.count = record.gpu_count
     elif record.kind == "fraction":
@@ -342,6 +414,7 @@ def agent_hello(hello: agents_pb2.AgentHello) -> AgentHello:
         agent_version=hello.agent_version,
         simulated=hello.simulated,
         residency=tuple(residency(hello.residency)),
+        workers=tuple(worker_reports(hello.workers)),
     )
 
 
@@ -386,7 +459,20 @@ def model_info_message(info: ModelInfo) -> admin_pb2.ModelInfo:
     )
 
 
-def scheduler_message(message: DesiredState | FaultCommand) -> agents_pb2.SchedulerMessage:
+def scheduler_message(
+    message: DesiredState | FaultCommand | LogRequest,
+) -> agents_pb2.SchedulerMessage:
+    if isinstance(message, LogRequest):
+        return agents_pb2.SchedulerMessage(
+            log_request=agents_pb2.LogRequest(
+                request_id=message.request_id,
+                allocation_id=message.allocation_id,
+                rank=message.rank,
+                tail_bytes=message.tail_bytes,
+                follow=message.follow,
+                cancel=message.cancel,
+            )
+        )
     if isinstance(message, FaultCommand):
         return agents_pb2.SchedulerMessage(
             fault=agents_pb2.FaultCommand(

@@ -23,6 +23,8 @@ from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
 from scheduler.services.models import ModelService
 from scheduler.services.tenants import TenantService
+from scheduler.services.worker_logs import LogRelay
+from scheduler.services.workers import WorkerService
 
 SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
@@ -38,6 +40,8 @@ def create_server(
     agents: AgentHub,
     tenants: TenantService,
     models: ModelService,
+    workers: WorkerService,
+    logs: LogRelay,
     max_workers: int = 64,
     max_agents: int = 2000,
 ) -> tuple[grpc.Server, int, health.HealthServicer]:
@@ -51,9 +55,11 @@ def create_server(
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
     admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminServicer(fleet, allocations, agents, tenants, models), server
+        AdminServicer(fleet, allocations, agents, tenants, models, logs), server
     )
-    agents_pb2_grpc.add_AgentsServicer_to_server(AgentsServicer(fleet, agents), server)
+    agents_pb2_grpc.add_AgentsServicer_to_server(
+        AgentsServicer(fleet, agents, workers, logs), server
+    )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):

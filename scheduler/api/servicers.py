@@ -24,6 +24,8 @@ from scheduler.services.allocations import AllocationService
 from scheduler.services.fleet import FleetService
 from scheduler.services.models import ModelService
 from scheduler.services.tenants import TenantService
+from scheduler.services.worker_logs import LogRelay
+from scheduler.services.workers import WorkerService
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,13 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
 
 class AgentsServicer(agents_pb2_grpc.AgentsServicer):
-    def __init__(self, fleet: FleetService, agents: AgentHub) -> None:
+    def __init__(
+        self, fleet: FleetService, agents: AgentHub, workers: WorkerService, logs: LogRelay
+    ) -> None:
         self._fleet = fleet
         self._agents = agents
+        self._workers = workers
+        self._logs = logs
 
     def Connect(
         self, request_iterator: Iterator[agents_pb2.AgentMessage], context: grpc.ServicerContext
@@ -114,6 +120,7 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
         hello = converters.agent_hello(first.hello)
         _require(hello.node, "hello.node.name")
         session = self._agents.connect(hello)
+        self._workers.report(hello.node, hello.workers)
         # The stream's outbound side runs here; its inbound side on a reader thread.
         reader = threading.Thread(
             target=self._read,
@@ -141,6 +148,20 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
                     self._agents.observed(session, message.observed.running_allocation_ids)
                 elif body == "interruption":
                     self._fleet.interrupt(session.node, message.interruption.in_seconds)
+                elif body == "workers":
+                    statuses = converters.worker_reports(message.workers.workers)
+                    self._workers.report(session.node, statuses)
+                elif body == "mig_device":
+                    device = message.mig_device
+                    self._workers.mig_device(
+                        session.node,
+                        device.allocation_id,
+                        device.gpu_uuid,
+                        device.mig_start,
+                        device.mig_device_uuid,
+                    )
+                elif body == "log_chunk":
+                    self._logs.deliver(converters.log_chunk(message.log_chunk))
         except grpc.RpcError:
             pass  # the agent went away; the session closes below
         except Exception:
@@ -176,7 +197,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         agents: AgentHub,
         tenants: TenantService,
         models: ModelService,
+        logs: LogRelay,
     ) -> None:
+        self._logs = logs
         self._fleet = fleet
         self._tenants = tenants
         self._models = models
@@ -287,6 +310,19 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         return admin_pb2.ListModelsResponse(
             models=[converters.model_info_message(i) for i in infos]
         )
+
+    def WorkerLogs(
+        self, request: admin_pb2.WorkerLogsRequest, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.WorkerLogsChunk]:
+        chunks = self._logs.stream(
+            _require(request.allocation_id, "allocation_id"),
+            request.rank,
+            request.tail_bytes,
+            request.follow,
+            context.is_active,
+        )
+        for data in chunks:
+            yield admin_pb2.WorkerLogsChunk(data=data)
 
     def GetCatalogue(
         self, request: admin_pb2.GetCatalogueRequest, context: grpc.ServicerContext

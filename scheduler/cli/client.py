@@ -215,6 +215,22 @@ class SchedulerClient:
         )
         return list(response.models)
 
+    def worker_logs(
+        self, allocation_id: str, rank: int, tail_bytes: int, follow: bool
+    ) -> Iterator[bytes]:
+        """A worker's log as its agent streams it; with follow, until interrupted."""
+        request = admin_pb2.WorkerLogsRequest(
+            allocation_id=allocation_id, rank=rank, tail_bytes=tail_bytes, follow=follow
+        )
+        timeout = None if follow else self._timeout_s * 6
+        stream = self._admin.WorkerLogs(request, timeout=timeout, wait_for_ready=False)
+        try:
+            with self._errors():
+                for chunk in stream:
+                    yield chunk.data
+        finally:
+            stream.cancel()  # type: ignore[no-untyped-call]
+
     # --- Scheduler -----------------------------------------------------------
 
     def allocate(self, request: scheduler_pb2.AllocateRequest) -> types_pb2.Allocation:

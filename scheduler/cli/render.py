@@ -333,7 +333,29 @@ def allocation_fields(allocation: types_pb2.Allocation, now: datetime) -> list[C
         fields.append(("Layout choice", "\n".join(allocation.layout_choice.explanation)))
     if allocation.message:
         fields.append(("Message", allocation.message))
+    if allocation.HasField("worker"):
+        args = " ".join(f"{k}={v}" for k, v in sorted(allocation.worker.args.items()))
+        fields.append(("Worker", f"{allocation.worker.template} {args}".strip()))
+    if allocation.rendezvous.master_port:
+        where = f"{allocation.rendezvous.master_addr}:{allocation.rendezvous.master_port}"
+        fields.append(("Rendezvous", where))
     return fields
+
+
+def worker_state_label(state: int) -> str:
+    return _enum_label(types_pb2.WorkerState, state, "WORKER_STATE_")
+
+
+def worker_row(worker: types_pb2.WorkerStatus) -> Row:
+    return [
+        ("RANK", str(worker.rank)),
+        ("NODE", worker.node),
+        ("STATE", worker_state_label(worker.state)),
+        ("PID", str(worker.pid or NONE)),
+        ("RESTARTS", str(worker.restarts)),
+        ("EXIT", str(worker.exit_code)),
+        ("REASON", worker.reason or NONE),
+    ]
 
 
 def node_action_line(node: types_pb2.Node) -> str:
@@ -469,6 +491,7 @@ def allocation_view(allocation: types_pb2.Allocation, now: datetime) -> Renderab
     parts.append(fields_table(allocation_fields(allocation, now)))
     sections = (
         ("Bindings", [binding_row(b) for b in allocation.bindings]),
+        ("Workers", [worker_row(w) for w in allocation.workers]),
         ("Pending reasons", [reason_row(r) for r in allocation.pending_reasons]),
         ("History", [event_row(e) for e in allocation.events]),
     )

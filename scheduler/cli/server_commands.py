@@ -79,6 +79,8 @@ def _start(
     listen: str,
     priority_classes: Path | None = None,
     placement_policy: Path | None = None,
+    worker_templates: Path | None = None,
+    rendezvous_ports: tuple[int, int] | None = None,
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
@@ -93,6 +95,10 @@ def _start(
         priority_classes_file=priority_classes,
         placement_policy_file=placement_policy,
     )
+    if worker_templates is not None:
+        settings.worker_templates_file = worker_templates
+    if rendezvous_ports is not None:
+        settings.rendezvous_ports = rendezvous_ports
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
         app = SchedulerApp(settings)
@@ -106,19 +112,49 @@ def _start(
 @_listen_option
 @_priorities_option
 @_placement_policy_option
+@click.option(
+    "--worker-templates",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    envvar="GPUPOOL_WORKER_TEMPLATES",
+    default=None,
+    help="Worker templates requests may name (default: deploy/worker-templates.yaml).",
+)
+@click.option(
+    "--rendezvous-ports",
+    default="29500-29999",
+    show_default=True,
+    metavar="LOW-HIGH",
+    help="Ports handed out as MASTER_PORT on rank 0's node.",
+)
 def serve(
     database_url: str | None,
     data_dir: Path,
     listen: str,
     priority_classes: Path | None,
     placement_policy: Path | None,
+    worker_templates: Path | None,
+    rendezvous_ports: str,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     console = Console(stderr=True)
-    app = _start(console, database_url, data_dir, listen, priority_classes, placement_policy)
+    low, sep, high = rendezvous_ports.partition("-")
+    if not sep or not low.isdigit() or not high.isdigit() or int(low) > int(high):
+        raise click.BadParameter(
+            f"{rendezvous_ports!r} is not LOW-HIGH", param_hint="--rendezvous-ports"
+        )
+    app = _start(
+        console,
+        database_url,
+        data_dir,
+        listen,
+        priority_classes,
+        placement_policy,
+        worker_templates,
+        (int(low), int(high)),
+    )
     console.print(f"scheduler listening on [bold]{app.address}[/]")
     _wait_for_signal()
     console.print("stopping…")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from scheduler.domain.auto_layout import QUANTIZED_DTYPES, ModelRequest, resolve_model
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
@@ -39,6 +40,18 @@ WORKLOAD_CLASSES = (
     "long-context",
     "small-model",
 )
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    """Which worker template to launch per rank, with its arguments and extra env."""
+
+    template: str
+    args: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"template": self.template, "args": dict(self.args), "env": dict(self.env)}
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,8 @@ class AllocationSpec:
             return False
         return resolve_model(self.model_spec).dtype in QUANTIZED_DTYPES
 
+    worker: WorkerRequest | None = None
+
     @property
     def priority(self) -> int:
         return PRIORITY_CLASSES[self.priority_class].value
@@ -101,7 +116,7 @@ class AllocationSpec:
     def body_hash(self) -> str:
         """Digest of everything but the idempotency key and no_wait: a retry
         must carry the same body to get the first answer back."""
-        body: dict[str, object] = {
+        body: dict[str, Any] = {
             "demand": [type(self.demand).__name__, *vars(self.demand).values()],
             "gpu_models": sorted(self.gpu_models),
             "priority_class": self.priority_class,
@@ -114,6 +129,8 @@ class AllocationSpec:
             body["layout"] = self.layout.as_dict()
         if self.model_spec is not None:
             body["model_spec"] = self.model_spec.as_dict()
+        if self.worker is not None:  # absent otherwise: older rows keep their digest
+            body["worker"] = self.worker.as_json()
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

@@ -13,9 +13,10 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -36,6 +37,20 @@ NODE_STATE_CACHE_S = 30.0
 
 
 @dataclass(frozen=True)
+class WorkerReport:
+    """One rank's worker as its agent reports it."""
+
+    allocation_id: str
+    rank: int
+    node: str
+    state: str  # starting | ready | restarting | exited | failed | stopped | checkpointing
+    pid: int = 0
+    exit_code: int = 0
+    reason: str = ""
+    restarts: int = 0
+
+
+@dataclass(frozen=True)
 class AgentHello:
     node: str
     hostname: str
@@ -47,6 +62,7 @@ class AgentHello:
     simulated: bool = False
     # Where models are warm on the node: always the full set in a hello.
     residency: tuple[ResidentModel, ...] = ()
+    workers: tuple[WorkerReport, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -64,7 +80,19 @@ class FaultCommand:
     clear: bool
 
 
-OutboundMessage = DesiredState | FaultCommand
+@dataclass(frozen=True)
+class LogRequest:
+    """Ask an agent to stream a worker's log back (or stop a follow: cancel)."""
+
+    request_id: str
+    allocation_id: str
+    rank: int
+    tail_bytes: int = 0
+    follow: bool = False
+    cancel: bool = False
+
+
+OutboundMessage = DesiredState | FaultCommand | LogRequest
 
 
 @dataclass
@@ -158,6 +186,11 @@ class AgentHub:
         self._health_queue: queue.Queue[tuple[str, list[GpuHealthReport]] | None] = queue.Queue()
         self._health_worker = threading.Thread(
             target=self._health_loop, name="gpu-health", daemon=True
+        )
+        # Completes the desired rows before they are sent (the worker service
+        # hands out rendezvous ports here); identity until wired.
+        self.prepare_allocations: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] = (
+            lambda rows: rows
         )
 
     def start(self) -> None:
@@ -279,6 +312,7 @@ class AgentHub:
         with self._engine.connect() as conn:
             record = fleet_store.get_node(conn, node)
             rows = liveness.active_allocations_on_node(conn, node)
+        rows = self.prepare_allocations(rows)
         return DesiredState(
             node=node,
             node_state=record.state,
@@ -307,6 +341,11 @@ class AgentHub:
                 f"node {node!r} runs the real NVML backend; faults go only to simulated agents"
             )
         session.push(FaultCommand(gpu_index, fault, clear))
+
+    def session_for(self, node: str) -> AgentSession | None:
+        """The live stream of this node's agent, if it is connected here."""
+        with self._lock:
+            return self._sessions.get(node)
 
     def connected_nodes(self) -> list[str]:
         with self._lock:

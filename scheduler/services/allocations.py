@@ -13,6 +13,7 @@ from scheduler.domain.priorities import PRIORITY_CLASSES
 from scheduler.services.allocator import Allocator
 from scheduler.services.batch import TERMINAL_STATES
 from scheduler.services.notifier import ChangeNotifier
+from scheduler.services.workers import WorkerService
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationEvent, AllocationRecord
 
@@ -23,15 +24,25 @@ WATCH_POLL_SECONDS = 5.0
 
 class AllocationService:
     def __init__(
-        self, engine: Engine, allocator: Allocator, notifier: ChangeNotifier, clock: Clock
+        self,
+        engine: Engine,
+        allocator: Allocator,
+        notifier: ChangeNotifier,
+        clock: Clock,
+        workers: WorkerService | None = None,
     ) -> None:
         self._engine = engine
+        self._workers = workers
         self._clock = clock
         self._allocator = allocator
         self._notifier = notifier
 
     def allocate(self, spec: AllocationSpec) -> AllocationRecord:
         validate_spec(spec)
+        if spec.worker is not None:
+            if self._workers is None:
+                raise InvalidArgument("this scheduler launches no workers (no worker templates)")
+            self._workers.validate(spec)
         return self._allocator.allocate(spec)
 
     def release(self, allocation_id: str) -> AllocationRecord:

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -51,6 +52,19 @@ C = TypeVar("C", bound=cmd.Command)
 
 def _of(commands: Sequence[cmd.Command], kind: type[C]) -> list[C]:
     return [c for c in commands if isinstance(c, kind)]
+
+
+def _attach_workers(batch: Batch, allocates: Sequence[cmd.Allocate]) -> None:
+    """New rows carry their worker spec (every row the same keys: one executemany)."""
+    specs = {(c.spec.tenant, c.spec.request_id): c.spec.worker for c in allocates}
+    for row in batch.new_rows:
+        worker = specs.get((row["tenant"], row["request_id"]))
+        row["worker"] = worker.as_json() if worker is not None else None
+    for command in allocates:
+        result = batch.results.get(id(command))
+        worker = command.spec.worker
+        if worker is not None and isinstance(result, AllocationRecord) and result.worker is None:
+            batch.results[id(command)] = replace(result, worker=worker.as_json())
 
 
 class Allocator:
@@ -252,7 +266,9 @@ class Allocator:
                     placed = apply_pending_pass(batch)
                     for command in passes:
                         batch.results[id(command)] = placed
-                apply_allocates(batch, _of(commands, cmd.Allocate))
+                allocates = _of(commands, cmd.Allocate)
+                apply_allocates(batch, allocates)
+                _attach_workers(batch, allocates)
                 store.insert_allocations(conn, batch.new_rows)
                 store.insert_claims(conn, batch.new_claims)
                 store.insert_events(conn, batch.events)

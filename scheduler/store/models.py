@@ -129,6 +129,15 @@ class AllocationRow(Base):
             "preemption_deadline",
             postgresql_where=text("state = 'preempting'"),
         ),
+        Index(
+            "uq_allocations_node_rendezvous_port",
+            "node",
+            "rendezvous_port",
+            unique=True,
+            postgresql_where=text(
+                f"rendezvous_port IS NOT NULL AND state IN {ACTIVE_ALLOCATION_STATES!r}"
+            ),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -182,6 +191,17 @@ class AllocationRow(Base):
     """While preempting: revoked at this time if the holder has not acknowledged."""
     preempted_for: Mapped[str] = mapped_column(String(32), default="")
     preemption_count: Mapped[int] = mapped_column(Integer, default=0)
+    worker: Mapped[dict[str, Any] | None] = mapped_column()
+    """The WorkerSpec ({template, args, env}) the agents launch per rank; NULL: none."""
+    rendezvous_addr: Mapped[str] = mapped_column(String(253), default="")
+    rendezvous_port: Mapped[int | None] = mapped_column(Integer)
+    """MASTER_PORT on rank 0's node; unique among live allocations on that node,
+    cleared by trigger when the allocation is placed anew or leaves its GPUs."""
+    workers: Mapped[list[Any]] = mapped_column(default=list)
+    """Per-rank worker status as agents last reported it (reset on a new placement)."""
+    worker_generation: Mapped[int] = mapped_column(Integer, default=0)
+    """Bumped (by trigger) on each new placement, and when every node must restart
+    its ranks of a multi-node gang together."""
 
 
 class TenantRow(Base):

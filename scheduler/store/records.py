@@ -62,6 +62,11 @@ class AllocationRecord(_FromMapping):
     layout: dict[str, int] | None = None
     model_spec: dict[str, Any] | None = None
     layout_choice: dict[str, Any] | None = None
+    worker: dict[str, Any] | None = None
+    rendezvous_addr: str = ""
+    rendezvous_port: int | None = None
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    worker_generation: int = 0
     events: tuple[AllocationEvent, ...] = ()
 
 

@@ -48,6 +48,8 @@ class Cluster:
     state_dir: Path
     app: SchedulerApp | None = None
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    fleet: Path = MIXED_FLEET
+    rendezvous_ports: tuple[int, int] = (29500, 29999)
 
     def start_scheduler(self) -> SchedulerApp:
         settings = SchedulerSettings(
@@ -56,6 +58,7 @@ class Cluster:
             heartbeat_interval_s=HEARTBEAT_S,
             heartbeat_timeout_s=TIMEOUT_S,
             failover_grace_s=GRACE_S,
+            rendezvous_ports=self.rendezvous_ports,
         )
         self.app = SchedulerApp(settings)
         self.app.start()
@@ -70,7 +73,7 @@ class Cluster:
         command = [
             sys.executable, "-m", "scheduler.cli.main", "agent", "run",
             "--scheduler", self.address,
-            "--simulate", str(MIXED_FLEET),
+            "--simulate", str(self.fleet),
             "--node", node,
             "--state-dir", str(self.state_dir),
         ]  # fmt: skip
