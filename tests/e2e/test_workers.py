@@ -167,14 +167,14 @@ def test_tp2_on_one_node_matches_the_single_process_result(
     assert "Workers" in show.stdout and "exited" in show.stdout
 
 
-def test_preempted_workers_checkpoint_and_resume_from_it(
-    workers_cluster: Cluster, client: Client, tmp_path: Path
-) -> None:
-    _start(workers_cluster, ["b200"])
-    steps = 120
+def _running_tp2(
+    cluster: Cluster, client: Client, tmp_path: Path, request_id: str, steps: int
+) -> S.Allocation:
+    """A slow TP=2 run on the b200 node, once all its ranks are ready."""
+    _start(cluster, ["b200"])
     allocation = _allocate(
         client,
-        "resumable",
+        request_id,
         _worker(tmp_path, steps=steps, step_seconds=0.05),
         whole=S.WholeGpus(count=2),
         gpu_models=["B200"],
@@ -184,6 +184,14 @@ def test_preempted_workers_checkpoint_and_resume_from_it(
         timeout=WAIT_S,
         what="running",
     )
+    return allocation
+
+
+def test_preempted_workers_checkpoint_and_resume_from_it(
+    workers_cluster: Cluster, client: Client, tmp_path: Path
+) -> None:
+    steps = 120
+    allocation = _running_tp2(workers_cluster, client, tmp_path, "resumable", steps)
     rendezvous = _get(client, allocation.id).rendezvous
     assert rendezvous.master_addr == "127.0.0.1"  # where simulated nodes live
     assert workers_cluster.rendezvous_ports[0] <= rendezvous.master_port
@@ -206,20 +214,8 @@ def test_preempted_workers_checkpoint_and_resume_from_it(
 def test_a_killed_rank_brings_the_gang_down_and_back_up(
     workers_cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
-    _start(workers_cluster, ["b200"])
     steps = 100
-    allocation = _allocate(
-        client,
-        "killed",
-        _worker(tmp_path, steps=steps, step_seconds=0.05),
-        whole=S.WholeGpus(count=2),
-        gpu_models=["B200"],
-    )
-    wait_for(
-        lambda: _state(client, allocation.id) == S.ALLOCATION_STATE_RUNNING,
-        timeout=WAIT_S,
-        what="running",
-    )
+    allocation = _running_tp2(workers_cluster, client, tmp_path, "killed", steps)
     rank1 = next(w for w in _get(client, allocation.id).workers if w.rank == 1)
     os.kill(rank1.pid, signal.SIGKILL)
     wait_for(
