@@ -65,6 +65,19 @@ class NodeView:
     schedulable: bool = True  # False when cordoned, draining or unreachable
     labels: dict[str, str] = field(default_factory=dict)
     gpus: list[GpuView] = field(default_factory=list)
+    # Host resources; a capacity of 0 means "not tracked": anything fits.
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    used_cpu_milli: int = 0
+    used_memory_mib: int = 0
+
+    @property
+    def free_cpu_milli(self) -> int:
+        return self.cpu_milli - self.used_cpu_milli
+
+    @property
+    def free_memory_mib(self) -> int:
+        return self.memory_mib - self.used_memory_mib
 
 
 @dataclass(frozen=True)
@@ -107,6 +120,12 @@ class FleetSnapshot:
         self._mig: dict[str, dict[int, dict[int, None]]] = {}
         self._mig_masks: dict[int, int] = {}
         self._structure: FleetStructure | None = None
+        # Nodes grouped by identical state (see node_classes); None until first asked for.
+        self._classes: dict[int, dict[str, None]] | None = None
+        self._class_ids: dict[tuple[object, ...], int] = {}
+        self._node_class: dict[str, int] = {}
+        # Changes whenever class ids could mean something else, so caches keyed by them reset.
+        self.class_token = object()
 
     # -- fleet changes ---------------------------------------------------------
 
@@ -132,6 +151,7 @@ class FleetSnapshot:
             self.gpus[gpu.id] = gpu
             self._index(gpu)
         self._structure = None
+        self._reclass(stored.name)
 
     def remove_node(self, name: str) -> None:
         """Drop a node and its GPUs; KeyError if unknown (as for the two setters below)."""
@@ -140,6 +160,7 @@ class FleetSnapshot:
             self._unindex(gpu)
             del self.gpus[gpu.id]
         self._structure = None
+        self._reclass(name)
 
     def set_node_schedulable(self, name: str, schedulable: bool) -> None:
         node = self.nodes[name]
@@ -148,12 +169,14 @@ class FleetSnapshot:
         node.schedulable = schedulable
         for gpu in node.gpus:
             self._index(gpu)
+        self._reclass(name)
 
     def set_gpu_health(self, gpu_id: int, healthy: bool) -> None:
         gpu = self.gpus[gpu_id]
         self._unindex(gpu)
         gpu.healthy = healthy
         self._index(gpu)
+        self._reclass(gpu.node)
 
     def reserve(self, claims: Iterable[Claim]) -> None:
         """Apply claims; raise ValueError, applying none, if any does not fit."""
@@ -162,6 +185,36 @@ class FleetSnapshot:
     def release(self, claims: Iterable[Claim]) -> None:
         """Undo reserve; raise ValueError, applying none, if any was not held."""
         self._apply(self._plan(claims, release=True))
+
+    def reserve_placement(
+        self, node: str, claims: Iterable[Claim], cpu_milli: int = 0, memory_mib: int = 0
+    ) -> None:
+        """Apply a placement: its GPU claims and its host CPU and memory on `node`.
+
+        ValueError, applying nothing, if a claim does not fit, names another node, or
+        the node's tracked CPU or memory would overflow.
+        """
+        self._apply_placement(node, list(claims), cpu_milli, memory_mib, release=False)
+
+    def release_placement(
+        self, node: str, claims: Iterable[Claim], cpu_milli: int = 0, memory_mib: int = 0
+    ) -> None:
+        """Undo reserve_placement; ValueError, applying nothing, if it was not held."""
+        self._apply_placement(node, list(claims), cpu_milli, memory_mib, release=True)
+
+    def node_classes(self) -> dict[int, dict[str, None]]:
+        """Nodes grouped by identical state (host resources, GPUs' usage, health, cordon).
+
+        Two nodes of one class score the same under any state-only policy, so a
+        policy can score each class once. Keys are stable ids for a state within
+        this snapshot (see class_token). Tracking starts on the first call and
+        then costs one small sort per changed node.
+        """
+        if self._classes is None:
+            self._classes = {}
+            for name in self.nodes:
+                self._reclass(name)
+        return self._classes
 
     def copy(self) -> FleetSnapshot:
         """An independent deep copy (indexes included, so no re-sorting)."""
@@ -263,7 +316,30 @@ class FleetSnapshot:
                 _plan_mig(gpu, usage, claim, release)
         return plan
 
+    def _apply_placement(
+        self, name: str, claims: list[Claim], cpu_milli: int, memory_mib: int, release: bool
+    ) -> None:
+        node = self.nodes[name]
+        for claim in claims:
+            gpu = self.gpus.get(claim.gpu_id)
+            if gpu is None or gpu.node != name:
+                raise ValueError(f"GPU {claim.gpu_id} is not on node {name}")
+        sign = -1 if release else 1
+        cpu = node.used_cpu_milli + sign * cpu_milli
+        memory = node.used_memory_mib + sign * memory_mib
+        if cpu < 0 or (node.cpu_milli and cpu > node.cpu_milli):
+            raise ValueError(f"node {name} would have {cpu} of {node.cpu_milli} milli-CPU in use")
+        if memory < 0 or (node.memory_mib and memory > node.memory_mib):
+            raise ValueError(f"node {name} would have {memory} of {node.memory_mib} MiB in use")
+        plan = self._plan(claims, release=release)
+        node.used_cpu_milli = cpu
+        node.used_memory_mib = memory
+        self._apply(plan)
+        if not plan:
+            self._reclass(name)
+
     def _apply(self, plan: dict[int, _Usage]) -> None:
+        touched: set[str] = set()
         for gpu_id, usage in plan.items():
             gpu = self.gpus[gpu_id]
             self._unindex(gpu)
@@ -273,6 +349,30 @@ class FleetSnapshot:
             gpu.mig_used_compute = usage.mig_compute
             gpu.mig_profile_counts = usage.mig_counts
             self._index(gpu)
+            touched.add(gpu.node)
+        for name in touched:
+            self._reclass(name)
+
+    def _reclass(self, name: str) -> None:
+        """Move a node to the class of its current state (or out, if it left the fleet)."""
+        classes = self._classes
+        if classes is None:
+            return
+        old = self._node_class.pop(name, None)
+        if old is not None:
+            members = classes[old]
+            del members[name]
+            if not members:
+                del classes[old]
+        node = self.nodes.get(name)
+        if node is None:
+            return
+        state = _node_state(node)
+        class_id = self._class_ids.get(state)
+        if class_id is None:
+            class_id = self._class_ids[state] = len(self._class_ids)
+        self._node_class[name] = class_id
+        classes.setdefault(class_id, {})[name] = None
 
     # -- indexes ---------------------------------------------------------------
 
@@ -324,6 +424,22 @@ class FleetSnapshot:
             buckets.setdefault(len(ids), {})[gpu.node] = None
         else:
             del nodes[gpu.node]
+
+
+def _node_state(node: NodeView) -> tuple[object, ...]:
+    """Everything a state-only policy may read about a node, GPUs in a canonical order."""
+    gpus = sorted(
+        (g.model, g.mig_enabled, g.healthy, g.used_milli, g.used_memory_mib, g.memory_mib)
+        for g in node.gpus
+    )
+    return (
+        node.schedulable,
+        node.cpu_milli,
+        node.used_cpu_milli,
+        node.memory_mib,
+        node.used_memory_mib,
+        tuple(gpus),
+    )
 
 
 def _copy_gpu(gpu: GpuView) -> GpuView:

@@ -36,3 +36,16 @@ class PlacementRequest:
     priority: int = 0
     # Nodes held for higher-priority work whose victims are still checkpointing.
     avoid_nodes: frozenset[str] = frozenset()
+    # Host resources on the node; 0 means "not asked": every node fits. A request
+    # for WholeDemand(0) with some of these is host-only (a CPU job, no GPU).
+    cpu_milli: int = 0
+    host_memory_mib: int = 0
+
+    @property
+    def host_only(self) -> bool:
+        demand = self.demand
+        return (
+            isinstance(demand, WholeDemand)
+            and demand.count == 0
+            and (self.cpu_milli > 0 or self.host_memory_mib > 0)
+        )

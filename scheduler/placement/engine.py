@@ -22,8 +22,10 @@ from scheduler.domain.requests import (
     PlacementRequest,
     WholeDemand,
 )
-from scheduler.placement.explain import explain
+from scheduler.placement.explain import UNSCHEDULABLE, explain, unschedulable_reason
+from scheduler.placement.fragmentation import RequestMix
 from scheduler.placement.nvlink import choose_gpus
+from scheduler.placement.packing import PolicyState, place_by_policy
 from scheduler.placement.pipeline import (
     Pipeline,
     first_rejection,
@@ -63,6 +65,21 @@ class PlacementConfig:
     feasible_to_score: int = 16
     # Weight per score plugin name; a plugin missing here does not score.
     score_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
+    # How fractional and whole-GPU requests are packed: "default" (the best-fit walk
+    # above) or a policy that scores every feasible node (policies.POLICY_NAMES).
+    packing_policy: str = "default"
+    # FGD's observed request mix (fgd, fgd+bf), recorded into by whoever sees requests.
+    request_mix: RequestMix | None = None
+    # Ties between equal policy scores go to the lowest rank here (else the smallest name).
+    node_order: Mapping[str, int] | None = None
+    seed: int = 0  # the random policy's draws
+    # The policy's scorer and memo, kept across place() calls made with this config.
+    policy_state: PolicyState | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.policy_state is None:
+            state = PolicyState(self.packing_policy, self.request_mix, self.seed)
+            object.__setattr__(self, "policy_state", state)
 
 
 def place(
@@ -70,7 +87,13 @@ def place(
 ) -> PlacementOutcome:
     """The best placement for `request` on `snapshot`, or why there is none. Never mutates."""
     ctx = CycleContext(snapshot, request)
-    pipeline = pipeline_for(request.demand)
+    pipeline = pipeline_for(request.demand, bool(request.cpu_milli or request.host_memory_mib))
+    state = config.policy_state
+    if state is not None and (
+        request.host_only
+        or (config.packing_policy != "default" and not isinstance(request.demand, MigDemand))
+    ):
+        return _place_by_policy(ctx, pipeline, state, config)
     limit = max(1, config.feasible_to_score)
     options: list[Option] = []
     for option in _feasible_options(ctx, pipeline):
@@ -83,6 +106,19 @@ def place(
         return PlacementOutcome(None, reasons, unschedulable)
     best, score = _best(ctx, pipeline, options, config.score_weights)
     return PlacementOutcome(Placement(best.node.name, _claims(request.demand, best), score))
+
+
+def _place_by_policy(
+    ctx: CycleContext, pipeline: Pipeline, state: PolicyState, config: PlacementConfig
+) -> PlacementOutcome:
+    choice = place_by_policy(ctx, pipeline, state, config.node_order)
+    if choice.option is not None:
+        claims = _claims(ctx.request.demand, choice.option)
+        return PlacementOutcome(Placement(choice.option.node.name, claims, choice.score))
+    why = unschedulable_reason(ctx)
+    if why is not None:
+        return PlacementOutcome(None, (Rejection(UNSCHEDULABLE, why, 0),), unschedulable=True)
+    return PlacementOutcome(None, tuple(Rejection(p, r, c) for p, r, c in choice.rejections))
 
 
 def _best(

@@ -1,0 +1,169 @@
+"""The classic packing policies the FGD paper compares against, as node scorers.
+
+A node scorer rates one node for one request with an integer 0..100 (higher
+is better) and names the GPUs it would take there. Integer scores are the
+point: near-equal nodes tie, and ties follow the fixed node order (see
+packing.py), which is how the published baselines were produced.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Protocol
+
+from scheduler.domain.fleet import GpuView, NodeView
+from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
+from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
+
+# BestFit normalises leftovers by a 128-core, 8-GPU node, as the paper's simulator does.
+BESTFIT_CPU_MILLI = 128_000
+BESTFIT_GPU_MILLI = 8_000
+
+
+class NodeScorer(Protocol):
+    name: ClassVar[str]
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        """(score 0..100, GPUs to take) on a node that passed every filter.
+
+        `fitting`: the GPUs that could take the request, in index order (for whole
+        GPUs: idle GPUs of one model, at least the count asked for; host-only: none).
+        """
+        ...
+
+
+def request_gpu_milli(request: PlacementRequest) -> int:
+    demand = request.demand
+    if isinstance(demand, FractionDemand):
+        return demand.milli
+    if isinstance(demand, WholeDemand):
+        return 1000 * demand.count
+    return 0
+
+
+def tightest(request: PlacementRequest, fitting: Sequence[GpuView]) -> tuple[GpuView, ...]:
+    """Fractions: the fitting GPU with the least free compute (first by index); whole: the first."""
+    demand = request.demand
+    if isinstance(demand, FractionDemand):
+        return (min(fitting, key=lambda g: g.free_milli),)
+    if isinstance(demand, WholeDemand):
+        return tuple(fitting[: demand.count])
+    return ()
+
+
+def free_gpu_milli(node: NodeView) -> int:
+    return sum(g.free_milli for g in node.gpus if g.healthy and not g.mig_enabled)
+
+
+class FirstFit:
+    """Every node scores the same, so the node order alone decides (the default policy's
+    choice for host-only requests, which its GPU walks do not cover)."""
+
+    name: ClassVar[str] = "firstfit"
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        return 0, tightest(request, fitting)
+
+
+class RandomFit(FirstFit):
+    """Scores nothing: packing.py picks a random feasible node and a random GPU on it."""
+
+    name: ClassVar[str] = "random"
+
+
+class BestFit:
+    """Least CPU and GPU left over on the node, half weight each; memory is not scored."""
+
+    name: ClassVar[str] = "bestfit"
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        cpu_left = node.free_cpu_milli - request.cpu_milli if node.cpu_milli else 0
+        gpu_left = free_gpu_milli(node) - request_gpu_milli(request)
+        waste = 0.5 * cpu_left / BESTFIT_CPU_MILLI + 0.5 * gpu_left / BESTFIT_GPU_MILLI
+        return max(0, min(100, int(100 * (1 - waste)))), tightest(request, fitting)
+
+
+class GpuPacking:
+    """Tiers: a shared GPU that fits (tightest first), then a used node's free GPU,
+    then an idle node (smallest first). Host-only requests score 0 everywhere."""
+
+    name: ClassVar[str] = "packing"
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        if request.host_only:
+            return 0, ()
+        chosen = tightest(request, fitting)
+        gpus = [g for g in node.gpus if g.healthy and not g.mig_enabled]
+        taken = sum(1 for g in gpus if g.used_milli > 0)
+        if isinstance(request.demand, FractionDemand) and chosen[0].used_milli > 0:
+            free_pct = chosen[0].free_milli // 10
+            return max(50, 100 - free_pct // 10), chosen
+        if taken:
+            return max(33, 50 - taken), chosen
+        return max(33 - len(gpus), len(gpus)), chosen
+
+
+class DotProduct:
+    """Tetris: alignment of the request with the node's free resources, each dimension a
+    share of node capacity, GPUs merged into one dimension; normalised by the largest term."""
+
+    name: ClassVar[str] = "dotprod"
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        gpus = [g for g in node.gpus if g.healthy and not g.mig_enabled]
+        pairs = [(request_gpu_milli(request), free_gpu_milli(node), 1000 * len(gpus))]
+        if node.cpu_milli:
+            pairs.append((request.cpu_milli, node.free_cpu_milli, node.cpu_milli))
+        if node.memory_mib:
+            pairs.append((request.host_memory_mib, node.free_memory_mib, node.memory_mib))
+        terms = [(ask / cap) * (free / cap) for ask, free, cap in pairs if cap]
+        score = int(100 * sum(terms) / len(terms)) if terms else 0
+        return max(0, min(100, score)), tightest(request, fitting)
+
+
+class FragmentationBestFit:
+    """FGD first; among equal FGD scores, BestFit: a trace-independent tie-break."""
+
+    name: ClassVar[str] = "fgd+bf"
+
+    def __init__(self, mix: RequestMix) -> None:
+        self.fgd = FragmentationScorer(mix)
+        self.bestfit = BestFit()
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        score, chosen = self.fgd.best(request, node, fitting)
+        tie, _ = self.bestfit.best(request, node, fitting)
+        return score * 101 + tie, chosen
+
+
+POLICY_NAMES = ("default", "fgd", "fgd+bf", "random", "bestfit", "packing", "dotprod")
+
+
+def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
+    """The node scorer for a policy name; FGD policies need the request mix."""
+    if policy in ("fgd", "fgd+bf"):
+        if mix is None:
+            raise ValueError(f"packing policy {policy} needs a request mix")
+        return FragmentationScorer(mix) if policy == "fgd" else FragmentationBestFit(mix)
+    scorers: dict[str, NodeScorer] = {
+        "default": FirstFit(),
+        "random": RandomFit(),
+        "bestfit": BestFit(),
+        "packing": GpuPacking(),
+        "dotprod": DotProduct(),
+    }
+    if policy not in scorers:
+        raise ValueError(f"unknown packing policy {policy!r} (one of {', '.join(POLICY_NAMES)})")
+    return scorers[policy]
