@@ -9,6 +9,7 @@ from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, node, regis
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
+from scheduler.cli.sim_command import sim
 
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
 
@@ -49,6 +50,7 @@ cli.add_command(tenants)
 cli.add_command(tenant)
 node.add_command(interrupt)
 cli.add_command(agent)
+cli.add_command(sim)
 
 
 def main() -> None:

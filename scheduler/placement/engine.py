@@ -73,6 +73,8 @@ class PlacementConfig:
     # Ties between equal policy scores go to the lowest rank here (else the smallest name).
     node_order: Mapping[str, int] | None = None
     seed: int = 0  # the random policy's draws
+    # False: a policy's failed placement skips counting reasons (a simulator reads none).
+    explain_failures: bool = True
     # The policy's scorer and memo, kept across place() calls made with this config.
     policy_state: PolicyState | None = field(default=None, compare=False, repr=False)
 
@@ -111,7 +113,7 @@ def place(
 def _place_by_policy(
     ctx: CycleContext, pipeline: Pipeline, state: PolicyState, config: PlacementConfig
 ) -> PlacementOutcome:
-    choice = place_by_policy(ctx, pipeline, state, config.node_order)
+    choice = place_by_policy(ctx, pipeline, state, config.node_order, config.explain_failures)
     if choice.option is not None:
         claims = _claims(ctx.request.demand, choice.option)
         return PlacementOutcome(Placement(choice.option.node.name, claims, choice.score))

@@ -23,7 +23,9 @@ from scheduler.placement.policies import FragmentationBestFit, NodeScorer, Rando
 
 # A class's verdict: its score, or its rejections as (plugin, reason, count per member node).
 Verdict = int | tuple[tuple[str, str, int], ...]
-MAX_VERDICTS = 400_000
+# Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
+MAX_REQUEST_KINDS = 4_000
+MAX_CLASSES_PER_KIND = 200_000
 
 
 class PolicyState:
@@ -34,19 +36,24 @@ class PolicyState:
         self.scorer: NodeScorer = make_scorer(policy, mix)
         self.rng = random.Random(seed)
         self.mix = mix
-        self._verdicts: dict[tuple[int, object], Verdict] = {}
+        # request key -> class id -> verdict; one hash of the request per place().
+        self._verdicts: dict[object, dict[int, Verdict]] = {}
         self._token: object = None
         self._mix_version = -1
 
-    def verdicts_for(self, snapshot: FleetSnapshot) -> dict[tuple[int, object], Verdict]:
+    def verdicts_for(self, snapshot: FleetSnapshot, key: object) -> dict[int, Verdict]:
+        """The memo of class verdicts for one request key on this snapshot."""
         mix_version = self.mix.version if self.mix is not None else 0
         if snapshot.class_token is not self._token or mix_version != self._mix_version:
             self._verdicts = {}
             self._token = snapshot.class_token
             self._mix_version = mix_version
-        elif len(self._verdicts) >= MAX_VERDICTS:
-            self._verdicts.clear()
-        return self._verdicts
+        memo = self._verdicts.get(key)
+        if memo is None or len(memo) >= MAX_CLASSES_PER_KIND:
+            if len(self._verdicts) >= MAX_REQUEST_KINDS:
+                self._verdicts.clear()
+            memo = self._verdicts[key] = {}
+        return memo
 
 
 @dataclass(frozen=True)
@@ -57,25 +64,30 @@ class PolicyChoice:
 
 
 def place_by_policy(
-    ctx: CycleContext, pipeline: Pipeline, state: PolicyState, order: Mapping[str, int] | None
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    state: PolicyState,
+    order: Mapping[str, int] | None,
+    explain: bool = True,
 ) -> PolicyChoice:
     """The best-scored feasible node (ties: lowest in `order`, else by name) and its GPUs."""
     snapshot, request = ctx.snapshot, ctx.request
-    verdicts = state.verdicts_for(snapshot)
     key = (request.demand, request.cpu_milli, request.host_memory_mib, request.gpu_models)
+    verdicts = state.verdicts_for(snapshot, key)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
     for class_id, members in snapshot.node_classes().items():
-        verdict = verdicts.get((class_id, key))
+        verdict = verdicts.get(class_id)
         if verdict is None:
             node = snapshot.nodes[next(iter(members))]
-            verdict = verdicts[class_id, key] = _judge(ctx, pipeline, state.scorer, node)
-        if isinstance(verdict, int):
+            verdict = verdicts[class_id] = _judge(ctx, pipeline, state.scorer, node)
+        if type(verdict) is int:
             scored.append((verdict, members))
-            best = max(best, verdict)
+            if verdict > best:
+                best = verdict
     name = _pick(state, scored, best, request.avoid_nodes, order)
     if name is None:
-        return PolicyChoice(None, 0.0, _tally(ctx, verdicts, key))
+        return PolicyChoice(None, 0.0, _tally(ctx, verdicts) if explain else ())
     node = snapshot.nodes[name]
     fitting = _fitting(ctx, pipeline, node)
     assert fitting is not None  # the node's class passed every filter
@@ -176,13 +188,13 @@ def _random_gpus(
 
 
 def _tally(
-    ctx: CycleContext, verdicts: Mapping[tuple[int, object], Verdict], key: object
+    ctx: CycleContext, verdicts: Mapping[int, Verdict]
 ) -> tuple[tuple[str, str, int], ...]:
     """Every class's rejections times its members, plus reserved nodes, largest first."""
     tally: dict[tuple[str, str], int] = {}
     avoid = ctx.request.avoid_nodes
     for class_id, members in ctx.snapshot.node_classes().items():
-        verdict = verdicts[class_id, key]
+        verdict = verdicts[class_id]
         reserved = [n for n in members if n in avoid]
         if reserved:
             reason = NodeReserved().filter_node(ctx, ctx.snapshot.nodes[reserved[0]]) or ""

@@ -67,6 +67,7 @@ def simulate(
         request_mix=RequestMix.from_requests(p.request() for p in pods),
         node_order=node_order(nodes, seed),
         seed=seed,
+        explain_failures=False,
     )
     sums = [0.0] * LEVELS
     counts = [0] * LEVELS
