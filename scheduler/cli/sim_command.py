@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from scheduler.cli.admin_commands import CliContext
@@ -40,19 +47,50 @@ ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+bf")
 
 
 @click.command("sim")
-@click.option("--nodes", "nodes_path", type=click.Path(path_type=Path, exists=True),
-              default=DEFAULT_NODES, show_default=True, help="Node list (sn,cpu_milli,...).")
-@click.option("--pods", "pods_path", type=click.Path(path_type=Path, exists=True),
-              default=DEFAULT_PODS, show_default=True, help="Pod list (name,cpu_milli,...).")
-@click.option("--policy", type=click.Choice([*POLICY_NAMES, "all"]), default="fgd",
-              show_default=True, help="Packing policy; all: every policy but default.")
+@click.option(
+    "--nodes",
+    "nodes_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=DEFAULT_NODES,
+    show_default=True,
+    help="Node list (sn,cpu_milli,...).",
+)
+@click.option(
+    "--pods",
+    "pods_path",
+    type=click.Path(path_type=Path, exists=True),
+    default=DEFAULT_PODS,
+    show_default=True,
+    help="Pod list (name,cpu_milli,...).",
+)
+@click.option(
+    "--policy",
+    type=click.Choice([*POLICY_NAMES, "all"]),
+    default="fgd",
+    show_default=True,
+    help="Packing policy; all: every policy but default.",
+)
 @click.option("--seeds", default="42-51", show_default=True, help="e.g. 42-51 or 42,43.")
-@click.option("--mix", default=None, metavar="VARIANT",
-              help="Derive a mix from the pods: gpushareNN, multigpuNN, gpuspecNN, cpuNNN.")
-@click.option("--tune", type=float, default=1.3, show_default=True,
-              help="Inflate the workload to this multiple of GPU capacity.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
-              help="Write a PNG of our curves against the published ones.")
+@click.option(
+    "--mix",
+    default=None,
+    metavar="VARIANT",
+    help="Derive a mix from the pods: gpushareNN, multigpuNN, gpuspecNN, cpuNNN.",
+)
+@click.option(
+    "--tune",
+    type=float,
+    default=1.3,
+    show_default=True,
+    help="Inflate the workload to this multiple of GPU capacity.",
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write a PNG of our curves against the published ones.",
+)
 @click.pass_obj
 def sim(
     state: CliContext,
@@ -87,11 +125,13 @@ def sim(
         for name in policies:
             for seed in seed_list:
                 task = progress.add_task(f"{name} seed {seed}", total=None)
+
+                def advance(done: int, total: int, task: TaskID = task) -> None:
+                    progress.update(task, completed=done, total=total)
+
                 results.setdefault(name, []).append(
-                    simulate(nodes, pods, name, seed, tune,
-                             lambda done, total, t=task: progress.update(t, completed=done,
-                                                                         total=total))
-                )  # fmt: skip
+                    simulate(nodes, pods, name, seed, tune, advance)
+                )
                 progress.remove_task(task)
     published = published_curves(PUBLISHED, workload)
     console.print(_table(results, published, workload))

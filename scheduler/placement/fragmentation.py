@@ -100,9 +100,7 @@ class RequestMix:
         return self._typical[1]
 
 
-def node_fragment(
-    types: Sequence[tuple[PodType, float]], gpus: GpuState, free_cpu: int
-) -> float:
+def node_fragment(types: Sequence[tuple[PodType, float]], gpus: GpuState, free_cpu: int) -> float:
     """Popularity-weighted free milli-GPU that each typical type cannot use on this node."""
     total = sum(free for _, free in gpus)
     if total == 0:

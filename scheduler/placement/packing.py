@@ -187,9 +187,7 @@ def _random_gpus(
     return ()
 
 
-def _tally(
-    ctx: CycleContext, verdicts: Mapping[int, Verdict]
-) -> tuple[tuple[str, str, int], ...]:
+def _tally(ctx: CycleContext, verdicts: Mapping[int, Verdict]) -> tuple[tuple[str, str, int], ...]:
     """Every class's rejections times its members, plus reserved nodes, largest first."""
     tally: dict[tuple[str, str], int] = {}
     avoid = ctx.request.avoid_nodes
@@ -210,4 +208,3 @@ def _tally(
     return tuple(
         sorted(((p, r, c) for (p, r), c in tally.items()), key=lambda t: (-t[2], t[0], t[1]))
     )
-

@@ -9,9 +9,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on a server or in CI
 
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+import matplotlib.pyplot as plt
 
-from scheduler.sim.report import PUBLISHED_POLICY  # noqa: E402
+from scheduler.sim.report import PUBLISHED_POLICY
 
 FIRST_LEVEL = 60  # below this every policy allocates everything that arrived
 

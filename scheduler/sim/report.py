@@ -22,7 +22,7 @@ TABLE_LEVELS = (80, 85, 90, 92, 94, 95, 96, 98, 100, 110, 120, 130)
 
 
 def parse_seeds(text: str) -> list[int]:
-    """"42-51" or "42,45,50" (or a mix) -> the seeds, in order."""
+    """ "42-51" or "42,45,50" (or a mix) -> the seeds, in order."""
     seeds: list[int] = []
     for part in text.split(","):
         part = part.strip()

@@ -70,7 +70,8 @@ def _reshare(
     total = sum(p.gpu_request for p in gpu)
     inside = [p for p in gpu if chosen(p)]
     outside = [p for p in gpu if not chosen(p)]
-    mixed = _draw(rng, inside, share * total, "in") + _draw(rng, outside, (1 - share) * total, "out")
+    mixed = _draw(rng, inside, share * total, "in")
+    mixed += _draw(rng, outside, (1 - share) * total, "out")
     mixed += [p for p in pods if not p.gpu_request]
     rng.shuffle(mixed)
     return mixed

@@ -1,4 +1,4 @@
-"""FGD: node fragment per typical type, the request mix, and placement that grows fragmentation least."""
+"""FGD: node fragment per type, the request mix, and placing where fragmentation grows least."""
 
 from __future__ import annotations
 

@@ -55,9 +55,12 @@ def test_node_resources_fit_rejects_with_a_reason(policy: str) -> None:
     request = PlacementRequest(FractionDemand(500, 0), cpu_milli=10_000)
     outcome = place(snapshot, request, PlacementConfig(packing_policy=policy))
     assert outcome.placement is None
-    assert Rejection(
-        "NodeResourcesFit", "not enough free CPU (needs 10000 milli-CPU, node has 8000)", 2
-    ) in outcome.reasons
+    assert (
+        Rejection(
+            "NodeResourcesFit", "not enough free CPU (needs 10000 milli-CPU, node has 8000)", 2
+        )
+        in outcome.reasons
+    )
 
 
 def test_policies_break_ties_by_the_fixed_node_order() -> None:

@@ -35,8 +35,10 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_reads_both_pod_formats_and_node_lists(tmp_path: Path) -> None:
     full = read_pods(write(tmp_path, "full.csv", PODS_CSV))
     assert full[1] == TracePod("fits", 1000, 1024, 1, 1000, frozenset({"T4"}))
-    short = read_pods(write(tmp_path, "short.csv", "name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"
-                                                   "p,8000,4096,1,460\nq,2000,512,0,0\n"))  # fmt: skip
+    five_columns = (
+        "name,cpu_milli,memory_mib,num_gpu,gpu_milli\np,8000,4096,1,460\nq,2000,512,0,0\n"
+    )
+    short = read_pods(write(tmp_path, "short.csv", five_columns))
     assert short == [TracePod("p", 8000, 4096, 1, 460), TracePod("q", 2000, 512, 0, 0)]
     assert short[0].request().demand == FractionDemand(460, 0)
     assert short[1].request().host_only
