@@ -21,6 +21,7 @@ from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.domain.clock import Clock, SystemClock
 from scheduler.domain.priorities import configure_priority_classes
+from scheduler.placement import config_for_policy
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
@@ -56,6 +57,8 @@ class SchedulerSettings:
     failover_grace_s: float = 30.0
     # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
     priority_classes_file: Path | None = None
+    # How fractional and whole-GPU requests are packed (placement.policies.POLICY_NAMES).
+    packing_policy: str = "default"
 
 
 class SchedulerApp:
@@ -83,6 +86,7 @@ class SchedulerApp:
             self.clock,
             settings.replica_id,
             is_leader=lambda: self.leader.is_leader,
+            placement_config=config_for_policy(settings.packing_policy),
         )
         self.allocations = AllocationService(self.engine, self.allocator, self.notifier, self.clock)
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from scheduler.fleetfile import load_fleet
+from scheduler.placement.policies import POLICY_NAMES
 
 if TYPE_CHECKING:
     from scheduler.app import SchedulerApp
@@ -50,6 +51,15 @@ _priorities_option = click.option(
     help="YAML adding or overriding priority classes (see deploy/priority-classes.yaml).",
 )
 
+_packing_option = click.option(
+    "--packing-policy",
+    type=click.Choice(POLICY_NAMES),
+    envvar="GPUPOOL_PACKING_POLICY",
+    default="default",
+    show_default=True,
+    help="How fractional and whole-GPU requests are packed (fgd: fragmentation-aware).",
+)
+
 
 def _wait_for_signal() -> None:
     stop = threading.Event()
@@ -68,6 +78,7 @@ def _start(
     data_dir: Path,
     listen: str,
     priority_classes: Path | None = None,
+    packing_policy: str = "default",
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
@@ -80,6 +91,7 @@ def _start(
         data_dir=data_dir,
         listen=listen,
         priority_classes_file=priority_classes,
+        packing_policy=packing_policy,
     )
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
@@ -93,15 +105,20 @@ def _start(
 @_data_dir_option
 @_listen_option
 @_priorities_option
+@_packing_option
 def serve(
-    database_url: str | None, data_dir: Path, listen: str, priority_classes: Path | None
+    database_url: str | None,
+    data_dir: Path,
+    listen: str,
+    priority_classes: Path | None,
+    packing_policy: str,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     console = Console(stderr=True)
-    app = _start(console, database_url, data_dir, listen, priority_classes)
+    app = _start(console, database_url, data_dir, listen, priority_classes, packing_policy)
     console.print(f"scheduler listening on [bold]{app.address}[/]")
     _wait_for_signal()
     console.print("stopping…")
@@ -120,12 +137,15 @@ def serve(
 @_database_option
 @_data_dir_option
 @_listen_option
-def up(fleet_file: Path, database_url: str | None, data_dir: Path, listen: str) -> None:
+@_packing_option
+def up(
+    fleet_file: Path, database_url: str | None, data_dir: Path, listen: str, packing_policy: str
+) -> None:
     """Start the scheduler and one simulated agent per node; Ctrl-C stops everything."""
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
-    app = _start(console, database_url, data_dir, listen)
+    app = _start(console, database_url, data_dir, listen, packing_policy=packing_policy)
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     agents = [_start_agent(app.address, fleet_file, node.name, data_dir, logs) for node in nodes]

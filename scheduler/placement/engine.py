@@ -84,6 +84,13 @@ class PlacementConfig:
             object.__setattr__(self, "policy_state", state)
 
 
+def config_for_policy(policy: str) -> PlacementConfig:
+    """A live config for a packing policy; FGD starts from an empty request mix that the
+    allocator records each new request into (until then every node ties, by name)."""
+    mix = RequestMix() if policy in ("fgd", "fgd+bf") else None
+    return PlacementConfig(packing_policy=policy, request_mix=mix)
+
+
 def place(
     snapshot: FleetSnapshot, request: PlacementRequest, config: PlacementConfig = PlacementConfig()
 ) -> PlacementOutcome:

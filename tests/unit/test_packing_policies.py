@@ -6,7 +6,7 @@ import pytest
 
 from scheduler.domain.fleet import Claim, FleetSnapshot
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement import PlacementConfig, Rejection, place
+from scheduler.placement import PlacementConfig, Rejection, config_for_policy, place
 from scheduler.placement.policies import BestFit, GpuPacking, make_scorer
 from tests.unit.test_fragmentation import sim_node
 
@@ -99,3 +99,15 @@ def test_reserve_placement_checks_host_resources_and_classes_follow_state() -> N
     assert sorted(sorted(m) for m in snapshot.node_classes().values()) == [["a"], ["b"]]
     snapshot.release_placement("a", [Claim(gpu.id, milli=500)], cpu_milli=1000)
     assert [set(m) for m in snapshot.node_classes().values()] == [{"a", "b"}]
+
+
+def test_live_fgd_config_starts_from_an_empty_mix_and_learns() -> None:
+    config = config_for_policy("fgd")
+    assert config.request_mix is not None and config.request_mix.total == 0
+    snapshot = fleet_of(sim_node("b", [1000]), sim_node("a", [1000]))
+    request = PlacementRequest(FractionDemand(500, 0))
+    outcome = place(snapshot, request, config)
+    assert outcome.placement is not None and outcome.placement.node == "a"  # all tie: by name
+    config.request_mix.record(request)
+    assert config.request_mix.total == 1
+    assert config_for_policy("bestfit").request_mix is None
