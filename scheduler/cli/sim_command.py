@@ -43,7 +43,7 @@ TRACE_DIR = Path(
 DEFAULT_NODES = TRACE_DIR / "openb_node_list_gpu_node.csv"
 DEFAULT_PODS = TRACE_DIR / "openb_pod_list_default.csv"
 PUBLISHED = TRACE_DIR / "fgd_expected_results/analysis_allo_discrete.csv"
-ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+bf")
+ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+used")
 
 
 @click.command("sim")

@@ -87,7 +87,7 @@ class PlacementConfig:
 def config_for_policy(policy: str) -> PlacementConfig:
     """A live config for a packing policy; FGD starts from an empty request mix that the
     allocator records each new request into (until then every node ties, by name)."""
-    mix = RequestMix() if policy in ("fgd", "fgd+bf") else None
+    mix = RequestMix() if policy.startswith("fgd") else None
     return PlacementConfig(packing_policy=policy, request_mix=mix)
 
 

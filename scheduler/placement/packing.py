@@ -19,7 +19,12 @@ from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDem
 from scheduler.placement.fragmentation import RequestMix
 from scheduler.placement.pipeline import Pipeline, gpu_rejection, passing_gpus
 from scheduler.placement.plugins import CycleContext, NodeReserved, Option
-from scheduler.placement.policies import FragmentationBestFit, NodeScorer, RandomFit, make_scorer
+from scheduler.placement.policies import (
+    FragmentationTieBreak,
+    NodeScorer,
+    RandomFit,
+    make_scorer,
+)
 
 # A class's verdict: its score, or its rejections as (plugin, reason, count per member node).
 Verdict = int | tuple[tuple[str, str, int], ...]
@@ -94,8 +99,8 @@ def place_by_policy(
     score, gpus = state.scorer.best(request, node, fitting)
     if isinstance(state.scorer, RandomFit):
         gpus = _random_gpus(state.rng, request, fitting)
-    if isinstance(state.scorer, FragmentationBestFit):
-        score //= 101  # report the FGD part, 0..100
+    if isinstance(state.scorer, FragmentationTieBreak):
+        score //= state.scorer.span  # report the FGD part, 0..100
     return PolicyChoice(Option(node, gpus), float(score))
 
 

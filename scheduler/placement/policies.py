@@ -131,32 +131,68 @@ class DotProduct:
         return max(0, min(100, score)), tightest(request, fitting)
 
 
-class FragmentationBestFit:
-    """FGD first; among equal FGD scores, BestFit: a trace-independent tie-break."""
+class FragmentationTieBreak:
+    """FGD first; equal FGD scores go by a secondary score in 0..span-1 (then node order)."""
 
-    name: ClassVar[str] = "fgd+bf"
+    name: ClassVar[str] = "fgd+tiebreak"
+    span: ClassVar[int] = 1
 
     def __init__(self, mix: RequestMix) -> None:
         self.fgd = FragmentationScorer(mix)
-        self.bestfit = BestFit()
+
+    def secondary(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> int:
+        return 0
 
     def best(
         self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
     ) -> tuple[int, tuple[GpuView, ...]]:
         score, chosen = self.fgd.best(request, node, fitting)
-        tie, _ = self.bestfit.best(request, node, fitting)
-        return score * 101 + tie, chosen
+        return score * self.span + self.secondary(request, node, fitting), chosen
 
 
-POLICY_NAMES = ("default", "fgd", "fgd+bf", "random", "bestfit", "packing", "dotprod")
+class FragmentationBestFit(FragmentationTieBreak):
+    """Ties by BestFit. Measured worse than FGD's plain node order (5.2 % against 4.8 %
+    unallocated): it fills nodes' CPU first, stranding their GPUs."""
+
+    name: ClassVar[str] = "fgd+bf"
+    span: ClassVar[int] = 101
+
+    def secondary(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> int:
+        return BestFit().best(request, node, fitting)[0]
+
+
+class FragmentationUsedFirst(FragmentationTieBreak):
+    """Ties go to a node already in use over an idle one, keeping idle nodes whole for
+    the multi-GPU and whole-GPU requests that only an idle node can take."""
+
+    name: ClassVar[str] = "fgd+used"
+    span: ClassVar[int] = 2
+
+    def secondary(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> int:
+        in_use = node.used_cpu_milli or node.used_memory_mib
+        return 1 if in_use or any(g.used_milli for g in node.gpus) else 0
+
+
+POLICY_NAMES = ("default", "fgd", "fgd+used", "fgd+bf", "random", "bestfit", "packing", "dotprod")
 
 
 def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
     """The node scorer for a policy name; FGD policies need the request mix."""
-    if policy in ("fgd", "fgd+bf"):
+    if policy.startswith("fgd"):
         if mix is None:
             raise ValueError(f"packing policy {policy} needs a request mix")
-        return FragmentationScorer(mix) if policy == "fgd" else FragmentationBestFit(mix)
+        if policy == "fgd":
+            return FragmentationScorer(mix)
+        if policy == "fgd+used":
+            return FragmentationUsedFirst(mix)
+        if policy == "fgd+bf":
+            return FragmentationBestFit(mix)
     scorers: dict[str, NodeScorer] = {
         "default": FirstFit(),
         "random": RandomFit(),

@@ -62,9 +62,10 @@ def test_request_mix_keeps_the_most_popular_types_until_coverage() -> None:
         + [PlacementRequest(WholeDemand(2), cpu_milli=1000)]
     )
     mix = RequestMix.from_requests(requests)
+    # 90 % of requests are covered by two types; popularity is renormalised over them.
     assert mix.typical(0.85) == (
-        (PodType(4000, 1, 500), 0.6),
-        (PodType(2000, 0, 0), 0.3),
+        (PodType(4000, 1, 500), pytest.approx(2 / 3)),
+        (PodType(2000, 0, 0), pytest.approx(1 / 3)),
     )
     version = mix.version
     mix.record(PlacementRequest(WholeDemand(2), cpu_milli=1000))
@@ -97,3 +98,18 @@ def test_fgd_picks_the_first_gpu_index_with_the_best_score() -> None:
     score, chosen = scorer.best(request, node, fitting)
     assert [g.index for g in chosen] == [1]
     assert score == fgd_score(-400)
+
+
+def test_fgd_used_breaks_equal_fgd_scores_towards_nodes_in_use() -> None:
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("idle", [1000, 1000]))
+    snapshot.upsert_node(sim_node("used", [0, 1000, 1000]))
+    mix = RequestMix([(PodType(0, 1, 1000), 1)])
+    order = {"idle": 0, "used": 1}
+    request = PlacementRequest(WholeDemand(1))
+    plain = PlacementConfig(packing_policy="fgd", request_mix=mix, node_order=order)
+    used = PlacementConfig(packing_policy="fgd+used", request_mix=mix, node_order=order)
+    first, second = place(snapshot, request, plain), place(snapshot, request, used)
+    assert first.placement is not None and first.placement.node == "idle"  # a tie: node order
+    assert second.placement is not None and second.placement.node == "used"
+    assert second.placement.score == first.placement.score == 50  # the FGD part is reported
