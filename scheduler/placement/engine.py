@@ -4,6 +4,11 @@ The walk stops after PlacementConfig.feasible_to_score feasible options (as
 kube-scheduler's numFeasibleNodesToFind does), so a successful placement costs
 a handful of candidates, not a scan of the fleet. Only when nothing is
 feasible does explain.py scan everything to say why.
+
+That walk is the "default" packing policy. Any other (PlacementConfig.
+packing_policy: fgd, bestfit, ...) must compare every feasible node, so
+fractional, whole-GPU and host-only requests go to packing.py, which scores
+each class of identically loaded nodes once; MIG requests keep the walk above.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 from scheduler.sim.report import PUBLISHED_POLICY
 
-FIRST_LEVEL = 60  # below this every policy allocates everything that arrived
+FIRST_LEVEL = 80  # the part of the curves where pods start failing
 
 
 def plot_curves(
@@ -40,7 +40,7 @@ def plot_curves(
                     label=f"{PUBLISHED_POLICY[policy]} (paper)")  # fmt: skip
     ax.set_xlabel("arrived GPU request (% of cluster GPU capacity)")
     ax.set_ylabel("unallocated GPUs (% of capacity)")
-    ax.set_ylim(0, 45)
+    ax.set_ylim(0, 25)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
