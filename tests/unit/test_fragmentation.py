@@ -63,10 +63,9 @@ def test_request_mix_keeps_the_most_popular_types_until_coverage() -> None:
     )
     mix = RequestMix.from_requests(requests)
     # 90 % of requests are covered by two types; popularity is renormalised over them.
-    assert mix.typical(0.85) == (
-        (PodType(4000, 1, 500), pytest.approx(2 / 3)),
-        (PodType(2000, 0, 0), pytest.approx(1 / 3)),
-    )
+    typical = mix.typical(0.85)
+    assert [t for t, _ in typical] == [PodType(4000, 1, 500), PodType(2000, 0, 0)]
+    assert [share for _, share in typical] == pytest.approx([2 / 3, 1 / 3])
     version = mix.version
     mix.record(PlacementRequest(WholeDemand(2), cpu_milli=1000))
     assert mix.version == version + 1
