@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from scheduler.domain.catalogue import MIG_COMPUTE_SLICES
 from scheduler.domain.mig import profile_for
+from scheduler.domain.node_classes import NodeClasses
 
 
 @dataclass(frozen=True)
@@ -121,11 +122,7 @@ class FleetSnapshot:
         self._mig_masks: dict[int, int] = {}
         self._structure: FleetStructure | None = None
         # Nodes grouped by identical state (see node_classes); None until first asked for.
-        self._classes: dict[int, dict[str, None]] | None = None
-        self._class_ids: dict[tuple[object, ...], int] = {}
-        self._node_class: dict[str, int] = {}
-        # Changes whenever class ids could mean something else, so caches keyed by them reset.
-        self.class_token = object()
+        self._classes: NodeClasses | None = None
 
     # -- fleet changes ---------------------------------------------------------
 
@@ -206,15 +203,22 @@ class FleetSnapshot:
         """Nodes grouped by identical state (host resources, GPUs' usage, health, cordon).
 
         Two nodes of one class score the same under any state-only policy, so a
-        policy can score each class once. Keys are stable ids for a state within
-        this snapshot (see class_token). Tracking starts on the first call and
-        then costs one small sort per changed node.
+        policy can score each class once. Keys are ids of a state, valid while
+        class_token stays the same. Tracking starts on the first call and then
+        costs one small sort per changed node.
         """
         if self._classes is None:
-            self._classes = {}
-            for name in self.nodes:
-                self._reclass(name)
-        return self._classes
+            self._classes = NodeClasses()
+            for name, node in self.nodes.items():
+                self._classes.update(name, node)
+        return self._classes.members
+
+    @property
+    def class_token(self) -> object:
+        """Changes whenever node_classes' ids could name other states."""
+        self.node_classes()
+        assert self._classes is not None
+        return self._classes.token
 
     def copy(self) -> FleetSnapshot:
         """An independent deep copy (indexes included, so no re-sorting)."""
@@ -354,25 +358,8 @@ class FleetSnapshot:
             self._reclass(name)
 
     def _reclass(self, name: str) -> None:
-        """Move a node to the class of its current state (or out, if it left the fleet)."""
-        classes = self._classes
-        if classes is None:
-            return
-        old = self._node_class.pop(name, None)
-        if old is not None:
-            members = classes[old]
-            del members[name]
-            if not members:
-                del classes[old]
-        node = self.nodes.get(name)
-        if node is None:
-            return
-        state = _node_state(node)
-        class_id = self._class_ids.get(state)
-        if class_id is None:
-            class_id = self._class_ids[state] = len(self._class_ids)
-        self._node_class[name] = class_id
-        classes.setdefault(class_id, {})[name] = None
+        if self._classes is not None:
+            self._classes.update(name, self.nodes.get(name))
 
     # -- indexes ---------------------------------------------------------------
 
@@ -424,22 +411,6 @@ class FleetSnapshot:
             buckets.setdefault(len(ids), {})[gpu.node] = None
         else:
             del nodes[gpu.node]
-
-
-def _node_state(node: NodeView) -> tuple[object, ...]:
-    """Everything a state-only policy may read about a node, GPUs in a canonical order."""
-    gpus = sorted(
-        (g.model, g.mig_enabled, g.healthy, g.used_milli, g.used_memory_mib, g.memory_mib)
-        for g in node.gpus
-    )
-    return (
-        node.schedulable,
-        node.cpu_milli,
-        node.used_cpu_milli,
-        node.memory_mib,
-        node.used_memory_mib,
-        tuple(gpus),
-    )
 
 
 def _copy_gpu(gpu: GpuView) -> GpuView:

@@ -111,3 +111,14 @@ def test_live_fgd_config_starts_from_an_empty_mix_and_learns() -> None:
     config.request_mix.record(request)
     assert config.request_mix.total == 1
     assert config_for_policy("bestfit").request_mix is None
+
+
+def test_node_class_ids_start_over_with_a_new_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("scheduler.domain.node_classes.MAX_STATES", 3)
+    snapshot = fleet_of(sim_node("a", [1000], cpu=4000), sim_node("b", [1000], cpu=4000))
+    token = snapshot.class_token
+    for cpu in (1000, 2000, 3000):  # each a new state of "a"
+        snapshot.reserve_placement("a", (), cpu_milli=cpu)
+        snapshot.release_placement("a", (), cpu_milli=cpu)
+    assert snapshot.class_token is not token
+    assert [set(m) for m in snapshot.node_classes().values()] == [{"a", "b"}]
