@@ -112,8 +112,13 @@ class GpuPacking:
 
 
 class DotProduct:
-    """Tetris: alignment of the request with the node's free resources, each dimension a
-    share of node capacity, GPUs merged into one dimension; normalised by the largest term."""
+    """Dot product of the request with the node's free CPU, memory and GPU (all GPUs merged
+    into one dimension), each as a share of the node's capacity; the smallest wins.
+
+    The paper gives no formula. Maximising the alignment, as Tetris does, spreads
+    pods and fails them from 85 % arrival; minimising it lands near the published
+    curve (9.4 % unallocated at 100 %, seed 42), so that is the reading kept.
+    """
 
     name: ClassVar[str] = "dotprod"
 
@@ -127,8 +132,8 @@ class DotProduct:
         if node.memory_mib:
             pairs.append((request.host_memory_mib, node.free_memory_mib, node.memory_mib))
         terms = [(ask / cap) * (free / cap) for ask, free, cap in pairs if cap]
-        score = int(100 * sum(terms) / len(terms)) if terms else 0
-        return max(0, min(100, score)), tightest(request, fitting)
+        alignment = int(100 * sum(terms) / len(terms)) if terms else 0
+        return max(0, min(100, 100 - alignment)), tightest(request, fitting)
 
 
 class FragmentationTieBreak:

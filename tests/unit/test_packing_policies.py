@@ -7,7 +7,7 @@ import pytest
 from scheduler.domain.fleet import Claim, FleetSnapshot
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
 from scheduler.placement import PlacementConfig, Rejection, config_for_policy, place
-from scheduler.placement.policies import BestFit, GpuPacking, make_scorer
+from scheduler.placement.policies import BestFit, DotProduct, GpuPacking, make_scorer
 from tests.unit.test_fragmentation import sim_node
 
 
@@ -122,3 +122,10 @@ def test_node_class_ids_start_over_with_a_new_token(monkeypatch: pytest.MonkeyPa
         snapshot.release_placement("a", (), cpu_milli=cpu)
     assert snapshot.class_token is not token
     assert [set(m) for m in snapshot.node_classes().values()] == [{"a", "b"}]
+
+
+def test_dotprod_prefers_the_smallest_alignment_with_free_resources() -> None:
+    node = sim_node("n", [1000] * 8, cpu=64_000)  # memory 1024 MiB, none asked
+    request = PlacementRequest(WholeDemand(1), cpu_milli=32_000)
+    # GPU 1/8 * 8/8, CPU 1/2 * 1, memory 0: alignment (0.125 + 0.5 + 0) / 3 = 0.208
+    assert DotProduct().best(request, node, node.gpus)[0] == 80
