@@ -68,7 +68,7 @@ ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+used")
     type=click.Choice([*POLICY_NAMES, "all"]),
     default="fgd",
     show_default=True,
-    help="Packing policy; all: every policy but default.",
+    help="Packing policy; all: random, dotprod, packing, bestfit, fgd, fgd+used.",
 )
 @click.option("--seeds", default="42-51", show_default=True, help="e.g. 42-51 or 42,43.")
 @click.option(
