@@ -27,7 +27,7 @@ from scheduler.domain.generations import (
 )
 from scheduler.domain.priorities import configure_priority_classes
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
-from scheduler.placement import PlacementConfig
+from scheduler.placement import config_for_policy
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
@@ -66,6 +66,8 @@ class SchedulerSettings:
     failover_grace_s: float = 30.0
     # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
     priority_classes_file: Path | None = None
+    # How fractional and whole-GPU requests are packed (placement.policies.POLICY_NAMES).
+    packing_policy: str = "default"
     # YAML with `workload_classes: {class: {primary, overflow, …}}`; None: the built-in matrix.
     placement_policy_file: Path | None = None
     # Worker templates the agents launch (deploy/worker-templates.yaml), and
@@ -106,7 +108,9 @@ class SchedulerApp:
             self.clock,
             settings.replica_id,
             is_leader=lambda: self.leader.is_leader,
-            placement_config=PlacementConfig(generation_policy=_generation_policy(settings)),
+            placement_config=config_for_policy(
+                settings.packing_policy, _generation_policy(settings)
+            ),
         )
         low, high = settings.rendezvous_ports
         self.workers = WorkerService(

@@ -10,6 +10,7 @@ from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
+from scheduler.cli.sim_command import sim
 from scheduler.cli.worker_commands import logs
 
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
@@ -53,6 +54,7 @@ cli.add_command(models)
 node.add_command(interrupt)
 cli.add_command(agent)
 cli.add_command(logs)
+cli.add_command(sim)
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from scheduler.fleetfile import load_fleet
+from scheduler.placement.policies import POLICY_NAMES
 
 if TYPE_CHECKING:
     from scheduler.app import SchedulerApp
@@ -59,6 +60,14 @@ _placement_policy_option = click.option(
     help="YAML of GPU model tiers per workload class (see deploy/placement-policy.yaml) "
     "[default: the built-in matrix].",
 )
+_packing_option = click.option(
+    "--packing-policy",
+    type=click.Choice(POLICY_NAMES),
+    envvar="GPUPOOL_PACKING_POLICY",
+    default="default",
+    show_default=True,
+    help="How fractional and whole-GPU requests are packed (fgd: fragmentation-aware).",
+)
 
 
 def _wait_for_signal() -> None:
@@ -81,6 +90,7 @@ def _start(
     placement_policy: Path | None = None,
     worker_templates: Path | None = None,
     rendezvous_ports: tuple[int, int] | None = None,
+    packing_policy: str = "default",
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
@@ -94,6 +104,7 @@ def _start(
         listen=listen,
         priority_classes_file=priority_classes,
         placement_policy_file=placement_policy,
+        packing_policy=packing_policy,
     )
     if worker_templates is not None:
         settings.worker_templates_file = worker_templates
@@ -126,6 +137,7 @@ def _start(
     metavar="LOW-HIGH",
     help="Ports handed out as MASTER_PORT on rank 0's node.",
 )
+@_packing_option
 def serve(
     database_url: str | None,
     data_dir: Path,
@@ -134,6 +146,7 @@ def serve(
     placement_policy: Path | None,
     worker_templates: Path | None,
     rendezvous_ports: str,
+    packing_policy: str,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -154,6 +167,7 @@ def serve(
         placement_policy,
         worker_templates,
         (int(low), int(high)),
+        packing_policy,
     )
     console.print(f"scheduler listening on [bold]{app.address}[/]")
     _wait_for_signal()
@@ -174,18 +188,27 @@ def serve(
 @_data_dir_option
 @_listen_option
 @_placement_policy_option
+@_packing_option
 def up(
     fleet_file: Path,
     database_url: str | None,
     data_dir: Path,
     listen: str,
     placement_policy: Path | None,
+    packing_policy: str,
 ) -> None:
     """Start the scheduler and one simulated agent per node; Ctrl-C stops everything."""
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
-    app = _start(console, database_url, data_dir, listen, placement_policy=placement_policy)
+    app = _start(
+        console,
+        database_url,
+        data_dir,
+        listen,
+        placement_policy=placement_policy,
+        packing_policy=packing_policy,
+    )
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     agents = [_start_agent(app.address, fleet_file, node.name, data_dir, logs) for node in nodes]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from scheduler.domain.catalogue import MIG_COMPUTE_SLICES
 from scheduler.domain.mig import profile_for
+from scheduler.domain.node_classes import NodeClasses
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,20 @@ class NodeView:
         on_gpus = (m for gpu in self.gpus for m in gpu.resident_models)
         return {*on_gpus, *self.host_ram_models, *self.local_disk_models}
 
+    # Host resources; a capacity of 0 means "not tracked": anything fits.
+    cpu_milli: int = 0
+    memory_mib: int = 0
+    used_cpu_milli: int = 0
+    used_memory_mib: int = 0
+
+    @property
+    def free_cpu_milli(self) -> int:
+        return self.cpu_milli - self.used_cpu_milli
+
+    @property
+    def free_memory_mib(self) -> int:
+        return self.memory_mib - self.used_memory_mib
+
 
 @dataclass(frozen=True)
 class FleetStructure:
@@ -123,6 +138,8 @@ class FleetSnapshot:
         # Model -> nodes where it is warm in any tier (warm placement walks these first).
         self._warm: dict[str, dict[str, None]] = {}
         self._structure: FleetStructure | None = None
+        # Nodes grouped by identical state (see node_classes); None until first asked for.
+        self._classes: NodeClasses | None = None
 
     # -- fleet changes ---------------------------------------------------------
 
@@ -150,6 +167,7 @@ class FleetSnapshot:
         for model in stored.warm_models():
             self._warm.setdefault(model, {})[stored.name] = None
         self._structure = None
+        self._reclass(stored.name)
 
     def remove_node(self, name: str) -> None:
         """Drop a node and its GPUs; KeyError if unknown (as for the two setters below)."""
@@ -163,6 +181,7 @@ class FleetSnapshot:
             if not nodes:
                 del self._warm[model]
         self._structure = None
+        self._reclass(name)
 
     def set_node_schedulable(self, name: str, schedulable: bool) -> None:
         node = self.nodes[name]
@@ -171,12 +190,14 @@ class FleetSnapshot:
         node.schedulable = schedulable
         for gpu in node.gpus:
             self._index(gpu)
+        self._reclass(name)
 
     def set_gpu_health(self, gpu_id: int, healthy: bool) -> None:
         gpu = self.gpus[gpu_id]
         self._unindex(gpu)
         gpu.healthy = healthy
         self._index(gpu)
+        self._reclass(gpu.node)
 
     def reserve(self, claims: Iterable[Claim]) -> None:
         """Apply claims; raise ValueError, applying none, if any does not fit."""
@@ -185,6 +206,43 @@ class FleetSnapshot:
     def release(self, claims: Iterable[Claim]) -> None:
         """Undo reserve; raise ValueError, applying none, if any was not held."""
         self._apply(self._plan(claims, release=True))
+
+    def reserve_placement(
+        self, node: str, claims: Iterable[Claim], cpu_milli: int = 0, memory_mib: int = 0
+    ) -> None:
+        """Apply a placement: its GPU claims and its host CPU and memory on `node`.
+
+        ValueError, applying nothing, if a claim does not fit, names another node, or
+        the node's tracked CPU or memory would overflow.
+        """
+        self._apply_placement(node, list(claims), cpu_milli, memory_mib, release=False)
+
+    def release_placement(
+        self, node: str, claims: Iterable[Claim], cpu_milli: int = 0, memory_mib: int = 0
+    ) -> None:
+        """Undo reserve_placement; ValueError, applying nothing, if it was not held."""
+        self._apply_placement(node, list(claims), cpu_milli, memory_mib, release=True)
+
+    def node_classes(self) -> dict[int, dict[str, None]]:
+        """Nodes grouped by identical state (host resources, GPUs' usage, health, cordon).
+
+        Two nodes of one class score the same under any state-only policy, so a
+        policy can score each class once. Keys are ids of a state, valid while
+        class_token stays the same. Tracking starts on the first call and then
+        costs one small sort per changed node.
+        """
+        if self._classes is None:
+            self._classes = NodeClasses()
+            for name, node in self.nodes.items():
+                self._classes.update(name, node)
+        return self._classes.members
+
+    @property
+    def class_token(self) -> object:
+        """Changes whenever node_classes' ids could name other states."""
+        self.node_classes()
+        assert self._classes is not None
+        return self._classes.token
 
     def copy(self) -> FleetSnapshot:
         """An independent deep copy (indexes included, so no re-sorting)."""
@@ -295,7 +353,30 @@ class FleetSnapshot:
                 _plan_mig(gpu, usage, claim, release)
         return plan
 
+    def _apply_placement(
+        self, name: str, claims: list[Claim], cpu_milli: int, memory_mib: int, release: bool
+    ) -> None:
+        node = self.nodes[name]
+        for claim in claims:
+            gpu = self.gpus.get(claim.gpu_id)
+            if gpu is None or gpu.node != name:
+                raise ValueError(f"GPU {claim.gpu_id} is not on node {name}")
+        sign = -1 if release else 1
+        cpu = node.used_cpu_milli + sign * cpu_milli
+        memory = node.used_memory_mib + sign * memory_mib
+        if cpu < 0 or (node.cpu_milli and cpu > node.cpu_milli):
+            raise ValueError(f"node {name} would have {cpu} of {node.cpu_milli} milli-CPU in use")
+        if memory < 0 or (node.memory_mib and memory > node.memory_mib):
+            raise ValueError(f"node {name} would have {memory} of {node.memory_mib} MiB in use")
+        plan = self._plan(claims, release=release)
+        node.used_cpu_milli = cpu
+        node.used_memory_mib = memory
+        self._apply(plan)
+        if not plan:
+            self._reclass(name)
+
     def _apply(self, plan: dict[int, _Usage]) -> None:
+        touched: set[str] = set()
         for gpu_id, usage in plan.items():
             gpu = self.gpus[gpu_id]
             self._unindex(gpu)
@@ -305,6 +386,13 @@ class FleetSnapshot:
             gpu.mig_used_compute = usage.mig_compute
             gpu.mig_profile_counts = usage.mig_counts
             self._index(gpu)
+            touched.add(gpu.node)
+        for name in touched:
+            self._reclass(name)
+
+    def _reclass(self, name: str) -> None:
+        if self._classes is not None:
+            self._classes.update(name, self.nodes.get(name))
 
     # -- indexes ---------------------------------------------------------------
 

@@ -48,3 +48,16 @@ class PlacementRequest:
     # The LLM to serve, canonical (llm_catalogue.canonical_model_name); "" for none.
     # Only scores (WarmModel): it never makes a GPU ineligible.
     model: str = ""
+    # Host resources on the node; 0 means "not asked": every node fits. A request
+    # for WholeDemand(0) with some of these is host-only (a CPU job, no GPU).
+    cpu_milli: int = 0
+    host_memory_mib: int = 0
+
+    @property
+    def host_only(self) -> bool:
+        demand = self.demand
+        return (
+            isinstance(demand, WholeDemand)
+            and demand.count == 0
+            and (self.cpu_milli > 0 or self.host_memory_mib > 0)
+        )

@@ -5,6 +5,7 @@ from scheduler.placement.engine import (
     PlacementConfig,
     PlacementOutcome,
     Rejection,
+    config_for_policy,
     place,
 )
 from scheduler.placement.plugins import DEFAULT_SCORE_WEIGHTS
@@ -15,5 +16,6 @@ __all__ = [
     "PlacementConfig",
     "PlacementOutcome",
     "Rejection",
+    "config_for_policy",
     "place",
 ]

@@ -4,6 +4,11 @@ The walk stops after PlacementConfig.feasible_to_score feasible options (as
 kube-scheduler's numFeasibleNodesToFind does), so a successful placement costs
 a handful of candidates, not a scan of the fleet. Only when nothing is
 feasible does explain.py scan everything to say why.
+
+That walk is the "default" packing policy. Any other (PlacementConfig.
+packing_policy: fgd, bestfit, ...) must compare every feasible node, so
+fractional, whole-GPU and host-only requests go to packing.py, which scores
+each class of identically loaded nodes once; MIG requests keep the walk above.
 """
 
 from __future__ import annotations
@@ -25,9 +30,11 @@ from scheduler.domain.requests import (
     PlacementRequest,
     WholeDemand,
 )
-from scheduler.placement.explain import explain
+from scheduler.placement.explain import UNSCHEDULABLE, explain, unschedulable_reason
+from scheduler.placement.fragmentation import RequestMix
 from scheduler.placement.gang import layout_unschedulable, plan_layout
 from scheduler.placement.nvlink import choose_gpus
+from scheduler.placement.packing import PolicyState, place_by_policy
 from scheduler.placement.pipeline import (
     Pipeline,
     first_rejection,
@@ -76,6 +83,34 @@ class PlacementConfig:
     score_weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_SCORE_WEIGHTS))
     # Primary / overflow / never GPU models per workload class; None: no preference.
     generation_policy: GenerationPolicy | None = None
+    # How fractional and whole-GPU requests are packed: "default" (the best-fit walk
+    # above) or a policy that scores every feasible node (policies.POLICY_NAMES).
+    packing_policy: str = "default"
+    # FGD's observed request mix (fgd, fgd+bf), recorded into by whoever sees requests.
+    request_mix: RequestMix | None = None
+    # Ties between equal policy scores go to the lowest rank here (else the smallest name).
+    node_order: Mapping[str, int] | None = None
+    seed: int = 0  # the random policy's draws
+    # False: a policy's failed placement skips counting reasons (a simulator reads none).
+    explain_failures: bool = True
+    # The policy's scorer and memo, kept across place() calls made with this config.
+    policy_state: PolicyState | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.policy_state is None:
+            state = PolicyState(self.packing_policy, self.request_mix, self.seed)
+            object.__setattr__(self, "policy_state", state)
+
+
+def config_for_policy(
+    policy: str, generation_policy: GenerationPolicy | None = None
+) -> PlacementConfig:
+    """A live config for a packing policy; FGD starts from an empty request mix that the
+    allocator records each new request into (until then every node ties, by name)."""
+    mix = RequestMix() if policy.startswith("fgd") else None
+    return PlacementConfig(
+        packing_policy=policy, request_mix=mix, generation_policy=generation_policy
+    )
 
 
 def place(
@@ -116,7 +151,13 @@ def _place(
     if request.layout is not None:
         return _place_layout(snapshot, request, request.layout)
     ctx = CycleContext(snapshot, request)
-    pipeline = pipeline_for(request.demand)
+    pipeline = pipeline_for(request.demand, bool(request.cpu_milli or request.host_memory_mib))
+    state = config.policy_state
+    if state is not None and (
+        request.host_only
+        or (config.packing_policy != "default" and not isinstance(request.demand, MigDemand))
+    ):
+        return _place_by_policy(ctx, pipeline, state, config)
     limit = max(1, config.feasible_to_score)
     options: list[Option] = []
     for option in _feasible_options(ctx, pipeline):
@@ -157,6 +198,19 @@ def _place_layout(
     tally, _ = explain(ctx, pipeline)
     others = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
     return PlacementOutcome(None, (shortfall, *others))
+
+
+def _place_by_policy(
+    ctx: CycleContext, pipeline: Pipeline, state: PolicyState, config: PlacementConfig
+) -> PlacementOutcome:
+    choice = place_by_policy(ctx, pipeline, state, config.node_order, config.explain_failures)
+    if choice.option is not None:
+        claims = _claims(ctx.request.demand, choice.option)
+        return PlacementOutcome(Placement(choice.option.node.name, claims, choice.score))
+    why = unschedulable_reason(ctx)
+    if why is not None:
+        return PlacementOutcome(None, (Rejection(UNSCHEDULABLE, why, 0),), unschedulable=True)
+    return PlacementOutcome(None, tuple(Rejection(p, r, c) for p, r, c in choice.rejections))
 
 
 def _best(

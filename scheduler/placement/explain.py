@@ -81,6 +81,8 @@ def unschedulable_reason(ctx: CycleContext) -> str | None:
     structure = ctx.snapshot.structure
     demand = ctx.request.demand
     if isinstance(demand, WholeDemand):
+        if ctx.request.host_only:
+            return None
         if demand.count < 1:
             return "unschedulable: a whole-GPU request needs at least 1 GPU"
         largest = max((structure.max_gpus_per_node.get(m, 0) for m in ctx.models), default=0)

@@ -25,6 +25,7 @@ from scheduler.placement.plugins import (
     MigSlotsFree,
     NodeFilter,
     NodeReserved,
+    NodeResourcesFit,
     NodeSchedulable,
     NvlinkLocality,
     ScorePlugin,
@@ -44,8 +45,11 @@ class Pipeline:
 
 
 @lru_cache(maxsize=1024)
-def pipeline_for(demand: Demand) -> Pipeline:
-    node_filters = (NodeSchedulable(), NodeReserved())
+def pipeline_for(demand: Demand, host_resources: bool = False) -> Pipeline:
+    """`host_resources`: the request asks for host CPU or memory, so nodes must fit it too."""
+    node_filters: tuple[NodeFilter, ...] = (NodeSchedulable(), NodeReserved())
+    if host_resources:
+        node_filters = (*node_filters, NodeResourcesFit())
     if isinstance(demand, WholeDemand):
         return Pipeline(
             node_filters,

@@ -116,6 +116,26 @@ class NodeReserved:
         return None
 
 
+class NodeResourcesFit:
+    """Host CPU and memory, where the node tracks them (capacity 0: not tracked)."""
+
+    name: ClassVar[str] = "NodeResourcesFit"
+
+    def filter_node(self, ctx: CycleContext, node: NodeView) -> str | None:
+        request = ctx.request
+        if node.cpu_milli and request.cpu_milli > node.free_cpu_milli:
+            return (
+                f"not enough free CPU (needs {request.cpu_milli} milli-CPU, "
+                f"node has {node.free_cpu_milli})"
+            )
+        if node.memory_mib and request.host_memory_mib > node.free_memory_mib:
+            return (
+                f"not enough free host memory (needs {request.host_memory_mib} MiB, "
+                f"node has {node.free_memory_mib})"
+            )
+        return None
+
+
 class GpuHealthy:
     name: ClassVar[str] = "GpuHealthy"
 

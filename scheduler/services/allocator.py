@@ -254,6 +254,9 @@ class Allocator:
                     maybe_pending=self._maybe_pending,
                     maybe_reserved=self._maybe_reserved,
                 )
+                if self._config.request_mix is not None:  # FGD learns the mix it packs for
+                    for allocate in _of(commands, cmd.Allocate):
+                        self._config.request_mix.record(allocate.spec.placement_request())
                 apply_releases(batch, _of(commands, cmd.Release))
                 apply_requeues(batch, _of(commands, cmd.Requeue))
                 apply_revokes(batch, _of(commands, cmd.Revoke))

@@ -1,0 +1,215 @@
+"""The walk for packing policies: every feasible node is scored, ties follow a fixed node order.
+
+Unlike the default walk, which stops after a few feasible options, a packing
+policy (FGD, BestFit, ...) must see every feasible node. Scoring 1,000+ nodes
+per request is affordable because nodes in identical state score the same:
+the walk visits the snapshot's node classes, scores one representative per
+class, and memoises (class, request) -> score or rejection until the class ids
+change (a new snapshot) or the scorer's inputs do (the request mix).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
+from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
+from scheduler.placement.fragmentation import RequestMix
+from scheduler.placement.pipeline import Pipeline, gpu_rejection, passing_gpus
+from scheduler.placement.plugins import CycleContext, NodeReserved, Option
+from scheduler.placement.policies import (
+    FragmentationTieBreak,
+    NodeScorer,
+    RandomFit,
+    make_scorer,
+)
+
+# A class's verdict: its score, or its rejections as (plugin, reason, count per member node).
+Verdict = int | tuple[tuple[str, str, int], ...]
+# Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
+MAX_REQUEST_KINDS = 4_000
+MAX_CLASSES_PER_KIND = 200_000
+
+
+class PolicyState:
+    """What a packing policy keeps between place() calls: its scorer, RNG and verdict memo."""
+
+    def __init__(self, policy: str, mix: RequestMix | None, seed: int) -> None:
+        self.policy = policy
+        self.scorer: NodeScorer = make_scorer(policy, mix)
+        self.rng = random.Random(seed)
+        self.mix = mix
+        # request key -> class id -> verdict; one hash of the request per place().
+        self._verdicts: dict[object, dict[int, Verdict]] = {}
+        self._token: object = None
+        self._mix_version = -1
+
+    def verdicts_for(self, snapshot: FleetSnapshot, key: object) -> dict[int, Verdict]:
+        """The memo of class verdicts for one request key on this snapshot."""
+        mix_version = self.mix.version if self.mix is not None else 0
+        if snapshot.class_token is not self._token or mix_version != self._mix_version:
+            self._verdicts = {}
+            self._token = snapshot.class_token
+            self._mix_version = mix_version
+        memo = self._verdicts.get(key)
+        if memo is None or len(memo) >= MAX_CLASSES_PER_KIND:
+            if len(self._verdicts) >= MAX_REQUEST_KINDS:
+                self._verdicts.clear()
+            memo = self._verdicts[key] = {}
+        return memo
+
+
+@dataclass(frozen=True)
+class PolicyChoice:
+    option: Option | None
+    score: float
+    rejections: tuple[tuple[str, str, int], ...] = ()  # (plugin, reason, count) when none
+
+
+def place_by_policy(
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    state: PolicyState,
+    order: Mapping[str, int] | None,
+    explain: bool = True,
+) -> PolicyChoice:
+    """The best-scored feasible node (ties: lowest in `order`, else by name) and its GPUs."""
+    snapshot, request = ctx.snapshot, ctx.request
+    key = (request.demand, request.cpu_milli, request.host_memory_mib, request.gpu_models)
+    verdicts = state.verdicts_for(snapshot, key)
+    scored: list[tuple[int, dict[str, None]]] = []
+    best = -1
+    for class_id, members in snapshot.node_classes().items():
+        verdict = verdicts.get(class_id)
+        if verdict is None:
+            node = snapshot.nodes[next(iter(members))]
+            verdict = verdicts[class_id] = _judge(ctx, pipeline, state.scorer, node)
+        if type(verdict) is int:
+            scored.append((verdict, members))
+            if verdict > best:
+                best = verdict
+    name = _pick(state, scored, best, request.avoid_nodes, order)
+    if name is None:
+        return PolicyChoice(None, 0.0, _tally(ctx, verdicts) if explain else ())
+    node = snapshot.nodes[name]
+    fitting = _fitting(ctx, pipeline, node)
+    assert fitting is not None  # the node's class passed every filter
+    score, gpus = state.scorer.best(request, node, fitting)
+    if isinstance(state.scorer, RandomFit):
+        gpus = _random_gpus(state.rng, request, fitting)
+    if isinstance(state.scorer, FragmentationTieBreak):
+        score //= state.scorer.span  # report the FGD part, 0..100
+    return PolicyChoice(Option(node, gpus), float(score))
+
+
+def _judge(ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, node: NodeView) -> Verdict:
+    """Score a class by its representative; node-name filters are left to _pick."""
+    for node_filter in pipeline.node_filters:
+        if node_filter.name == NodeReserved.name:
+            continue
+        reason = node_filter.filter_node(ctx, node)
+        if reason is not None:
+            count = 1 if isinstance(ctx.request.demand, WholeDemand) else max(1, len(node.gpus))
+            return ((node_filter.name, reason, count),)
+    fitting = _fitting(ctx, pipeline, node)
+    if fitting is None:
+        return _gpu_rejections(ctx, pipeline, node)
+    score, _ = scorer.best(ctx.request, node, fitting)
+    return score
+
+
+def _fitting(ctx: CycleContext, pipeline: Pipeline, node: NodeView) -> list[GpuView] | None:
+    """The GPUs the request could take on this node (see NodeScorer.best), None if too few."""
+    demand = ctx.request.demand
+    if ctx.request.host_only:
+        return []
+    passing = passing_gpus(ctx, pipeline, node.gpus)
+    if isinstance(demand, FractionDemand):
+        return passing or None
+    if not isinstance(demand, WholeDemand) or demand.count < 1:
+        return None
+    by_model: dict[str, list[GpuView]] = {}
+    for gpu in passing:
+        by_model.setdefault(gpu.model, []).append(gpu)
+    if any(f.filter_gang(ctx, node, by_model) is not None for f in pipeline.gang_filters):
+        return None
+    return next(gpus for gpus in by_model.values() if len(gpus) >= demand.count)
+
+
+def _gpu_rejections(
+    ctx: CycleContext, pipeline: Pipeline, node: NodeView
+) -> tuple[tuple[str, str, int], ...]:
+    """As explain.py counts them: whole GPUs by node, fractions by GPU."""
+    if isinstance(ctx.request.demand, WholeDemand):
+        passing = passing_gpus(ctx, pipeline, node.gpus)
+        by_model: dict[str, list[GpuView]] = {}
+        for gpu in passing:
+            by_model.setdefault(gpu.model, []).append(gpu)
+        for gang_filter in pipeline.gang_filters:
+            reason = gang_filter.filter_gang(ctx, node, by_model)
+            if reason is not None:
+                return ((gang_filter.name, reason, 1),)
+        return (("WholeGpusFree", "no GPUs to take", 1),)
+    tally: dict[tuple[str, str], int] = {}
+    for gpu in node.gpus:
+        rejection = gpu_rejection(ctx, pipeline, gpu)
+        if rejection is not None:
+            tally[rejection] = tally.get(rejection, 0) + 1
+    return tuple((plugin, reason, count) for (plugin, reason), count in tally.items())
+
+
+def _pick(
+    state: PolicyState,
+    scored: list[tuple[int, dict[str, None]]],
+    best: int,
+    avoid: frozenset[str],
+    order: Mapping[str, int] | None,
+) -> str | None:
+    """The chosen node's name, or None when every feasible node is reserved."""
+    if not scored:
+        return None
+    if isinstance(state.scorer, RandomFit):
+        names = [n for _, members in scored for n in members if n not in avoid]
+        return state.rng.choice(names) if names else None
+    # Highest score first; within a score, the lowest node in the fixed order.
+    for score in sorted({s for s, _ in scored}, reverse=True) if avoid else [best]:
+        names = [n for s, members in scored if s == score for n in members if n not in avoid]
+        if names:
+            return min(names, key=order.__getitem__) if order is not None else min(names)
+    return None
+
+
+def _random_gpus(
+    rng: random.Random, request: PlacementRequest, fitting: list[GpuView]
+) -> tuple[GpuView, ...]:
+    demand = request.demand
+    if isinstance(demand, FractionDemand):
+        return (rng.choice(fitting),)
+    if isinstance(demand, WholeDemand) and demand.count:
+        return tuple(sorted(rng.sample(fitting, demand.count), key=lambda g: g.index))
+    return ()
+
+
+def _tally(ctx: CycleContext, verdicts: Mapping[int, Verdict]) -> tuple[tuple[str, str, int], ...]:
+    """Every class's rejections times its members, plus reserved nodes, largest first."""
+    tally: dict[tuple[str, str], int] = {}
+    avoid = ctx.request.avoid_nodes
+    for class_id, members in ctx.snapshot.node_classes().items():
+        verdict = verdicts[class_id]
+        reserved = [n for n in members if n in avoid]
+        if reserved:
+            reason = NodeReserved().filter_node(ctx, ctx.snapshot.nodes[reserved[0]]) or ""
+            tally[NodeReserved.name, reason] = tally.get((NodeReserved.name, reason), 0) + len(
+                reserved
+            )
+        if isinstance(verdict, int):
+            continue
+        for plugin, reason, count in verdict:
+            tally[plugin, reason] = tally.get((plugin, reason), 0) + count * (
+                len(members) - len(reserved)
+            )
+    return tuple(
+        sorted(((p, r, c) for (p, r), c in tally.items()), key=lambda t: (-t[2], t[0], t[1]))
+    )

@@ -1,0 +1,114 @@
+"""FGD: node fragment per type, the request mix, and placing where fragmentation grows least."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
+from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
+from scheduler.placement import PlacementConfig, place
+from scheduler.placement.fragmentation import (
+    FragmentationScorer,
+    PodType,
+    RequestMix,
+    fgd_score,
+    node_fragment,
+    pod_type_of,
+)
+
+HALF = PodType(cpu_milli=4000, num_gpu=1, gpu_milli=500)
+CPU_ONLY = PodType(cpu_milli=2000, num_gpu=0, gpu_milli=0)
+TWO_T4 = PodType(cpu_milli=1000, num_gpu=2, gpu_milli=1000, gpu_models=frozenset({"T4"}))
+MIX = ((HALF, 0.5), (CPU_ONLY, 0.25), (TWO_T4, 0.25))
+
+
+def sim_node(name: str, frees: list[int], model: str = "G2", cpu: int = 8000) -> NodeView:
+    gpus = [
+        GpuView(id=hash((name, i)) & 0xFFFFFF, uuid=f"{name}-{i}", node=name, index=i,
+                model=model, memory_mib=0, mig_enabled=False, used_milli=1000 - free)
+        for i, free in enumerate(frees)
+    ]  # fmt: skip
+    return NodeView(name=name, gpus=gpus, cpu_milli=cpu, memory_mib=1024)
+
+
+def test_fragment_per_type_on_a_hand_computed_node() -> None:
+    gpus = (("G2", 1000), ("G2", 300))
+    # HALF fits on the idle GPU, so only the 300 left on the other is a fragment: 0.5 * 300.
+    # CPU_ONLY can use no GPU: 0.25 * 1300. TWO_T4 has the wrong model: 0.25 * 1300.
+    assert node_fragment(MIX, gpus, free_cpu=8000) == pytest.approx(150 + 325 + 325)
+    # Without HALF's 4 cores free, all 1300 milli are a fragment for it too.
+    assert node_fragment(MIX, gpus, free_cpu=3000) == pytest.approx(650 + 325 + 325)
+
+
+def test_fragment_when_too_few_gpus_have_enough_free_despite_enough_in_total() -> None:
+    two_halves = PodType(cpu_milli=0, num_gpu=2, gpu_milli=500)
+    # 1300 milli free in total, but only one GPU has 500: everything is a fragment.
+    assert node_fragment(((two_halves, 1.0),), (("G2", 1000), ("G2", 300)), 0) == 1300
+    assert node_fragment(((two_halves, 1.0),), (("G2", 1000), ("G2", 600)), 0) == 0
+    assert node_fragment(((two_halves, 1.0),), (("G2", 0), ("G2", 0)), 0) == 0
+
+
+def test_score_is_the_integer_sigmoid_of_the_growth() -> None:
+    assert fgd_score(0) == 50
+    assert fgd_score(-500) == 62  # 100 * sigmoid(0.5) = 62.2
+    assert fgd_score(500) == 37
+    assert fgd_score(10**9) == 0
+
+
+def test_request_mix_keeps_the_most_popular_types_until_coverage() -> None:
+    requests = (
+        [PlacementRequest(FractionDemand(500, 0), cpu_milli=4000)] * 6
+        + [PlacementRequest(WholeDemand(0), cpu_milli=2000)] * 3
+        + [PlacementRequest(WholeDemand(2), cpu_milli=1000)]
+    )
+    mix = RequestMix.from_requests(requests)
+    # 90 % of requests are covered by two types; popularity is renormalised over them.
+    typical = mix.typical(0.85)
+    assert [t for t, _ in typical] == [PodType(4000, 1, 500), PodType(2000, 0, 0)]
+    assert [share for _, share in typical] == pytest.approx([2 / 3, 1 / 3])
+    version = mix.version
+    mix.record(PlacementRequest(WholeDemand(2), cpu_milli=1000))
+    assert mix.version == version + 1
+    assert len(mix.typical(1.0)) == 3
+    assert pod_type_of(PlacementRequest(WholeDemand(2), cpu_milli=1000)) == PodType(1000, 2, 1000)
+
+
+def test_fgd_prefers_the_placement_that_grows_fragmentation_least() -> None:
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("half-used", [500]))
+    snapshot.upsert_node(sim_node("idle", [1000]))
+    mix = RequestMix([(PodType(0, 1, 600), 1)])
+    # The tie order favours "idle"; FGD still fills the 500 left on "half-used", which no
+    # 600-milli request could use (growth -500, score 62), over an idle GPU (+500, 37).
+    config = PlacementConfig(
+        packing_policy="fgd", request_mix=mix, node_order={"idle": 0, "half-used": 1}
+    )
+    outcome = place(snapshot, PlacementRequest(FractionDemand(500, 0)), config)
+    assert outcome.placement is not None
+    assert outcome.placement.node == "half-used"
+    assert outcome.placement.score == 62
+
+
+def test_fgd_picks_the_first_gpu_index_with_the_best_score() -> None:
+    node = sim_node("n", [1000, 400, 400])
+    scorer = FragmentationScorer(RequestMix([(PodType(0, 1, 500), 1)]))
+    request = PlacementRequest(FractionDemand(400, 0))
+    fitting = node.gpus
+    score, chosen = scorer.best(request, node, fitting)
+    assert [g.index for g in chosen] == [1]
+    assert score == fgd_score(-400)
+
+
+def test_fgd_used_breaks_equal_fgd_scores_towards_nodes_in_use() -> None:
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("idle", [1000, 1000]))
+    snapshot.upsert_node(sim_node("used", [0, 1000, 1000]))
+    mix = RequestMix([(PodType(0, 1, 1000), 1)])
+    order = {"idle": 0, "used": 1}
+    request = PlacementRequest(WholeDemand(1))
+    plain = PlacementConfig(packing_policy="fgd", request_mix=mix, node_order=order)
+    used = PlacementConfig(packing_policy="fgd+used", request_mix=mix, node_order=order)
+    first, second = place(snapshot, request, plain), place(snapshot, request, used)
+    assert first.placement is not None and first.placement.node == "idle"  # a tie: node order
+    assert second.placement is not None and second.placement.node == "used"
+    assert second.placement.score == first.placement.score == 50  # the FGD part is reported
