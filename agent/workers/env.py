@@ -64,17 +64,10 @@ class AgentEnv:
 
 
 def coordinates(spec: GangSpec, rank: int) -> dict[str, int]:
-    layout = spec.layout
-    tp, cp, pp = layout.tp, layout.cp, layout.pp
-    ep = layout.ep if layout.ep and (tp * cp) % layout.ep == 0 else 1
-    return {
-        "tp_rank": rank % tp,
-        "cp_rank": (rank // tp) % cp,
-        "pp_rank": (rank // (tp * cp)) % pp,
-        "dp_rank": rank // (tp * cp * pp),
-        "ep_rank": (rank % (tp * cp)) % ep,
-        "ep": ep,
-    }
+    """The rank's coordinates (scheduler.domain.layout), with the replica as dp_rank."""
+    coords = spec.layout.coordinates(rank)
+    coords["dp_rank"] = coords.pop("replica")
+    return coords
 
 
 def visible_device(binding: RankBinding) -> str:
@@ -148,7 +141,7 @@ def plan_launches(
             "nnodes": str(len(spec.nodes)),
             "tp": str(spec.layout.tp),
             "pp": str(spec.layout.pp),
-            "ep": str(coords["ep"]),
+            "ep": str(spec.layout.ep),
             "cp": str(spec.layout.cp),
             "master_addr": spec.master_addr,
             "master_port": str(spec.master_port),
@@ -189,7 +182,7 @@ def _shared_env(
             "GPUPOOL_TP_SIZE": str(layout.tp),
             "GPUPOOL_PP_SIZE": str(layout.pp),
             "GPUPOOL_CP_SIZE": str(layout.cp),
-            "GPUPOOL_EP_SIZE": str(coordinates(spec, 0)["ep"]),
+            "GPUPOOL_EP_SIZE": str(layout.ep),
             "GPUPOOL_DP_SIZE": str(layout.replicas),
             "GPUPOOL_WORKER_GENERATION": str(spec.generation),
         }

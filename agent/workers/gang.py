@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpupool.v1 import types_pb2
+from scheduler.domain.layout import ParallelLayout
 
 
 @dataclass(frozen=True)
@@ -22,23 +23,12 @@ class RankBinding:
 
 
 @dataclass(frozen=True)
-class Layout:
-    """World size = tp × cp × pp × replicas; ranks tp fastest, then cp, pp, replica."""
-
-    tp: int
-    pp: int = 1
-    ep: int = 1
-    cp: int = 1
-    replicas: int = 1
-
-
-@dataclass(frozen=True)
 class GangSpec:
     allocation_id: str
     state: str  # placed | running | preempting
     kind: str  # whole | fraction | mig
     bindings: tuple[RankBinding, ...]
-    layout: Layout
+    layout: ParallelLayout
     template: str = ""
     args: dict[str, str] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
@@ -68,11 +58,11 @@ _STATES = {
 }
 
 
-def _layout(allocation: types_pb2.Allocation, world: int) -> Layout:
+def _layout(allocation: types_pb2.Allocation, world: int) -> ParallelLayout:
     given = allocation.layout
     if not allocation.HasField("layout") or not any((given.tp, given.pp, given.cp, given.replicas)):
-        return Layout(tp=max(world, 1))  # a plain group: one TP group of every rank
-    return Layout(
+        return ParallelLayout(tp=max(world, 1))  # a plain group: one TP group of every rank
+    return ParallelLayout(
         tp=given.tp or 1,
         pp=given.pp or 1,
         ep=given.ep or 1,

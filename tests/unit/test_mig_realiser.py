@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.nvml import SimulatedNvml
-from agent.workers.gang import GangSpec, Layout, RankBinding
+from agent.workers.gang import GangSpec, RankBinding
 from agent.workers.mig import MigRealiser
 from gpupool.v1 import agents_pb2
+from scheduler.domain.layout import ParallelLayout as Layout
 
 FLEET = Path(__file__).resolve().parents[2] / "deploy" / "fleets" / "mixed.yaml"
 

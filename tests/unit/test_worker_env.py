@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from agent.workers.env import AgentEnv, HostGpu, coordinates, plan_launches
-from agent.workers.gang import GangSpec, Layout, RankBinding
+from agent.workers.gang import GangSpec, RankBinding
+from scheduler.domain.layout import ParallelLayout as Layout
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 
 TEMPLATES = load_templates(DEFAULT_TEMPLATES_FILE)
@@ -39,7 +40,6 @@ def test_megatron_rank_order_tp_fastest_then_cp_pp_replica() -> None:
         "pp_rank": 0,
         "dp_rank": 0,
         "ep_rank": 0,
-        "ep": 2,
     }
     # rank = tp_rank + tp × (cp_rank + cp × (pp_rank + pp × replica))
     c = coordinates(spec, 1 + 2 * (1 + 2 * (1 + 2 * 1)))
