@@ -13,9 +13,11 @@ holds; when even that is too small, pipeline stages are added (PP), since
 stages may cross nodes and TP groups may not.
 
 GPU models are tried in the generation policy's order for the workload class
-(primary, then overflow); within a tier the fewest GPUs win, then the higher
-throughput weight. A class left unspecified is inferred: ≥ 128K context is
-long-context, ≤ 13B parameters small-model.
+(primary, then overflow); within a tier a model held in warm standby on that
+GPU model wins (no cold start), then the fewest GPUs, then the fastest part
+for latency-critical work and the cheapest for the rest. A class left
+unspecified is inferred: ≥ 128K context is long-context, ≤ 13B parameters
+small-model.
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class ModelCapacity:
 
     domain: int  # the most that one NVLink domain holds
     total: int
+    # The requested model is loaded, idle (warm standby), on GPUs of this model.
+    warm_standby: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,14 +187,18 @@ def choose_layout(
                     f"more than the fleet's {capacity[gpu_model].total} GPUs"
                 )
                 continue
-            lines.append(f"{gpu_model} ({per_gpu // 1024} GiB): fits at {layout.describe()}")
-            # Latency-critical work takes the fastest part; the rest the cheapest that fits.
+            warm = capacity[gpu_model].warm_standby
+            note = " (warm standby there: no cold start)" if warm else ""
+            lines.append(f"{gpu_model} ({per_gpu // 1024} GiB): fits at {layout.describe()}{note}")
+            # Warm standby first (no cold start), then the fewest GPUs; latency-critical
+            # work then takes the fastest part, the rest the cheapest that fits.
             speed = _weight(gpu_model) * (-1 if chosen_class == "latency-critical" else 1)
-            fits.append((layout.world_size, speed, gpu_model, layout))
+            fits.append((not warm, layout.world_size, speed, gpu_model, layout))
         if fits:
-            _, _, gpu_model, layout = min(fits)
+            cold, _, _, gpu_model, layout = min(fits)
             lines.append(
-                f"chose {gpu_model} {layout.describe()}: the fewest GPUs in the {tier_name} "
+                f"chose {gpu_model} {layout.describe()}: "
+                f"{'' if cold else 'warm standby, then '}the fewest GPUs in the {tier_name} "
                 f"tier for {chosen_class}, then the "
                 f"{'fastest' if chosen_class == 'latency-critical' else 'cheapest'}"
             )

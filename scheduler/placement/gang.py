@@ -116,17 +116,23 @@ def layout_unschedulable(ctx: CycleContext, layout: ParallelLayout) -> str | Non
     )
 
 
-def model_capacity(snapshot: FleetSnapshot) -> dict[str, ModelCapacity]:
-    """Per GPU model (outside MIG mode): the most GPUs one NVLink domain holds, and all."""
+def model_capacity(snapshot: FleetSnapshot, llm: str = "") -> dict[str, ModelCapacity]:
+    """Per GPU model (outside MIG mode): the most GPUs one NVLink domain holds, all of
+    them, and whether `llm` sits in warm standby on one of them."""
     per_domain: Counter[tuple[str, str]] = Counter()
+    warm: set[str] = set()
     for node in snapshot.nodes.values():
         for gpu in node.gpus:
             if not gpu.mig_enabled:
                 per_domain[gpu.model, domain_key(node)] += 1
+                if llm and llm in gpu.standby_models:
+                    warm.add(gpu.model)
     capacity: dict[str, ModelCapacity] = {}
     for (model, _), count in per_domain.items():
         known = capacity.get(model, ModelCapacity(0, 0))
-        capacity[model] = ModelCapacity(max(known.domain, count), known.total + count)
+        capacity[model] = ModelCapacity(
+            max(known.domain, count), known.total + count, model in warm
+        )
     return capacity
 
 

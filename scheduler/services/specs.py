@@ -11,6 +11,7 @@ from scheduler.domain.auto_layout import ModelRequest, choose_layout
 from scheduler.domain.fleet import FleetSnapshot
 from scheduler.domain.generations import GenerationPolicy
 from scheduler.domain.layout import ParallelLayout
+from scheduler.domain.llm_catalogue import canonical_model_name
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
 from scheduler.placement.gang import model_capacity
 
@@ -46,7 +47,13 @@ def with_auto_layout(
     """The spec with resources derived from its model spec on this fleet;
     FailedPrecondition when no GPU model of the fleet can hold the model."""
     assert spec.model_spec is not None
-    decision = choose_layout(spec.model_spec, spec.workload_class, model_capacity(snapshot), policy)
+    llm = (
+        canonical_model_name(spec.model or spec.model_spec.name)
+        if spec.model or spec.model_spec.name
+        else ""
+    )
+    capacity = model_capacity(snapshot, llm)
+    decision = choose_layout(spec.model_spec, spec.workload_class, capacity, policy)
     return replace(
         spec,
         demand=WholeDemand(count=decision.layout.world_size),

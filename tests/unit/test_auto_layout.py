@@ -96,3 +96,18 @@ def test_a_model_no_fleet_gpu_holds_is_failed_precondition() -> None:
 def test_bad_model_specs_are_invalid_argument(request_: ModelRequest, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message):
         resolve_model(request_)
+
+
+def test_warm_standby_beats_fewer_gpus() -> None:
+    capacity = {
+        "B200": ModelCapacity(8, 8),
+        "H200": ModelCapacity(8, 8, warm_standby=True),
+    }
+    decision = choose_layout(
+        ModelRequest(name="llama-3.1-70b", dtype="fp16"),
+        "latency-critical",
+        capacity,
+        DEFAULT_GENERATION_POLICY,
+    )
+    assert (decision.gpu_model, decision.layout.tp) == ("H200", 2)
+    assert "warm standby" in decision.explanation[-1]
