@@ -43,7 +43,7 @@ TRACE_DIR = Path(
 DEFAULT_NODES = TRACE_DIR / "openb_node_list_gpu_node.csv"
 DEFAULT_PODS = TRACE_DIR / "openb_pod_list_default.csv"
 PUBLISHED = TRACE_DIR / "fgd_expected_results/analysis_allo_discrete.csv"
-ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+used")
+ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+used", "fgd+niche")
 
 
 @click.command("sim")
@@ -68,7 +68,7 @@ ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+used")
     type=click.Choice([*POLICY_NAMES, "all"]),
     default="fgd",
     show_default=True,
-    help="Packing policy; all: random, dotprod, packing, bestfit, fgd, fgd+used.",
+    help="Packing policy; all: random, dotprod, packing, bestfit, fgd, fgd+used, fgd+niche.",
 )
 @click.option("--seeds", default="42-51", show_default=True, help="e.g. 42-51 or 42,43.")
 @click.option(

@@ -124,6 +124,30 @@ def node_fragment(types: Sequence[tuple[PodType, float]], gpus: GpuState, free_c
     return fragment
 
 
+def node_versatility(
+    types: Sequence[tuple[PodType, float]], gpus: GpuState, free_cpu: int
+) -> float:
+    """The popularity share of typical types that could still go on this node (0..1).
+
+    A CPU-only type fits where its CPU does; a GPU type needs its CPU and `num_gpu`
+    GPUs of an allowed model with `gpu_milli` free each.
+    """
+    share_fitting = 0.0
+    for pod_type, share in types:
+        if free_cpu < pod_type.cpu_milli:
+            continue
+        if pod_type.num_gpu:
+            allowed = pod_type.gpu_models
+            need = pod_type.gpu_milli
+            fitting = sum(
+                1 for model, free in gpus if free >= need and (not allowed or model in allowed)
+            )
+            if fitting < pod_type.num_gpu:
+                continue
+        share_fitting += share
+    return share_fitting
+
+
 def fgd_score(delta: float) -> int:
     """int(100 * sigmoid(-delta / 1000)): 50 for no change, higher when fragmentation shrinks."""
     x = delta / 1000.0
@@ -143,13 +167,29 @@ class FragmentationScorer:
         self._version = -1
         self._types: tuple[tuple[PodType, float], ...] = ()
         self._memo: dict[tuple[GpuState, int], float] = {}
+        self._versatility: dict[tuple[GpuState, int], float] = {}
 
-    def fragmentation(self, gpus: GpuState, free_cpu: int) -> float:
-        """Memoised node_fragment of a node state (GPUs in any order)."""
+    def _refresh(self) -> None:
         if self._version != self.mix.version:
             self._version = self.mix.version
             self._types = self.mix.typical(self.coverage)
             self._memo.clear()
+            self._versatility.clear()
+
+    def versatility(self, gpus: GpuState, free_cpu: int) -> float:
+        """Memoised node_versatility of a node state (GPUs in any order)."""
+        self._refresh()
+        key = (tuple(sorted(gpus)), free_cpu)
+        value = self._versatility.get(key)
+        if value is None:
+            if len(self._versatility) >= MAX_MEMO:
+                self._versatility.clear()
+            value = self._versatility[key] = node_versatility(self._types, key[0], free_cpu)
+        return value
+
+    def fragmentation(self, gpus: GpuState, free_cpu: int) -> float:
+        """Memoised node_fragment of a node state (GPUs in any order)."""
+        self._refresh()
         key = (tuple(sorted(gpus)), free_cpu)
         value = self._memo.get(key)
         if value is None:

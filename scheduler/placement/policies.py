@@ -13,11 +13,13 @@ from typing import ClassVar, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
+from scheduler.placement.fragmentation import UNTRACKED_CPU, FragmentationScorer, RequestMix
 
 # BestFit normalises leftovers by a 128-core, 8-GPU node, as the paper's simulator does.
 BESTFIT_CPU_MILLI = 128_000
 BESTFIT_GPU_MILLI = 8_000
+# fgd+niche compares how many of the typical types fit on a node in these steps.
+VERSATILITY_STEPS = 1000
 
 
 class NodeScorer(Protocol):
@@ -184,7 +186,42 @@ class FragmentationUsedFirst(FragmentationTieBreak):
         return 1 if in_use or any(g.used_milli for g in node.gpus) else 0
 
 
-POLICY_NAMES = ("default", "fgd", "fgd+used", "fgd+bf", "random", "bestfit", "packing", "dotprod")
+class FragmentationNiche(FragmentationUsedFirst):
+    """Ties go to a node in use, then to the node on which the smallest share of the
+    typical types could still go (a niche node), then by node order.
+
+    Both rules keep the nodes that many request types can use free for the requests
+    only they can take; the share is read from the observed mix, so the rule adapts
+    to the workload rather than to one trace.
+    """
+
+    name: ClassVar[str] = "fgd+niche"
+    # In use (0/1), then 1000 - versatility in thousandths.
+    span: ClassVar[int] = 2 * (VERSATILITY_STEPS + 1)
+
+    def secondary(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> int:
+        usable = tuple(
+            (g.model, g.free_milli) for g in node.gpus if g.healthy and not g.mig_enabled
+        )
+        cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
+        versatility = self.fgd.versatility(usable, cpu)
+        niche = VERSATILITY_STEPS - round(versatility * VERSATILITY_STEPS)
+        return super().secondary(request, node, fitting) * (VERSATILITY_STEPS + 1) + niche
+
+
+POLICY_NAMES = (
+    "default",
+    "fgd",
+    "fgd+used",
+    "fgd+niche",
+    "fgd+bf",
+    "random",
+    "bestfit",
+    "packing",
+    "dotprod",
+)
 
 
 def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
@@ -196,6 +233,8 @@ def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
             return FragmentationScorer(mix)
         if policy == "fgd+used":
             return FragmentationUsedFirst(mix)
+        if policy == "fgd+niche":
+            return FragmentationNiche(mix)
         if policy == "fgd+bf":
             return FragmentationBestFit(mix)
     scorers: dict[str, NodeScorer] = {

@@ -13,6 +13,7 @@ from scheduler.placement.fragmentation import (
     RequestMix,
     fgd_score,
     node_fragment,
+    node_versatility,
     pod_type_of,
 )
 
@@ -112,3 +113,48 @@ def test_fgd_used_breaks_equal_fgd_scores_towards_nodes_in_use() -> None:
     assert first.placement is not None and first.placement.node == "idle"  # a tie: node order
     assert second.placement is not None and second.placement.node == "used"
     assert second.placement.score == first.placement.score == 50  # the FGD part is reported
+
+
+def test_versatility_is_the_share_of_typical_types_that_still_fit() -> None:
+    gpus = (("G2", 1000), ("G2", 300))
+    # HALF fits on the idle GPU (0.5) and CPU_ONLY on the cores (0.25); TWO_T4 needs T4s.
+    assert node_versatility(MIX, gpus, free_cpu=8000) == pytest.approx(0.75)
+    assert node_versatility(MIX, gpus, free_cpu=3000) == pytest.approx(0.25)  # HALF: 4 cores
+    assert node_versatility(MIX, gpus, free_cpu=1000) == 0
+    assert node_versatility(MIX, (("T4", 1000), ("T4", 1000)), free_cpu=8000) == 1.0
+    assert node_versatility(MIX, (("T4", 1000), ("T4", 0)), free_cpu=8000) == 0.75
+
+
+# One GPU each (half the mix) or six cores and no GPU (the other half).
+NICHE_MIX = RequestMix([(PodType(0, 1, 1000), 1), (PodType(6000, 0, 0), 1)])
+
+
+def test_fgd_niche_breaks_equal_fgd_scores_towards_the_node_fewer_types_fit() -> None:
+    # Both nodes are in use with two free GPUs. Taking one grows neither's fragment for
+    # the GPU type and cuts the CPU-only type's (all free GPU) by 1000: delta -500 on
+    # both, score 62 on both. The CPU-only type fits on "big" (16 cores) but not on
+    # "small" (4): versatility 1.0 against 0.5, so fgd+niche takes "small".
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("big", [0, 1000, 1000], cpu=16_000))
+    snapshot.upsert_node(sim_node("small", [0, 1000, 1000], cpu=4000))
+    order = {"big": 0, "small": 1}
+    request = PlacementRequest(WholeDemand(1))
+    used = PlacementConfig(packing_policy="fgd+used", request_mix=NICHE_MIX, node_order=order)
+    niche = PlacementConfig(packing_policy="fgd+niche", request_mix=NICHE_MIX, node_order=order)
+    first, second = place(snapshot, request, used), place(snapshot, request, niche)
+    assert first.placement is not None and first.placement.node == "big"  # node order
+    assert second.placement is not None and second.placement.node == "small"
+    assert second.placement.score == first.placement.score == fgd_score(-500) == 62
+
+
+def test_fgd_niche_puts_a_node_in_use_before_a_niche_idle_node() -> None:
+    # Same FGD score (62) on both; "idle-small" is the niche node but idle, so the node in
+    # use wins, as in fgd+used.
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("idle-small", [1000, 1000], cpu=4000))
+    snapshot.upsert_node(sim_node("used-big", [0, 1000, 1000], cpu=16_000))
+    order = {"idle-small": 0, "used-big": 1}
+    config = PlacementConfig(packing_policy="fgd+niche", request_mix=NICHE_MIX, node_order=order)
+    outcome = place(snapshot, PlacementRequest(WholeDemand(1)), config)
+    assert outcome.placement is not None and outcome.placement.node == "used-big"
+    assert outcome.placement.score == 62
