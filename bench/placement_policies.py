@@ -2,7 +2,7 @@
 synthetic 10,000-GPU fleet with FGD against the default policy, in the same run.
 
 Run: python -m bench.placement_policies [--seed 42] [--gpus 10000] [--ops 3000]
-     [--policies random,bestfit,packing,dotprod,fgd,fgd+used]
+     [--policies random,bestfit,packing,dotprod,fgd,fgd+used,fgd+niche]
 Prints seconds per seed per policy, then p50/p99 of place() per policy on the fleet
 (kept near 70 % use by churn, as bench.placement_micro does) and the FGD/default ratio;
 the last line is JSON.
@@ -25,7 +25,7 @@ from scheduler.placement.fragmentation import RequestMix
 from scheduler.sim.run import simulate
 from scheduler.sim.trace import read_nodes, read_pods
 
-TRACE_POLICIES = "random,bestfit,packing,dotprod,fgd,fgd+used"
+TRACE_POLICIES = "random,bestfit,packing,dotprod,fgd,fgd+used,fgd+niche"
 
 
 def trace_seconds(policies: list[str], seed: int) -> dict[str, dict[str, float]]:
