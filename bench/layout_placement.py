@@ -9,12 +9,10 @@ run; the last line is JSON.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import random
 import time
 
-from bench.placement_micro import Churn, build_fleet, percentile
+from bench.placement_micro import Churn, churned_fleet, percentile
 from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.requests import PlacementRequest, WholeDemand
 from scheduler.placement import place
@@ -48,11 +46,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    rng = random.Random(args.seed)
-    snapshot = build_fleet(args.gpus, rng)
-    gc.freeze()
-    churn = Churn(snapshot, rng)
-    churn.run(20_000)  # warm up to the target use
+    churn = churned_fleet(args.gpus, args.seed, 20_000)
+    snapshot = churn.snapshot
     result: dict[str, float] = {"gpus": len(snapshot.gpus)}
     baseline = PlacementRequest(WholeDemand(8), gpu_models=frozenset({"H100-80GB"}))
     p50, p99, _ = time_request(churn, baseline, args.samples)

@@ -166,18 +166,25 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
+def churned_fleet(gpus: int, seed: int, warmup_ops: int) -> Churn:
+    """A fleet of `gpus` GPUs churned up to the target use."""
+    rng = random.Random(seed)
+    snapshot = build_fleet(gpus, rng)
+    # The fleet is long-lived: keep the cyclic GC from re-walking it (a server would too).
+    gc.freeze()
+    churn = Churn(snapshot, rng)
+    churn.run(warmup_ops)
+    return churn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--gpus", type=int, default=10_000)
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    rng = random.Random(args.seed)
-    snapshot = build_fleet(args.gpus, rng)
-    # The fleet is long-lived: keep the cyclic GC from re-walking it (a server would too).
-    gc.freeze()
-    churn = Churn(snapshot, rng)
-    churn.run(args.ops)  # warm up to the target use
+    churn = churned_fleet(args.gpus, args.seed, args.ops)
+    snapshot = churn.snapshot
     figures = churn.run(args.ops)
     result = {
         "gpus": len(snapshot.gpus),
