@@ -32,9 +32,17 @@ def upgrade() -> None:
     )
     op.execute("UPDATE allocations SET nodes = ARRAY[node] WHERE node <> ''")
     op.create_index("ix_allocations_nodes", "allocations", ["nodes"], postgresql_using="gin")
+    # Node reservations look up every victim of a preemptor (store.reserved_nodes).
+    op.create_index(
+        "ix_allocations_preempted_for",
+        "allocations",
+        ["preempted_for"],
+        postgresql_where=sa.text("preempted_for <> ''"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_allocations_preempted_for", table_name="allocations")
     op.drop_index("ix_allocations_nodes", table_name="allocations")
     op.drop_column("allocations", "nodes")
     op.drop_column("allocations", "layout_choice")

@@ -51,7 +51,7 @@ def choose_victims(
     every GPU it holds. No victim of the answer can be spared. `running` must
     match the snapshot: each claim is held there. Never mutates anything.
     """
-    if may_fit_now(snapshot, request):
+    if request.layout is not None or may_fit_now(snapshot, request):
         outcome = place(snapshot, request, config)
         if outcome.placement is not None:
             return VictimChoice((), outcome.placement, 0.0)
@@ -82,7 +82,32 @@ def choose_victims(
         victims = tuple(h for k, h in enumerate(site.holders) if mask >> k & 1)
         key = (sum(costs[v] for v in victims), len(victims), sum(priorities[v] for v in victims))
         heapq.heappush(answers, (*key, next(order), victims))
+    if request.layout is not None:
+        return _gang_victims(snapshot, request, pool, costs, config)
     return None
+
+
+def _gang_victims(
+    snapshot: FleetSnapshot,
+    request: PlacementRequest,
+    pool: Sequence[RunningAllocation],
+    costs: Sequence[float],
+    config: PlacementConfig,
+) -> VictimChoice | None:
+    """A layout may span nodes, which the one-node sites cannot express: take
+    eligible holders cheapest per GPU freed first until the gang fits, then
+    drop every victim it can do without (_verified)."""
+    order = sorted(
+        range(len(pool)),
+        key=lambda i: (costs[i] / max(1, len(pool[i].claims)), pool[i].priority, pool[i].id),
+    )
+    first = _shortest_fitting_prefix(
+        len(order),
+        lambda k: _place_without(snapshot, request, _claims_of(pool[i] for i in order[:k]), config),
+    )
+    if first is None:
+        return None
+    return _verified(snapshot, request, pool, costs, tuple(order[: first[0]]), config)
 
 
 def choose_victims_naive(
@@ -192,8 +217,14 @@ def _place_without(
     Only the nodes those claims touch change, and whether a request fits a
     node depends on that node alone, so a fleet of just those nodes (copied)
     gives the same answer as a copy of the whole snapshot, at a fraction of
-    the cost of copying 10,000 GPUs.
+    the cost of copying 10,000 GPUs. A parallel layout is the exception: its
+    stages may also take idle GPUs on nodes no victim touches, so it gets the
+    whole fleet.
     """
+    if request.layout is not None:
+        whole_fleet = snapshot.copy()
+        whole_fleet.release(claims)
+        return place(whole_fleet, request, config).placement
     what_if = FleetSnapshot()
     for name in dict.fromkeys(snapshot.gpus[c.gpu_id].node for c in claims):
         what_if.upsert_node(snapshot.nodes[name])

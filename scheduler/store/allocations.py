@@ -331,18 +331,34 @@ def running_below(conn: Connection, priority: int, classes: Sequence[str]) -> li
     return list(by_id.values())
 
 
+_RESERVED_NODES = text(
+    """
+    WITH preemptors AS (
+        SELECT DISTINCT p.id, p.priority
+        FROM allocations v JOIN allocations p ON p.id = v.preempted_for
+        WHERE v.state = 'preempting' AND p.state = 'pending'
+    )
+    SELECT DISTINCT n.node, p.id, p.priority
+    FROM preemptors p
+    JOIN allocations v ON v.preempted_for = p.id AND v.state IN ('preempting', 'pending')
+    CROSS JOIN LATERAL unnest(
+        v.nodes || ARRAY(SELECT b ->> 'node' FROM jsonb_array_elements(v.bindings) AS b)
+    ) AS n(node)
+    WHERE n.node <> ''
+    """
+)
+
+
 def reserved_nodes(conn: Connection) -> dict[str, dict[str, int]]:
-    """Nodes where victims are checkpointing: node -> {pending request they
-    make room for: its priority}."""
-    preemptor = allocations_t.alias("preemptor")
-    victim_node = func.unnest(allocations_t.c.nodes).label("node")
-    rows = conn.execute(
-        select(victim_node, preemptor.c.id, preemptor.c.priority)
-        .join(preemptor, preemptor.c.id == allocations_t.c.preempted_for)
-        .where(allocations_t.c.state == "preempting")
-        .where(preemptor.c.state == "pending")
-        .distinct()
-    ).all()
+    """Nodes held for pending requests whose victims are checkpointing:
+    node -> {pending request: its priority}.
+
+    While any victim of a request still checkpoints, the nodes of all its
+    victims stay held, also those of victims already requeued (their last
+    bindings): a gang over several nodes must not lose the first node it
+    freed to a requeued victim before the last one is free.
+    """
+    rows = conn.execute(_RESERVED_NODES).all()
     reserved: dict[str, dict[str, int]] = {}
     for node, preemptor_id, priority in rows:
         reserved.setdefault(node, {})[preemptor_id] = int(priority)

@@ -125,6 +125,11 @@ class AllocationRow(Base):
         Index("ix_allocations_tenant_created", "tenant", "created_at"),
         Index("ix_allocations_nodes", "nodes", postgresql_using="gin"),
         Index(
+            "ix_allocations_preempted_for",
+            "preempted_for",
+            postgresql_where=text("preempted_for <> ''"),
+        ),
+        Index(
             "ix_allocations_preempting_deadline",
             "preemption_deadline",
             postgresql_where=text("state = 'preempting'"),

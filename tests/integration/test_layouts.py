@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -9,6 +10,7 @@ import pytest
 
 from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.app import SchedulerApp
+from scheduler.domain.clock import ManualClock
 from tests.integration.conftest import Client
 from tests.integration.test_concurrency import assert_consistent
 
@@ -169,3 +171,51 @@ def test_an_unknown_model_is_invalid_argument(fleet_client: Client) -> None:
         fleet_client.scheduler.Allocate(request)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not in the model catalogue" in (raised.value.details() or "")
+
+
+def test_a_critical_gang_preempts_batch_work_on_two_nodes(
+    fleet_client: Client, clock: ManualClock
+) -> None:
+    batch = [
+        fleet_client.scheduler.Allocate(
+            scheduler_pb2.AllocateRequest(
+                tenant="team-b",
+                request_id=f"batch-{i}",
+                whole=types_pb2.WholeGpus(count=6),
+                gpu_models=["H100-80GB"],
+                priority_class="batch",
+            )
+        ).allocation
+        for i in range(2)
+    ]
+    assert {a.bindings[0].node for a in batch} == {"h100-sxm-0", "h100-sxm-1"}
+    clock.advance(600)  # past the batch class's minimum runtime
+    request = gang("critical-gang", no_wait=False, tp=8, pp=2)
+    request.priority_class = "critical"
+    waiting = fleet_client.scheduler.Allocate(request).allocation
+    assert waiting.state == types_pb2.ALLOCATION_STATE_PENDING
+    assert "preempting 2 lower-priority allocation(s)" in waiting.message
+    for victim in batch:
+        got = fleet_client.scheduler.GetAllocation(
+            scheduler_pb2.GetAllocationRequest(allocation_id=victim.id)
+        ).allocation
+        assert got.state == types_pb2.ALLOCATION_STATE_PREEMPTING
+        assert got.preempted_for == waiting.id
+    for victim in batch:
+        fleet_client.scheduler.AckPreemption(
+            scheduler_pb2.AckPreemptionRequest(allocation_id=victim.id, checkpoint_uri="s3://ck")
+        )
+    placed = wait_for_state(fleet_client, waiting.id, PLACED)
+    assert {b.node for b in placed.bindings} == {"h100-sxm-0", "h100-sxm-1"}
+
+
+def wait_for_state(client: Client, allocation_id: str, state: int) -> types_pb2.Allocation:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = client.scheduler.GetAllocation(
+            scheduler_pb2.GetAllocationRequest(allocation_id=allocation_id)
+        ).allocation
+        if got.state == state:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"{allocation_id} never reached state {state}: {got.message}")

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 import pytest
 
 from scheduler.domain.fleet import Claim, FleetSnapshot, GpuView
+from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.requests import (
     Demand,
     FractionDemand,
@@ -412,3 +413,31 @@ def test_matches_brute_force_and_needs_every_victim(seed: int) -> None:
     naive = choose_victims_naive(snapshot, request, jobs, NOW)
     assert naive is not None and fits_without(snapshot, request, jobs, naive.victims)
     assert naive.lost_gpu_seconds >= choice.lost_gpu_seconds - 1e-6
+
+
+def test_a_layout_larger_than_any_node_preempts_across_nodes() -> None:
+    snapshot = fleet(make_node("a", count=4), make_node("b", count=4), make_node("c", count=4))
+    a, b, c = gpus(snapshot, "a"), gpus(snapshot, "b"), gpus(snapshot, "c")
+    jobs = running(
+        snapshot,
+        job("a-old", [whole(x) for x in a[:3]], since_checkpoint=1000),
+        job("b-fresh", [whole(x) for x in b[:3]], since_checkpoint=10),
+        job("c-fresh", [whole(x) for x in c[:3]], since_checkpoint=20),
+    )
+    # tp=4 pp=2: two 4-GPU stages on two nodes. One free GPU per node is not enough.
+    layout = ParallelLayout(tp=4, pp=2)
+    request = PlacementRequest(WholeDemand(8), priority=CRITICAL, layout=layout)
+    choice = choose_victims(snapshot, request, jobs, NOW)
+    assert chosen(choice) == {"b-fresh", "c-fresh"}  # the two cheapest; a-old is spared
+    assert choice is not None
+    assert {snapshot.gpus[x.gpu_id].node for x in choice.placement.claims} == {"b", "c"}
+    assert fits_without(snapshot, request, jobs, choice.victims)
+    # One 4-GPU stage already fits on a free node: only one victim is needed.
+    snapshot = fleet(make_node("a", count=4), make_node("b", count=4), make_node("free", count=4))
+    a, b = gpus(snapshot, "a"), gpus(snapshot, "b")
+    jobs = running(
+        snapshot,
+        job("a-old", [whole(x) for x in a[:1]], since_checkpoint=1000),
+        job("b-fresh", [whole(x) for x in b[:1]], since_checkpoint=10),
+    )
+    assert chosen(choose_victims(snapshot, request, jobs, NOW)) == {"b-fresh"}
