@@ -296,6 +296,20 @@ def release(state: CliContext, allocation_id: str) -> None:
 @click.option("--dtype", default="", help="Weights dtype for --serve: bf16, fp16, fp8, int8, int4.")
 @click.option("--context", type=click.IntRange(min=1), help="Context tokens for --serve.")
 @click.option("--sequences", type=click.IntRange(min=1), help="Concurrent sequences (--serve).")
+@click.option(
+    "--worker",
+    "worker_template",
+    metavar="TEMPLATE",
+    help="Launch a worker per rank from this template (vllm, sglang, torchrun, python).",
+)
+@click.option(
+    "--arg", "worker_args", multiple=True, metavar="KEY=VALUE", callback=parse_labels,
+    help="A worker template argument, e.g. model=meta-llama/Llama-3.1-8B.",
+)  # fmt: skip
+@click.option(
+    "--env", "worker_env", multiple=True, metavar="KEY=VALUE", callback=parse_labels,
+    help="Extra environment for every rank.",
+)  # fmt: skip
 @click.option("--priority", "priority_class", default="", metavar="CLASS")
 @click.option("--workload-class", type=click.Choice(list(WORKLOAD_CLASSES)))
 @click.option("--model", default="", metavar="NAME", help="The model this allocation serves.")
@@ -315,6 +329,9 @@ def allocate(
     dtype: str,
     context: int | None,
     sequences: int | None,
+    worker_template: str | None,
+    worker_args: dict[str, str],
+    worker_env: dict[str, str],
     priority_class: str,
     workload_class: str | None,
     model: str,
@@ -347,6 +364,12 @@ def allocate(
     # CopyFrom marks the oneof member present even when its fields are zero.
     if layout is not None:
         request.layout.CopyFrom(layout)
+    if worker_template is not None:
+        request.worker.CopyFrom(
+            types_pb2.WorkerSpec(template=worker_template, args=worker_args, env=worker_env)
+        )
+    elif worker_args or worker_env:
+        raise click.UsageError("--arg and --env need --worker TEMPLATE")
     if serve is not None:
         request.model_spec.CopyFrom(_model_spec(serve, dtype, context or 0, sequences or 0))
     if whole is not None:

@@ -121,3 +121,23 @@ def test_allocate_with_a_layout_and_with_a_model_to_serve(fleet_client: Client) 
     assert "chose L4 tp=1" in out
     code, out = gpupool(fleet_client, "allocate", "--tenant", "t", "--layout", "tp=x")
     assert code != 0 and "is not DEGREE=N" in out
+
+
+def test_allocate_with_a_worker_template(fleet_client: Client) -> None:
+    code, out = gpupool(
+        fleet_client, "-o", "json", "allocate", "--tenant", "t", "--whole", "1",
+        "--worker", "python", "--arg", "script=serve.py", "--env", "LOG_LEVEL=debug",
+    )  # fmt: skip
+    assert code == 0, out
+    allocation = json.loads(out)
+    assert allocation["worker"] == {
+        "template": "python",
+        "args": {"script": "serve.py"},
+        "env": {"LOG_LEVEL": "debug"},
+    }
+    code, out = gpupool(
+        fleet_client, "allocate", "--tenant", "t", "--whole", "1", "--worker", "nope"
+    )
+    assert code != 0 and "nope" in out
+    code, out = gpupool(fleet_client, "allocate", "--tenant", "t", "--whole", "1", "--arg", "a=b")
+    assert code != 0 and "--arg and --env need --worker TEMPLATE" in out
