@@ -133,7 +133,9 @@ def place(
         for tier in plan.tiers:
             models = request.gpu_models & tier if request.gpu_models else tier
             if models:
-                outcome = _place(snapshot, replace(request, gpu_models=models), config)
+                # A tier that fails needs no reasons: the last try explains for all.
+                tier_request = replace(request, gpu_models=models)
+                outcome = _place(snapshot, tier_request, config, explain_failure=False)
                 if outcome.placement is not None:
                     return outcome
     outcome = _place(snapshot, request, config)
@@ -146,10 +148,13 @@ def place(
 
 
 def _place(
-    snapshot: FleetSnapshot, request: PlacementRequest, config: PlacementConfig
+    snapshot: FleetSnapshot,
+    request: PlacementRequest,
+    config: PlacementConfig,
+    explain_failure: bool = True,
 ) -> PlacementOutcome:
     if request.layout is not None:
-        return _place_layout(snapshot, request, request.layout)
+        return _place_layout(snapshot, request, request.layout, explain_failure)
     ctx = CycleContext(snapshot, request)
     pipeline = pipeline_for(request.demand, bool(request.cpu_milli or request.host_memory_mib))
     state = config.policy_state
@@ -157,7 +162,7 @@ def _place(
         request.host_only
         or (config.packing_policy != "default" and not isinstance(request.demand, MigDemand))
     ):
-        return _place_by_policy(ctx, pipeline, state, config)
+        return _place_by_policy(ctx, pipeline, state, config, explain_failure)
     limit = max(1, config.feasible_to_score)
     options: list[Option] = []
     for option in _feasible_options(ctx, pipeline):
@@ -165,6 +170,8 @@ def _place(
         if len(options) >= limit:
             break
     if not options:
+        if not explain_failure:
+            return PlacementOutcome(None)
         tally, unschedulable = explain(ctx, pipeline)
         reasons = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
         return PlacementOutcome(None, reasons, unschedulable)
@@ -173,7 +180,10 @@ def _place(
 
 
 def _place_layout(
-    snapshot: FleetSnapshot, request: PlacementRequest, layout: ParallelLayout
+    snapshot: FleetSnapshot,
+    request: PlacementRequest,
+    layout: ParallelLayout,
+    explain_failure: bool = True,
 ) -> PlacementOutcome:
     """A gang: every rank a whole GPU, units inside NVLink domains (gang.py)."""
     unit = layout.domain_unit
@@ -185,6 +195,8 @@ def _place_layout(
         # One node scores 100; every extra node a gang spans costs locality.
         score = 100.0 / len(plan.nodes)
         return PlacementOutcome(Placement(plan.nodes[0], claims, score, plan.nodes))
+    if not explain_failure:
+        return PlacementOutcome(None)
     why = layout_unschedulable(ctx, layout)
     if why is not None:
         return PlacementOutcome(None, (Rejection("Unschedulable", why, 0),), unschedulable=True)
@@ -201,9 +213,14 @@ def _place_layout(
 
 
 def _place_by_policy(
-    ctx: CycleContext, pipeline: Pipeline, state: PolicyState, config: PlacementConfig
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    state: PolicyState,
+    config: PlacementConfig,
+    explain_failure: bool,
 ) -> PlacementOutcome:
-    choice = place_by_policy(ctx, pipeline, state, config.node_order, config.explain_failures)
+    explain_it = config.explain_failures and explain_failure
+    choice = place_by_policy(ctx, pipeline, state, config.node_order, explain_it)
     if choice.option is not None:
         claims = _claims(ctx.request.demand, choice.option)
         return PlacementOutcome(Placement(choice.option.node.name, claims, choice.score))
