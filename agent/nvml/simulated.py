@@ -9,7 +9,6 @@ fault always shows, even where real hardware could not report it.
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 import uuid as uuidlib
@@ -24,6 +23,8 @@ from agent.nvml.types import (
     XidEvent,
 )
 from scheduler.domain.catalogue import CATALOGUE
+from scheduler.domain.faults import FAULT_KINDS as FAULT_KINDS  # re-exported by agent.nvml
+from scheduler.domain.faults import parse_clear, parse_fault
 from scheduler.domain.mig import MigInstance, layout_errors, profile_for
 from scheduler.fleetfile import SimulatedGpu, SimulatedNode, load_fleet
 
@@ -33,10 +34,6 @@ _SLOWDOWN_C = 90.0
 _SHUTDOWN_C = 95.0
 _IDLE_POWER_MW = 60_000
 
-_FLAG_FAULTS = ("lost", "slowdown", "remap_failure", "remap_pending", "retired_pending")
-_VALUE_FAULTS = {"xid": "xid=79", "temperature": "temperature=95", "ecc": "ecc=2"}
-FAULT_KINDS = (*_VALUE_FAULTS, *_FLAG_FAULTS)
-_FAULT_HELP = "one of " + ", ".join(f'"{f}"' for f in (*_VALUE_FAULTS.values(), *_FLAG_FAULTS))
 _MIG_UUID_NAMESPACE = uuidlib.UUID("0b5c7f5e-2f4d-4d8e-8a0e-7d1e3c9b6a21")
 
 
@@ -93,7 +90,8 @@ class SimulatedNvml:
     def inject(self, gpu_index: int, fault: str) -> None:
         """Start a fault: "xid=79", "temperature=95", "ecc=2", "lost", "slowdown",
         "remap_failure", "remap_pending" or "retired_pending"."""
-        kind, value = _parse_fault(fault)
+        parsed = parse_fault(fault)
+        kind, value = parsed.kind, parsed.value
         with self._lock:
             gpu = self._gpu(gpu_index)
             if kind == "xid":
@@ -103,9 +101,7 @@ class SimulatedNvml:
 
     def clear(self, gpu_index: int, fault: str = "") -> None:
         """End one kind of fault ("xid" drops undrained Xids), or all of them with ""."""
-        kind = fault.strip().partition("=")[0]
-        if kind and kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault {fault!r}: expected {_FAULT_HELP}")
+        kind = parse_clear(fault)
         with self._lock:
             gpu = self._gpu(gpu_index)
             if kind in ("", "xid"):
@@ -196,23 +192,3 @@ def _sample(gpu: _SimGpu) -> GpuSample:
         utilization_pct=None if mig else 0,
         memory_used_mib=0,
     )
-
-
-def _parse_fault(text: str) -> tuple[str, float]:
-    """("xid", 79.0) from "xid=79"; flags parse to (kind, 1.0). ValueError on anything else."""
-    kind, sep, raw = text.strip().partition("=")
-    if kind in _FLAG_FAULTS:
-        if sep:
-            raise ValueError(f"fault {kind!r} takes no value, got {text!r}")
-        return kind, 1.0
-    if kind not in _VALUE_FAULTS:
-        raise ValueError(f"unknown fault {text!r}: expected {_FAULT_HELP}")
-    try:
-        value = float(raw) if kind == "temperature" else float(int(raw))
-    except ValueError:
-        wanted = "a number" if kind == "temperature" else "an integer"
-        example = _VALUE_FAULTS[kind]
-        raise ValueError(f"fault {text!r}: {kind} needs {wanted}, e.g. {example!r}") from None
-    if not math.isfinite(value) or (kind == "xid" and value < 1) or (kind == "ecc" and value < 0):
-        raise ValueError(f"fault {text!r}: {kind} value out of range")
-    return kind, value

@@ -37,3 +37,12 @@ class PermissionDenied(GpupoolError):
 
 class Aborted(GpupoolError):
     """A lost race that retries did not win; the caller may retry."""
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """`value` for an error message: its repr, cut to `limit` characters with the
+    full length noted, so no request can make an error bigger than it should be
+    (gRPC sends the message in a header, and clients cap headers at 16 KiB)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value)} characters)"

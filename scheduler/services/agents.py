@@ -21,7 +21,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import FailedPrecondition, GpupoolError, InvalidArgument
+from scheduler.domain.errors import FailedPrecondition, GpupoolError, InvalidArgument, quoted
+from scheduler.domain.faults import check_fault_command
 from scheduler.domain.residency import ResidentModel
 from scheduler.services.fleet import FleetService
 from scheduler.services.health import GpuHealthReport, HealthService
@@ -328,18 +329,30 @@ class AgentHub:
             session.push(self.desired_state(session.node))
 
     def inject_fault(self, node: str, gpu_index: int, fault: str, clear: bool) -> None:
+        """Relay a fault to a simulated agent; InvalidArgument for a fault it would
+        reject or a GPU index the node does not have."""
         if not fault and not clear:
             raise InvalidArgument("name a fault, e.g. xid=79, temperature=95, ecc=2 or lost")
+        try:
+            check_fault_command(fault, clear)
+        except ValueError as error:
+            raise InvalidArgument(str(error)) from None
         with self._lock:
             session = self._sessions.get(node)
         if session is None:
             raise FailedPrecondition(
-                f"node {node!r} has no agent connected to this scheduler replica"
+                f"node {quoted(node)} has no agent connected to this scheduler replica"
             )
         if not session.simulated:
             raise FailedPrecondition(
-                f"node {node!r} runs the real NVML backend; faults go only to simulated agents"
+                f"node {quoted(node)} runs the real NVML backend; "
+                "faults go only to simulated agents"
             )
+        with self._engine.connect() as conn:
+            indexes = sorted(gpu.index for gpu in fleet_store.list_gpus(conn, node))
+        if gpu_index not in indexes:
+            known = ", ".join(map(str, indexes)) or "none"
+            raise InvalidArgument(f"node {node} has no GPU {gpu_index} (GPUs: {known})")
         session.push(FaultCommand(gpu_index, fault, clear))
 
     def session_for(self, node: str) -> AgentSession | None:
