@@ -14,7 +14,7 @@ from typing import Any
 
 from scheduler.domain.auto_layout import QUANTIZED_DTYPES, ModelRequest, resolve_model
 from scheduler.domain.catalogue import CATALOGUE, mig_profile_names
-from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.errors import InvalidArgument, quoted
 from scheduler.domain.layout import MAX_WORLD_SIZE, ParallelLayout
 from scheduler.domain.llm_catalogue import canonical_model_name
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
@@ -148,14 +148,18 @@ def validate_spec(spec: AllocationSpec) -> None:
     _check_name("model", spec.model, MAX_MODEL_NAME_LENGTH, required=False)
     if spec.priority_class not in PRIORITY_CLASSES:
         known = ", ".join(PRIORITY_CLASSES)
-        raise InvalidArgument(f"unknown priority class {spec.priority_class!r} (known: {known})")
+        raise InvalidArgument(
+            f"unknown priority class {quoted(spec.priority_class)} (known: {known})"
+        )
     if spec.workload_class not in WORKLOAD_CLASSES:
-        raise InvalidArgument(f"unknown workload class {spec.workload_class!r}")
+        raise InvalidArgument(f"unknown workload class {quoted(spec.workload_class)}")
     _validate_labels(spec.labels)
     for name in spec.gpu_models:
         if name not in CATALOGUE:
             known = ", ".join(CATALOGUE)
-            raise InvalidArgument(f"unknown GPU model {name!r} in gpu_models (known: {known})")
+            raise InvalidArgument(
+                f"unknown GPU model {quoted(name)} in gpu_models (known: {known})"
+            )
     if spec.model_spec is not None:
         resolve_model(spec.model_spec)  # InvalidArgument for an unknown model or dtype
     if spec.needs_auto_layout:
@@ -186,7 +190,7 @@ def _validate_labels(labels: dict[str, str]) -> None:
         raise InvalidArgument(f"{len(labels)} labels given; the limit is {MAX_LABELS}")
     for key, value in labels.items():
         _check_name("label key", key, MAX_LABEL_LENGTH)
-        _check_name(f"label {key!r}", value, MAX_LABEL_LENGTH, required=False)
+        _check_name(f"label {quoted(key)}", value, MAX_LABEL_LENGTH, required=False)
 
 
 def _validate_demand(demand: Demand, gpu_models: tuple[str, ...]) -> None:
@@ -219,7 +223,7 @@ def _validate_mig_profile(profile: str, gpu_models: tuple[str, ...]) -> None:
         raise InvalidArgument("mig.profile is required, e.g. '3g.40gb'")
     if profile not in mig_profile_names():
         raise InvalidArgument(
-            f"unknown MIG profile {profile!r}; profiles are named per GPU model, "
+            f"unknown MIG profile {quoted(profile)}; profiles are named per GPU model, "
             "e.g. 3g.40gb on A100-80GB/H100-80GB, 3g.20gb on A100-40GB, 3g.71gb on H200"
         )
     for name in gpu_models:
@@ -227,5 +231,5 @@ def _validate_mig_profile(profile: str, gpu_models: tuple[str, ...]) -> None:
         if model.mig_profile(profile) is None:
             offered = ", ".join(p.name for p in model.mig_profiles) or "none: no MIG support"
             raise InvalidArgument(
-                f"MIG profile {profile!r} does not exist on {name} (it offers: {offered})"
+                f"MIG profile {quoted(profile)} does not exist on {name} (it offers: {offered})"
             )

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from scheduler.domain.catalogue import CATALOGUE
-from scheduler.domain.errors import FailedPrecondition, InvalidArgument
+from scheduler.domain.errors import FailedPrecondition, InvalidArgument, quoted
 from scheduler.domain.generations import GenerationPolicy
 from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.llm_catalogue import (
@@ -46,6 +46,9 @@ QUANTIZED_DTYPES = frozenset({"fp8", "int8", "int4"})
 LONG_CONTEXT_TOKENS = 128 * 1024
 SMALL_MODEL_BILLIONS = 13.0
 MAX_PIPELINE_STAGES = 16
+# 100T parameters: fifty times the largest published models, and finite, so
+# weight and KV sizes stay integers.
+MAX_PARAMS_BILLION = 100_000
 
 
 @dataclass(frozen=True)
@@ -113,10 +116,17 @@ class LayoutDecision:
 def resolve_model(request: ModelRequest) -> ResolvedModel:
     """Catalogue figures for a named model, else the given parameter count; InvalidArgument
     naming what is missing or out of range."""
+    if not (
+        math.isfinite(request.params_billion) and 0 <= request.params_billion <= MAX_PARAMS_BILLION
+    ):
+        raise InvalidArgument(
+            f"model_spec.params_billion must be a finite number from 0 to {MAX_PARAMS_BILLION}, "
+            f"got {request.params_billion}"
+        )
     entry, named_dtype = lookup(request.name) if request.name else (None, DEFAULT_DTYPE)
     if request.name and entry is None and request.params_billion <= 0:
         raise InvalidArgument(
-            f"model_spec.name {request.name!r} is not in the model catalogue; "
+            f"model_spec.name {quoted(request.name)} is not in the model catalogue; "
             "give model_spec.params_billion instead"
         )
     if not request.name and request.params_billion <= 0:

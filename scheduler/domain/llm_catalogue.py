@@ -16,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from scheduler.domain.errors import quoted
+
 # Bytes per parameter (and per KV-cache element) for each storage dtype.
 DTYPE_BYTES: dict[str, float] = {
     "fp32": 4.0,
@@ -44,7 +46,7 @@ def normalise_dtype(dtype: str) -> str:
     name = dtype.strip().lower()
     name = _DTYPE_ALIASES.get(name, name)
     if name not in DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype!r} (known: {', '.join(DTYPE_BYTES)})")
+        raise ValueError(f"unknown dtype {quoted(dtype)} (known: {', '.join(DTYPE_BYTES)})")
     return name
 
 

@@ -10,12 +10,14 @@ coordinated preemption) when an entitled tenant needs it.
 from __future__ import annotations
 
 import heapq
+import math
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from scheduler.domain.catalogue import CATALOGUE, MIG_COMPUTE_SLICES
+from scheduler.domain.errors import InvalidArgument
 
 T = TypeVar("T")
 
@@ -25,6 +27,25 @@ class TenantQuota:
     name: str
     quota_units: float = 0.0
     weight: float = 1.0
+
+
+# A million A100-80GB equivalents: far beyond any fleet, and finite.
+MAX_QUOTA_UNITS = 1_000_000.0
+MAX_WEIGHT = 1_000_000.0
+
+
+def validate_quota(quota_units: float, weight: float) -> None:
+    """InvalidArgument unless 0 <= quota_units <= MAX_QUOTA_UNITS and
+    0 < weight <= MAX_WEIGHT. NaN and infinities fail explicitly: PostgreSQL
+    orders NaN above every number, so `CHECK (quota_units >= 0)` would store it."""
+    if not (math.isfinite(quota_units) and 0 <= quota_units <= MAX_QUOTA_UNITS):
+        raise InvalidArgument(
+            f"quota_units must be a finite number from 0 to {MAX_QUOTA_UNITS:g}, got {quota_units}"
+        )
+    if not (math.isfinite(weight) and 0 < weight <= MAX_WEIGHT):
+        raise InvalidArgument(
+            f"weight must be a finite number above 0 and at most {MAX_WEIGHT:g}, got {weight}"
+        )
 
 
 def claim_units(model: str, milli: int, mig_compute: int) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
-from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.errors import InvalidArgument, quoted
 from scheduler.domain.llm_catalogue import canonical_model_name
 from scheduler.domain.model_loading import GPU, RESIDENCY_TIERS
 
@@ -53,7 +53,7 @@ def validate_residency(
         on_gpu = entry.tier == GPU
         if on_gpu and entry.gpu_uuid not in gpu_uuids:
             raise InvalidArgument(
-                f"node {node}: {entry.model} is reported on GPU {entry.gpu_uuid!r}, "
+                f"node {node}: {entry.model} is reported on GPU {quoted(entry.gpu_uuid)}, "
                 "which the node did not register"
             )
         model = canonical_model_name(entry.model)

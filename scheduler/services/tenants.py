@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from scheduler.domain.clock import Clock
-from scheduler.domain.quotas import quota_of
+from scheduler.domain.quotas import quota_of, validate_quota
 from scheduler.services.allocator import Allocator
 from scheduler.store import tenants as store
 
@@ -29,8 +29,10 @@ class TenantService:
         self._clock = clock
 
     def set_quota(self, name: str, quota_units: float, weight: float) -> TenantRecord:
+        weight = weight or 1.0  # 0 (unset on the wire) means 1
+        validate_quota(quota_units, weight)
         with self._engine.begin() as conn:
-            store.set_quota(conn, name, quota_units, weight or 1.0, self._clock.now())
+            store.set_quota(conn, name, quota_units, weight, self._clock.now())
         # A bigger guarantee may let waiting work reclaim borrowed capacity.
         self._allocator.request_pending_pass()
         return next(t for t in self.list() if t.name == name)

@@ -26,7 +26,7 @@ from sqlalchemy import (
     update,
 )
 
-from scheduler.domain.errors import InvalidArgument, NotFound
+from scheduler.domain.errors import InvalidArgument, NotFound, quoted
 from scheduler.domain.fleet import Claim
 from scheduler.store.models import (
     AllocationEventRow,
@@ -207,7 +207,7 @@ def get_allocation(
         .first()
     )
     if row is None:
-        raise NotFound(f"no allocation with id {allocation_id!r}")
+        raise NotFound(f"no allocation with id {quoted(allocation_id)}")
     events: tuple[AllocationEvent, ...] = ()
     if with_events:
         events = tuple(events_since(conn, allocation_id, 0))
