@@ -2,13 +2,18 @@
 
 Pure (no I/O beyond reading the file in `load_templates`), shared by the
 scheduler, which rejects a bad WorkerSpec at Allocate, and the agent, which
-renders the command line on the node. See deploy/worker-templates.yaml.
+checks it again against its own file and renders the argv on the node. See
+deploy/worker-templates.yaml.
+
+The program is the file's, never a request's: command[0] takes no
+placeholder. A request fills only typed arguments (scheduler.domain.worker_args),
+each a whole argv element or part of a literal one, or, for a `flags`
+argument, a splat of allowed flags. Nothing goes through a shell.
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +23,7 @@ from typing import Any
 import yaml
 
 from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.worker_args import ArgSpec, parse_arg, quote, split_flags
 
 DEFAULT_TEMPLATES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "worker-templates.yaml"
 
@@ -44,7 +50,6 @@ BUILTIN_PLACEHOLDERS = frozenset(
 )
 LAUNCH_MODES = ("per_rank", "per_node")
 READINESS_KINDS = ("none", "http", "tcp", "log")
-MAX_ARG_LENGTH = 4096
 _PLACEHOLDER = re.compile(r"\{(\*?)([a-z_][a-z0-9_]*)\}")
 
 
@@ -89,8 +94,7 @@ class WorkerTemplate:
     name: str
     command: tuple[str, ...]
     launch: str = "per_rank"
-    required_args: tuple[str, ...] = ()
-    optional_args: Mapping[str, str] = field(default_factory=dict)
+    args: Mapping[str, ArgSpec] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     readiness: Readiness = field(default_factory=Readiness)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
@@ -98,35 +102,76 @@ class WorkerTemplate:
     checkpoint: CheckpointHook | None = None
 
     @property
+    def required_args(self) -> tuple[str, ...]:
+        return tuple(name for name, spec in self.args.items() if spec.required)
+
+    @property
+    def optional_args(self) -> dict[str, str]:
+        """The optional arguments with their defaults (readiness and
+        checkpoint patterns are filled from these and the request's)."""
+        return {n: s.default for n, s in self.args.items() if s.default is not None}
+
+    @property
     def allowed_args(self) -> tuple[str, ...]:
-        return (*self.required_args, *self.optional_args)
+        return tuple(self.args)
 
     def describe_args(self) -> str:
-        required = ", ".join(self.required_args) or "none"
-        optional = ", ".join(f"{k}={v!r}" for k, v in self.optional_args.items()) or "none"
-        return f"required: {required}; optional: {optional}"
+        return "; ".join(spec.summary() for spec in self.args.values()) or "no arguments"
 
 
 def _placeholders(text: str) -> set[str]:
     return {m.group(2) for m in _PLACEHOLDER.finditer(text)}
 
 
-def _template(name: str, body: Mapping[str, Any]) -> WorkerTemplate:
+def _check_command(where: str, command: tuple[str, ...], args: Mapping[str, ArgSpec]) -> None:
+    """The program is the file's: no placeholder in command[0]; a {*name}
+    splat is a whole element of a `flags` argument, and a `flags` argument
+    is only ever splatted."""
+    if "{" in command[0]:
+        raise InvalidArgument(
+            f"{where}: the program (command[0] = {command[0]!r}) must be fixed, not a placeholder"
+        )
+    known = set(args) | BUILTIN_PLACEHOLDERS
+    for part in command:
+        unknown = _placeholders(part) - known
+        if unknown:
+            raise InvalidArgument(f"{where}: command uses unknown placeholders {sorted(unknown)}")
+        whole = _PLACEHOLDER.fullmatch(part)
+        for match in _PLACEHOLDER.finditer(part):
+            name, splat = match.group(2), match.group(1) == "*"
+            is_flags = name in args and args[name].type == "flags"
+            if splat and (whole is None or not is_flags):
+                raise InvalidArgument(
+                    f"{where}: {part!r}: a splat must be a whole element naming a flags argument"
+                )
+            if is_flags and not splat:
+                raise InvalidArgument(f"{where}: {part!r}: a flags argument is only splatted")
+
+
+def _check_pattern(where: str, what: str, text: str, args: Mapping[str, ArgSpec]) -> None:
+    unknown = _placeholders(text) - set(args) - BUILTIN_PLACEHOLDERS
+    if unknown or "{*" in text:
+        raise InvalidArgument(f"{where}: {what} {text!r} uses unknown placeholders or a splat")
+
+
+def _parse_args(where: str, name: str, body: Any, templates_dir: str | None) -> dict[str, ArgSpec]:
+    if not isinstance(body, Mapping):
+        raise InvalidArgument(f"{where}: args must map each argument's name to its type")
+    args = {str(k): parse_arg(name, str(k), v, templates_dir) for k, v in body.items()}
+    clash = set(args) & BUILTIN_PLACEHOLDERS
+    if clash:
+        raise InvalidArgument(f"{where}: args {sorted(clash)} shadow built-in placeholders")
+    return args
+
+
+def _template(name: str, body: Mapping[str, Any], templates_dir: str | None) -> WorkerTemplate:
     where = f"worker template {name!r}"
     command = body.get("command")
     if not isinstance(command, list) or not command:
         raise InvalidArgument(f"{where}: command must be a non-empty list")
-    args = body.get("args") or {}
-    required = tuple(str(a) for a in args.get("required") or ())
-    optional = {str(k): str(v) for k, v in (args.get("optional") or {}).items()}
-    clash = (set(required) | set(optional)) & BUILTIN_PLACEHOLDERS
-    if clash:
-        raise InvalidArgument(f"{where}: args {sorted(clash)} shadow built-in placeholders")
-    known = set(required) | set(optional) | BUILTIN_PLACEHOLDERS
-    for part in command:
-        unknown = _placeholders(str(part)) - known
-        if unknown:
-            raise InvalidArgument(f"{where}: command uses unknown placeholders {sorted(unknown)}")
+    argv = tuple(str(p) for p in command)
+    args = _parse_args(where, name, body.get("args") or {}, templates_dir)
+    _check_command(where, argv, args)
     launch = str(body.get("launch", "per_rank"))
     if launch not in LAUNCH_MODES:
         raise InvalidArgument(f"{where}: launch must be one of {LAUNCH_MODES}")
@@ -137,6 +182,8 @@ def _template(name: str, body: Mapping[str, Any]) -> WorkerTemplate:
     target = str(ready.get("url") or ready.get("port") or ready.get("pattern") or "")
     if kind == "log":
         re.compile(target)
+    else:
+        _check_pattern(where, "readiness", target, args)
     restart = body.get("restart") or {}
     hook = body.get("checkpoint")
     checkpoint = None
@@ -148,12 +195,13 @@ def _template(name: str, body: Mapping[str, Any]) -> WorkerTemplate:
         )
         if checkpoint.signal and not isinstance(getattr(signal, checkpoint.signal, None), int):
             raise InvalidArgument(f"{where}: unknown signal {checkpoint.signal!r}")
+        _check_pattern(where, "checkpoint.socket", checkpoint.socket, args)
+        _check_pattern(where, "checkpoint.http", checkpoint.http, args)
     return WorkerTemplate(
         name=name,
-        command=tuple(str(p) for p in command),
+        command=argv,
         launch=launch,
-        required_args=required,
-        optional_args=optional,
+        args=args,
         env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
         readiness=Readiness(kind, target, float(ready.get("timeout_s", 600))),
         restart=RestartPolicy(
@@ -166,15 +214,47 @@ def _template(name: str, body: Mapping[str, Any]) -> WorkerTemplate:
     )
 
 
-def parse_templates(document: Mapping[str, Any]) -> dict[str, WorkerTemplate]:
+def parse_templates(
+    document: Mapping[str, Any], templates_dir: str | None = None
+) -> dict[str, WorkerTemplate]:
+    """The templates of a file's document; `{templates_dir}` in roots is
+    the directory of that file."""
     templates = document.get("templates") or {}
     if not isinstance(templates, Mapping):
         raise InvalidArgument("worker templates: `templates` must be a mapping of name to template")
-    return {str(name): _template(str(name), body or {}) for name, body in templates.items()}
+    return {
+        str(name): _template(str(name), body or {}, templates_dir)
+        for name, body in templates.items()
+    }
 
 
 def load_templates(path: Path) -> dict[str, WorkerTemplate]:
-    return parse_templates(yaml.safe_load(path.read_text()) or {})
+    document = yaml.safe_load(path.read_text()) or {}
+    return parse_templates(document, str(path.resolve().parent))
+
+
+def check_args(template: WorkerTemplate, args: Mapping[str, str]) -> dict[str, str]:
+    """Every argument's value, the defaults filled in and each checked
+    against its type (paths normalised), or InvalidArgument saying what is
+    allowed."""
+    name = template.name
+    unknown = sorted(set(args) - set(template.args))
+    if unknown:
+        raise InvalidArgument(
+            f"worker template {name!r} takes no argument "
+            f"{', '.join(quote(a) for a in unknown[:8])} ({template.describe_args()})"
+        )
+    missing = [a for a in template.required_args if not args.get(a)]
+    if missing:
+        raise InvalidArgument(
+            f"worker template {name!r} needs {', '.join(map(repr, missing))} "
+            f"({template.describe_args()})"
+        )
+    values = {}
+    for key, spec in template.args.items():
+        value = args.get(key, spec.default or "")
+        values[key] = spec.check(name, value) if value or spec.type != "flags" else ""
+    return values
 
 
 def validate_worker(
@@ -183,23 +263,9 @@ def validate_worker(
     """The template a WorkerSpec names, or InvalidArgument saying what is allowed."""
     if name not in templates:
         known = ", ".join(sorted(templates)) or "none configured"
-        raise InvalidArgument(f"unknown worker template {name!r} (known: {known})")
+        raise InvalidArgument(f"unknown worker template {quote(name)} (known: {known})")
     template = templates[name]
-    unknown = sorted(set(args) - set(template.allowed_args))
-    if unknown:
-        raise InvalidArgument(
-            f"worker template {name!r} takes no argument {', '.join(map(repr, unknown))} "
-            f"({template.describe_args()})"
-        )
-    missing = [a for a in template.required_args if not args.get(a)]
-    if missing:
-        raise InvalidArgument(
-            f"worker template {name!r} needs {', '.join(map(repr, missing))} "
-            f"({template.describe_args()})"
-        )
-    for key, value in args.items():
-        if len(value) > MAX_ARG_LENGTH:
-            raise InvalidArgument(f"worker argument {key!r} is longer than {MAX_ARG_LENGTH}")
+    check_args(template, args)
     return template
 
 
@@ -211,14 +277,16 @@ def substitute(text: str, values: Mapping[str, str]) -> str:
 def render_command(
     template: WorkerTemplate, args: Mapping[str, str], builtins: Mapping[str, str]
 ) -> list[str]:
-    """The argv for one launch. An element that is exactly "{*name}" expands
-    to the shell-split words of that value (none when empty)."""
-    values = {**template.optional_args, **args, **builtins}
+    """The argv for one launch (never a shell command line), the arguments
+    checked again. An element that is exactly "{*name}" expands to the
+    words of that `flags` value (none when empty); any other placeholder
+    fills its part of one element."""
+    values = {**check_args(template, args), **builtins}
     argv: list[str] = []
     for part in template.command:
         match = _PLACEHOLDER.fullmatch(part)
         if match and match.group(1) == "*":
-            argv.extend(shlex.split(values.get(match.group(2), "")))
+            argv.extend(split_flags(values.get(match.group(2), "")))
             continue
         argv.append(substitute(part, values))
     return argv

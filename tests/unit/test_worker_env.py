@@ -26,7 +26,7 @@ def _gang(layout: Layout, nodes: list[str], kind: str = "whole", **extra: object
         bindings,
         layout,
         template="python",
-        args={"script": "x.py"},
+        args={"script": "/opt/gpupool/workers/x.py"},
         master_addr="10.0.0.1",
         master_port=29501,
     )
@@ -85,7 +85,9 @@ def test_mig_ranks_see_their_mig_device_and_per_node_launch_sees_all() -> None:
     (launch,) = plan_launches(spec, TEMPLATES["python"], AGENT, NVLINKED)
     assert launch.env["CUDA_VISIBLE_DEVICES"] == "MIG-x"
     whole = _gang(Layout(tp=2), ["n0", "n0"])
-    whole = GangSpec(**{**vars(whole), "template": "torchrun", "args": {"script": "t.py"}})
+    whole = GangSpec(
+        **{**vars(whole), "template": "torchrun", "args": {"script": "/opt/gpupool/workers/t.py"}}
+    )
     (node_launch,) = plan_launches(whole, TEMPLATES["torchrun"], AGENT, NVLINKED)
     assert node_launch.env["CUDA_VISIBLE_DEVICES"] == "GPU-n0-0,GPU-n0-1"
     assert "RANK" not in node_launch.env  # torchrun numbers its own processes
