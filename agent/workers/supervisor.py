@@ -26,12 +26,14 @@ from typing import Any
 
 from agent.nvml import NvmlBackend
 from agent.workers import checkpoint
+from agent.workers.admission import admit
 from agent.workers.env import AgentEnv, HostGpu, Launch, plan_launches
 from agent.workers.gang import GangSpec, gang_from_allocation
 from agent.workers.logs import log_dir, log_path
 from agent.workers.mig import MigRealiser
 from agent.workers.process import WorkerProcess
 from gpupool.v1 import agents_pb2, types_pb2
+from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.worker_templates import WorkerTemplate
 
 log = logging.getLogger(__name__)
@@ -182,6 +184,14 @@ class Supervisor:
 
     def _launch(self, gang: Gang) -> None:
         spec = gang.spec
+        try:
+            # Every launch, restarts too: this node's templates (and the
+            # symlinks under their roots) are the ones that count.
+            admit(self._templates, spec)
+        except InvalidArgument as exc:
+            log.warning("%s: refused to launch: %s", spec.allocation_id, exc.message)
+            self._enter(gang, "failed", f"refused by this node's worker templates: {exc.message}")
+            return
         devices = self._mig.realise(spec)
         if devices is None:
             self._enter(gang, "failed", "could not create its MIG instance")
@@ -383,6 +393,7 @@ class Supervisor:
             if (
                 spec is not None
                 and template is not None
+                and self._admissible(spec)
                 and spec.generation == saved.get("generation")
                 and alive
                 and len(alive) == len(procs)
@@ -398,6 +409,14 @@ class Supervisor:
                 log.info("stopping leftover worker pid %d of %s", proc.pid, allocation_id)
                 proc.terminate()
                 self._leftovers.append(proc)
+
+    def _admissible(self, spec: GangSpec) -> bool:
+        try:
+            admit(self._templates, spec)
+        except InvalidArgument as exc:
+            log.warning("%s: not adopting its workers: %s", spec.allocation_id, exc.message)
+            return False
+        return True
 
 
 def _reported_state(gang: Gang) -> int:
