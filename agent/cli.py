@@ -15,6 +15,8 @@ from agent.nvml import NvmlBackend, RealNvml, SimulatedNvml
 from agent.runner import Agent, AgentSettings
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE
 from scheduler.fleetfile import load_fleet
+from scheduler.security.channels import ClientCredentials
+from scheduler.security.pki import KeyPair
 
 
 def _labels(values: tuple[str, ...]) -> dict[str, str]:
@@ -32,8 +34,39 @@ def agent() -> None:
     """The node agent."""
 
 
+def _credentials(
+    insecure: bool, ca_cert: Path | None, cert: Path | None, key: Path | None
+) -> ClientCredentials:
+    if insecure:
+        logging.getLogger(__name__).warning(
+            "INSECURE: plaintext to the scheduler; the scheduler cannot tell which node this is"
+        )
+        return ClientCredentials(insecure=True)
+    if ca_cert is None or cert is None or key is None:
+        raise click.UsageError(
+            "an agent needs --ca-cert, --cert and --key (make them on the scheduler's host with "
+            "`gpupool certs issue-agent NODE`), or --insecure for a plaintext scheduler"
+        )
+    return ClientCredentials(ca_pem=ca_cert.read_bytes(), certificate=KeyPair.read(key, cert))
+
+
+_file = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
 @agent.command("run")
-@click.option("--scheduler", "scheduler_address", required=True, metavar="HOST:PORT")
+@click.option(
+    "--scheduler",
+    "scheduler_address",
+    required=True,
+    metavar="HOST:PORT",
+    help="The scheduler's agent port (mutual TLS); several replicas: ipv4:a:p,b:p or dns:name.",
+)
+@click.option(
+    "--ca-cert", type=_file, envvar="GPUPOOL_CA_CERT", help="CA that signed the scheduler."
+)
+@click.option("--cert", type=_file, envvar="GPUPOOL_AGENT_CERT", help="This node's certificate.")
+@click.option("--key", type=_file, envvar="GPUPOOL_AGENT_KEY", help="This node's private key.")
+@click.option("--insecure", is_flag=True, help="Plaintext (only to a scheduler run --insecure).")
 @click.option("--node-name", default=None, help="Defaults to the host name (or --node).")
 @click.option(
     "--simulate",
@@ -71,6 +104,10 @@ def agent() -> None:
 )
 def run(
     scheduler_address: str,
+    ca_cert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    insecure: bool,
     node_name: str | None,
     fleet_file: Path | None,
     sim_node: str | None,
@@ -105,6 +142,7 @@ def run(
     settings = AgentSettings(
         scheduler=scheduler_address,
         node_name=name,
+        credentials=_credentials(insecure, ca_cert, cert, key),
         hostname=hostname,
         labels=extra_labels,
         state_dir=state_dir,

@@ -35,6 +35,7 @@ from gpupool.v1 import agents_pb2, agents_pb2_grpc, scheduler_pb2, scheduler_pb2
 from scheduler.domain.residency import ResidentModel
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 from scheduler.fleetfile import SimulatedNode
+from scheduler.security.channels import ClientCredentials, open_channel
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ _TIERS = {
 
 @dataclass
 class AgentSettings:
-    scheduler: str
+    scheduler: str  # the scheduler's agent port (mutual TLS)
     node_name: str
+    # The CA to trust and this node's client certificate (it names the node).
+    credentials: ClientCredentials
     hostname: str = ""
     labels: dict[str, str] = field(default_factory=dict)
     state_dir: Path = Path(".gpupool/agent")
@@ -141,7 +144,7 @@ class Agent:
             outbound.put(message)
 
     def ack_preemption(self, allocation_id: str, checkpoint_uri: str) -> None:
-        with grpc.insecure_channel(self.settings.scheduler) as channel:
+        with open_channel(self.settings.scheduler, self.settings.credentials) as channel:
             stub = scheduler_pb2_grpc.SchedulerStub(channel)  # type: ignore[no-untyped-call]
             request = scheduler_pb2.AckPreemptionRequest(
                 allocation_id=allocation_id, checkpoint_uri=checkpoint_uri
@@ -175,7 +178,7 @@ class Agent:
         self.logs.stop_all()
 
     def _session(self) -> None:
-        with grpc.insecure_channel(self.settings.scheduler) as channel:
+        with open_channel(self.settings.scheduler, self.settings.credentials) as channel:
             stub = agents_pb2_grpc.AgentsStub(channel)
             outbound: queue.Queue[agents_pb2.AgentMessage] = queue.Queue()
             outbound.put(agents_pb2.AgentMessage(hello=self.hello()))

@@ -9,12 +9,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
 import yaml
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
-from scheduler.api.server import create_server
+from scheduler.api.interceptor import ApiInterceptor
+from scheduler.api.server import Listeners, create_server
+from scheduler.api.validation import validate_request
 from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
@@ -28,15 +29,25 @@ from scheduler.domain.generations import (
 from scheduler.domain.priorities import configure_priority_classes
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 from scheduler.placement import config_for_policy
+from scheduler.security.bootstrap import (
+    ensure_admin_config,
+    local_server_tls,
+    server_tls_from_files,
+    serving_hosts,
+)
+from scheduler.security.channels import ServerTls
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.allocator import Allocator
+from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
+from scheduler.services.grants import PriorityGrants
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
 from scheduler.services.models import ModelService
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.services.tenants import TenantService
+from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay
 from scheduler.services.workers import WorkerService
 from scheduler.store.database import (
@@ -55,6 +66,16 @@ class SchedulerSettings:
     database_url: str | None = field(default_factory=lambda: os.environ.get("GPUPOOL_DATABASE_URL"))
     data_dir: Path = Path(".gpupool")
     listen: str = "127.0.0.1:50051"
+    # Agents (client certificates, mutual TLS) dial this port; "" for none.
+    agent_listen: str = "127.0.0.1:50052"
+    # Plaintext and no authentication: every caller is an admin. Never the default.
+    insecure: bool = False
+    # Operator-provided TLS (all three, or none: then a local CA in data_dir).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    # Extra names for the local CA's serving certificate (a Service's DNS name).
+    tls_hosts: tuple[str, ...] = ()
     replica_id: str = field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
     )
@@ -74,6 +95,24 @@ class SchedulerSettings:
     # the ports handed out as MASTER_PORT on rank 0's node.
     worker_templates_file: Path = DEFAULT_TEMPLATES_FILE
     rendezvous_ports: tuple[int, int] = (29500, 29999)
+
+
+def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
+    if settings.insecure:
+        log.warning(
+            "INSECURE: plaintext gRPC and no authentication on %s and %s; anyone who can "
+            "reach them owns the fleet",
+            settings.listen,
+            settings.agent_listen or "(no agent port)",
+        )
+        return None
+    files = (settings.tls_cert, settings.tls_key, settings.client_ca)
+    if all(f is not None for f in files):
+        assert settings.tls_cert and settings.tls_key and settings.client_ca
+        return server_tls_from_files(settings.tls_cert, settings.tls_key, settings.client_ca)
+    if any(f is not None for f in files):
+        raise ValueError("--tls-cert, --tls-key and --client-ca go together")
+    return local_server_tls(settings.data_dir, serving_hosts(settings.listen, settings.tls_hosts))
 
 
 def _generation_policy(settings: SchedulerSettings) -> GenerationPolicy:
@@ -122,8 +161,9 @@ class SchedulerApp:
             settings.replica_id,
             range(low, high + 1),
         )
+        self.grants = PriorityGrants(self.engine, self.clock)
         self.allocations = AllocationService(
-            self.engine, self.allocator, self.notifier, self.clock, self.workers
+            self.engine, self.allocator, self.notifier, self.clock, self.grants, self.workers
         )
         self.fleet = FleetService(self.engine, self.allocator, self.clock, settings.replica_id)
         self.health = HealthService(self.engine, self.allocator)
@@ -143,6 +183,8 @@ class SchedulerApp:
         self.agents.prepare_allocations = self.workers.prepare
         self.workers.nodes_changed = self.agents.nodes_changed
         self.logs = LogRelay(self.engine, self.agents)
+        self.tokens = TokenService(self.engine, self.clock)
+        self.audit = AuditLog(self.engine, self.clock)
         self.liveness = NodeLivenessLoop(
             self.engine,
             self.allocator,
@@ -164,8 +206,15 @@ class SchedulerApp:
             self.engine, self.allocator, self.leader, self.clock
         )
         self._loops: BackgroundScheduler | None = None
-        self.server, self.port, self._health = create_server(
-            settings.listen,
+        self.tls = _server_tls(settings)
+        # Written at start() when the local CA is in use (no operator credentials).
+        self.admin_config: Path | None = None
+        interceptor = ApiInterceptor(
+            self.tokens.authenticate, self.audit, validate_request, settings.insecure
+        )
+        self.server, (self.port, self.agent_port), self._health = create_server(
+            Listeners(settings.listen, settings.agent_listen, self.tls),
+            interceptor,
             self.allocations,
             self.fleet,
             self.agents,
@@ -173,15 +222,36 @@ class SchedulerApp:
             self.models,
             self.workers,
             self.logs,
+            self.tokens,
+            self.audit,
         )
 
     @property
     def address(self) -> str:
+        """The API port (TLS, bearer tokens)."""
         host = self.settings.listen.rsplit(":", 1)[0]
         return f"{host}:{self.port}"
 
+    @property
+    def agent_address(self) -> str:
+        """The agent port (mutual TLS); "" when agents share the API port."""
+        if not self.agent_port:
+            return ""
+        host = self.settings.agent_listen.rsplit(":", 1)[0]
+        return f"{host}:{self.agent_port}"
+
+    @property
+    def local_ca(self) -> bool:
+        s = self.settings
+        return not s.insecure and s.tls_cert is None
+
     def start(self) -> None:
         self.leader.run_once()
+        self.audit.start()
+        if self.local_ca:
+            self.admin_config = ensure_admin_config(
+                self.tokens, self.settings.data_dir, self.address, self.agent_address
+            )
         self.allocator.start()
         self.agents.start()
         self.listener.start()
@@ -206,6 +276,7 @@ class SchedulerApp:
             self._loops.shutdown(wait=False)
         self.listener.stop()
         self.allocator.stop()
+        self.audit.stop()
         self.leader.close()
         self.engine.dispose()
         if self.embedded is not None:
@@ -222,14 +293,3 @@ class SchedulerApp:
     def _reconnected(self) -> None:
         self._capacity_changed()
         self.notifier.publish_all()
-
-
-def channel_ready(address: str, timeout: float = 10.0) -> bool:
-    channel = grpc.insecure_channel(address)
-    try:
-        grpc.channel_ready_future(channel).result(timeout=timeout)
-        return True
-    except grpc.FutureTimeoutError:
-        return False
-    finally:
-        channel.close()

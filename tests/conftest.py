@@ -20,7 +20,10 @@ from sqlalchemy.engine import make_url
 
 from scheduler.store.database import migrate, normalise_url
 
-TABLES = "allocation_events, mig_slots, gpu_claims, allocations, gpus, nodes, tenants"
+TABLES = (
+    "allocation_events, mig_slots, gpu_claims, allocations, gpus, nodes, tenants, "
+    "api_tokens, audit_events"
+)
 
 
 def _docker_available() -> bool:

@@ -1,8 +1,10 @@
-"""The gRPC server: the three services plus health checking and reflection."""
+"""The gRPC server: the three services plus health checking and reflection,
+on an API port (TLS, tokens) and an agent port (mutual TLS)."""
 
 from __future__ import annotations
 
 from concurrent import futures
+from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,13 +18,16 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-from scheduler.api.errors import ErrorMappingInterceptor
+from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServicer
+from scheduler.security.channels import ServerTls, add_ports
 from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
+from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
 from scheduler.services.models import ModelService
 from scheduler.services.tenants import TenantService
+from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay
 from scheduler.services.workers import WorkerService
 
@@ -33,8 +38,16 @@ SERVICE_NAMES = (
 )
 
 
+@dataclass(frozen=True)
+class Listeners:
+    api: str
+    agents: str  # "" for none of its own
+    tls: ServerTls | None  # None: plaintext (--insecure)
+
+
 def create_server(
-    address: str,
+    listeners: Listeners,
+    interceptor: ApiInterceptor,
     allocations: AllocationService,
     fleet: FleetService,
     agents: AgentHub,
@@ -42,20 +55,23 @@ def create_server(
     models: ModelService,
     workers: WorkerService,
     logs: LogRelay,
+    tokens: TokenService,
+    audit: AuditLog,
     max_workers: int = 64,
     max_agents: int = 2000,
-) -> tuple[grpc.Server, int, health.HealthServicer]:
-    """Build and bind (not start) the server; returns it with the bound port."""
+) -> tuple[grpc.Server, tuple[int, int], health.HealthServicer]:
+    """Build and bind (not start) the server; returns it with the bound ports."""
     server = grpc.server(
         # Each agent's stream holds a thread for its lifetime; the executor
         # only starts threads as they are needed.
         futures.ThreadPoolExecutor(max_workers=max_workers + max_agents, thread_name_prefix="grpc"),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[interceptor],
+        # Requests keep gRPC's 4 MiB cap: nothing a caller sends needs more.
         options=[("grpc.so_reuseport", 0)],
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
     admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminServicer(fleet, allocations, agents, tenants, models, logs), server
+        AdminServicer(fleet, allocations, agents, tenants, models, logs, tokens, audit), server
     )
     agents_pb2_grpc.add_AgentsServicer_to_server(
         AgentsServicer(fleet, agents, workers, logs), server
@@ -67,7 +83,5 @@ def create_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address}")
-    return server, port, health_servicer
+    ports = add_ports(server, listeners.api, listeners.agents, listeners.tls)
+    return server, ports, health_servicer

@@ -1,10 +1,12 @@
-"""gRPC servicers: validate the wire format, call a service, convert back."""
+"""gRPC servicers: validate the wire format, call a service with the Caller
+the interceptor established, convert back."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Iterator
+from datetime import UTC
 
 import grpc
 
@@ -16,14 +18,18 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-from scheduler.api import converters
+from scheduler.api import converters, trust_converters
+from scheduler.api.interceptor import current_caller
+from scheduler.domain.callers import require_node
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.errors import InvalidArgument
 from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
+from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
 from scheduler.services.models import ModelService
 from scheduler.services.tenants import TenantService
+from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay
 from scheduler.services.workers import WorkerService
 
@@ -43,25 +49,30 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def Allocate(
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
-        record = self._allocations.allocate(converters.allocation_spec(request))
+        spec = converters.allocation_spec(request)
+        record = self._allocations.allocate(current_caller(), spec)
         return scheduler_pb2.AllocateResponse(allocation=converters.allocation_message(record))
 
     def Release(
         self, request: scheduler_pb2.ReleaseRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ReleaseResponse:
-        record = self._allocations.release(_require(request.allocation_id, "allocation_id"))
+        allocation_id = _require(request.allocation_id, "allocation_id")
+        record = self._allocations.release(current_caller(), allocation_id)
         return scheduler_pb2.ReleaseResponse(allocation=converters.allocation_message(record))
 
     def GetAllocation(
         self, request: scheduler_pb2.GetAllocationRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.GetAllocationResponse:
-        record = self._allocations.get(_require(request.allocation_id, "allocation_id"))
+        record = self._allocations.get(
+            current_caller(), _require(request.allocation_id, "allocation_id")
+        )
         return scheduler_pb2.GetAllocationResponse(allocation=converters.allocation_message(record))
 
     def ListAllocations(
         self, request: scheduler_pb2.ListAllocationsRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ListAllocationsResponse:
         records, token = self._allocations.list(
+            current_caller(),
             tenant=request.tenant,
             state=converters.allocation_state_name(request.state),
             node=request.node,
@@ -77,7 +88,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.AckPreemptionRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AckPreemptionResponse:
         record = self._allocations.acknowledge_preemption(
-            _require(request.allocation_id, "allocation_id"), request.checkpoint_uri
+            current_caller(),
+            _require(request.allocation_id, "allocation_id"),
+            request.checkpoint_uri,
         )
         return scheduler_pb2.AckPreemptionResponse(allocation=converters.allocation_message(record))
 
@@ -85,7 +98,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.ReportCheckpointRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ReportCheckpointResponse:
         record = self._allocations.report_checkpoint(
-            _require(request.allocation_id, "allocation_id"), request.checkpoint_uri
+            current_caller(),
+            _require(request.allocation_id, "allocation_id"),
+            request.checkpoint_uri,
         )
         return scheduler_pb2.ReportCheckpointResponse(
             allocation=converters.allocation_message(record)
@@ -95,7 +110,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.WatchAllocationRequest, context: grpc.ServicerContext
     ) -> Iterator[scheduler_pb2.WatchAllocationResponse]:
         allocation_id = _require(request.allocation_id, "allocation_id")
-        for record, event in self._allocations.watch(allocation_id, context.is_active):
+        updates = self._allocations.watch(current_caller(), allocation_id, context.is_active)
+        for record, event in updates:
             yield scheduler_pb2.WatchAllocationResponse(
                 allocation=converters.allocation_message(record),
                 event=converters.event_message(event) if event else None,
@@ -119,6 +135,7 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
             raise InvalidArgument("an agent's stream must open with a hello")
         hello = converters.agent_hello(first.hello)
         _require(hello.node, "hello.node.name")
+        require_node(current_caller(), hello.node, "the hello")
         session = self._agents.connect(hello)
         self._workers.report(hello.node, hello.workers)
         # The stream's outbound side runs here; its inbound side on a reader thread.
@@ -172,6 +189,7 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
     def RegisterNode(
         self, request: agents_pb2.RegisterNodeRequest, context: grpc.ServicerContext
     ) -> agents_pb2.RegisterNodeResponse:
+        require_node(current_caller(), request.name, "RegisterNode")
         node = self._fleet.register_node(
             request.name,
             request.hostname or request.name,
@@ -183,9 +201,10 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
     def Heartbeat(
         self, request: agents_pb2.HeartbeatRequest, context: grpc.ServicerContext
     ) -> agents_pb2.HeartbeatResponse:
+        require_node(current_caller(), _require(request.node, "node"), "Heartbeat")
         reports = converters.health_reports(request.health)
         residency = converters.heartbeat_residency(request)
-        state = self._agents.unary_heartbeat(_require(request.node, "node"), reports, residency)
+        state = self._agents.unary_heartbeat(request.node, reports, residency)
         return agents_pb2.HeartbeatResponse(state=converters.node_state(state))
 
 
@@ -198,7 +217,11 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         tenants: TenantService,
         models: ModelService,
         logs: LogRelay,
+        tokens: TokenService,
+        audit: AuditLog,
     ) -> None:
+        self._tokens = tokens
+        self._audit = audit
         self._logs = logs
         self._fleet = fleet
         self._tenants = tenants
@@ -264,7 +287,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.PreemptRequest, context: grpc.ServicerContext
     ) -> admin_pb2.PreemptResponse:
         record = self._allocations.preempt(
-            _require(request.allocation_id, "allocation_id"), float(request.grace_seconds)
+            current_caller(),
+            _require(request.allocation_id, "allocation_id"),
+            float(request.grace_seconds),
         )
         return admin_pb2.PreemptResponse(allocation=converters.allocation_message(record))
 
@@ -280,13 +305,65 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.SetTenantQuotaRequest, context: grpc.ServicerContext
     ) -> admin_pb2.SetTenantQuotaResponse:
         record = self._tenants.set_quota(request.name, request.quota_units, request.weight)
-        return admin_pb2.SetTenantQuotaResponse(tenant=admin_pb2.Tenant(**vars(record)))
+        return admin_pb2.SetTenantQuotaResponse(tenant=self._tenant_message(record.name))
 
     def ListTenants(
         self, request: admin_pb2.ListTenantsRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListTenantsResponse:
+        records = self._tenants.list()
+        grants = self._allocations.grants.granted_many([r.name for r in records])
         return admin_pb2.ListTenantsResponse(
-            tenants=[admin_pb2.Tenant(**vars(r)) for r in self._tenants.list()]
+            tenants=[trust_converters.tenant_message(r, grants[r.name]) for r in records]
+        )
+
+    def _tenant_message(self, name: str) -> admin_pb2.Tenant:
+        record = next(r for r in self._tenants.list() if r.name == name)
+        return trust_converters.tenant_message(record, self._allocations.grants.granted(name))
+
+    def SetTenantPriorityClasses(
+        self, request: admin_pb2.SetTenantPriorityClassesRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.SetTenantPriorityClassesResponse:
+        name = _require(request.name, "name")
+        self._allocations.grants.set(name, list(request.priority_classes), request.reset)
+        return admin_pb2.SetTenantPriorityClassesResponse(tenant=self._tenant_message(name))
+
+    def CreateToken(
+        self, request: admin_pb2.CreateTokenRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.CreateTokenResponse:
+        record, secret = self._tokens.create(
+            current_caller(),
+            request.name,
+            trust_converters.token_role(request.role),
+            request.tenant,
+            request.ttl_seconds,
+        )
+        return admin_pb2.CreateTokenResponse(
+            token=trust_converters.token_message(record), secret=secret
+        )
+
+    def ListTokens(
+        self, request: admin_pb2.ListTokensRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListTokensResponse:
+        records = self._tokens.list(request.tenant, request.include_revoked)
+        return admin_pb2.ListTokensResponse(
+            tokens=[trust_converters.token_message(r) for r in records]
+        )
+
+    def RevokeToken(
+        self, request: admin_pb2.RevokeTokenRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.RevokeTokenResponse:
+        record = self._tokens.revoke(_require(request.id, "id"))
+        return admin_pb2.RevokeTokenResponse(token=trust_converters.token_message(record))
+
+    def ListAuditEvents(
+        self, request: admin_pb2.ListAuditEventsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.ListAuditEventsResponse:
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        events = self._audit.query(
+            since, request.actor, request.tenant, request.node, request.limit
+        )
+        return admin_pb2.ListAuditEventsResponse(
+            events=[trust_converters.audit_message(e) for e in events]
         )
 
     def InterruptNode(

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 import click
@@ -20,21 +21,55 @@ from rich.console import Console, RenderableType
 
 from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.cli import render
-from scheduler.cli.client import SchedulerClient
+from scheduler.cli.client import CliError, SchedulerClient
+from scheduler.security.channels import ClientCredentials
+from scheduler.security.client_config import ConfigError, find_config
+from scheduler.security.pki import KeyPair
 
 OUTPUT_FORMATS = ("table", "json")
 # Piped tables go to grep or less: wide enough that each row stays on one line.
 PIPE_WIDTH = 250
 EXIT_INTERRUPTED = 130
+DEFAULT_SCHEDULER = "127.0.0.1:50051"
 
 
 @dataclass
 class CliContext:
     """What the global options chose; the channel is dialled on first use."""
 
-    target: str
+    target: str | None = None
     output: str = "table"
+    config: Path | None = None
+    token: str = ""
+    ca_cert: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    insecure: bool = False
     _client: SchedulerClient | None = field(default=None, repr=False)
+
+    def connection(self) -> tuple[str, ClientCredentials]:
+        """Where to dial and with what: flags and variables first, then the
+        client config (--config, ./.gpupool/admin.yaml, ~/.config/gpupool/config.yaml)."""
+        try:
+            config = find_config(self.config)
+            target = self.target or (config.scheduler if config else "") or DEFAULT_SCHEDULER
+            if self.insecure:
+                return target, ClientCredentials(insecure=True)
+            if config is not None and not (self.token or self.ca_cert or self.cert):
+                return target, config.credentials()
+            ca_cert = self.ca_cert or (config.ca_cert if config else None)
+        except (ConfigError, OSError) as exc:
+            raise CliError(str(exc)) from None
+        if ca_cert is None or not (self.token or self.cert):
+            raise CliError(
+                "no credentials for the scheduler: run `gpupool up` in this directory (it writes "
+                ".gpupool/admin.yaml), or pass --config FILE, or --token with --ca-cert "
+                "(gpupool token create), or --insecure for a plaintext scheduler"
+            )
+        pair = KeyPair.read(self.key, self.cert) if self.cert and self.key else None
+        return target, ClientCredentials(
+            ca_pem=ca_cert.read_bytes(), token=self.token, certificate=pair
+        )
 
     @property
     def json(self) -> bool:
@@ -42,7 +77,7 @@ class CliContext:
 
     def client(self) -> SchedulerClient:
         if self._client is None:
-            self._client = SchedulerClient(self.target)
+            self._client = SchedulerClient(*self.connection())
         return self._client
 
     def close(self) -> None:

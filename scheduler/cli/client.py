@@ -14,6 +14,7 @@ import click
 import grpc
 
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
+from scheduler.security.channels import ClientCredentials, open_channel
 
 CALL_TIMEOUT_S = 10.0
 # The server caps page_size at 1000 (scheduler.proto).
@@ -53,16 +54,20 @@ def translate_rpc_error(error: grpc.RpcError, target: str) -> CliError:
     details = _one_line(error.details() or "") or code.name.lower().replace("_", " ")
     if code in _UNREACHABLE_CODES:
         return SchedulerUnreachable(f"cannot reach the scheduler at {target} ({details})")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return CliError(f"{details} (see `gpupool --help` for where credentials come from)")
     return CliError(details)
 
 
 class SchedulerClient:
     """The Admin and Scheduler services behind one channel, with typed results."""
 
-    def __init__(self, target: str, timeout_s: float = CALL_TIMEOUT_S) -> None:
+    def __init__(
+        self, target: str, credentials: ClientCredentials, timeout_s: float = CALL_TIMEOUT_S
+    ) -> None:
         self.target = target
         self._timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(target)
+        self._channel = open_channel(target, credentials)
         self._admin = admin_pb2_grpc.AdminStub(self._channel)  # type: ignore[no-untyped-call]
         self._scheduler = scheduler_pb2_grpc.SchedulerStub(self._channel)  # type: ignore[no-untyped-call]
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from agent.cli import agent
-from scheduler.cli.admin_commands import OUTPUT_FORMATS, CliContext, node, register_admin_commands
+from scheduler.cli.admin_commands import (
+    DEFAULT_SCHEDULER,
+    OUTPUT_FORMATS,
+    CliContext,
+    node,
+    register_admin_commands,
+)
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
@@ -13,20 +21,29 @@ from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
 from scheduler.cli.worker_commands import logs
 
-DEFAULT_SCHEDULER = "127.0.0.1:50051"
+_file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Credentials: --token/--ca-cert (or a client --cert/--key), else --config, else "
+    "./.gpupool/admin.yaml (written by gpupool up), else ~/.config/gpupool/config.yaml.",
+)
 @click.option(
     "--scheduler",
     "target",
     envvar="GPUPOOL_SCHEDULER",
-    default=DEFAULT_SCHEDULER,
-    show_default=True,
+    default=None,
     show_envvar=True,
     metavar="HOST:PORT",
-    help="Scheduler gRPC address.",
+    help=f"Scheduler gRPC address [default: the client config's, else {DEFAULT_SCHEDULER}].",
 )
+@click.option("--config", type=_file, envvar="GPUPOOL_CONFIG", help="A client config file.")
+@click.option("--token", envvar="GPUPOOL_TOKEN", default="", help="A bearer token.")
+@click.option("--ca-cert", type=_file, envvar="GPUPOOL_CA_CERT", help="CA of the scheduler.")
+@click.option("--cert", type=_file, envvar="GPUPOOL_CERT", help="A client certificate.")
+@click.option("--key", type=_file, envvar="GPUPOOL_KEY", help="Its private key.")
+@click.option("--insecure", is_flag=True, envvar="GPUPOOL_INSECURE", help="Plaintext.")
 @click.option(
     "-o",
     "--output",
@@ -36,9 +53,28 @@ DEFAULT_SCHEDULER = "127.0.0.1:50051"
     help="Human tables or machine-readable JSON.",
 )
 @click.pass_context
-def cli(ctx: click.Context, target: str, output: str) -> None:
+def cli(
+    ctx: click.Context,
+    target: str | None,
+    config: Path | None,
+    token: str,
+    ca_cert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    insecure: bool,
+    output: str,
+) -> None:
     """gpupool: a GPU pool scheduler for LLM inference fleets."""
-    state = CliContext(target=target, output=output)
+    state = CliContext(
+        target=target,
+        output=output,
+        config=config,
+        token=token,
+        ca_cert=ca_cert,
+        cert=cert,
+        key=key,
+        insecure=insecure,
+    )
     ctx.obj = state
     ctx.call_on_close(state.close)
 

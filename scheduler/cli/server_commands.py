@@ -10,6 +10,8 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DATA_DIR = Path(".gpupool")
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_AGENT_LISTEN = "127.0.0.1:50052"
 DEFAULT_FLEET = Path(__file__).resolve().parents[2] / "deploy" / "fleets" / "mixed.yaml"
 
 _database_option = click.option(
@@ -41,7 +44,41 @@ _data_dir_option = click.option(
     show_default=True,
     help="Where the embedded PostgreSQL keeps its data.",
 )
-_listen_option = click.option("--listen", default=DEFAULT_LISTEN, show_default=True)
+_listen_option = click.option(
+    "--listen", default=DEFAULT_LISTEN, show_default=True, help="The API port (TLS, tokens)."
+)
+_agent_listen_option = click.option(
+    "--agent-listen",
+    default=DEFAULT_AGENT_LISTEN,
+    show_default=True,
+    help="The agents' port (mutual TLS, client certificates).",
+)
+_insecure_option = click.option(
+    "--insecure",
+    is_flag=True,
+    help="Plaintext and no authentication: anyone who can connect is an admin. Never in production.",
+)
+_file = click.Path(path_type=Path, exists=True, dir_okay=False)
+_tls_cert_option = click.option(
+    "--tls-cert", type=_file, envvar="GPUPOOL_TLS_CERT", help="Serving certificate (PEM)."
+)
+_tls_key_option = click.option(
+    "--tls-key", type=_file, envvar="GPUPOOL_TLS_KEY", help="Its private key (PEM)."
+)
+_client_ca_option = click.option(
+    "--client-ca",
+    type=_file,
+    envvar="GPUPOOL_CLIENT_CA",
+    help="CA of agent and admin client certificates [default, with none of the three: "
+    "a local CA in --data-dir].",
+)
+_tls_san_option = click.option(
+    "--tls-san",
+    "tls_sans",
+    multiple=True,
+    metavar="NAME",
+    help="Extra name or IP for the local CA's serving certificate (repeatable).",
+)
 _priorities_option = click.option(
     "--priority-classes",
     "priority_classes",
@@ -81,11 +118,39 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+@dataclass(frozen=True)
+class Transport:
+    """How the replica listens and proves itself (the security options)."""
+
+    agent_listen: str = DEFAULT_AGENT_LISTEN
+    insecure: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    client_ca: Path | None = None
+    tls_sans: tuple[str, ...] = ()
+
+
+def _transport_options(command: Callable[..., None]) -> Callable[..., None]:
+    for option in reversed(
+        (
+            _agent_listen_option,
+            _insecure_option,
+            _tls_cert_option,
+            _tls_key_option,
+            _client_ca_option,
+            _tls_san_option,
+        )
+    ):
+        command = option(command)
+    return command
+
+
 def _start(
     console: Console,
     database_url: str | None,
     data_dir: Path,
     listen: str,
+    transport: Transport,
     priority_classes: Path | None = None,
     placement_policy: Path | None = None,
     worker_templates: Path | None = None,
@@ -102,6 +167,12 @@ def _start(
         database_url=database_url,
         data_dir=data_dir,
         listen=listen,
+        agent_listen=transport.agent_listen,
+        insecure=transport.insecure,
+        tls_cert=transport.tls_cert,
+        tls_key=transport.tls_key,
+        client_ca=transport.client_ca,
+        tls_hosts=transport.tls_sans,
         priority_classes_file=priority_classes,
         placement_policy_file=placement_policy,
         packing_policy=packing_policy,
@@ -114,13 +185,27 @@ def _start(
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
         app = SchedulerApp(settings)
         app.start()
+    if transport.insecure:
+        console.print(
+            "[bold red]INSECURE[/]: plaintext, no authentication: anyone who can reach "
+            f"{app.address} owns the fleet"
+        )
     return app
+
+
+def _credentials_line(app: SchedulerApp) -> str:
+    if app.admin_config is not None:
+        return f"admin credentials in {app.admin_config} (the CLI finds them from this directory)"
+    if app.settings.insecure:
+        return "no credentials (--insecure)"
+    return "TLS with your certificates: admins use a client certificate (see README Security)"
 
 
 @click.command()
 @_database_option
 @_data_dir_option
 @_listen_option
+@_transport_options
 @_priorities_option
 @_placement_policy_option
 @click.option(
@@ -142,6 +227,12 @@ def serve(
     database_url: str | None,
     data_dir: Path,
     listen: str,
+    agent_listen: str,
+    insecure: bool,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    client_ca: Path | None,
+    tls_sans: tuple[str, ...],
     priority_classes: Path | None,
     placement_policy: Path | None,
     worker_templates: Path | None,
@@ -158,18 +249,23 @@ def serve(
         raise click.BadParameter(
             f"{rendezvous_ports!r} is not LOW-HIGH", param_hint="--rendezvous-ports"
         )
+    transport = Transport(agent_listen, insecure, tls_cert, tls_key, client_ca, tls_sans)
     app = _start(
         console,
         database_url,
         data_dir,
         listen,
+        transport,
         priority_classes,
         placement_policy,
         worker_templates,
         (int(low), int(high)),
         packing_policy,
     )
-    console.print(f"scheduler listening on [bold]{app.address}[/]")
+    console.print(
+        f"scheduler listening on [bold]{app.address}[/] (agents: {app.agent_address or 'none'}); "
+        f"{_credentials_line(app)}"
+    )
     _wait_for_signal()
     console.print("stopping…")
     app.stop()
@@ -187,6 +283,8 @@ def serve(
 @_database_option
 @_data_dir_option
 @_listen_option
+@_agent_listen_option
+@_insecure_option
 @_placement_policy_option
 @_packing_option
 def up(
@@ -194,10 +292,15 @@ def up(
     database_url: str | None,
     data_dir: Path,
     listen: str,
+    agent_listen: str,
+    insecure: bool,
     placement_policy: Path | None,
     packing_policy: str,
 ) -> None:
-    """Start the scheduler and one simulated agent per node; Ctrl-C stops everything."""
+    """Start the scheduler and one simulated agent per node; Ctrl-C stops everything.
+
+    Secure by default: a local CA in --data-dir, a certificate per simulated
+    agent, and an admin token in --data-dir/admin.yaml for the CLI."""
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
@@ -206,12 +309,13 @@ def up(
         database_url,
         data_dir,
         listen,
+        Transport(agent_listen, insecure),
         placement_policy=placement_policy,
         packing_policy=packing_policy,
     )
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    agents = [_start_agent(app.address, fleet_file, node.name, data_dir, logs) for node in nodes]
+    agents = [_start_agent(app, fleet_file, node.name, data_dir, logs) for node in nodes]
     try:
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("starting simulated agents", total=len(nodes))
@@ -226,8 +330,8 @@ def up(
         console.print(
             f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
             f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
-            f"from {fleet_file.name} (agent logs in {logs})\n"
-            "Try, in another terminal:\n"
+            f"from {fleet_file.name} (agent logs in {logs}); {_credentials_line(app)}\n"
+            "Try, in another terminal in this directory:\n"
             "  gpupool nodes\n"
             "  gpupool gpus --node a100-40-mig\n"
             "  gpupool allocate --tenant demo --whole 4 --gpu-model H100-80GB\n"
@@ -236,7 +340,9 @@ def up(
             "  gpupool allocate --tenant demo --serve llama-3.1-70b --dtype fp16\n"
             "  gpupool models\n"
             "  gpupool fault inject h100-sxm-0 3 xid=79 && gpupool gpus --node h100-sxm-0\n"
+            "  gpupool token create demo-svc --tenant demo --role service\n"
             "  gpupool allocations\n"
+            "  gpupool audit\n"
             "Ctrl-C stops everything."
         )
         _wait_for_signal()
@@ -250,11 +356,19 @@ def up(
 
 
 def _start_agent(
-    address: str, fleet_file: Path, node: str, data_dir: Path, logs: Path
+    app: SchedulerApp, fleet_file: Path, node: str, data_dir: Path, logs: Path
 ) -> subprocess.Popen[bytes]:
+    from scheduler.security.bootstrap import issue_agent_credentials
+
+    if app.settings.insecure:
+        credentials = ["--insecure"]
+    else:
+        ca, cert, key = issue_agent_credentials(data_dir, node)
+        credentials = ["--ca-cert", str(ca), "--cert", str(cert), "--key", str(key)]
     command = [
         sys.executable, "-m", "scheduler.cli.main", "agent", "run",
-        "--scheduler", address,
+        "--scheduler", app.agent_address or app.address,
+        *credentials,
         "--simulate", str(fleet_file),
         "--node", node,
         "--state-dir", str(data_dir / "agents"),

@@ -46,3 +46,11 @@ def quoted(value: str, limit: int = 64) -> str:
     if len(value) <= limit:
         return repr(value)
     return f"{value[:limit]!r}… ({len(value)} characters)"
+
+
+class Unauthenticated(GpupoolError):
+    """No credentials, or credentials that prove nothing (unknown, revoked, expired)."""
+
+
+class Unavailable(GpupoolError):
+    """A dependency (the database) cannot answer now; the caller may retry later."""

@@ -29,6 +29,14 @@ PRIORITY_CLASSES: dict[str, PriorityClass] = {
 }
 
 
+# Classes a tenant may use without an admin's grant: every class but this one.
+RESTRICTED_PRIORITY_CLASS = "critical"
+
+
+def default_granted_classes() -> frozenset[str]:
+    return frozenset(name for name in PRIORITY_CLASSES if name != RESTRICTED_PRIORITY_CLASS)
+
+
 def preemptible_class_names() -> tuple[str, ...]:
     return tuple(c.name for c in PRIORITY_CLASSES.values() if c.preemptible)
 

@@ -1,17 +1,31 @@
-"""Use cases of the Scheduler API: allocate, release, read and watch."""
+"""Use cases of the Scheduler API: allocate, release, read and watch.
+
+Each takes the Caller: a service acts only on its own tenant's allocations
+(and only with the priority classes its tenant was granted), an agent only
+on allocations placed on its node; history names who did what."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 from sqlalchemy import Engine
 
 from scheduler.domain.allocation import AllocationSpec, validate_spec
+from scheduler.domain.callers import (
+    Caller,
+    Role,
+    require_on_node,
+    require_priority_class,
+    require_tenant,
+    tenant_scope,
+)
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import FailedPrecondition, InvalidArgument
+from scheduler.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from scheduler.domain.priorities import PRIORITY_CLASSES
 from scheduler.services.allocator import Allocator
 from scheduler.services.batch import TERMINAL_STATES
+from scheduler.services.grants import PriorityGrants
 from scheduler.services.notifier import ChangeNotifier
 from scheduler.services.workers import WorkerService
 from scheduler.store import allocations as store
@@ -29,31 +43,62 @@ class AllocationService:
         allocator: Allocator,
         notifier: ChangeNotifier,
         clock: Clock,
+        grants: PriorityGrants,
         workers: WorkerService | None = None,
     ) -> None:
         self._engine = engine
+        self.grants = grants
         self._workers = workers
         self._clock = clock
         self._allocator = allocator
         self._notifier = notifier
 
-    def allocate(self, spec: AllocationSpec) -> AllocationRecord:
+    def allocate(self, caller: Caller, spec: AllocationSpec) -> AllocationRecord:
+        scope = tenant_scope(caller)
+        if scope is not None:
+            if not spec.tenant:
+                spec = replace(spec, tenant=scope)
+            require_tenant(caller, spec.tenant, "the request")
         validate_spec(spec)
+        if scope is not None:
+            require_priority_class(caller, spec.priority_class, self.grants.granted(scope))
         if spec.worker is not None:
             if self._workers is None:
                 raise InvalidArgument("this scheduler launches no workers (no worker templates)")
             self._workers.validate(spec)
         return self._allocator.allocate(spec)
 
-    def release(self, allocation_id: str) -> AllocationRecord:
-        return self._allocator.release(allocation_id)
+    def release(self, caller: Caller, allocation_id: str) -> AllocationRecord:
+        if caller.role is Role.AGENT:
+            raise PermissionDenied("an agent may not release allocations")
+        return self._allocator.release(
+            allocation_id, f"released by {caller.describe()}", tenant=tenant_scope(caller)
+        )
 
-    def acknowledge_preemption(self, allocation_id: str, checkpoint_uri: str) -> AllocationRecord:
-        return self._allocator.revoke(allocation_id, checkpoint_uri, "acknowledged")
+    def _check_access(self, caller: Caller, allocation_id: str) -> AllocationRecord:
+        """The allocation, if this caller may act on it (tenant, or node for an agent)."""
+        record = self.get(caller, allocation_id, check=False)
+        what = f"allocation {allocation_id}"
+        if caller.node:
+            require_on_node(caller, record.nodes or [record.node], what)
+        else:
+            require_tenant(caller, record.tenant, what)
+        return record
 
-    def report_checkpoint(self, allocation_id: str, checkpoint_uri: str) -> AllocationRecord:
+    def acknowledge_preemption(
+        self, caller: Caller, allocation_id: str, checkpoint_uri: str
+    ) -> AllocationRecord:
+        self._check_access(caller, allocation_id)
+        return self._allocator.revoke(
+            allocation_id, checkpoint_uri, "acknowledged", by=caller.describe()
+        )
+
+    def report_checkpoint(
+        self, caller: Caller, allocation_id: str, checkpoint_uri: str
+    ) -> AllocationRecord:
         if not checkpoint_uri:
             raise InvalidArgument("checkpoint_uri is required")
+        self._check_access(caller, allocation_id)
         with self._engine.begin() as conn:
             row = store.record_checkpoint(conn, allocation_id, checkpoint_uri, self._clock.now())
             if row is None:
@@ -63,15 +108,19 @@ class AllocationService:
                 )
         return AllocationRecord.from_mapping(row)
 
-    def preempt(self, allocation_id: str, grace_s: float) -> AllocationRecord:
-        record = self.get(allocation_id)
+    def preempt(self, caller: Caller, allocation_id: str, grace_s: float) -> AllocationRecord:
+        record = self.get(caller, allocation_id)
         if record.state not in ("placed", "running"):
             raise FailedPrecondition(
                 f"allocation {allocation_id} is {record.state}: nothing to preempt"
             )
         grace = grace_s or PRIORITY_CLASSES[record.priority_class].grace_s
-        self._allocator.preempt([allocation_id], "admin", grace, "preempted by an admin")
-        return self.get(allocation_id)
+        # preempted_for names the waiting allocation a victim makes room for;
+        # "admin" marks a manual preemption (the reason names who).
+        self._allocator.preempt(
+            [allocation_id], "admin", grace, f"preempted by {caller.describe()}"
+        )
+        return self.get(caller, allocation_id)
 
     def queue(self, limit: int) -> list[AllocationRecord]:
         if limit > store.MAX_PAGE_SIZE:
@@ -79,23 +128,30 @@ class AllocationService:
         with self._engine.connect() as conn:
             return store.queue_order(conn, limit or store.DEFAULT_PAGE_SIZE)
 
-    def get(self, allocation_id: str) -> AllocationRecord:
+    def get(self, caller: Caller, allocation_id: str, check: bool = True) -> AllocationRecord:
         with self._engine.connect() as conn:
-            return store.get_allocation(conn, allocation_id)
+            record = store.get_allocation(conn, allocation_id)
+        if check and not caller.reads_all_tenants:
+            require_tenant(caller, record.tenant, f"allocation {allocation_id}")
+        return record
 
     def list(
-        self, tenant: str, state: str, node: str, page_size: int, page_token: str
+        self, caller: Caller, tenant: str, state: str, node: str, page_size: int, page_token: str
     ) -> tuple[list[AllocationRecord], str]:
+        scope = tenant_scope(caller)
+        if scope is not None:
+            require_tenant(caller, tenant or scope, "the listed tenant")
+            tenant = scope
         with self._engine.connect() as conn:
             return store.list_allocations(conn, tenant, state, node, page_size, page_token)
 
     def watch(
-        self, allocation_id: str, is_active: Callable[[], bool]
+        self, caller: Caller, allocation_id: str, is_active: Callable[[], bool]
     ) -> Iterator[tuple[AllocationRecord, AllocationEvent | None]]:
         """The allocation with its latest event, then one item per later event."""
         with self._notifier.watching(allocation_id):
             version = self._notifier.version(allocation_id)
-            record = self.get(allocation_id)
+            record = self.get(caller, allocation_id)
             yield record, (record.events[-1] if record.events else None)
             last_seq = record.event_count
             while record.state not in TERMINAL_STATES and is_active():

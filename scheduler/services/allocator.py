@@ -109,9 +109,10 @@ class Allocator:
         return self._submit(cmd.Allocate(spec), timeout)  # type: ignore[no-any-return]
 
     def release(
-        self, allocation_id: str, reason: str = "released by the holder"
+        self, allocation_id: str, reason: str, tenant: str | None = None
     ) -> AllocationRecord:
-        return self._submit(cmd.Release(allocation_id, reason))  # type: ignore[no-any-return]
+        """Release; with `tenant`, only if the allocation is that tenant's."""
+        return self._submit(cmd.Release(allocation_id, reason, tenant))  # type: ignore[no-any-return]
 
     def place_pending(self) -> int:
         """Run one pass over the pending queue now; returns how many were placed."""
@@ -135,8 +136,10 @@ class Allocator:
         command = cmd.Preempt(tuple(allocation_ids), preempted_for, grace_s, reason)
         return self._submit(command)  # type: ignore[no-any-return]
 
-    def revoke(self, allocation_id: str, checkpoint_uri: str, how: str) -> AllocationRecord:
-        return self._submit(cmd.Revoke(allocation_id, checkpoint_uri, how))  # type: ignore[no-any-return]
+    def revoke(
+        self, allocation_id: str, checkpoint_uri: str, how: str, by: str = ""
+    ) -> AllocationRecord:
+        return self._submit(cmd.Revoke(allocation_id, checkpoint_uri, how, by))  # type: ignore[no-any-return]
 
     def place_pending_if_leader(self) -> None:
         """After a fleet change: the leader runs the queue before answering,

@@ -23,6 +23,9 @@ class Allocate(Command):
 class Release(Command):
     allocation_id: str
     reason: str
+    # A service caller may release only its tenant's work: checked against the
+    # locked row inside the batch, so it costs no extra round trip.
+    tenant: str | None = None
 
 
 @dataclass
@@ -57,3 +60,4 @@ class Revoke(Command):
     allocation_id: str
     checkpoint_uri: str
     how: str  # "acknowledged" | "deadline"
+    by: str = ""  # who acknowledged, for the history

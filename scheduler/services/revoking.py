@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from scheduler.domain.errors import FailedPrecondition, NotFound
+from scheduler.domain.errors import FailedPrecondition, NotFound, PermissionDenied
 from scheduler.services.batch import ACTIVE_STATES, TERMINAL_STATES, Batch
 from scheduler.services.commands import Preempt, Release, Requeue, Revoke
 from scheduler.store import allocations as store
@@ -39,6 +39,12 @@ def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
         row = rows.get(command.allocation_id)
         if row is None:
             batch.results[id(command)] = _not_found(command.allocation_id)
+            continue
+        if command.tenant is not None and row["tenant"] != command.tenant:
+            batch.results[id(command)] = PermissionDenied(
+                f"allocation {row['id']} belongs to tenant {row['tenant']!r}, not "
+                f"{command.tenant!r}: a token for tenant {row['tenant']!r} or an admin may release it"
+            )
             continue
         if row["state"] not in TERMINAL_STATES:
             if row["state"] in ACTIVE_STATES:
@@ -184,7 +190,8 @@ def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
         if command.checkpoint_uri:
             columns["last_checkpoint_at"] = batch.now
         where = f"; resumes from {checkpoint}" if checkpoint else "; no checkpoint: restarts"
-        columns["message"] = f"revoked ({command.how}){where}"
+        how = f"{command.how} by {command.by}" if command.by else command.how
+        columns["message"] = f"revoked ({how}){where}"
         row.update(columns)
         batch.event(row, "pending", "REVOKED", columns["message"])
         updates.append({"b_id": row["id"], **columns, "event_count": row["event_count"]})

@@ -222,12 +222,67 @@ class TenantRow(Base):
     __table_args__ = (
         CheckConstraint("quota_units >= 0", name="quota_not_negative"),
         CheckConstraint("weight > 0", name="weight_positive"),
+        CheckConstraint(
+            "quota_units <> 'NaN'::float8 AND quota_units < 'Infinity'::float8",
+            name="quota_finite",
+        ),
+        CheckConstraint(
+            "weight <> 'NaN'::float8 AND weight < 'Infinity'::float8", name="weight_finite"
+        ),
     )
 
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     quota_units: Mapped[float] = mapped_column(Float, default=0.0)
     weight: Mapped[float] = mapped_column(Float, default=1.0)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    priority_classes: Mapped[list[str] | None] = mapped_column(ARRAY(String(64)))
+    """Priority classes the tenant's service tokens may ask for; NULL: every class
+    but critical (scheduler.domain.priorities.default_granted_classes)."""
+
+
+class ApiTokenRow(Base):
+    """A bearer token. Only the SHA-256 of its secret is stored: the secret is
+    256 random bits, so a fast hash is enough (nothing to brute-force)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (
+        CheckConstraint("role IN ('service', 'viewer', 'admin')", name="role"),
+        CheckConstraint("role <> 'service' OR tenant <> ''", name="service_has_tenant"),
+        CheckConstraint("length(secret_sha256) = 64", name="hash_length"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    tenant: Mapped[str] = mapped_column(String(128), default="")
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(256))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AuditEventRow(Base):
+    """One state-changing call: who (actor, role, tenant, node), what (method),
+    on what (target), from where (peer), when, and how it ended (status code)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_at", "at"),
+        Index("ix_audit_events_actor_at", "actor", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    tenant: Mapped[str] = mapped_column(String(128))
+    node: Mapped[str] = mapped_column(String(253))
+    method: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str] = mapped_column(String(256))
+    peer: Mapped[str] = mapped_column(String(128))
+    code: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(512))
 
 
 class GpuClaimRow(Base):

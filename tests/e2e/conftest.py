@@ -16,14 +16,25 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.app import SchedulerApp, SchedulerSettings
+from scheduler.app import SchedulerApp
 from tests.integration.conftest import MIXED_FLEET, Client
+from tests.pki import scheduler_settings, session_pki
 
 # Short periods so failures show within seconds (production: 2 s / 10 s / 30 s),
 # with a timeout of ten heartbeats so a busy CI machine does not look like a dead node.
 HEARTBEAT_S = 0.3
 TIMEOUT_S = 3.0
 GRACE_S = 1.0
+# The worker templates of the tests: scripts under tests/e2e/workers (and
+# tests/gpu), run by the python3 first on the agent's PATH (this interpreter's).
+WORKER_TEMPLATES = Path(__file__).parent / "workers" / "templates.yaml"
+
+
+def agent_env() -> dict[str, str]:
+    """The agent's environment: this interpreter's directory first on PATH,
+    so a template's fixed `python3` is the one that has the test's packages."""
+    here = str(Path(sys.executable).parent)
+    return {**os.environ, "PATH": os.pathsep.join([here, os.environ.get("PATH", "")])}
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
@@ -50,15 +61,20 @@ class Cluster:
     agents: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     fleet: Path = MIXED_FLEET
     rendezvous_ports: tuple[int, int] = (29500, 29999)
+    agent_address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
+    worker_templates: Path = WORKER_TEMPLATES
 
     def start_scheduler(self) -> SchedulerApp:
-        settings = SchedulerSettings(
-            database_url=self.database_url,
+        settings = scheduler_settings(
+            self.database_url,
             listen=self.address,
+            agent_listen=self.agent_address,
+            run_loops=True,
             heartbeat_interval_s=HEARTBEAT_S,
             heartbeat_timeout_s=TIMEOUT_S,
             failover_grace_s=GRACE_S,
             rendezvous_ports=self.rendezvous_ports,
+            worker_templates_file=self.worker_templates,
         )
         self.app = SchedulerApp(settings)
         self.app.start()
@@ -72,13 +88,17 @@ class Cluster:
     def start_agent(self, node: str) -> None:
         command = [
             sys.executable, "-m", "scheduler.cli.main", "agent", "run",
-            "--scheduler", self.address,
+            "--scheduler", self.agent_address,
+            *session_pki().agent_args(node),
             "--simulate", str(self.fleet),
             "--node", node,
             "--state-dir", str(self.state_dir),
+            "--worker-templates", str(self.worker_templates),
         ]  # fmt: skip
         log = (self.state_dir / f"{node}.log").open("ab")
-        self.agents[node] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.agents[node] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=agent_env()
+        )
 
     def kill_agent(self, node: str) -> None:
         process = self.agents.pop(node)
@@ -116,6 +136,7 @@ def cluster(clean_database: str, tmp_path: Path) -> Iterator[Cluster]:
 
 @pytest.fixture
 def client(cluster: Cluster) -> Iterator[Client]:
-    c = Client(cluster.address)
+    assert cluster.app is not None
+    c = Client.admin(cluster.app)
     yield c
     c.close()

@@ -104,23 +104,32 @@ def through_gpupool(work: Path) -> None:
 
     from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
     from scheduler.app import SchedulerApp, SchedulerSettings
+    from scheduler.security.bootstrap import issue_agent_credentials
+    from scheduler.security.client_config import ClientConfig
+    from tests.e2e.conftest import WORKER_TEMPLATES, agent_env
     from tests.integration.conftest import Client
 
     settings = SchedulerSettings(
         database_url=os.environ.get("GPUPOOL_TEST_DATABASE_URL"),
         data_dir=work / "scheduler",
         listen=f"127.0.0.1:{free_port()}",
+        agent_listen=f"127.0.0.1:{free_port()}",
         heartbeat_interval_s=0.5,
+        worker_templates_file=WORKER_TEMPLATES,
     )
     app = SchedulerApp(settings)
-    app.start()
+    app.start()  # secure by default: a local CA in data_dir, an admin config beside it
+    assert app.admin_config is not None
+    ca, cert, key = issue_agent_credentials(settings.data_dir, "gpu-check")
     agent_log = (work / "agent.log").open("ab")
     agent = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli.main", "agent", "run", "--scheduler", app.address,
-         "--node-name", "gpu-check", "--state-dir", str(work / "agent")],
-        stdout=agent_log, stderr=subprocess.STDOUT, cwd=ROOT,
+        [sys.executable, "-m", "scheduler.cli.main", "agent", "run", "--scheduler", app.agent_address,
+         "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key),
+         "--node-name", "gpu-check", "--state-dir", str(work / "agent"),
+         "--worker-templates", str(WORKER_TEMPLATES)],
+        stdout=agent_log, stderr=subprocess.STDOUT, cwd=ROOT, env=agent_env(),
     )  # fmt: skip
-    client = Client(app.address)
+    client = Client(app.address, ClientConfig.read(app.admin_config).credentials())
     try:
         wait(lambda: "gpu-check" in app.agents.connected_nodes(), 60, "the agent to connect")
         gpu = client.admin.ListGpus(admin_pb2.ListGpusRequest(node="gpu-check")).gpus[0]
@@ -128,8 +137,7 @@ def through_gpupool(work: Path) -> None:
 
         def allocate(request_id: str, script: Path, args: str, **resources: object) -> str:
             worker = types_pb2.WorkerSpec(
-                template="python",
-                args={"script": str(script), "python": sys.executable, "script_args": args},
+                template="python", args={"script": str(script), "script_args": args}
             )
             request = scheduler_pb2.AllocateRequest(
                 tenant="gpu-check", request_id=request_id, worker=worker,

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 
 from gpupool.v1 import admin_pb2_grpc, agents_pb2_grpc, scheduler_pb2_grpc
-from scheduler.app import SchedulerApp, SchedulerSettings
+from scheduler.app import SchedulerApp
+from scheduler.domain.callers import Role
 from scheduler.domain.clock import ManualClock
 from scheduler.fleetfile import SimulatedNode, load_fleet
+from scheduler.security.channels import ClientCredentials, open_channel
 from scheduler.simfleet import register_request
+from tests.pki import TestPki, scheduler_settings, session_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 MIXED_FLEET = ROOT / "deploy" / "fleets" / "mixed.yaml"
@@ -21,9 +23,9 @@ MIXED_FLEET = ROOT / "deploy" / "fleets" / "mixed.yaml"
 class Client:
     """Stubs of all three services over one real channel."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: ClientCredentials) -> None:
         self.address = address
-        self.channel = grpc.insecure_channel(address)
+        self.channel = open_channel(address, credentials)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
         self.agents = agents_pb2_grpc.AgentsStub(self.channel)
@@ -31,10 +33,29 @@ class Client:
     def close(self) -> None:
         self.channel.close()
 
+    @classmethod
+    def admin(cls, app: SchedulerApp) -> Client:
+        """An admin (bearer token) on the app's API port."""
+        return cls(app.address, session_pki().token(app, Role.ADMIN, name="test-admin"))
+
+    @classmethod
+    def agent(cls, app: SchedulerApp, node: str) -> Client:
+        """Node's agent (client certificate) on the app's agent port."""
+        return cls(app.agent_address, session_pki().agent(node))
+
+    @classmethod
+    def with_token(cls, app: SchedulerApp, role: Role, tenant: str = "") -> Client:
+        return cls(app.address, session_pki().token(app, role, tenant))
+
 
 def register_fleet(client: Client, nodes: list[SimulatedNode]) -> None:
     for node in nodes:
         client.agents.RegisterNode(register_request(node))
+
+
+@pytest.fixture
+def pki() -> TestPki:
+    return session_pki()
 
 
 @pytest.fixture
@@ -48,10 +69,7 @@ def start_app(clean_database: str, clock: ManualClock) -> Iterator[Callable[[], 
     apps: list[SchedulerApp] = []
 
     def start() -> SchedulerApp:
-        settings = SchedulerSettings(
-            database_url=clean_database, listen="127.0.0.1:0", run_loops=False
-        )
-        app = SchedulerApp(settings, clock=clock)
+        app = SchedulerApp(scheduler_settings(clean_database), clock=clock)
         app.start()
         apps.append(app)
         return app
@@ -68,7 +86,7 @@ def app(start_app: Callable[[], SchedulerApp]) -> SchedulerApp:
 
 @pytest.fixture
 def client(app: SchedulerApp) -> Iterator[Client]:
-    c = Client(app.address)
+    c = Client.admin(app)
     yield c
     c.close()
 

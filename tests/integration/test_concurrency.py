@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from gpupool.v1 import scheduler_pb2, types_pb2
-from scheduler.app import channel_ready
+from scheduler.domain.callers import Role
 from scheduler.fleetfile import SimulatedNode, load_fleet
+from scheduler.security.channels import channel_ready
 from tests.integration.conftest import MIXED_FLEET, Client, register_fleet
+from tests.pki import session_pki
 
 PLACED = types_pb2.ALLOCATION_STATE_PLACED
 PENDING = types_pb2.ALLOCATION_STATE_PENDING
@@ -124,14 +126,25 @@ def two_schedulers(clean_database: str) -> Iterator[list[Client]]:
             address = f"127.0.0.1:{_free_port()}"
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "scheduler.cli.main", "serve", "--listen", address],
+                    [
+                        sys.executable,
+                        "-m",
+                        "scheduler.cli.main",
+                        "serve",
+                        "--listen",
+                        address,
+                        "--agent-listen",
+                        "",
+                        *session_pki().server_args(),
+                    ],  # fmt: skip
                     env=env,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
             )
-            assert channel_ready(address, timeout=60), "scheduler process did not come up"
-            clients.append(Client(address))
+            credentials = session_pki().token_in(clean_database, Role.ADMIN)
+            assert channel_ready(address, credentials, 60), "scheduler process did not come up"
+            clients.append(Client(address, credentials))
         yield clients
     finally:
         for client in clients:

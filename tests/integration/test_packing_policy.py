@@ -7,23 +7,21 @@ from collections.abc import Iterator
 import pytest
 
 from gpupool.v1 import types_pb2
-from scheduler.app import SchedulerApp, SchedulerSettings
+from scheduler.app import SchedulerApp
 from scheduler.domain.clock import ManualClock
 from scheduler.fleetfile import SimulatedNode
 from tests.integration.conftest import Client, register_fleet
 from tests.integration.test_allocate import PLACED, allocate
+from tests.pki import scheduler_settings
 
 
 @pytest.fixture
 def fgd_client(
     clean_database: str, clock: ManualClock, mixed_fleet: list[SimulatedNode]
 ) -> Iterator[Client]:
-    settings = SchedulerSettings(
-        database_url=clean_database, listen="127.0.0.1:0", run_loops=False, packing_policy="fgd"
-    )
-    app = SchedulerApp(settings, clock=clock)
+    app = SchedulerApp(scheduler_settings(clean_database, packing_policy="fgd"), clock=clock)
     app.start()
-    client = Client(app.address)
+    client = Client.admin(app)
     register_fleet(client, mixed_fleet)
     yield client
     client.close()

@@ -16,6 +16,7 @@ from agent.runner import Agent, AgentSettings
 from gpupool.v1 import agents_pb2, types_pb2
 from scheduler.domain.residency import ResidentModel
 from scheduler.fleetfile import gpu_uuid, parse_fleet
+from scheduler.security.channels import ClientCredentials
 
 FLEET = {
     "nodes": [
@@ -33,7 +34,12 @@ FLEET = {
 
 def agent(tmp_path: Path) -> Agent:
     (node,) = parse_fleet(FLEET)
-    settings = AgentSettings(scheduler="unused:0", node_name="n", state_dir=tmp_path)
+    settings = AgentSettings(
+        scheduler="unused:0",
+        node_name="n",
+        credentials=ClientCredentials(insecure=True),
+        state_dir=tmp_path,
+    )
     return Agent(settings, SimulatedNvml(node))
 
 

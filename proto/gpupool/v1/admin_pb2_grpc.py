@@ -126,6 +126,31 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsChunk.FromString,
                 _registered_method=True)
+        self.SetTenantPriorityClasses = channel.unary_unary(
+                '/gpupool.v1.Admin/SetTenantPriorityClasses',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.SetTenantPriorityClassesRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.SetTenantPriorityClassesResponse.FromString,
+                _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/gpupool.v1.Admin/CreateToken',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/gpupool.v1.Admin/ListTokens',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/gpupool.v1.Admin/RevokeToken',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+                _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/gpupool.v1.Admin/ListAuditEvents',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -253,6 +278,40 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetTenantPriorityClasses(self, request, context):
+        """Which priority classes a tenant's service tokens may ask for (default:
+        every class but critical). An empty list with reset = true restores it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateToken(self, request, context):
+        """Bearer tokens: the secret is returned once, at creation; only its hash is kept.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditEvents(self, request, context):
+        """Who changed what, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -345,6 +404,31 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.WorkerLogs,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.WorkerLogsChunk.SerializeToString,
+            ),
+            'SetTenantPriorityClasses': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTenantPriorityClasses,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.SetTenantPriorityClassesRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.SetTenantPriorityClassesResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.CreateTokenRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListTokensRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.RevokeTokenResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -834,6 +918,141 @@ class Admin:
             '/gpupool.v1.Admin/WorkerLogs',
             gpupool_dot_v1_dot_admin__pb2.WorkerLogsRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.WorkerLogsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTenantPriorityClasses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/SetTenantPriorityClasses',
+            gpupool_dot_v1_dot_admin__pb2.SetTenantPriorityClassesRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.SetTenantPriorityClassesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/CreateToken',
+            gpupool_dot_v1_dot_admin__pb2.CreateTokenRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/ListTokens',
+            gpupool_dot_v1_dot_admin__pb2.ListTokensRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/RevokeToken',
+            gpupool_dot_v1_dot_admin__pb2.RevokeTokenRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.RevokeTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/ListAuditEvents',
+            gpupool_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

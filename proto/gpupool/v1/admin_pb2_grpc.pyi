@@ -69,6 +69,16 @@ class AdminStub:
     """Where each model is warm, and what a cold start would cost elsewhere."""
     WorkerLogs: _grpc.UnaryStreamMultiCallable[_admin_pb2.WorkerLogsRequest, _admin_pb2.WorkerLogsChunk]
     """A worker's log, relayed from its node agent; with follow, until cancelled."""
+    SetTenantPriorityClasses: _grpc.UnaryUnaryMultiCallable[_admin_pb2.SetTenantPriorityClassesRequest, _admin_pb2.SetTenantPriorityClassesResponse]
+    """Which priority classes a tenant's service tokens may ask for (default:
+    every class but critical). An empty list with reset = true restores it.
+    """
+    CreateToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.CreateTokenRequest, _admin_pb2.CreateTokenResponse]
+    """Bearer tokens: the secret is returned once, at creation; only its hash is kept."""
+    ListTokens: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListTokensRequest, _admin_pb2.ListTokensResponse]
+    RevokeToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]
+    ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]
+    """Who changed what, newest first."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -110,6 +120,16 @@ class AdminAsyncStub(AdminStub):
     """Where each model is warm, and what a cold start would cost elsewhere."""
     WorkerLogs: _aio.UnaryStreamMultiCallable[_admin_pb2.WorkerLogsRequest, _admin_pb2.WorkerLogsChunk]  # type: ignore[assignment]
     """A worker's log, relayed from its node agent; with follow, until cancelled."""
+    SetTenantPriorityClasses: _aio.UnaryUnaryMultiCallable[_admin_pb2.SetTenantPriorityClassesRequest, _admin_pb2.SetTenantPriorityClassesResponse]  # type: ignore[assignment]
+    """Which priority classes a tenant's service tokens may ask for (default:
+    every class but critical). An empty list with reset = true restores it.
+    """
+    CreateToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.CreateTokenRequest, _admin_pb2.CreateTokenResponse]  # type: ignore[assignment]
+    """Bearer tokens: the secret is returned once, at creation; only its hash is kept."""
+    ListTokens: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListTokensRequest, _admin_pb2.ListTokensResponse]  # type: ignore[assignment]
+    RevokeToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]  # type: ignore[assignment]
+    ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
+    """Who changed what, newest first."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -256,5 +276,45 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_admin_pb2.WorkerLogsChunk], _abc.AsyncIterator[_admin_pb2.WorkerLogsChunk]]:
         """A worker's log, relayed from its node agent; with follow, until cancelled."""
+
+    @_abc_1.abstractmethod
+    def SetTenantPriorityClasses(
+        self,
+        request: _admin_pb2.SetTenantPriorityClassesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.SetTenantPriorityClassesResponse, _abc.Awaitable[_admin_pb2.SetTenantPriorityClassesResponse]]:
+        """Which priority classes a tenant's service tokens may ask for (default:
+        every class but critical). An empty list with reset = true restores it.
+        """
+
+    @_abc_1.abstractmethod
+    def CreateToken(
+        self,
+        request: _admin_pb2.CreateTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.CreateTokenResponse, _abc.Awaitable[_admin_pb2.CreateTokenResponse]]:
+        """Bearer tokens: the secret is returned once, at creation; only its hash is kept."""
+
+    @_abc_1.abstractmethod
+    def ListTokens(
+        self,
+        request: _admin_pb2.ListTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListTokensResponse, _abc.Awaitable[_admin_pb2.ListTokensResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeToken(
+        self,
+        request: _admin_pb2.RevokeTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.RevokeTokenResponse, _abc.Awaitable[_admin_pb2.RevokeTokenResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAuditEvents(
+        self,
+        request: _admin_pb2.ListAuditEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_pb2.ListAuditEventsResponse]]:
+        """Who changed what, newest first."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,255 @@
+"""The one server interceptor: who is calling, may they, is the request
+well-formed, and what status does the answer carry.
+
+For every call: authenticate (client certificate on the agent port, bearer
+token on the API port, or the anonymous admin of an --insecure server),
+check the role against api/access.RULES, validate the request message at
+the edge, run the servicer with the Caller in a context variable, map
+domain errors to status codes, and record state-changing calls in the
+audit log. Anything unexpected is logged with a request id and answered
+INTERNAL with only that id: no traceback, SQL or address reaches a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from scheduler.api.access import AUDITED, PUBLIC_PREFIXES, RULES, roles_needed, short_name
+from scheduler.api.errors import STATUS_CODES
+from scheduler.domain import errors
+from scheduler.domain.callers import Caller, Role
+from scheduler.security.pki import parse_identity
+from scheduler.services.audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+_current: ContextVar[Caller] = ContextVar("gpupool_caller")
+
+Authenticate = Callable[[str, str], Caller]  # (bearer token, peer) -> Caller
+Validate = Callable[[Message], None]
+_TARGET_FIELDS = ("allocation_id", "name", "node", "id", "tenant")
+
+
+def current_caller() -> Caller:
+    """The caller of the RPC this thread serves (set by the interceptor)."""
+    return _current.get()
+
+
+def _target(request: Any, response: Any) -> str:
+    allocation = getattr(response, "allocation", None)
+    if allocation is not None and getattr(allocation, "id", ""):
+        return str(allocation.id)
+    for name in _TARGET_FIELDS:
+        value = getattr(request, name, None)
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(
+        self,
+        authenticate_token: Authenticate,
+        audit: AuditLog | None,
+        validate: Validate,
+        insecure: bool = False,
+    ) -> None:
+        self._authenticate_token = authenticate_token
+        self._audit = audit
+        self._validate = validate
+        self._insecure = insecure
+
+    # -- who is calling --------------------------------------------------------
+
+    def _caller(self, method: str, context: grpc.ServicerContext) -> Caller:
+        peer = context.peer()
+        if self._insecure:
+            return Caller(name="anonymous", role=Role.ADMIN, credential="insecure", peer=peer)
+        sans = context.auth_context().get("x509_subject_alternative_name", [])
+        if sans:
+            return self._certificate_caller(sans, peer)
+        token = ""
+        for key, value in context.invocation_metadata():
+            if key == "authorization" and isinstance(value, str):
+                scheme, _, token = value.partition(" ")
+                if scheme.lower() != "bearer":
+                    raise errors.Unauthenticated(
+                        "the authorization header must be 'Bearer <token>'"
+                    )
+        if not token:
+            raise errors.Unauthenticated(
+                f"{short_name(method)} needs credentials: a bearer token "
+                "(gpupool token create) or a client certificate on the agent port"
+            )
+        return self._authenticate_token(token.strip(), peer)
+
+    @staticmethod
+    def _certificate_caller(sans: list[bytes], peer: str) -> Caller:
+        for raw in sans:
+            identity = parse_identity(raw.decode(errors="replace"))
+            if identity is None:
+                continue
+            if identity.kind == "node":
+                return Caller(
+                    name=identity.name,
+                    role=Role.AGENT,
+                    node=identity.name,
+                    credential="certificate",
+                    peer=peer,
+                )
+            return Caller(name=identity.name, role=Role.ADMIN, credential="certificate", peer=peer)
+        raise errors.Unauthenticated(
+            "the client certificate names no gpupool identity "
+            "(a URI SAN spiffe://gpupool/node/<node> or spiffe://gpupool/admin/<name>)"
+        )
+
+    def _authorise(self, method: str, context: grpc.ServicerContext) -> Caller:
+        caller = self._caller(method, context)
+        roles = RULES.get(method)
+        if roles is None:
+            raise errors.PermissionDenied(f"{short_name(method)} is not open to any caller")
+        if caller.role not in roles:
+            raise errors.PermissionDenied(
+                f"{short_name(method)} needs role {roles_needed(roles)}; "
+                f"the caller is {caller.describe()}"
+            )
+        return caller
+
+    # -- answers ---------------------------------------------------------------
+
+    @staticmethod
+    def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+        if isinstance(exc, errors.GpupoolError):
+            return STATUS_CODES.get(type(exc), grpc.StatusCode.INTERNAL), exc.message
+        if isinstance(exc, TimeoutError):
+            return grpc.StatusCode.UNAVAILABLE, "the scheduler is overloaded; retry"
+        if isinstance(exc, OperationalError) or (
+            isinstance(exc, DBAPIError) and exc.connection_invalidated
+        ):
+            log.warning("database unavailable: %s", exc.__class__.__name__)
+            return grpc.StatusCode.UNAVAILABLE, "the scheduler's database is unavailable; retry"
+        request_id = uuid.uuid4().hex[:12]
+        log.error("request %s failed", request_id, exc_info=exc)
+        return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
+
+    def _finish(
+        self,
+        method: str,
+        caller: Caller | None,
+        context: grpc.ServicerContext,
+        request: Any,
+        response: Any,
+        exc: BaseException | None,
+    ) -> None:
+        """Audit the call, then turn an exception into the call's status."""
+        code, message = (grpc.StatusCode.OK, "") if exc is None else self._status(exc)
+        if self._audit is not None and method in AUDITED:
+            who = caller or Caller(name="unauthenticated", role=Role.VIEWER, peer=context.peer())
+            self._audit.record(
+                who, short_name(method), _target(request, response), code.name, message
+            )
+        if exc is not None:
+            context.abort(code, message)
+
+    # -- the wrapping ----------------------------------------------------------
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(PUBLIC_PREFIXES):
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._server_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._bidi(method, handler.stream_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        raise TypeError(f"{method}: client-streaming RPCs are not wrapped")
+
+    def _unary(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+            caller: Caller | None = None
+            response = None
+            try:
+                caller = self._authorise(method, context)
+                self._validate(request)
+                _current.set(caller)
+                response = inner(request, context)
+            except Exception as exc:
+                if _aborted(context):
+                    raise
+                self._finish(method, caller, context, request, None, exc)
+            self._finish(method, caller, context, request, response, None)
+            return response
+
+        return unary
+
+    def _server_stream(
+        self, method: str, inner: Callable[[Any, Any], Iterator[Any]]
+    ) -> Callable[[Any, Any], Iterator[Any]]:
+        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            caller: Caller | None = None
+            try:
+                caller = self._authorise(method, context)
+                self._validate(request)
+                _current.set(caller)
+                yield from inner(request, context)
+            except Exception as exc:
+                if _aborted(context):
+                    raise
+                self._finish(method, caller, context, request, None, exc)
+            self._finish(method, caller, context, request, None, None)
+
+        return stream
+
+    def _bidi(
+        self, method: str, inner: Callable[[Iterator[Any], Any], Iterator[Any]]
+    ) -> Callable[[Iterator[Any], Any], Iterator[Any]]:
+        def bidi(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            caller: Caller | None = None
+            try:
+                caller = self._authorise(method, context)
+                _current.set(caller)
+                yield from inner(self._validated(requests), context)
+            except Exception as exc:
+                if _aborted(context):
+                    raise
+                self._finish(method, caller, context, None, None, exc)
+            self._finish(method, caller, context, None, None, None)
+
+        return bidi
+
+    def _validated(self, requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            self._validate(request)
+            yield request
+
+
+def _aborted(context: grpc.ServicerContext) -> bool:
+    """The servicer aborted the call itself: its status stands."""
+    code = context.code()  # type: ignore[attr-defined]
+    return code is not None and code != grpc.StatusCode.OK

@@ -1,0 +1,127 @@
+"""The one place gRPC transports are made: client channels for the CLI,
+agents, benchmarks and tests, and the scheduler's listening ports.
+
+A scheduler listens on two ports of one server:
+- the API port: TLS; callers present a bearer token;
+- the agent port: mutual TLS; agents (and admins) present a client
+  certificate from the cluster CA, whose URI SAN names who they are.
+(gRPC Python can only require a client certificate or not ask for one, so
+token callers and certificate callers need a port each.)
+
+Plaintext exists only behind an explicit --insecure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from scheduler.security.pki import KeyPair
+
+log = logging.getLogger(__name__)
+
+# Clients accept answers larger than gRPC's 4 MiB default (a page of 1,000
+# allocations, the nodes of a big fleet); servers keep the default for requests.
+MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+MESSAGE_OPTIONS = (("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),)
+
+
+@dataclass(frozen=True)
+class ClientCredentials:
+    """What a client presents: the CA it trusts, and a token or a certificate."""
+
+    ca_pem: bytes | None = None
+    token: str = ""
+    certificate: KeyPair | None = None
+    insecure: bool = False
+    # Check the server's certificate against this name instead of the target's
+    # host (a replica dialled by IP whose certificate names its DNS name).
+    server_name: str = ""
+
+    def describe(self) -> str:
+        if self.insecure:
+            return "plaintext (--insecure)"
+        return "TLS with a client certificate" if self.certificate else "TLS with a token"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """The scheduler's serving key pair and the CA its client certificates come from."""
+
+    serving: KeyPair
+    client_ca_pem: bytes
+
+
+def open_channel(
+    target: str, credentials: ClientCredentials, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.Channel:
+    all_options = [*MESSAGE_OPTIONS, *options]
+    if credentials.insecure:
+        return grpc.insecure_channel(target, options=all_options)
+    return grpc.secure_channel(target, _channel_credentials(credentials, all_options), all_options)
+
+
+def open_aio_channel(
+    target: str, credentials: ClientCredentials, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    all_options = [*MESSAGE_OPTIONS, *options]
+    if credentials.insecure:
+        return grpc.aio.insecure_channel(target, options=all_options)
+    creds = _channel_credentials(credentials, all_options)
+    return grpc.aio.secure_channel(target, creds, all_options)
+
+
+def _channel_credentials(
+    credentials: ClientCredentials, options: list[tuple[str, Any]]
+) -> grpc.ChannelCredentials:
+    if credentials.ca_pem is None:
+        raise ValueError("a TLS channel needs the CA certificate that signed the scheduler's")
+    pair = credentials.certificate
+    transport = grpc.ssl_channel_credentials(
+        root_certificates=credentials.ca_pem,
+        private_key=pair.key_pem if pair else None,
+        certificate_chain=pair.cert_pem if pair else None,
+    )
+    if credentials.server_name:
+        options.append(("grpc.ssl_target_name_override", credentials.server_name))
+    if not credentials.token:
+        return transport
+    # Sent as `authorization: Bearer <token>` on every call, by gRPC core.
+    call = grpc.access_token_call_credentials(credentials.token)
+    return grpc.composite_channel_credentials(transport, call)
+
+
+def add_ports(
+    server: grpc.Server, api_address: str, agent_address: str, tls: ServerTls | None
+) -> tuple[int, int]:
+    """Bind the API and agent ports (plaintext when tls is None); returns them.
+    An empty agent_address serves agents on no port of their own."""
+    if tls is None:
+        api_port = server.add_insecure_port(api_address)
+        agent_port = server.add_insecure_port(agent_address) if agent_address else 0
+    else:
+        pairs = [(tls.serving.key_pem, tls.serving.cert_pem)]
+        api = grpc.ssl_server_credentials(pairs)
+        mutual = grpc.ssl_server_credentials(
+            pairs, root_certificates=tls.client_ca_pem, require_client_auth=True
+        )
+        api_port = server.add_secure_port(api_address, api)
+        agent_port = server.add_secure_port(agent_address, mutual) if agent_address else 0
+    if api_port == 0 or (agent_address and agent_port == 0):
+        raise OSError(f"cannot listen on {api_address} / {agent_address}")
+    return api_port, agent_port
+
+
+def channel_ready(target: str, credentials: ClientCredentials, timeout: float = 10.0) -> bool:
+    channel = open_channel(target, credentials)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+    finally:
+        channel.close()
