@@ -70,10 +70,7 @@ def _worker(tmp_path: Path, steps: int, step_seconds: float = 0.0) -> S.WorkerSp
         f"--steps {steps} --step-seconds {step_seconds} "
         f"--out {tmp_path / 'out'} --checkpoint-dir {tmp_path / 'checkpoints'}"
     )
-    return S.WorkerSpec(
-        template="python",
-        args={"script": str(SCRIPT), "python": sys.executable, "script_args": script_args},
-    )
+    return S.WorkerSpec(template="python", args={"script": str(SCRIPT), "script_args": script_args})
 
 
 def _allocate(
@@ -266,10 +263,7 @@ def test_restarts_used_up_fail_the_allocation_per_its_policy(
     workers_cluster: Cluster, client: Client, tmp_path: Path
 ) -> None:
     _start(workers_cluster, ["b200"])
-    broken = S.WorkerSpec(
-        template="python",
-        args={"script": str(tmp_path / "missing.py"), "python": sys.executable},
-    )
+    broken = S.WorkerSpec(template="python", args={"script": str(WORKERS / "missing.py")})
     allocation = _allocate(
         client,
         "broken",
@@ -289,16 +283,20 @@ def test_restarts_used_up_fail_the_allocation_per_its_policy(
 
 
 def test_bad_worker_specs_are_invalid_argument(workers_cluster: Cluster, client: Client) -> None:
-    cases = {
-        "nope": ({}, "unknown worker template 'nope'"),
-        "vllm": ({"modle": "x"}, "takes no argument 'modle'"),
-        "python": ({}, "needs 'script'"),
-    }
-    for template, (args, message) in cases.items():
+    exploit = {"python": "/bin/sh", "script": "-c", "script_args": "'id > pwned.txt'"}
+    cases = [
+        ("nope", {}, "unknown worker template 'nope'"),
+        ("python", {"scrpit": str(SCRIPT)}, "takes no argument 'scrpit'"),
+        ("python", {}, "needs 'script'"),
+        ("python", exploit, "takes no argument 'python'"),
+        ("python", {"script": "/bin/sh"}, "outside the template's roots"),
+        ("python", {"script": str(SCRIPT), "script_args": "-c x"}, "uses flag '-c'"),
+    ]
+    for i, (template, args, message) in enumerate(cases):
         with pytest.raises(grpc.RpcError) as info:
             _allocate(
                 client,
-                f"bad-{template}",
+                f"bad-{i}",
                 S.WorkerSpec(template=template, args=args),
                 whole=S.WholeGpus(count=1),
             )
