@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import Engine
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RENDEZVOUS_PORTS = range(29500, 30000)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_ENV = 64
+MAX_REASON = 1024  # of a worker's exit reason, as kept and shown
 
 
 class WorkerService:
@@ -105,10 +107,14 @@ class WorkerService:
                 ranks = {b.get("rank", i): b for i, b in enumerate(row["bindings"])}
                 statuses = {int(w["rank"]): w for w in row["workers"]}
                 counted = {rank: int(w.get("restarts", 0)) for rank, w in statuses.items()}
-                for report in by_allocation[allocation_id]:
-                    binding = ranks.get(report.rank)
-                    if binding is None or binding["node"] != node:
-                        continue  # an agent speaks only for its own ranks
+                # An agent speaks only for its own ranks: what it says of any
+                # other rank is neither stored nor acted on.
+                mine = [
+                    replace(r, node=node, reason=r.reason[:MAX_REASON])
+                    for r in by_allocation[allocation_id]
+                    if r.rank in ranks and ranks[r.rank]["node"] == node
+                ]
+                for report in mine:
                     statuses[report.rank] = _status(report, now.isoformat())
                 columns: dict[str, Any] = {"workers": [statuses[r] for r in sorted(statuses)]}
                 states = [statuses.get(r, {}).get("state") for r in ranks]
@@ -118,7 +124,6 @@ class WorkerService:
                     )
                     columns.update(state="running", updated_at=now, event_count=row["event_count"])
                     changed.append(allocation_id)
-                mine = by_allocation[allocation_id]
                 dead = [r for r in mine if r.state == "failed"]
                 if dead:
                     failed.append((allocation_id, _failure(dead[0])))
