@@ -16,6 +16,7 @@ from scheduler.domain.catalogue import CATALOGUE, GpuModel
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.layout import ParallelLayout, layout_from_degrees
 from scheduler.domain.mig import MigInstance, render_slot_map
+from scheduler.domain.node_reports import GpuHealthReport, GpuSpecInput
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS
 from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDemand
 from scheduler.domain.residency import ResidentModel
@@ -26,10 +27,8 @@ from scheduler.services.agents import (
     LogRequest,
     WorkerReport,
 )
-from scheduler.services.health import GpuHealthReport
 from scheduler.services.models import ModelInfo
 from scheduler.services.worker_logs import LogChunk
-from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import (
     AllocationEvent,
     AllocationRecord,
@@ -396,7 +395,14 @@ def catalogue_response(models: list[GpuModel]) -> admin_pb2.GetCatalogueResponse
 def health_reports(reports: Iterable[agents_pb2.GpuHealthReport]) -> list[GpuHealthReport]:
     return [
         GpuHealthReport(
-            uuid=r.uuid, health=_GPU_HEALTH_NAMES.get(r.health, ""), reasons=tuple(r.reasons)
+            uuid=r.uuid,
+            health=_GPU_HEALTH_NAMES.get(r.health, ""),
+            reasons=tuple(r.reasons),
+            temperature_c=r.temperature_c,
+            power_mw=r.power_mw,
+            utilization_pct=r.utilization_pct,
+            memory_used_mib=r.memory_used_mib,
+            recent_xids=tuple(r.recent_xids),
         )
         for r in reports
     ]

@@ -23,13 +23,21 @@ from sqlalchemy import Engine
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import FailedPrecondition, GpupoolError, InvalidArgument, quoted
 from scheduler.domain.faults import check_fault_command
-from scheduler.domain.residency import ResidentModel
+from scheduler.domain.node_reports import (
+    GpuHealthReport,
+    GpuSpecInput,
+    validate_health,
+    validate_hello_extras,
+    validate_node_name,
+    validate_registration,
+    validate_residency_bounds,
+)
+from scheduler.domain.residency import ResidentModel, validate_residency
 from scheduler.services.fleet import FleetService
-from scheduler.services.health import GpuHealthReport, HealthService
+from scheduler.services.health import HealthService
 from scheduler.services.models import ModelService
 from scheduler.store import fleet as fleet_store
 from scheduler.store import liveness
-from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import AllocationRecord
 
 log = logging.getLogger(__name__)
@@ -102,6 +110,8 @@ class AgentSession:
     simulated: bool
     outbound: queue.Queue[OutboundMessage | None] = field(default_factory=queue.Queue)
     last_health: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
+    # Each GPU's memory as the hello registered it, to bound heartbeats' used figures.
+    gpu_memory_mib: dict[str, int] = field(default_factory=dict)
     closed: bool = False
 
     def push(self, message: OutboundMessage) -> None:
@@ -228,13 +238,23 @@ class AgentHub:
                 log.exception("pushing desired state to %s failed", sorted(nodes))
 
     def connect(self, hello: AgentHello) -> AgentSession:
-        """Register what the agent observes and queue the full desired state."""
+        """Register what the agent observes and queue the full desired state.
+
+        The whole hello is checked first: InvalidArgument, and nothing stored,
+        for any part of it that cannot be right.
+        """
+        gpus = validate_registration(hello.node, hello.hostname, hello.labels, hello.gpus)
+        memory = {g.uuid: g.memory_mib for g in gpus}
+        validate_health(hello.node, hello.health, memory)
+        validate_residency_bounds(hello.node, hello.residency)
+        validate_residency(hello.node, hello.residency, memory.keys())
+        validate_hello_extras(hello.node, hello.agent_version, hello.running_allocation_ids)
         self._fleet.register_node(hello.node, hello.hostname, hello.labels, hello.gpus)
         with self._engine.begin() as conn:
             info = {"version": hello.agent_version, "simulated": hello.simulated}
             liveness.set_agent_info(conn, hello.node, info)
         self._models.report_residency(hello.node, hello.residency)
-        session = AgentSession(hello.node, hello.simulated)
+        session = AgentSession(hello.node, hello.simulated, gpu_memory_mib=memory)
         with self._lock:
             previous = self._sessions.get(hello.node)
             self._sessions[hello.node] = session
@@ -264,11 +284,17 @@ class AgentHub:
         reports: list[GpuHealthReport],
         residency: Sequence[ResidentModel] | None = None,
     ) -> None:
-        """residency: None when the agent did not report it (unchanged since it last did)."""
+        """residency: None when the agent did not report it (unchanged since it last did).
+
+        Health that cannot be right is InvalidArgument, and the heartbeat
+        changes nothing; a bad residency report is logged and left out.
+        """
+        validate_health(session.node, reports, session.gpu_memory_mib)
         self._heartbeats.record(session.node, self._clock.now())
         self.report_health(session, reports)
         if residency is not None:
             try:
+                validate_residency_bounds(session.node, residency)
                 self._models.report_residency(session.node, residency)
             except GpupoolError as exc:  # a bad report must not end the agent's stream
                 log.warning("%s: residency report rejected: %s", session.node, exc)
@@ -281,7 +307,12 @@ class AgentHub:
     ) -> str:
         """Agents.Heartbeat for callers without a stream: batched like stream
         heartbeats; returns the node's state (ready, cordoned, draining) as of
-        at most a few seconds ago."""
+        at most a few seconds ago. InvalidArgument, changing nothing, for a
+        report that cannot be right."""
+        validate_node_name(node)
+        validate_health(node, reports)
+        if residency is not None:
+            validate_residency_bounds(node, residency)
         now = time.monotonic()
         cached = self._unary_nodes.get(node)
         if cached is None or now - cached[1] > NODE_STATE_CACHE_S:

@@ -3,22 +3,21 @@ cordoning and draining, and the read side of nodes and GPUs."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Engine
 
-from scheduler.domain.catalogue import resolve_model_name
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.node_reports import GpuSpecInput, validate_registration
 from scheduler.services.allocator import Allocator
 from scheduler.store import allocations as allocation_store
 from scheduler.store import fleet as store
 from scheduler.store import liveness
-from scheduler.store.fleet import GpuSpecInput
 from scheduler.store.records import GpuRecord, NodeRecord
 
-MAX_NODE_NAME = 253
-MAX_GPUS_PER_NODE = 72
+log = logging.getLogger(__name__)
 
 
 class FleetService:
@@ -29,14 +28,38 @@ class FleetService:
         self._replica_id = replica_id
 
     def register_node(
-        self, name: str, hostname: str, labels: dict[str, str], gpus: Sequence[GpuSpecInput]
+        self, name: str, hostname: str, labels: Mapping[str, str], gpus: Sequence[GpuSpecInput]
     ) -> NodeRecord:
-        resolved = validate_registration(name, gpus)
+        """Create or update the node to match the agent's report (level-triggered).
+
+        A GPU the node no longer reports (replaced at its index by a new UUID,
+        or gone) takes its allocations with it: they are requeued through the
+        allocator, as an unhealthy GPU's are, and then its row is deleted.
+        """
+        resolved = validate_registration(name, hostname, labels, gpus)
+        self._move_work_off_departed_gpus(name, resolved)
         with self._engine.begin() as conn:
-            store.register_node(conn, name, hostname, labels, resolved, self._clock.now())
+            store.register_node(conn, name, hostname, dict(labels), resolved, self._clock.now())
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
         self.fleet_changed([name])
         return self.get_node(name)
+
+    def _move_work_off_departed_gpus(self, name: str, gpus: Sequence[GpuSpecInput]) -> None:
+        """Mark GPUs missing from this report unhealthy and requeue their
+        allocations, before the registration deletes their rows (their claims
+        would block it)."""
+        with self._engine.begin() as conn:
+            departed = store.mark_departed_gpus(conn, name, gpus)
+            victims = liveness.active_allocations_on_gpus(conn, [g.gpu_id for g in departed])
+            if departed:
+                allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+        if not departed:
+            return
+        # The snapshot must know before the requeue, or the work lands right back.
+        self._allocator.refresh_nodes([name])
+        reasons = "; ".join(f"GPU {g.index} ({g.uuid}) {g.reason}" for g in departed)
+        log.info("%s: %s", name, reasons)
+        self._allocator.requeue(victims, f"{name}: {reasons}")
 
     def set_admin_state(self, name: str, admin_state: str) -> NodeRecord:
         with self._engine.begin() as conn:
@@ -87,41 +110,3 @@ class FleetService:
         and give the queue a chance."""
         self._allocator.refresh_nodes(nodes)
         self._allocator.request_pending_pass()
-
-
-def validate_registration(name: str, gpus: Sequence[GpuSpecInput]) -> list[GpuSpecInput]:
-    """Check what an agent reports; map NVML names to catalogue models."""
-    if not name or len(name) > MAX_NODE_NAME:
-        raise InvalidArgument(f"node name must be 1..{MAX_NODE_NAME} characters")
-    if len(gpus) > MAX_GPUS_PER_NODE:
-        raise InvalidArgument(
-            f"{len(gpus)} GPUs reported; a node holds at most {MAX_GPUS_PER_NODE}"
-        )
-    uuids = [g.uuid for g in gpus]
-    indexes = [g.index for g in gpus]
-    if len(set(uuids)) != len(uuids) or len(set(indexes)) != len(indexes):
-        raise InvalidArgument(f"node {name}: GPU UUIDs and indexes must be unique")
-    resolved = []
-    for gpu in gpus:
-        if not gpu.uuid:
-            raise InvalidArgument(f"node {name}: GPU {gpu.index} has no UUID")
-        model = resolve_model_name(gpu.model)
-        if model is None:
-            raise InvalidArgument(
-                f"node {name}: GPU {gpu.index} model {gpu.model!r} is not in the catalogue"
-            )
-        if gpu.mig_enabled and not model.mig_capable:
-            raise InvalidArgument(f"node {name}: {model.name} does not support MIG")
-        memory = gpu.memory_mib or model.memory_mib
-        resolved.append(
-            GpuSpecInput(
-                uuid=gpu.uuid,
-                index=gpu.index,
-                model=model.name,
-                memory_mib=memory,
-                mig_enabled=gpu.mig_enabled,
-                nvlink_peers=gpu.nvlink_peers,
-                pci_bus_id=gpu.pci_bus_id,
-            )
-        )
-    return resolved

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from scheduler.domain.node_reports import GpuHealthReport
 from scheduler.services.allocator import Allocator
 from scheduler.store import liveness
 
@@ -16,12 +16,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_STATES = ("healthy", "degraded", "unhealthy")
 
-
-@dataclass(frozen=True)
-class GpuHealthReport:
-    uuid: str
-    health: str  # healthy | degraded | unhealthy
-    reasons: tuple[str, ...] = ()
+__all__ = ["HEALTH_STATES", "GpuHealthReport", "HealthService"]
 
 
 class HealthService:

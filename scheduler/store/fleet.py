@@ -19,8 +19,9 @@ from sqlalchemy import (
     update,
 )
 
-from scheduler.domain.errors import FailedPrecondition, NotFound
+from scheduler.domain.errors import Aborted, FailedPrecondition, NotFound, quoted
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
+from scheduler.domain.node_reports import GpuSpecInput
 from scheduler.store.models import (
     ACTIVE_ALLOCATION_STATES,
     AllocationRow,
@@ -35,17 +36,6 @@ nodes_t = cast(Table, NodeRow.__table__)
 gpus_t = cast(Table, GpuRow.__table__)
 claims_t = cast(Table, GpuClaimRow.__table__)
 allocations_t = cast(Table, AllocationRow.__table__)
-
-
-@dataclass(frozen=True)
-class GpuSpecInput:
-    uuid: str
-    index: int
-    model: str  # catalogue name, already resolved
-    memory_mib: int
-    mig_enabled: bool
-    nvlink_peers: tuple[int, ...] = ()
-    pci_bus_id: str = ""
 
 
 def load_snapshot(conn: Connection) -> FleetSnapshot:
@@ -136,6 +126,79 @@ def _node_residency(warm: NodeResidency | None) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class DepartedGpu:
+    """A GPU row its node no longer reports, with live claims on it."""
+
+    gpu_id: int
+    uuid: str
+    index: int
+    reason: str
+
+
+def mark_departed_gpus(
+    conn: Connection, name: str, gpus: Iterable[GpuSpecInput]
+) -> list[DepartedGpu]:
+    """Mark unhealthy the GPUs of this node that hold claims and are missing
+    from `gpus` (replaced at their index by another UUID, or gone), so that
+    nothing new lands on them while their allocations are requeued."""
+    reported = list(gpus)
+    node_id = conn.execute(
+        select(nodes_t.c.id).where(nodes_t.c.name == name).with_for_update()
+    ).scalar()
+    _check_gpus_not_elsewhere(conn, name, node_id, [g.uuid for g in reported])
+    if node_id is None:
+        return []
+    uuids = {g.uuid for g in reported}
+    by_index = {g.index: g.uuid for g in reported}
+    claimed = (
+        select(gpus_t.c.id, gpus_t.c.uuid, gpus_t.c.index, gpus_t.c.health_reasons)
+        .where(gpus_t.c.node_id == node_id, gpus_t.c.uuid.not_in(list(uuids)))
+        .where(gpus_t.c.id.in_(select(claims_t.c.gpu_id)))
+        .order_by(gpus_t.c.index)
+        .with_for_update(of=gpus_t)
+    )
+    departed = []
+    for gpu_id, uuid, index, reasons in conn.execute(claimed).all():
+        successor = by_index.get(index)
+        reason = f"replaced by {successor}" if successor else MISSING_REASON
+        departed.append(DepartedGpu(gpu_id, uuid, index, reason))
+        if list(reasons) != [reason]:
+            conn.execute(
+                update(gpus_t)
+                .where(gpus_t.c.id == gpu_id)
+                .values(health="unhealthy", health_reasons=[reason])
+            )
+    return departed
+
+
+MISSING_REASON = "missing from the node's last registration"
+
+
+def _check_gpus_not_elsewhere(
+    conn: Connection, name: str, node_id: int | None, uuids: Collection[str]
+) -> None:
+    """A GPU UUID belongs to one node: another node's is FAILED_PRECONDITION,
+    not a unique violation."""
+    if not uuids:
+        return
+    query = (
+        select(gpus_t.c.uuid, nodes_t.c.name)
+        .join(nodes_t, nodes_t.c.id == gpus_t.c.node_id)
+        .where(gpus_t.c.uuid.in_(list(uuids)))
+        .order_by(gpus_t.c.uuid)
+        .limit(1)
+    )
+    if node_id is not None:
+        query = query.where(gpus_t.c.node_id != node_id)
+    taken = conn.execute(query).first()
+    if taken is not None:
+        raise FailedPrecondition(
+            f"GPU {taken.uuid} is registered to node {taken.name}, not {name}; that node "
+            "must re-register without it first"
+        )
+
+
 def register_node(
     conn: Connection,
     name: str,
@@ -144,10 +207,18 @@ def register_node(
     gpus: Iterable[GpuSpecInput],
     now: datetime,
 ) -> None:
-    """Create or update a node and its GPUs to match what the agent reports."""
+    """Create or update a node and its GPUs to match what the agent reports.
+
+    GPUs no longer reported go first (deleted, or kept unhealthy while claims
+    hold them), so a new UUID can take a replaced GPU's index; a replaced GPU
+    that still holds claims (mark_departed_gpus and a requeue come first) is
+    ABORTED, for the agent to retry.
+    """
+    reported = {g.uuid: g for g in gpus}
     node_id = conn.execute(
         select(nodes_t.c.id).where(nodes_t.c.name == name).with_for_update()
     ).scalar()
+    _check_gpus_not_elsewhere(conn, name, node_id, list(reported))
     if node_id is None:
         node_id = conn.execute(
             insert(nodes_t)
@@ -162,9 +233,37 @@ def register_node(
         )
     existing = {
         row["uuid"]: row
-        for row in conn.execute(select(gpus_t).where(gpus_t.c.node_id == node_id)).mappings()
+        for row in conn.execute(
+            select(gpus_t).where(gpus_t.c.node_id == node_id).with_for_update()
+        ).mappings()
     }
-    reported = {g.uuid: g for g in gpus}
+    by_index = {g.index: g.uuid for g in reported.values()}
+    for uuid, row in existing.items():
+        if uuid in reported:
+            continue
+        if not _claim_count(conn, row["id"]):
+            conn.execute(delete(gpus_t).where(gpus_t.c.id == row["id"]))
+            continue
+        successor = by_index.get(row["index"])
+        if successor is not None:
+            raise Aborted(
+                f"GPU {row['index']} of {name} ({uuid}) still holds allocations that are "
+                f"being moved off it to make way for {successor}; retry the registration"
+            )
+        # Keep the row so its claims stay accounted for; nothing new lands on it.
+        conn.execute(
+            update(gpus_t)
+            .where(gpus_t.c.id == row["id"])
+            .values(health="unhealthy", health_reasons=[MISSING_REASON])
+        )
+    # A GPU that moves to another index parks at a negative one first, so two
+    # that swap never meet on (node_id, index).
+    for uuid, kept in existing.items():
+        moved = reported.get(uuid)
+        if moved is not None and moved.index != kept["index"]:
+            conn.execute(
+                update(gpus_t).where(gpus_t.c.id == kept["id"]).values(index=-1 - moved.index)
+            )
     for uuid, spec in reported.items():
         values: dict[str, Any] = {
             "index": spec.index,
@@ -174,31 +273,22 @@ def register_node(
             "nvlink_peers": list(spec.nvlink_peers),
             "pci_bus_id": spec.pci_bus_id,
         }
-        row = existing.get(uuid)
-        if row is None:
+        current = existing.get(uuid)
+        if current is None:
             conn.execute(insert(gpus_t).values(node_id=node_id, uuid=uuid, **values))
             continue
-        if row["mig_enabled"] != spec.mig_enabled and _claim_count(conn, row["id"]):
+        if current["mig_enabled"] != spec.mig_enabled and _claim_count(conn, current["id"]):
             mode = "on" if spec.mig_enabled else "off"
             raise FailedPrecondition(
                 f"GPU {uuid} on {name} has live allocations; release them before "
                 f"switching MIG {mode}"
             )
-        conn.execute(update(gpus_t).where(gpus_t.c.id == row["id"]).values(**values))
-    for uuid, row in existing.items():
-        if uuid in reported:
-            continue
-        if _claim_count(conn, row["id"]):
-            # Keep the row so its claims stay accounted for; nothing new lands on it.
-            conn.execute(
-                update(gpus_t)
-                .where(gpus_t.c.id == row["id"])
-                .values(
-                    health="unhealthy", health_reasons=["missing from the node's last registration"]
-                )
+        if spec.memory_mib < current["used_memory_mib"]:
+            raise FailedPrecondition(
+                f"GPU {uuid} on {name} reports {spec.memory_mib} MiB, less than the "
+                f"{current['used_memory_mib']} MiB its allocations hold"
             )
-        else:
-            conn.execute(delete(gpus_t).where(gpus_t.c.id == row["id"]))
+        conn.execute(update(gpus_t).where(gpus_t.c.id == current["id"]).values(**values))
 
 
 def _claim_count(conn: Connection, gpu_id: int) -> int:
@@ -212,7 +302,7 @@ def _claim_count(conn: Connection, gpu_id: int) -> int:
 def node_admin_state(conn: Connection, name: str) -> str:
     state = conn.execute(select(nodes_t.c.admin_state).where(nodes_t.c.name == name)).scalar()
     if state is None:
-        raise NotFound(f"node {name!r} is not registered; call RegisterNode first")
+        raise NotFound(f"node {quoted(name)} is not registered; call RegisterNode first")
     return str(state)
 
 
@@ -221,7 +311,7 @@ def set_admin_state(conn: Connection, name: str, admin_state: str) -> None:
         update(nodes_t).where(nodes_t.c.name == name).values(admin_state=admin_state)
     )
     if result.rowcount == 0:
-        raise NotFound(f"no node named {name!r} (see `gpupool nodes`)")
+        raise NotFound(f"no node named {quoted(name)} (see `gpupool nodes`)")
 
 
 def _allocation_counts_by_node(conn: Connection, node: str | None = None) -> dict[str, int]:
@@ -291,6 +381,6 @@ def list_nodes(conn: Connection, with_gpus: bool = False) -> list[NodeRecord]:
 def get_node(conn: Connection, name: str) -> NodeRecord:
     row = conn.execute(select(nodes_t).where(nodes_t.c.name == name)).mappings().first()
     if row is None:
-        raise NotFound(f"no node named {name!r} (see `gpupool nodes`)")
+        raise NotFound(f"no node named {quoted(name)} (see `gpupool nodes`)")
     count = _allocation_counts_by_node(conn, name).get(name, 0)
     return NodeRecord.from_mapping(row, allocation_count=count, gpus=tuple(list_gpus(conn, name)))
