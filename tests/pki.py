@@ -21,12 +21,12 @@ LOOPBACK = ["127.0.0.1", "localhost", "::1"]
 
 
 @dataclass
-class TestPki:
+class SessionPki:
     directory: Path
     ca: CertificateAuthority
 
     @classmethod
-    def create(cls, directory: Path) -> TestPki:
+    def create(cls, directory: Path) -> SessionPki:
         ca = CertificateAuthority.load_or_create(directory)
         ca.issue_server(LOOPBACK).write(directory, "server")
         return cls(directory, ca)
@@ -94,14 +94,14 @@ class TestPki:
         return ClientCredentials(ca_pem=self.ca.cert_pem)
 
 
-_session: TestPki | None = None
+_session: SessionPki | None = None
 
 
-def session_pki() -> TestPki:
+def session_pki() -> SessionPki:
     """The CA of this test process, made on first use."""
     global _session
     if _session is None:
-        _session = TestPki.create(Path(tempfile.mkdtemp(prefix="gpupool-test-pki-")))
+        _session = SessionPki.create(Path(tempfile.mkdtemp(prefix="gpupool-test-pki-")))
     return _session
 
 

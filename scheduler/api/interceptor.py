@@ -111,8 +111,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             "(a URI SAN spiffe://gpupool/node/<node> or spiffe://gpupool/admin/<name>)"
         )
 
-    def _authorise(self, method: str, context: grpc.ServicerContext) -> Caller:
-        caller = self._caller(method, context)
+    @staticmethod
+    def _authorise(method: str, caller: Caller) -> None:
         roles = RULES.get(method)
         if roles is None:
             raise errors.PermissionDenied(f"{short_name(method)} is not open to any caller")
@@ -121,7 +121,6 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
                 f"{short_name(method)} needs role {roles_needed(roles)}; "
                 f"the caller is {caller.describe()}"
             )
-        return caller
 
     # -- answers ---------------------------------------------------------------
 
@@ -195,7 +194,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             caller: Caller | None = None
             response = None
             try:
-                caller = self._authorise(method, context)
+                caller = self._caller(method, context)
+                self._authorise(method, caller)
                 self._validate(request)
                 _current.set(caller)
                 response = inner(request, context)
@@ -214,7 +214,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller: Caller | None = None
             try:
-                caller = self._authorise(method, context)
+                caller = self._caller(method, context)
+                self._authorise(method, caller)
                 self._validate(request)
                 _current.set(caller)
                 yield from inner(request, context)
@@ -232,7 +233,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def bidi(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             caller: Caller | None = None
             try:
-                caller = self._authorise(method, context)
+                caller = self._caller(method, context)
+                self._authorise(method, caller)
                 _current.set(caller)
                 yield from inner(self._validated(requests), context)
             except Exception as exc:

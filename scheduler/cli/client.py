@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from types import TracebackType
 from typing import IO, Any
 
@@ -235,6 +236,49 @@ class SchedulerClient:
                     yield chunk.data
         finally:
             stream.cancel()  # type: ignore[no-untyped-call]
+
+    def set_tenant_priority_classes(
+        self, name: str, classes: list[str], reset: bool
+    ) -> admin_pb2.Tenant:
+        request = admin_pb2.SetTenantPriorityClassesRequest(
+            name=name, priority_classes=classes, reset=reset
+        )
+        response: admin_pb2.SetTenantPriorityClassesResponse = self._unary(
+            self._admin.SetTenantPriorityClasses, request
+        )
+        return response.tenant
+
+    def create_token(
+        self, name: str, role: admin_pb2.TokenRole.ValueType, tenant: str, ttl_seconds: int
+    ) -> admin_pb2.CreateTokenResponse:
+        request = admin_pb2.CreateTokenRequest(
+            name=name, role=role, tenant=tenant, ttl_seconds=ttl_seconds
+        )
+        response: admin_pb2.CreateTokenResponse = self._unary(self._admin.CreateToken, request)
+        return response
+
+    def list_tokens(self, tenant: str, include_revoked: bool) -> list[admin_pb2.Token]:
+        request = admin_pb2.ListTokensRequest(tenant=tenant, include_revoked=include_revoked)
+        response: admin_pb2.ListTokensResponse = self._unary(self._admin.ListTokens, request)
+        return list(response.tokens)
+
+    def revoke_token(self, token_id: str) -> admin_pb2.Token:
+        request = admin_pb2.RevokeTokenRequest(id=token_id)
+        response: admin_pb2.RevokeTokenResponse = self._unary(self._admin.RevokeToken, request)
+        return response.token
+
+    def list_audit_events(
+        self, since: datetime | None, actor: str, tenant: str, node: str, limit: int
+    ) -> list[admin_pb2.AuditEvent]:
+        request = admin_pb2.ListAuditEventsRequest(
+            actor=actor, tenant=tenant, node=node, limit=limit
+        )
+        if since is not None:
+            request.since.FromDatetime(since)
+        response: admin_pb2.ListAuditEventsResponse = self._unary(
+            self._admin.ListAuditEvents, request
+        )
+        return list(response.events)
 
     # --- Scheduler -----------------------------------------------------------
 

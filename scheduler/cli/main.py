@@ -19,6 +19,7 @@ from scheduler.cli.model_commands import models
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
+from scheduler.cli.trust_commands import register_trust_commands
 from scheduler.cli.worker_commands import logs
 
 _file = click.Path(path_type=Path, exists=True, dir_okay=False)
@@ -81,6 +82,7 @@ def cli(
 
 register_admin_commands(cli)
 register_server_commands(cli)
+register_trust_commands(cli)
 cli.add_command(fault)
 cli.add_command(queue)
 cli.add_command(preempt)

@@ -59,7 +59,7 @@ def preempt(state: CliContext, allocation_id: str, grace: int) -> None:
 
 def tenants_table(tenants: list[admin_pb2.Tenant]) -> Table:
     table = Table(title="Tenants (normalised GPU units, A100-80GB = 1.0)")
-    for column in ("TENANT", "QUOTA", "WEIGHT", "USED", "BORROWED", "PENDING"):
+    for column in ("TENANT", "QUOTA", "WEIGHT", "USED", "BORROWED", "PENDING", "PRIORITIES"):
         table.add_column(column)
     for t in tenants:
         table.add_row(
@@ -69,6 +69,7 @@ def tenants_table(tenants: list[admin_pb2.Tenant]) -> Table:
             f"{t.used_units:.2f}",
             f"{t.borrowed_units:.2f}",
             str(t.pending),
+            ",".join(t.priority_classes),
         )
     return table
 
@@ -99,6 +100,21 @@ def tenant_set(state: CliContext, name: str, quota: float, weight: float) -> Non
     state.say(
         result, f"tenant {result.name}: quota {result.quota_units:g}, weight {result.weight:g}"
     )
+
+
+@tenant.command("priority-classes")
+@click.argument("name")
+@click.argument("classes", nargs=-1)
+@click.option("--reset", is_flag=True, help="Back to the default: every class but critical.")
+@pass_state
+def tenant_priority_classes(
+    state: CliContext, name: str, classes: tuple[str, ...], reset: bool
+) -> None:
+    """Set the priority classes NAME's service tokens may use (e.g. critical high normal batch)."""
+    if not classes and not reset:
+        raise click.UsageError("name the classes to grant, or --reset")
+    result = state.client().set_tenant_priority_classes(name, list(classes), reset)
+    state.say(result, f"tenant {result.name} may use: {', '.join(result.priority_classes)}")
 
 
 def parse_duration(text: str) -> int:

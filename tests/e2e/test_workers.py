@@ -60,7 +60,8 @@ def _kill_workers(state_dir: Path) -> None:
 
 @pytest.fixture
 def client(workers_cluster: Cluster) -> Iterator[Client]:
-    c = Client(workers_cluster.address)
+    assert workers_cluster.app is not None
+    c = Client.admin(workers_cluster.app)
     yield c
     c.close()
 
@@ -315,8 +316,7 @@ def test_tp2_pp2_across_two_nodes_matches_the_single_process_result(
         fleet=WORKERS / "two_nodes.yaml",
         rendezvous_ports=(base, base + 20),
     )
-    cluster.start_scheduler()
-    client = Client(cluster.address)
+    client = Client.admin(cluster.start_scheduler())
     try:
         _start(cluster, ["duo-0", "duo-1"])
         allocation = _allocate(

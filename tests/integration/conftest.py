@@ -14,7 +14,7 @@ from scheduler.domain.clock import ManualClock
 from scheduler.fleetfile import SimulatedNode, load_fleet
 from scheduler.security.channels import ClientCredentials, open_channel
 from scheduler.simfleet import register_request
-from tests.pki import TestPki, scheduler_settings, session_pki
+from tests.pki import SessionPki, scheduler_settings, session_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 MIXED_FLEET = ROOT / "deploy" / "fleets" / "mixed.yaml"
@@ -25,6 +25,7 @@ class Client:
 
     def __init__(self, address: str, credentials: ClientCredentials) -> None:
         self.address = address
+        self.credentials = credentials
         self.channel = open_channel(address, credentials)
         self.scheduler = scheduler_pb2_grpc.SchedulerStub(self.channel)
         self.admin = admin_pb2_grpc.AdminStub(self.channel)
@@ -32,6 +33,13 @@ class Client:
 
     def close(self) -> None:
         self.channel.close()
+
+    def cli_args(self) -> list[str]:
+        """Global `gpupool` options that reach this scheduler as this client."""
+        if self.credentials.insecure:
+            return ["--scheduler", self.address, "--insecure"]
+        ca = str(session_pki().ca_cert)
+        return ["--scheduler", self.address, "--ca-cert", ca, "--token", self.credentials.token]
 
     @classmethod
     def admin(cls, app: SchedulerApp) -> Client:
@@ -54,7 +62,7 @@ def register_fleet(client: Client, nodes: list[SimulatedNode]) -> None:
 
 
 @pytest.fixture
-def pki() -> TestPki:
+def pki() -> SessionPki:
     return session_pki()
 
 

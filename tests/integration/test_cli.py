@@ -12,7 +12,7 @@ from tests.integration.conftest import Client
 
 
 def gpupool(client: Client, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["--scheduler", client.address, *args], env={"COLUMNS": "200"})
+    result = CliRunner().invoke(cli, [*client.cli_args(), *args], env={"COLUMNS": "200"})
     return result.exit_code, result.output
 
 
@@ -126,13 +126,14 @@ def test_allocate_with_a_layout_and_with_a_model_to_serve(fleet_client: Client) 
 def test_allocate_with_a_worker_template(fleet_client: Client) -> None:
     code, out = gpupool(
         fleet_client, "-o", "json", "allocate", "--tenant", "t", "--whole", "1",
-        "--worker", "python", "--arg", "script=serve.py", "--env", "LOG_LEVEL=debug",
+        "--worker", "python", "--arg", "script=/opt/gpupool/workers/serve.py",
+        "--env", "LOG_LEVEL=debug",
     )  # fmt: skip
     assert code == 0, out
     allocation = json.loads(out)
     assert allocation["worker"] == {
         "template": "python",
-        "args": {"script": "serve.py"},
+        "args": {"script": "/opt/gpupool/workers/serve.py"},
         "env": {"LOG_LEVEL": "debug"},
     }
     code, out = gpupool(

@@ -56,7 +56,7 @@ def test_interruption_notice_checkpoints_and_moves_everything(fleet_client: Clie
     job = _allocate(fleet_client, "train", S.WORKLOAD_CLASS_BATCH)
     assert job.bindings[0].node == "h100-spot"
     result = CliRunner().invoke(
-        cli, ["--scheduler", fleet_client.address, "node", "interrupt", "h100-spot", "--in", "2m"]
+        cli, [*fleet_client.cli_args(), "node", "interrupt", "h100-spot", "--in", "2m"]
     )
     assert result.exit_code == 0, result.output
     assert "cordoned; 1 allocation(s) asked to checkpoint" in result.output

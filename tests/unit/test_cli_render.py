@@ -394,7 +394,7 @@ def fake_server() -> Iterator[tuple[str, FakeAdmin, FakeScheduler]]:
 def test_allocations_follows_pages_until_limit(fake_server) -> None:
     target, admin, _ = fake_server
     result = CliRunner().invoke(
-        cli, ["--scheduler", target, "-o", "json", "allocations", "--limit", "1500"]
+        cli, ["--insecure", "--scheduler", target, "-o", "json", "allocations", "--limit", "1500"]
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -407,31 +407,33 @@ def test_allocations_follows_pages_until_limit(fake_server) -> None:
 
 def test_nodes_table_and_json(fake_server) -> None:
     target, _, _ = fake_server
-    table = CliRunner().invoke(cli, ["--scheduler", target, "nodes"])
+    table = CliRunner().invoke(cli, ["--insecure", "--scheduler", target, "nodes"])
     assert table.exit_code == 0, table.output
     assert "n1" in table.stdout and "HEARTBEAT" in table.stdout
     data = json.loads(
-        CliRunner().invoke(cli, ["--scheduler", target, "-o", "json", "nodes"]).stdout
+        CliRunner().invoke(cli, ["--insecure", "--scheduler", target, "-o", "json", "nodes"]).stdout
     )
     assert data == [render.to_dict(types_pb2.Node(name="n1", gpu_count=2))]
 
 
 def test_not_found_is_one_line_exit_1(fake_server) -> None:
     target, _, _ = fake_server
-    result = CliRunner().invoke(cli, ["--scheduler", target, "allocation", "show", "al-9"])
+    result = CliRunner().invoke(
+        cli, ["--insecure", "--scheduler", target, "allocation", "show", "al-9"]
+    )
     assert result.exit_code == 1
     assert result.stderr == "error: allocation al-9 not found\n"
 
 
 def test_cordon_prints_one_line(fake_server) -> None:
     target, _, _ = fake_server
-    result = CliRunner().invoke(cli, ["--scheduler", target, "cordon", "n1"])
+    result = CliRunner().invoke(cli, ["--insecure", "--scheduler", target, "cordon", "n1"])
     assert (result.exit_code, result.stdout) == (0, "node n1: cordoned\n")
 
 
 def test_allocate_builds_the_request(fake_server) -> None:
     target, _, scheduler = fake_server
-    args = ["--scheduler", target, "-o", "json", "allocate", "--tenant", "t"]
+    args = ["--insecure", "--scheduler", target, "-o", "json", "allocate", "--tenant", "t"]
     args += ["--fraction", "500:20480", "--workload-class", "batch", "--label", "team=x"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
@@ -446,7 +448,17 @@ def test_allocate_builds_the_request(fake_server) -> None:
 
 def test_resource_exhausted_is_one_line_exit_1(fake_server) -> None:
     target, _, _ = fake_server
-    args = ["--scheduler", target, "allocate", "--tenant", "t", "--whole", "1", "--no-wait"]
+    args = [
+        "--insecure",
+        "--scheduler",
+        target,
+        "allocate",
+        "--tenant",
+        "t",
+        "--whole",
+        "1",
+        "--no-wait",
+    ]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert result.stderr == "error: no free GPU right now\n"
