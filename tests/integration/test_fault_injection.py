@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import cast
 
 import grpc
 import pytest
@@ -22,7 +23,8 @@ class SimulatedAgentStream:
     def __init__(self, client: Client, node: SimulatedNode) -> None:
         self._done = threading.Event()
         hello = agents_pb2.AgentHello(node=register_request(node), simulated=True)
-        self.responses = client.agents.Connect(self._messages(hello), timeout=30)
+        self._call = client.agents.Connect(self._messages(hello), timeout=30)
+        self.responses = cast(Iterator[agents_pb2.SchedulerMessage], self._call)
         first = next(self.responses)
         assert first.WhichOneof("body") == "desired"
 
@@ -38,7 +40,7 @@ class SimulatedAgentStream:
 
     def close(self) -> None:
         self._done.set()
-        self.responses.cancel()
+        self._call.cancel()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
