@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from agent.nvml.simulated import SimulatedNvml
 from agent.runner import Agent, AgentSettings
 from bench.harness import (
     DEFAULT_URL,
+    BenchServer,
     loopback_server,
     percentile_ms,
     scheduler_process,
@@ -45,6 +47,8 @@ from bench.harness import (
 )
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, agents_pb2, agents_pb2_grpc, types_pb2
 from scheduler.fleetfile import SimulatedNode, parse_fleet
+from scheduler.security.channels import ClientCredentials, open_aio_channel, open_channel
+from scheduler.security.pki import CertificateAuthority
 
 CONNECT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 10.0
@@ -99,8 +103,13 @@ class SimAgent:
     """One agent's protos, built once by the real agent code (agent/runner.py)
     over a simulated NVML, and reused: the client side must stay cheap."""
 
-    def __init__(self, node: SimulatedNode, address: str, state_dir: Path) -> None:
-        settings = AgentSettings(address, node.name, labels=node.labels, state_dir=state_dir)
+    def __init__(
+        self, node: SimulatedNode, address: str, credentials: ClientCredentials, state_dir: Path
+    ) -> None:
+        settings = AgentSettings(
+            address, node.name, credentials, labels=node.labels, state_dir=state_dir
+        )
+        self.credentials = credentials
         real = Agent(settings, SimulatedNvml(node))
         self.name = node.name
         self.hello = agents_pb2.AgentMessage(hello=real.hello())
@@ -113,9 +122,9 @@ class Worker:
     """One process: an asyncio task per agent, each with its own channel (its
     own TCP connection, like a real host)."""
 
-    def __init__(self, index: int, agents: list[SimAgent], address: str, args: Any,
+    def __init__(self, index: int, agents: list[SimAgent], endpoints: Endpoints, args: Any,
                  sh: Shared) -> None:  # fmt: skip
-        self.index, self.agents, self.address, self.sh = index, agents, address, sh
+        self.index, self.agents, self.endpoints, self.sh = index, agents, endpoints, sh
         self.interval, self.wave, self.probes = args.interval, args.wave, args.probes
         self.result = WorkerResult()
 
@@ -158,7 +167,8 @@ class Worker:
     async def session(self, a: SimAgent) -> None:
         """Hello, then a heartbeat every interval (and probe messages)."""
         own_connection = [("grpc.use_local_subchannel_pool", 1)]
-        async with grpc.aio.insecure_channel(self.address, options=own_connection) as channel:
+        target = self.endpoints.agents
+        async with open_aio_channel(target, a.credentials, own_connection) as channel:
             call: Any = agents_pb2_grpc.AgentsStub(channel).Connect()  # type: ignore[call-arg]
             reader = asyncio.create_task(self.read(call, a))
             loop = asyncio.get_running_loop()
@@ -203,7 +213,7 @@ class Worker:
         shows, then the same for healthy again."""
         while not self.sh.window[1] or time.monotonic() < self.sh.window[1]:
             await asyncio.sleep(0.1)
-        async with grpc.aio.insecure_channel(self.address) as channel:
+        async with open_aio_channel(self.endpoints.api, self.endpoints.admin) as channel:
             admin = admin_pb2_grpc.AdminStub(channel)
             for _ in range(self.probes):
                 await asyncio.sleep(random.uniform(0.1, 0.5))
@@ -234,11 +244,35 @@ class Worker:
         self.sh.probed[self.index] = 1
 
 
-def worker_main(index: int, address: str, args: Any, sh: Shared) -> None:
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the worker processes dial, and as whom (picklable)."""
+
+    api: str
+    agents: str
+    admin: ClientCredentials
+    pki_dir: str  # "" when the scheduler runs --insecure
+
+    @classmethod
+    def of(cls, server: BenchServer) -> Endpoints:
+        pki_dir = str(server.pki.directory) if server.pki else ""
+        return cls(server.address, server.agent_address or server.address, server.admin, pki_dir)
+
+    def agent_credentials(self) -> Callable[[str], ClientCredentials]:
+        if not self.pki_dir:
+            return lambda node: ClientCredentials(insecure=True)
+        ca = CertificateAuthority.load_or_create(Path(self.pki_dir))
+        return lambda node: ClientCredentials(ca_pem=ca.cert_pem, certificate=ca.issue_agent(node))
+
+
+def worker_main(index: int, endpoints: Endpoints, args: Any, sh: Shared) -> None:
     nodes = parse_fleet(fleet_document(args.agents))[index :: args.processes]
+    credentials = endpoints.agent_credentials()
     with tempfile.TemporaryDirectory() as state_dir:  # the agents write nothing there
-        agents = [SimAgent(n, address, Path(state_dir)) for n in nodes]
-    worker = Worker(index, agents, address, args, sh)
+        agents = [
+            SimAgent(n, endpoints.agents, credentials(n.name), Path(state_dir)) for n in nodes
+        ]
+    worker = Worker(index, agents, endpoints, args, sh)
     asyncio.run(worker.run())
     sh.results.put(worker.result)
 
@@ -265,8 +299,8 @@ def log_errors(text: str) -> str:
     return f"{errors} ERROR lines{top}"
 
 
-def node_states(address: str) -> str:
-    with grpc.insecure_channel(address) as channel:
+def node_states(address: str, credentials: ClientCredentials) -> str:
+    with open_channel(address, credentials) as channel:
         request = admin_pb2.ListNodesRequest()
         nodes = admin_pb2_grpc.AdminStub(channel).ListNodes(request, timeout=30).nodes
     states = Counter(types_pb2.NodeState.Name(n.state).removeprefix("NODE_STATE_") for n in nodes)
@@ -284,10 +318,12 @@ def run(
                TextColumn("{task.fields[info]}"))  # fmt: skip
     with (
         scratch_database(server) as db_url,
-        scheduler_process(db_url, console) as (pid, address, log),
+        scheduler_process(db_url, console) as sched,
     ):
+        pid, address, log = sched.pid, sched.address, sched.log
         console.print(f"scheduler pid {pid} on {address} (profile: py-spy top --gil -p {pid})")
-        workers = [ctx.Process(target=worker_main, args=(i, address, args, sh), daemon=True)
+        endpoints = Endpoints.of(sched)
+        workers = [ctx.Process(target=worker_main, args=(i, endpoints, args, sh), daemon=True)
                    for i in range(procs)]  # fmt: skip
         try:
             for w in workers:
@@ -321,7 +357,7 @@ def run(
                 deadline = time.monotonic() + args.probes * 4 * PROBE_TIMEOUT_S
                 while sum(sh.probed) < procs and time.monotonic() < deadline:
                     time.sleep(0.25)
-            states = node_states(address)
+            states = node_states(address, sched.admin)
             log.seek(0)
             failures = log_errors(log.read().decode(errors="replace"))
             sh.stop.set()

@@ -1,10 +1,14 @@
 """Allocate/Release throughput of one scheduler process on a 10,000-GPU
 simulated fleet, next to raw PostgreSQL commit throughput on the same server.
 
+The scheduler runs as users run it: TLS, every call with a bearer token,
+audited. The same churn against an `--insecure` scheduler (plaintext, no
+authentication) in the same run gives auth_overhead_ratio = secure ÷ insecure.
+
 Run: python -m bench.alloc_throughput [--clients 32] [--seconds 20]
-        [--database-url URL] [--plot latency.png] [--profile spy.svg]
-Uses (and drops) a fresh database gpupool_bench_<random> and a `gpupool serve`
-on a free loopback port. The last line printed is one JSON summary object.
+        [--database-url URL] [--plot latency.png] [--profile spy.svg] [--no-insecure]
+Uses (and drops) fresh databases gpupool_bench_<random> and `gpupool serve`
+on free loopback ports. The last line printed is one JSON summary object.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ from bench.harness import (
     scratch_database,
 )
 from gpupool.v1 import agents_pb2, agents_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
-from scheduler.app import channel_ready
 from scheduler.fleetfile import SimulatedNode, parse_fleet
+from scheduler.security.channels import ClientCredentials, channel_ready, open_channel
 from scheduler.simfleet import register_request
 from scheduler.store.database import libpq_url
 
@@ -60,9 +64,18 @@ INSERT INTO bench_counter SELECT g, 0 FROM generate_series(0, {clients}) g;
 # `gpupool serve` has no flag for the heartbeat timeout: --no-liveness starts
 # the same app through its Python settings instead, with liveness effectively off.
 NO_LIVENESS_SERVER = """
-import signal, sys, threading
+import argparse, signal, threading
+from pathlib import Path
 from scheduler.app import SchedulerApp, SchedulerSettings
-app = SchedulerApp(SchedulerSettings(listen=sys.argv[1], heartbeat_timeout_s=1e9))
+p = argparse.ArgumentParser()
+for flag in ("--listen", "--agent-listen", "--tls-cert", "--tls-key", "--client-ca"):
+    p.add_argument(flag)
+p.add_argument("--insecure", action="store_true")
+a = p.parse_args()
+files = {k: Path(v) for k, v in (("tls_cert", a.tls_cert), ("tls_key", a.tls_key),
+                                 ("client_ca", a.client_ca)) if v}
+app = SchedulerApp(SchedulerSettings(listen=a.listen, agent_listen=a.agent_listen or "",
+                                     insecure=a.insecure, heartbeat_timeout_s=1e9, **files))
 app.start()
 stop = threading.Event()
 signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -157,9 +170,11 @@ def timed(stats: Stats, method: Any, request: Any) -> tuple[Any, float, float]:
     return response, time.perf_counter() - t0, time.monotonic()
 
 
-def churn_client(address: str, client: int, window: Any, stats: Stats) -> None:
+def churn_client(
+    address: str, credentials: ClientCredentials, client: int, window: Any, stats: Stats
+) -> None:
     """Keep up to HELD_PER_CLIENT allocations: release the oldest, allocate anew."""
-    channel = grpc.insecure_channel(address)
+    channel = open_channel(address, credentials)
     stub = scheduler_pb2_grpc.SchedulerStub(channel)
     templates = request_templates(random.Random(client))
     start, end = window[0], window[1]
@@ -187,7 +202,7 @@ def churn_client(address: str, client: int, window: Any, stats: Stats) -> None:
     channel.close()
 
 
-def pg_client(conninfo: str, client: int, window: Any, stats: Stats) -> None:
+def pg_client(conninfo: str, _: Any, client: int, window: Any, stats: Stats) -> None:
     """One UPDATE of this client's own row plus one INSERT per transaction."""
     start, end = window[0], window[1]
     with psycopg.connect(conninfo) as conn:
@@ -214,16 +229,23 @@ class Shared:
     results: Any  # Queue: one merged Stats per worker
 
 
-def worker_main(kind: str, target: str, clients: list[int], index: int, sh: Shared) -> None:
+def worker_main(
+    kind: str,
+    target: str,
+    credentials: ClientCredentials | None,
+    clients: list[int],
+    index: int,
+    sh: Shared,
+) -> None:
     """One worker process: a thread per client, reporting progress as it goes."""
-    loop = churn_client if kind == "churn" else pg_client
+    loop: Any = churn_client if kind == "churn" else pg_client
     stats = [Stats() for _ in clients]
-    if kind == "churn" and not channel_ready(target, timeout=30):
+    if credentials is not None and not channel_ready(target, credentials, timeout=30):
         raise SystemExit("worker could not reach the scheduler")
     sh.ready.wait(timeout=120)
     sh.go.wait(timeout=120)
     threads = [
-        threading.Thread(target=loop, args=(target, c, sh.window, s), daemon=True)
+        threading.Thread(target=loop, args=(target, credentials, c, sh.window, s), daemon=True)
         for c, s in zip(clients, stats, strict=True)
     ]
     for t in threads:
@@ -244,8 +266,9 @@ def cpu_seconds(pid: int | None) -> float:
         return math.nan
 
 
-def run_phase(kind: str, target: str, clients: int, procs: int, seconds: float, warmup: float,
-              console: Console, pid: int | None = None) -> tuple[Stats, float]:  # fmt: skip
+def run_phase(kind: str, target: str, credentials: ClientCredentials | None, clients: int,
+              procs: int, seconds: float, warmup: float, console: Console,
+              pid: int | None = None) -> tuple[Stats, float]:  # fmt: skip
     """Spawn worker processes (not fork: grpc is already live in this one),
     align their start, show progress; returns merged stats and the CPU seconds
     process `pid` (the scheduler) used inside the measured window."""
@@ -254,7 +277,10 @@ def run_phase(kind: str, target: str, clients: int, procs: int, seconds: float, 
     sh = Shared(ctx.Barrier(procs + 1), ctx.Event(), ctx.RawArray("d", 2),
                 ctx.RawArray("q", procs), ctx.Queue())  # fmt: skip
     workers = [
-        ctx.Process(target=worker_main, args=(kind, target, list(range(i, clients, procs)), i, sh))
+        ctx.Process(
+            target=worker_main,
+            args=(kind, target, credentials, list(range(i, clients, procs)), i, sh),
+        )
         for i in range(procs)
     ]
     for w in workers:
@@ -264,7 +290,9 @@ def run_phase(kind: str, target: str, clients: int, procs: int, seconds: float, 
     sh.window[0] = time.monotonic() + warmup
     sh.window[1] = sh.window[0] + seconds
     sh.go.set()
-    label = "allocate/release churn" if kind == "churn" else "PostgreSQL baseline"
+    label = "PostgreSQL baseline"
+    if credentials is not None:
+        label = f"allocate/release churn, {credentials.describe()}"
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[ops]} calls"))  # fmt: skip
     with Progress(*columns, console=console, transient=True) as bar:
@@ -289,8 +317,8 @@ class Heartbeats:
     10 s without a heartbeat. One thread, non-blocking calls, each node once
     per period (registering counts as the first beat)."""
 
-    def __init__(self, address: str, every: float) -> None:
-        self._channel = grpc.insecure_channel(address)
+    def __init__(self, address: str, credentials: ClientCredentials, every: float) -> None:
+        self._channel = open_channel(address, credentials)
         self._beat = agents_pb2_grpc.AgentsStub(self._channel).Heartbeat
         self._due: deque[tuple[float, str]] = deque()  # same period for all: stays sorted
         self.sent = self.failed = 0
@@ -325,12 +353,12 @@ class Heartbeats:
         self._channel.close()
 
 
-def register_fleet(address: str, nodes: list[SimulatedNode], beats: Heartbeats,
-                   console: Console) -> tuple[float, int]:  # fmt: skip
+def register_fleet(address: str, credentials: ClientCredentials, nodes: list[SimulatedNode],
+                   beats: Heartbeats, console: Console) -> tuple[float, int]:  # fmt: skip
     """Register every node over 16 threads; returns seconds taken and retries.
     RegisterNode is level-triggered, so a retry is safe; retries are counted
     because concurrent registration can fail the allocator's snapshot reload."""
-    channel = grpc.insecure_channel(address)
+    channel = open_channel(address, credentials)
     agents = agents_pb2_grpc.AgentsStub(channel)
 
     def register(node: SimulatedNode) -> int:
@@ -389,34 +417,73 @@ def plot(path: str, stats: Stats) -> None:
     fig.savefig(path, dpi=120)
 
 
+@dataclass
+class Churn:
+    """One churn phase against one scheduler process."""
+
+    stats: Stats
+    cpu_s: float
+    registration_s: float
+    retries: int
+    beats_sent: int
+    beats_failed: int
+    load: float
+
+    def rate(self, seconds: float) -> float:
+        return len(self.stats.alloc_lat) / seconds
+
+
+def churn_phase(
+    args: argparse.Namespace, server: URL, console: Console, secure: bool, procs: int
+) -> tuple[Churn, Stats | None]:
+    """A fresh database and scheduler, the fleet registered, then the churn;
+    returns the phase and the database URL (kept for the PostgreSQL baseline)."""
+    nodes = parse_fleet(fleet_document())
+    with scratch_database(server) as bench_url:
+        command = None if not args.no_liveness else [sys.executable, "-c", NO_LIVENESS_SERVER]
+        with scheduler_process(bench_url, console, command, secure) as sched:
+            console.print(
+                f"scheduler pid {sched.pid} on {sched.address} ({sched.admin.describe()})"
+            )
+            every = math.inf if args.no_liveness else args.heartbeat_every
+            with closing(Heartbeats(sched.address, sched.admin, every)) as beats:
+                reg_s, retries = register_fleet(sched.address, sched.admin, nodes, beats, console)
+                console.print(f"registered {len(nodes)} nodes in {reg_s:.1f}s, {retries} retried")
+                spy = (
+                    secure
+                    and args.profile
+                    and py_spy(sched.pid, args.profile, WARMUP_SECONDS + args.seconds)
+                )
+                load = os.getloadavg()[0]  # other work on the machine skews every figure
+                stats, cpu = run_phase("churn", sched.address, sched.admin, args.clients,
+                                       procs, args.seconds, WARMUP_SECONDS, console,
+                                       sched.pid)  # fmt: skip
+                if spy:
+                    spy.wait(timeout=60)
+        if not secure:
+            return Churn(stats, cpu, reg_s, retries, beats.sent, beats.failed, load), None
+        # The scheduler has stopped: the baseline gets the machine to itself.
+        conninfo = libpq_url(bench_url)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            conn.execute(SCRATCH_TABLES.format(clients=int(args.clients)).encode())
+        pg, _ = run_phase("pg", conninfo, None, args.clients, procs, PG_SECONDS, 1.0, console)
+    return Churn(stats, cpu, reg_s, retries, beats.sent, beats.failed, load), pg
+
+
 def run(args: argparse.Namespace, server: URL, console: Console) -> tuple[dict[str, Any], Stats]:
     """The whole benchmark; prints the human table, returns the JSON summary."""
     # Two cores are shared with the server and PostgreSQL: few client processes.
     procs = args.procs or min(4, max(1, math.ceil(args.clients / 16)))
     nodes = parse_fleet(fleet_document())
     gpus = sum(len(n.gpus) for n in nodes)
-    with scratch_database(server) as bench_url:
-        command = None if not args.no_liveness else [sys.executable, "-c", NO_LIVENESS_SERVER]
-        with scheduler_process(bench_url, console, command) as (pid, address, _log):
-            console.print(f"scheduler pid {pid} on {address}")
-            every = math.inf if args.no_liveness else args.heartbeat_every
-            with closing(Heartbeats(address, every)) as beats:
-                reg_s, retries = register_fleet(address, nodes, beats, console)
-                console.print(f"registered {len(nodes)} nodes in {reg_s:.1f}s, {retries} retried")
-                spy = args.profile and py_spy(pid, args.profile, WARMUP_SECONDS + args.seconds)
-                load = os.getloadavg()[0]  # other work on the machine skews every figure
-                churn, cpu = run_phase("churn", address, args.clients, procs, args.seconds,
-                                       WARMUP_SECONDS, console, pid)  # fmt: skip
-                if spy:
-                    spy.wait(timeout=60)
-        # The scheduler has stopped: the baseline gets the machine to itself.
-        conninfo = libpq_url(bench_url)
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(SCRATCH_TABLES.format(clients=int(args.clients)).encode())
-        pg, _ = run_phase("pg", conninfo, args.clients, procs, PG_SECONDS, 1.0, console)
-
-    alloc_rate = len(churn.alloc_lat) / args.seconds
-    pg_rate = len(pg.alloc_lat) / PG_SECONDS
+    secure, pg = churn_phase(args, server, console, True, procs)
+    insecure = None if args.no_insecure else churn_phase(args, server, console, False, procs)[0]
+    assert pg is not None
+    pg_rate, pg_p50 = len(pg.alloc_lat) / PG_SECONDS, percentile_ms(pg.alloc_lat, 0.5)
+    churn, cpu, every = secure.stats, secure.cpu_s, args.heartbeat_every
+    reg_s, retries, load = secure.registration_s, secure.retries, secure.load
+    alloc_rate = secure.rate(args.seconds)
+    insecure_rate = insecure.rate(args.seconds) if insecure else math.nan
     answered = churn.placed + churn.pending
     summary = {
         "gpus": gpus,
@@ -429,6 +496,12 @@ def run(args: argparse.Namespace, server: URL, console: Console) -> tuple[dict[s
         "placed_share": round(churn.placed / answered, 4) if answered else 0.0,
         "pg_tx_per_s": round(pg_rate, 1),
         "ratio_to_pg": round(alloc_rate / pg_rate, 3) if pg_rate else 0.0,
+        "tls": True,
+        "insecure_allocations_per_s": round(insecure_rate, 1) if insecure else None,
+        "insecure_allocate_p99_ms": (
+            round(percentile_ms(insecure.stats.alloc_lat, 0.99), 2) if insecure else None
+        ),
+        "auth_overhead_ratio": round(alloc_rate / insecure_rate, 3) if insecure else None,
     }
     why = churn.why_pending.most_common(1)
     table = Table("metric", "value", title=f"gpupool churn: {gpus} GPUs, {args.clients} clients")
@@ -436,7 +509,7 @@ def run(args: argparse.Namespace, server: URL, console: Console) -> tuple[dict[s
         ("client processes", str(procs)),
         ("load average before churn", f"{load:.2f} on {os.cpu_count()} CPUs"),
         ("fleet registration", f"{reg_s:.1f} s, {retries} calls retried"),
-        ("heartbeats sent / failed", f"{beats.sent} / {beats.failed} "
+        ("heartbeats sent / failed", f"{secure.beats_sent} / {secure.beats_failed} "
                                      f"({len(nodes) / every:.0f}/s)"),
         ("measured window", f"{args.seconds:.0f} s after {WARMUP_SECONDS:.0f} s warm-up"),
         ("Allocate ok", f"{len(churn.alloc_lat)} ({churn.placed} placed, {churn.pending} pending)"),
@@ -448,9 +521,11 @@ def run(args: argparse.Namespace, server: URL, console: Console) -> tuple[dict[s
         ("allocations/s", f"{alloc_rate:,.0f}"),
         ("Allocate p50 / p99", f"{summary['allocate_p50_ms']} / {summary['allocate_p99_ms']} ms"),
         ("Release p50 / p99", f"{summary['release_p50_ms']} / {summary['release_p99_ms']} ms"),
-        ("PostgreSQL UPDATE+INSERT tx/s", f"{pg_rate:,.0f} (p50 "
-                                          f"{percentile_ms(pg.alloc_lat, 0.5):.2f} ms)"),
+        ("PostgreSQL UPDATE+INSERT tx/s", f"{pg_rate:,.0f} (p50 {pg_p50:.2f} ms)"),
         ("allocations/s ÷ PostgreSQL tx/s", str(summary["ratio_to_pg"])),
+        ("--insecure allocations/s, p99", f"{insecure_rate:,.0f}, "
+                                          f"{summary['insecure_allocate_p99_ms']} ms"),
+        ("TLS+tokens+audit ÷ --insecure", str(summary["auth_overhead_ratio"])),
     ):  # fmt: skip
         table.add_row(*row)
     Console().print(table)
@@ -473,6 +548,9 @@ def main() -> None:
     )
     parser.add_argument("--plot", metavar="FILE.png", help="latency histogram")
     parser.add_argument("--profile", metavar="FILE", help="py-spy record (.svg, else raw)")
+    parser.add_argument(
+        "--no-insecure", action="store_true", help="skip the --insecure comparison run"
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
     server = loopback_server(args.database_url)

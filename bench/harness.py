@@ -1,5 +1,6 @@
 """What the benchmarks that run a real scheduler share: a scratch database,
-a `gpupool serve` process on loopback, percentiles."""
+a `gpupool serve` process on loopback (TLS and tokens unless told otherwise),
+percentiles."""
 
 from __future__ import annotations
 
@@ -12,14 +13,21 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 
 import psycopg
 from psycopg import sql
 from rich.console import Console
+from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, make_url
 
-from scheduler.app import channel_ready
+from scheduler.domain.callers import SYSTEM, Role
+from scheduler.domain.clock import SystemClock
+from scheduler.security.channels import ClientCredentials, channel_ready
+from scheduler.security.pki import CertificateAuthority
+from scheduler.services.tokens import TokenService
 from scheduler.store.database import libpq_url, normalise_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -49,19 +57,73 @@ def scratch_database(server: URL) -> Iterator[str]:
             conn.execute(drop.format(sql.Identifier(name)))
 
 
-@contextmanager
-def scheduler_process(
-    database_url: str, console: Console, command: list[str] | None = None
-) -> Iterator[tuple[int, str, IO[bytes]]]:
-    """`gpupool serve` (or `command` + address) on a free loopback port;
-    yields (pid, address, log); SIGTERM (then SIGKILL) on exit."""
+@dataclass
+class BenchPki:
+    """A throwaway CA for one benchmark run: the server's certificate, the
+    agents' certificates and the CA the clients trust."""
+
+    directory: Path
+    ca: CertificateAuthority
+
+    @classmethod
+    def create(cls, directory: Path) -> BenchPki:
+        ca = CertificateAuthority.load_or_create(directory)
+        ca.issue_server(["127.0.0.1", "localhost"]).write(directory, "server")
+        return cls(directory, ca)
+
+    def server_args(self) -> list[str]:
+        d = self.directory
+        return ["--tls-cert", str(d / "server.crt"), "--tls-key", str(d / "server.key"),
+                "--client-ca", str(d / "ca.crt")]  # fmt: skip
+
+    def agent(self, node: str) -> ClientCredentials:
+        return ClientCredentials(ca_pem=self.ca.cert_pem, certificate=self.ca.issue_agent(node))
+
+
+@dataclass
+class BenchServer:
+    pid: int
+    address: str  # the API port
+    agent_address: str  # the agents' port ("" when insecure: agents use the API port)
+    log: IO[bytes]
+    admin: ClientCredentials  # an admin token over TLS, or plaintext
+    pki: BenchPki | None  # None when insecure
+
+    def agent_credentials(self, node: str) -> ClientCredentials:
+        return self.pki.agent(node) if self.pki else ClientCredentials(insecure=True)
+
+
+def _free_address() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        address = f"127.0.0.1:{s.getsockname()[1]}"
-    argv = [*command, address] if command else [
-        sys.executable, "-m", "scheduler.cli.main", "serve", "--listen", address
-    ]  # fmt: skip
-    with tempfile.TemporaryFile() as log:
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _admin_token(database_url: str, ca_pem: bytes) -> ClientCredentials:
+    engine = create_engine(normalise_url(database_url))
+    try:
+        _, secret = TokenService(engine, SystemClock()).create(SYSTEM, "bench", Role.ADMIN, "")
+    finally:
+        engine.dispose()
+    return ClientCredentials(ca_pem=ca_pem, token=secret)
+
+
+@contextmanager
+def scheduler_process(
+    database_url: str, console: Console, command: list[str] | None = None, secure: bool = True
+) -> Iterator[BenchServer]:
+    """`gpupool serve` (or `command` + its flags) on free loopback ports: TLS
+    with a throwaway CA and an admin token, or plaintext with secure=False.
+    SIGTERM (then SIGKILL) on exit."""
+    address, agent_address = _free_address(), _free_address() if secure else ""
+    with (
+        tempfile.TemporaryDirectory(prefix="gpupool-bench-") as tmp,
+        tempfile.TemporaryFile() as log,
+    ):
+        pki = BenchPki.create(Path(tmp)) if secure else None
+        flags = ["--listen", address, "--agent-listen", agent_address]
+        flags += pki.server_args() if pki else ["--insecure"]
+        argv = [*(command or [sys.executable, "-m", "scheduler.cli.main", "serve"]), *flags]
         server = subprocess.Popen(
             argv,
             env={**os.environ, "GPUPOOL_DATABASE_URL": database_url},
@@ -70,11 +132,14 @@ def scheduler_process(
         )
         try:
             with console.status("starting the scheduler (migrations first)…"):
-                if not channel_ready(address, timeout=90):
+                plain = ClientCredentials(insecure=True)
+                reach = ClientCredentials(ca_pem=pki.ca.cert_pem) if pki else plain
+                if not channel_ready(address, reach, timeout=90):
                     log.seek(0)
                     console.print(log.read()[-3000:].decode(errors="replace"))
                     raise SystemExit("the scheduler did not come up")
-            yield server.pid, address, log
+            admin = _admin_token(database_url, pki.ca.cert_pem) if pki else plain
+            yield BenchServer(server.pid, address, agent_address, log, admin, pki)
         finally:
             server.terminate()
             try:

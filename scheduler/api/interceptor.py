@@ -44,9 +44,9 @@ def current_caller() -> Caller:
 
 
 def _target(request: Any, response: Any) -> str:
-    allocation = getattr(response, "allocation", None)
-    if allocation is not None and getattr(allocation, "id", ""):
-        return str(allocation.id)
+    allocation_id: object = getattr(getattr(response, "allocation", None), "id", "")
+    if isinstance(allocation_id, str) and allocation_id:
+        return allocation_id
     for name in _TARGET_FIELDS:
         value = getattr(request, name, None)
         if isinstance(value, str) and value:
@@ -73,7 +73,7 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         peer = context.peer()
         if self._insecure:
             return Caller(name="anonymous", role=Role.ADMIN, credential="insecure", peer=peer)
-        sans = context.auth_context().get("x509_subject_alternative_name", [])
+        sans: list[bytes] = list(context.auth_context().get("x509_subject_alternative_name", []))
         if sans:
             return self._certificate_caller(sans, peer)
         token = ""

@@ -20,7 +20,7 @@ _ROLES = {
 _ROLE_ENUMS = {role: value for value, role in _ROLES.items()}
 
 
-def token_role(value: admin_pb2.TokenRole.ValueType) -> Role:
+def token_role(value: admin_pb2.TokenRole) -> Role:
     if value not in _ROLES:
         raise InvalidArgument(
             "role must be TOKEN_ROLE_SERVICE, TOKEN_ROLE_VIEWER or TOKEN_ROLE_ADMIN"

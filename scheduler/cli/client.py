@@ -249,7 +249,7 @@ class SchedulerClient:
         return response.tenant
 
     def create_token(
-        self, name: str, role: admin_pb2.TokenRole.ValueType, tenant: str, ttl_seconds: int
+        self, name: str, role: admin_pb2.TokenRole, tenant: str, ttl_seconds: int
     ) -> admin_pb2.CreateTokenResponse:
         request = admin_pb2.CreateTokenRequest(
             name=name, role=role, tenant=tenant, ttl_seconds=ttl_seconds

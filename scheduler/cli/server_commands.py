@@ -56,7 +56,8 @@ _agent_listen_option = click.option(
 _insecure_option = click.option(
     "--insecure",
     is_flag=True,
-    help="Plaintext and no authentication: anyone who can connect is an admin. Never in production.",
+    help="Plaintext and no authentication: anyone who can connect is an admin. "
+    "Never in production.",
 )
 _file = click.Path(path_type=Path, exists=True, dir_okay=False)
 _tls_cert_option = click.option(

@@ -43,7 +43,7 @@ def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
         if command.tenant is not None and row["tenant"] != command.tenant:
             batch.results[id(command)] = PermissionDenied(
                 f"allocation {row['id']} belongs to tenant {row['tenant']!r}, not "
-                f"{command.tenant!r}: a token for tenant {row['tenant']!r} or an admin may release it"
+                f"{command.tenant!r}: its tenant's token or an admin may release it"
             )
             continue
         if row["state"] not in TERMINAL_STATES:

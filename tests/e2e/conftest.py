@@ -137,6 +137,6 @@ def cluster(clean_database: str, tmp_path: Path) -> Iterator[Cluster]:
 @pytest.fixture
 def client(cluster: Cluster) -> Iterator[Client]:
     assert cluster.app is not None
-    c = Client.admin(cluster.app)
+    c = Client.as_admin(cluster.app)
     yield c
     c.close()

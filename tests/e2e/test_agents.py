@@ -130,7 +130,7 @@ def test_scheduler_restart_loses_nothing_and_agents_reconnect(
     cluster.start_scheduler()
     wait_for(lambda: cluster.connected(NODES), what="agents to reconnect")
     assert cluster.app is not None
-    again = Client.admin(cluster.app)
+    again = Client.as_admin(cluster.app)
     try:
         assert _get(again, held.id).state == PLACED
         assert _get(again, held.id).bindings == held.bindings

@@ -61,7 +61,7 @@ def _kill_workers(state_dir: Path) -> None:
 @pytest.fixture
 def client(workers_cluster: Cluster) -> Iterator[Client]:
     assert workers_cluster.app is not None
-    c = Client.admin(workers_cluster.app)
+    c = Client.as_admin(workers_cluster.app)
     yield c
     c.close()
 
@@ -316,7 +316,7 @@ def test_tp2_pp2_across_two_nodes_matches_the_single_process_result(
         fleet=WORKERS / "two_nodes.yaml",
         rendezvous_ports=(base, base + 20),
     )
-    client = Client.admin(cluster.start_scheduler())
+    client = Client.as_admin(cluster.start_scheduler())
     try:
         _start(cluster, ["duo-0", "duo-1"])
         allocation = _allocate(

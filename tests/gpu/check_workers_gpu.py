@@ -123,7 +123,8 @@ def through_gpupool(work: Path) -> None:
     ca, cert, key = issue_agent_credentials(settings.data_dir, "gpu-check")
     agent_log = (work / "agent.log").open("ab")
     agent = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli.main", "agent", "run", "--scheduler", app.agent_address,
+        [sys.executable, "-m", "scheduler.cli.main", "agent", "run",
+         "--scheduler", app.agent_address,
          "--ca-cert", str(ca), "--cert", str(cert), "--key", str(key),
          "--node-name", "gpu-check", "--state-dir", str(work / "agent"),
          "--worker-templates", str(WORKER_TEMPLATES)],

@@ -42,12 +42,12 @@ class Client:
         return ["--scheduler", self.address, "--ca-cert", ca, "--token", self.credentials.token]
 
     @classmethod
-    def admin(cls, app: SchedulerApp) -> Client:
+    def as_admin(cls, app: SchedulerApp) -> Client:
         """An admin (bearer token) on the app's API port."""
         return cls(app.address, session_pki().token(app, Role.ADMIN, name="test-admin"))
 
     @classmethod
-    def agent(cls, app: SchedulerApp, node: str) -> Client:
+    def as_agent(cls, app: SchedulerApp, node: str) -> Client:
         """Node's agent (client certificate) on the app's agent port."""
         return cls(app.agent_address, session_pki().agent(node))
 
@@ -94,7 +94,7 @@ def app(start_app: Callable[[], SchedulerApp]) -> SchedulerApp:
 
 @pytest.fixture
 def client(app: SchedulerApp) -> Iterator[Client]:
-    c = Client.admin(app)
+    c = Client.as_admin(app)
     yield c
     c.close()
 

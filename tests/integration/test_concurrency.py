@@ -124,22 +124,14 @@ def two_schedulers(clean_database: str) -> Iterator[list[Client]]:
     try:
         for _ in range(2):
             address = f"127.0.0.1:{_free_port()}"
+            command = [
+                sys.executable, "-m", "scheduler.cli.main", "serve",
+                "--listen", address, "--agent-listen", "",
+                *session_pki().server_args(),
+            ]  # fmt: skip
             processes.append(
                 subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "scheduler.cli.main",
-                        "serve",
-                        "--listen",
-                        address,
-                        "--agent-listen",
-                        "",
-                        *session_pki().server_args(),
-                    ],  # fmt: skip
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
             )
             credentials = session_pki().token_in(clean_database, Role.ADMIN)

@@ -46,14 +46,14 @@ def test_first_answer_survives_a_scheduler_restart(
     start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
 ) -> None:
     first_app = start_app()
-    client = Client.admin(first_app)
+    client = Client.as_admin(first_app)
     register_fleet(client, mixed_fleet)
     first = client.scheduler.Allocate(_request()).allocation
     client.close()
     first_app.stop(grace=0.5)
 
     second_app = start_app()
-    client = Client.admin(second_app)
+    client = Client.as_admin(second_app)
     again = client.scheduler.Allocate(_request()).allocation
     assert again.id == first.id and again.bindings == first.bindings
     client.close()

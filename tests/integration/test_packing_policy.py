@@ -21,7 +21,7 @@ def fgd_client(
 ) -> Iterator[Client]:
     app = SchedulerApp(scheduler_settings(clean_database, packing_policy="fgd"), clock=clock)
     app.start()
-    client = Client.admin(app)
+    client = Client.as_admin(app)
     register_fleet(client, mixed_fleet)
     yield client
     client.close()

@@ -189,7 +189,7 @@ def test_revoked_and_expired_tokens_are_refused(
 
 @pytest.fixture
 def agent_a(fleet_app: SchedulerApp) -> Iterator[Client]:
-    c = Client.agent(fleet_app, "h100-sxm-0")
+    c = Client.as_agent(fleet_app, "h100-sxm-0")
     yield c
     c.close()
 
@@ -207,7 +207,7 @@ def test_an_agent_speaks_only_for_its_node(
 
     hello = agents_pb2.AgentMessage(hello=agents_pb2.AgentHello(node=other))
     stream = agent_a.agents.Connect(iter([hello]), timeout=10)
-    assert _code(lambda: next(stream)) == CODE.PERMISSION_DENIED
+    assert _code(lambda: next(iter(stream))) == CODE.PERMISSION_DENIED
 
     # Work placed on another node: the agent may neither ack nor report for it.
     elsewhere = allocate(
