@@ -304,7 +304,7 @@ def release(state: CliContext, allocation_id: str) -> None:
 
 
 @click.command()
-@click.option("--tenant", required=True)
+@click.option("--tenant", default="", help="Default: the tenant of a service token.")
 @click.option(
     "--request-id", default=None, metavar="ID", help="Idempotency key [default: a random UUID]."
 )
