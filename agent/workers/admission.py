@@ -5,7 +5,10 @@ The scheduler checked the spec at Allocate against its file; this node's
 file may differ and is the one that counts. On top of the checks of
 scheduler.domain.worker_args, a `path` argument is resolved through its
 symlinks (os.path.realpath) and must still be under one of its roots
-(resolved the same way), so a link in a root cannot point outside it.
+(resolved the same way), so a link in a root cannot point outside it; and
+the spec's env may set only the variables this node's template lists in
+env_allow (a variable such as LD_PRELOAD, PATH, PYTHONWARNINGS or BROWSER
+would run code as the agent's user).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Mapping
 from agent.workers.gang import GangSpec
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.worker_args import quote, under_roots
-from scheduler.domain.worker_templates import WorkerTemplate, check_args
+from scheduler.domain.worker_templates import WorkerTemplate, check_args, check_env
 
 
 def admit(templates: Mapping[str, WorkerTemplate], spec: GangSpec) -> WorkerTemplate:
@@ -26,6 +29,7 @@ def admit(templates: Mapping[str, WorkerTemplate], spec: GangSpec) -> WorkerTemp
     if template is None:
         raise InvalidArgument(f"this node has no worker template {quote(spec.template)}")
     values = check_args(template, spec.args)
+    check_env(template, spec.env)
     for name, arg in template.args.items():
         if arg.type != "path" or not values[name]:
             continue

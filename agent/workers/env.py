@@ -13,23 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.workers.gang import GangSpec, RankBinding
-from scheduler.domain.worker_templates import WorkerTemplate, render_command
+from scheduler.domain.worker_templates import WorkerTemplate, check_env, render_command
 
 DEFAULT_MEMORY_UTILIZATION = 0.9
-# The agent owns these: a WorkerSpec's env may not override them.
-RESERVED_ENV = frozenset(
-    {
-        "CUDA_VISIBLE_DEVICES",
-        "WORLD_SIZE",
-        "RANK",
-        "LOCAL_RANK",
-        "LOCAL_WORLD_SIZE",
-        "GROUP_RANK",
-        "NODE_RANK",
-        "MASTER_ADDR",
-        "MASTER_PORT",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -167,7 +153,10 @@ def _shared_env(
 ) -> dict[str, str]:
     layout = spec.layout
     env = dict(template.env)
-    env.update({k: v for k, v in spec.env.items() if k not in RESERVED_ENV})
+    # Checked again here, against this node's template: the request's env
+    # sets only what its env_allow lists, never the agent's own names
+    # (RESERVED_ENV, set below).
+    env.update(check_env(template, spec.env))
     env.update(
         {
             "WORLD_SIZE": str(spec.world_size),

@@ -8,6 +8,12 @@ resolves symlinks (agent/workers/admission.py).
 Every value of every type is bounded, has no NUL or control character, and,
 except `flags`, does not begin with `-` (no option injection). Error
 messages quote at most QUOTE_CHARS of a bad value.
+
+A request's worker.env is checked here too (check_env_vars): only the exact
+names a template's `env_allow` lists, values bounded and free of control
+characters. An environment variable can run code (LD_PRELOAD, PATH,
+PYTHONPATH, PYTHONWARNINGS with BROWSER, NCCL plugins), so the default is
+none, and a few families may never be listed at all.
 """
 
 from __future__ import annotations
@@ -283,3 +289,93 @@ def _root(where: str, root: str, templates_dir: str | None) -> str:
     if root == "/":
         raise InvalidArgument(f"{where}: `/` is not a root (every path is under it)")
     return root
+
+
+# -- the environment a request may set (a template's `env_allow:`) -------------------
+
+MAX_ENV_VARS = 64
+MAX_ENV_VALUE = 1024
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+# The agent sets these for every launch (agent/workers/env.py); a request
+# never may, whatever a template allows.
+RESERVED_ENV = frozenset(
+    {
+        "CUDA_VISIBLE_DEVICES",
+        "WORLD_SIZE",
+        "RANK",
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "GROUP_RANK",
+        "NODE_RANK",
+        "MASTER_ADDR",
+        "MASTER_PORT",
+    }
+)
+# Names a template may not put in env_allow: the agent's own (GPUPOOL_*,
+# the MPS share, device visibility) and the families known to make a
+# program load or run code, or read or write a file, that the value names
+# (the dynamic loader, interpreters' startup and warning hooks, BROWSER
+# and friends, search paths, plugins, config, cache and module
+# directories, log files). Not a complete list: env_allow is the
+# protection; this only stops the worst mistakes at load.
+_NEVER_ALLOWED = re.compile(
+    r"(?:LD_|DYLD_|PYTHON|PERL|RUBY|NODE_|JAVA|BASH_|GCONV|GPUPOOL_|CUDA_MPS_|NVIDIA_|XDG_|SSL_)"
+    r".*"
+    r"|.*(?:PATH|PLUGIN|PRELOAD|LIBRARY|_LIB|MODULE|_DIR|DIRECTORY|_FILE|HOME|CACHE|CONF"
+    r"|ROOT|PREFIX|EXEC|COMMAND|SCRIPT|HOOK).*"
+    r"|BROWSER|EDITOR|VISUAL|PAGER|SHELL|ENV|IFS|PS4|TMPDIR|TERMINFO|HOSTALIASES"
+    r"|LOCALDOMAIN|RES_OPTIONS|MALLOC_.*|GLIBC_.*|OPENSSL_.*|CURL_.*|GIT_.*|.*_PROXY"
+    r"|HF_ENDPOINT|HF_TOKEN|.*_TOKEN|.*_KEY|.*_SECRET.*"
+)
+
+
+def parse_env_allow(template: str, body: Any) -> tuple[str, ...]:
+    """A template's `env_allow:`: exact variable names (no patterns), none
+    of them reserved for the agent or of a family known to load code."""
+    here = f"worker template {template!r}: env_allow"
+    if body is None:
+        return ()
+    if not isinstance(body, list) or not all(isinstance(n, str) for n in body):
+        raise InvalidArgument(f"{here} must be a list of variable names")
+    bad = [n for n in body if not _ENV_NAME.fullmatch(n)]
+    if bad:
+        raise InvalidArgument(
+            f"{here}: {', '.join(quote(n) for n in bad[:8])} are not variable names "
+            "(exact names only: no patterns such as VLLM_*)"
+        )
+    never = [n for n in body if n in RESERVED_ENV or _NEVER_ALLOWED.fullmatch(n.upper())]
+    if never:
+        raise InvalidArgument(
+            f"{here}: {', '.join(never[:8])} may never be set by a request (the agent sets "
+            "it, or it can make the worker load code or open a file it names)"
+        )
+    return tuple(dict.fromkeys(body))
+
+
+def check_env_vars(template: str, allow: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """A request's environment for a worker, every name one of `allow`
+    (exact) and every value bounded with no NUL or control character, or
+    InvalidArgument naming the variable and what is allowed."""
+    here = f"worker template {template!r}"
+    allowed = f"allowed: {', '.join(allow) or 'none'}"
+    if len(env) > MAX_ENV_VARS:
+        raise InvalidArgument(f"{here}: worker.env has {len(env)} entries; limit {MAX_ENV_VARS}")
+    refused = sorted(name for name in env if name not in allow or name in RESERVED_ENV)
+    if refused:
+        raise InvalidArgument(
+            f"{here} does not let a request set environment variable "
+            f"{', '.join(quote(n) for n in refused[:8])} ({allowed})"
+        )
+    for name, value in env.items():
+        problem = ""
+        if not isinstance(value, str):
+            problem = "must be a string"
+        elif len(value) > MAX_ENV_VALUE:
+            problem = f"is longer than {MAX_ENV_VALUE} characters"
+        elif _CONTROL.search(value):
+            problem = "contains a NUL or control character"
+        if problem:
+            raise InvalidArgument(
+                f"{here}: environment variable {name!r} {problem}; got {quote(str(value))}"
+            )
+    return dict(env)

@@ -23,7 +23,14 @@ from typing import Any
 import yaml
 
 from scheduler.domain.errors import InvalidArgument
-from scheduler.domain.worker_args import ArgSpec, parse_arg, quote, split_flags
+from scheduler.domain.worker_args import (
+    ArgSpec,
+    check_env_vars,
+    parse_arg,
+    parse_env_allow,
+    quote,
+    split_flags,
+)
 
 DEFAULT_TEMPLATES_FILE = Path(__file__).resolve().parents[2] / "deploy" / "worker-templates.yaml"
 
@@ -96,6 +103,8 @@ class WorkerTemplate:
     launch: str = "per_rank"
     args: Mapping[str, ArgSpec] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    # The variables a request's worker.env may set (exact names; none by default).
+    env_allow: tuple[str, ...] = ()
     readiness: Readiness = field(default_factory=Readiness)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     stop_timeout_s: float = 30.0
@@ -203,6 +212,7 @@ def _template(name: str, body: Mapping[str, Any], templates_dir: str | None) -> 
         launch=launch,
         args=args,
         env={str(k): str(v) for k, v in (body.get("env") or {}).items()},
+        env_allow=parse_env_allow(name, body.get("env_allow")),
         readiness=Readiness(kind, target, float(ready.get("timeout_s", 600))),
         restart=RestartPolicy(
             max_restarts=int(restart.get("max_restarts", 3)),
@@ -257,15 +267,27 @@ def check_args(template: WorkerTemplate, args: Mapping[str, str]) -> dict[str, s
     return values
 
 
+def check_env(template: WorkerTemplate, env: Mapping[str, str]) -> dict[str, str]:
+    """A request's worker.env, every variable one the template's env_allow
+    names and every value bounded and free of control characters, or
+    InvalidArgument naming the variable and the allowed list."""
+    return check_env_vars(template.name, template.env_allow, env)
+
+
 def validate_worker(
-    templates: Mapping[str, WorkerTemplate], name: str, args: Mapping[str, str]
+    templates: Mapping[str, WorkerTemplate],
+    name: str,
+    args: Mapping[str, str],
+    env: Mapping[str, str] | None = None,
 ) -> WorkerTemplate:
-    """The template a WorkerSpec names, or InvalidArgument saying what is allowed."""
+    """The template a WorkerSpec names, or InvalidArgument saying what is
+    allowed (its arguments and environment checked)."""
     if name not in templates:
         known = ", ".join(sorted(templates)) or "none configured"
         raise InvalidArgument(f"unknown worker template {quote(name)} (known: {known})")
     template = templates[name]
     check_args(template, args)
+    check_env(template, env or {})
     return template
 
 

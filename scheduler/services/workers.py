@@ -15,7 +15,6 @@ and what a gang's status means for its allocation.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -24,7 +23,6 @@ from sqlalchemy import Engine
 
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.worker_templates import WorkerTemplate, validate_worker
 from scheduler.services.agents import WorkerReport
 from scheduler.services.allocator import Allocator
@@ -35,8 +33,6 @@ from scheduler.store import workers as store
 log = logging.getLogger(__name__)
 
 DEFAULT_RENDEZVOUS_PORTS = range(29500, 30000)
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-MAX_ENV = 64
 MAX_REASON = 1024  # of a worker's exit reason, as kept and shown
 
 
@@ -65,12 +61,9 @@ class WorkerService:
         """INVALID_ARGUMENT at Allocate, never a crash on the node."""
         if spec.worker is None:
             return
-        validate_worker(self.templates, spec.worker.template, spec.worker.args)
-        if len(spec.worker.env) > MAX_ENV:
-            raise InvalidArgument(f"worker.env has {len(spec.worker.env)} entries; limit {MAX_ENV}")
-        for name in spec.worker.env:
-            if not _ENV_NAME.fullmatch(name):
-                raise InvalidArgument(f"worker.env name {name!r} is not a valid variable name")
+        worker = spec.worker
+        # The environment too: only the variables the template's env_allow names.
+        validate_worker(self.templates, worker.template, worker.args, worker.env)
 
     def prepare(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Hand out rendezvous ports to live worker allocations that lack one

@@ -81,3 +81,25 @@ def test_a_worker_within_its_template_is_stored(fleet_client: Client, app: Sched
     allocation = _allocate(fleet_client, "ok", worker)
     assert allocation.worker.args["extra_args"] == "--max-model-len 8192"
     assert _stored(app) == 1
+
+
+def test_the_env_exploit_is_invalid_argument_and_stores_nothing(
+    fleet_client: Client, app: SchedulerApp
+) -> None:
+    # PYTHONWARNINGS imports `antigravity`, which runs $BROWSER: a shell
+    # command in any Python worker (python, torchrun, vLLM, SGLang).
+    env = {"PYTHONWARNINGS": "ignore::antigravity.x", "BROWSER": "sh -c 'id > pwned.txt' %s"}
+    script = {"script": "/opt/gpupool/workers/train.py"}
+    for template, args in (("python", script), ("torchrun", script), ("vllm", {"model": "m"})):
+        worker = types_pb2.WorkerSpec(template=template, args=args, env=env)
+        details = _refused(fleet_client, f"env-{template}", worker)
+        assert "environment variable 'BROWSER', 'PYTHONWARNINGS'" in details
+        assert "allowed: " in details and "NCCL_DEBUG" in details
+    preload = types_pb2.WorkerSpec(template="python", args=script, env={"LD_PRELOAD": "/tmp/x.so"})
+    assert "'LD_PRELOAD'" in _refused(fleet_client, "preload", preload)
+    long_env = types_pb2.WorkerSpec(template="python", args=script, env={"NCCL_DEBUG": "I" * 2000})
+    assert len(_refused(fleet_client, "long-env", long_env)) < 500
+    assert _stored(app) == 0, "a refused request left an allocation row"
+    allowed = types_pb2.WorkerSpec(template="python", args=script, env={"NCCL_DEBUG": "INFO"})
+    assert _allocate(fleet_client, "env-ok", allowed).worker.env == {"NCCL_DEBUG": "INFO"}
+    assert _stored(app) == 1

@@ -17,6 +17,7 @@ from scheduler.domain.worker_templates import (
     RestartPolicy,
     WorkerTemplate,
     check_args,
+    check_env,
     load_templates,
     parse_templates,
     render_command,
@@ -28,6 +29,15 @@ SCRIPT = "/opt/gpupool/workers/train.py"
 # The request that ran a root shell when the python template took its
 # interpreter from the request.
 EXPLOIT = {"python": "/bin/sh", "script": "-c", "script_args": "'id > pwned.txt; echo pwned'"}
+# An environment that runs a shell command in any Python program: the
+# warnings filter imports `antigravity`, which opens $BROWSER.
+ENV_EXPLOIT = {"PYTHONWARNINGS": "ignore::antigravity.x", "BROWSER": "sh -c 'id > pwned.txt' %s"}
+ARGS = {
+    "vllm": {"model": "m"},
+    "sglang": {"model": "m"},
+    "torchrun": {"script": SCRIPT},
+    "python": {"script": SCRIPT},
+}
 
 
 def _one(args: dict[str, Any], command: list[str] | None = None) -> WorkerTemplate:
@@ -288,3 +298,111 @@ def test_long_bad_values_are_quoted_short() -> None:
 def test_restart_backoff_doubles_up_to_its_cap() -> None:
     policy = RestartPolicy(max_restarts=5, backoff_s=1.0, max_backoff_s=5.0)
     assert [policy.delay(n) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+
+
+def _env_refused(template: str, env: dict[str, str], match: str) -> str:
+    with pytest.raises(InvalidArgument, match=match) as info:
+        validate_worker(TEMPLATES, template, ARGS[template], env)
+    return info.value.message
+
+
+def test_the_env_exploit_is_refused_by_every_shipped_template() -> None:
+    for template in ARGS:
+        message = _env_refused(template, ENV_EXPLOIT, "environment variable 'BROWSER'")
+        assert "'PYTHONWARNINGS'" in message, "every refused variable is named"
+        assert "allowed: " in message and "NCCL_DEBUG" in message, "says what is allowed"
+        with pytest.raises(InvalidArgument, match="'PYTHONWARNINGS'"):
+            check_env(TEMPLATES[template], {"PYTHONWARNINGS": ENV_EXPLOIT["PYTHONWARNINGS"]})
+
+
+def test_loader_and_search_path_variables_are_refused() -> None:
+    for name, value in (
+        ("LD_PRELOAD", "/tmp/evil.so"),
+        ("LD_LIBRARY_PATH", "/tmp"),
+        ("PATH", "/tmp/bin:/usr/bin"),
+        ("PYTHONPATH", "/tmp"),
+        ("PYTHONSTARTUP", "/tmp/x.py"),
+        ("NCCL_NET_PLUGIN", "/tmp/libnccl-net.so"),
+        ("HF_HOME", "/tmp/hf"),
+        ("RANK", "7"),
+        ("CUDA_VISIBLE_DEVICES", "0,1,2,3"),
+        ("GPUPOOL_MEMORY_LIMIT_MIB", "999999"),
+    ):
+        for template in ARGS:
+            _env_refused(template, {name: value}, f"environment variable '{name}'")
+
+
+def test_an_allowed_variable_passes() -> None:
+    env = {"NCCL_DEBUG": "INFO", "HF_HUB_OFFLINE": "1"}
+    assert validate_worker(TEMPLATES, "vllm", ARGS["vllm"], env).name == "vllm"
+    assert check_env(TEMPLATES["vllm"], env) == env
+    assert check_env(TEMPLATES["python"], {"LOG_LEVEL": "debug"}) == {"LOG_LEVEL": "debug"}
+    assert check_env(TEMPLATES["python"], {}) == {}
+    _env_refused("python", {"HF_HUB_OFFLINE": "1"}, "'HF_HUB_OFFLINE'.*allowed: LOG_LEVEL")
+
+
+def test_env_values_are_bounded_and_free_of_control_characters() -> None:
+    for value in ("INFO\nLD_PRELOAD=/tmp/x.so", "INFO\x00", "\x1b[2J", "a\x7f", "\r"):
+        _env_refused("vllm", {"NCCL_DEBUG": value}, "'NCCL_DEBUG' contains a NUL or control")
+    message = _env_refused("vllm", {"NCCL_DEBUG": "I" * 5000}, "longer than 1024")
+    assert "I" * (QUOTE_CHARS + 1) not in message and len(message) < 400
+    message = _env_refused("vllm", {"X" * 5000: "1"}, "environment variable")
+    assert "X" * (QUOTE_CHARS + 1) not in message and len(message) < 400
+    many = {f"V{i}": "1" for i in range(65)}
+    _env_refused("vllm", many, "65 entries; limit 64")
+
+
+def test_a_template_without_env_allow_takes_no_env() -> None:
+    template = _one({"type": "string", "default": "x"})
+    assert template.env_allow == ()
+    with pytest.raises(InvalidArgument, match=r"'NCCL_DEBUG' \(allowed: none\)"):
+        check_env(template, {"NCCL_DEBUG": "INFO"})
+
+
+def test_env_allow_refuses_patterns_and_code_loading_names_at_load() -> None:
+    def load(allow: object) -> WorkerTemplate:
+        body = {"command": ["run"], "env_allow": allow}
+        return parse_templates({"templates": {"t": body}})["t"]
+
+    assert load(["NCCL_DEBUG", "NCCL_DEBUG"]).env_allow == ("NCCL_DEBUG",)
+    for bad in ("VLLM_*", "*", "A B", "", "1X"):
+        with pytest.raises(InvalidArgument, match="not variable names"):
+            load([bad])
+    for never in (
+        "LD_PRELOAD",
+        "LD_LIBRARY_PATH",
+        "DYLD_INSERT_LIBRARIES",
+        "PATH",
+        "PYTHONPATH",
+        "PYTHONWARNINGS",
+        "PYTHONSTARTUP",
+        "BROWSER",
+        "NCCL_NET_PLUGIN",
+        "NCCL_TUNER_PLUGIN",
+        "NCCL_DEBUG_FILE",
+        "NCCL_CONF_FILE",
+        "VLLM_PLUGINS",
+        "VLLM_LOGGING_CONFIG_PATH",
+        "HF_HOME",
+        "TRITON_CACHE_DIR",
+        "HF_ENDPOINT",
+        "HF_TOKEN",
+        "https_proxy",
+        "RANK",
+        "MASTER_ADDR",
+        "GPUPOOL_RANKS",
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE",
+    ):
+        with pytest.raises(InvalidArgument, match=f"{never} may never be set"):
+            load(["NCCL_DEBUG", never])
+    with pytest.raises(InvalidArgument, match="list of variable names"):
+        load("NCCL_DEBUG")
+
+
+def test_no_shipped_template_lets_a_request_load_code_through_env() -> None:
+    for template in TEMPLATES.values():
+        for name in template.env_allow:
+            assert not name.startswith(("LD_", "PYTHON", "GPUPOOL_")), (template.name, name)
+            assert not any(
+                part in name for part in ("PATH", "PLUGIN", "BROWSER", "_FILE", "_DIR", "HOME")
+            ), (template.name, name)
