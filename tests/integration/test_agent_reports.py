@@ -5,13 +5,17 @@ speaks only for its own workers."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 import pytest
 from sqlalchemy import text
 
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
+from scheduler.api import converters
 from scheduler.app import SchedulerApp
+from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.node_reports import GpuHealthReport
 from scheduler.fleetfile import SimulatedNode
 from scheduler.services.agents import WorkerReport
 from scheduler.simfleet import register_request
@@ -47,6 +51,10 @@ def _huge_label(request: agents_pb2.RegisterNodeRequest) -> None:
     request.labels["rack"] = "x" * 2_500_000
 
 
+def _long_label(request: agents_pb2.RegisterNodeRequest) -> None:
+    request.labels["rack"] = "x" * 1000
+
+
 def _uuid(request: agents_pb2.RegisterNodeRequest) -> None:
     request.gpus[0].uuid = "GPU-" + "z" * 500
 
@@ -61,17 +69,20 @@ def _bus_id(request: agents_pb2.RegisterNodeRequest) -> None:
 
 BAD_REGISTRATIONS = [
     (_set_memory(80_000), "reports 80000 MiB; the model has 24576 MiB"),
-    (_set_memory(2**64 - 1), "reports 18446744073709551615 MiB"),
+    (_set_memory(2**64 - 1), "18446744073709551615"),
     (_hostname, "hostname"),
-    (_huge_label, "at most 256"),
+    (_huge_label, "2500000 characters"),
+    (_long_label, "at most 256"),
     (_uuid, "not NVML's form"),
-    (_index, "outside 0..71"),
+    (_index, "4294967295"),
     (_bus_id, "PCI bus id"),
 ]
-IDS = ["memory", "2^64-1", "hostname", "label", "uuid", "index", "bus id"]
+IDS = ["memory", "2^64-1", "hostname", "huge label", "long label", "uuid", "index", "bus id"]
 
 
 def _refused(call: Callable[[], object], message: str) -> str:
+    """INVALID_ARGUMENT naming the problem, from the API layer's request checks
+    (api/validation.py: types and sizes) or the use case's (node_reports)."""
     with pytest.raises(grpc.RpcError) as info:
         call()
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
@@ -102,7 +113,7 @@ def test_bad_hello_is_invalid_argument_and_changes_nothing(
     hello = agents_pb2.AgentMessage(hello=agents_pb2.AgentHello(node=request))
 
     def connect() -> object:
-        return next(fleet_client.agents.Connect(iter([hello]), timeout=10))
+        return next(iter(fleet_client.agents.Connect(iter([hello]), timeout=10)))
 
     _refused(connect, message)
     assert _stored(fleet_client) == before
@@ -136,13 +147,14 @@ def _health(**figures: object) -> agents_pb2.GpuHealthReport:
 @pytest.mark.parametrize(
     ("figures", "message"),
     [
-        ({"temperature_c": float("nan")}, "temperature nan"),
+        ({"temperature_c": float("nan")}, "temperature"),
         ({"utilization_pct": 250}, "utilisation 250%"),
-        ({"memory_used_mib": 2**64 - 1}, "MiB used"),
+        ({"memory_used_mib": 2**64 - 1}, "18446744073709551615"),
         ({"recent_xids": list(range(1, 200))}, "recent XIDs"),
-        ({"reasons": ["r" * 100_000]}, "over 256 characters"),
+        ({"reasons": ["r" * 100_000]}, "100000 characters"),
+        ({"reasons": ["r" * 1000]}, "over 256 characters"),
     ],
-    ids=["nan", "utilisation", "memory", "xids", "reason"],
+    ids=["nan", "utilisation", "memory", "xids", "huge reason", "long reason"],
 )
 def test_bad_heartbeat_health_is_invalid_argument(
     fleet_client: Client,
@@ -171,7 +183,7 @@ def test_huge_residency_size_is_invalid_argument(
         ],
         residency_reported=True,
     )
-    _refused(lambda: fleet_client.agents.Heartbeat(request), "size 18446744073709551615 bytes")
+    _refused(lambda: fleet_client.agents.Heartbeat(request), "18446744073709551615")
 
 
 def test_a_gpu_replaced_at_its_index_re_registers_and_its_work_is_requeued(
@@ -279,3 +291,23 @@ def test_a_worker_report_about_another_nodes_ranks_is_ignored(
     after = get()
     requeued = [e for e in after.events if e.reason == "REQUEUED"]
     assert len(requeued) == 1 and "worker rank 0 on b200 failed" in requeued[0].message
+
+
+def test_a_bad_stream_heartbeat_is_invalid_argument_and_records_nothing(
+    app: SchedulerApp, fleet_client: Client, mixed_fleet: list[SimulatedNode]
+) -> None:
+    """The stream's heartbeats reach AgentHub.heartbeat; the servicer decides
+    what a rejected one does to the stream."""
+    l4 = _node(mixed_fleet, "l4")
+    hello = converters.agent_hello(agents_pb2.AgentHello(node=register_request(l4)))
+    session = app.agents.connect(hello)
+    try:
+        uuid = l4.gpus[0].uuid
+        bad = GpuHealthReport(uuid, "unhealthy", ("overheated",), memory_used_mib=30_000)
+        with pytest.raises(InvalidArgument, match="30000 MiB used is more than the GPU's 24576"):
+            app.agents.heartbeat(session, [bad])
+        assert session.last_health == {}, "the rejected report was not applied"
+        app.agents.heartbeat(session, [replace(bad, memory_used_mib=20_000)])
+        assert session.last_health == {uuid: ("unhealthy", ("overheated",))}
+    finally:
+        app.agents.disconnect(session)
