@@ -73,7 +73,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         peer = context.peer()
         if self._insecure:
             return Caller(name="anonymous", role=Role.ADMIN, credential="insecure", peer=peer)
-        sans: list[bytes] = list(context.auth_context().get("x509_subject_alternative_name", []))
+        found: bytes | list[bytes] = context.auth_context().get("x509_subject_alternative_name", [])
+        sans = [found] if isinstance(found, bytes) else list(found)
         if sans:
             return self._certificate_caller(sans, peer)
         token = ""
@@ -246,8 +247,17 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return bidi
 
     def _validated(self, requests: Iterator[Any]) -> Iterator[Any]:
-        for request in requests:
-            self._validate(request)
+        """The first message (an agent's hello) must be valid or the stream
+        fails; a bad later one is dropped and logged: ending the stream would
+        only bring the same agent back with the same report."""
+        for n, request in enumerate(requests):
+            try:
+                self._validate(request)
+            except errors.InvalidArgument as exc:
+                if n == 0:
+                    raise
+                log.warning("dropped an invalid stream message: %s", exc.message)
+                continue
             yield request
 
 

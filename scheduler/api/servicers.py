@@ -22,7 +22,7 @@ from scheduler.api import converters, trust_converters
 from scheduler.api.interceptor import current_caller
 from scheduler.domain.callers import require_node
 from scheduler.domain.catalogue import CATALOGUE
-from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.errors import GpupoolError, InvalidArgument
 from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
@@ -156,35 +156,44 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
     def _read(self, messages: Iterator[agents_pb2.AgentMessage], session: AgentSession) -> None:
         try:
             for message in messages:
-                body = message.WhichOneof("body")
-                if body == "heartbeat":
-                    reports = converters.health_reports(message.heartbeat.health)
-                    residency = converters.heartbeat_residency(message.heartbeat)
-                    self._agents.heartbeat(session, reports, residency)
-                elif body == "observed":
-                    self._agents.observed(session, message.observed.running_allocation_ids)
-                elif body == "interruption":
-                    self._fleet.interrupt(session.node, message.interruption.in_seconds)
-                elif body == "workers":
-                    statuses = converters.worker_reports(message.workers.workers)
-                    self._workers.report(session.node, statuses)
-                elif body == "mig_device":
-                    device = message.mig_device
-                    self._workers.mig_device(
-                        session.node,
-                        device.allocation_id,
-                        device.gpu_uuid,
-                        device.mig_start,
-                        device.mig_device_uuid,
-                    )
-                elif body == "log_chunk":
-                    self._logs.deliver(converters.log_chunk(message.log_chunk))
+                try:
+                    self._handle(session, message)
+                except GpupoolError as exc:
+                    # One bad report is dropped, not the stream: ending it would
+                    # bring the agent back with the same report, node flapping.
+                    kind = message.WhichOneof("body")
+                    log.warning("agent %s: %s refused: %s", session.node, kind, exc.message)
         except grpc.RpcError:
             pass  # the agent went away; the session closes below
         except Exception:
             log.exception("agent %s: handling its message failed", session.node)
         finally:
             session.close()
+
+    def _handle(self, session: AgentSession, message: agents_pb2.AgentMessage) -> None:
+        body = message.WhichOneof("body")
+        if body == "heartbeat":
+            reports = converters.health_reports(message.heartbeat.health)
+            residency = converters.heartbeat_residency(message.heartbeat)
+            self._agents.heartbeat(session, reports, residency)
+        elif body == "observed":
+            self._agents.observed(session, message.observed.running_allocation_ids)
+        elif body == "interruption":
+            self._fleet.interrupt(session.node, message.interruption.in_seconds)
+        elif body == "workers":
+            statuses = converters.worker_reports(message.workers.workers)
+            self._workers.report(session.node, statuses)
+        elif body == "mig_device":
+            device = message.mig_device
+            self._workers.mig_device(
+                session.node,
+                device.allocation_id,
+                device.gpu_uuid,
+                device.mig_start,
+                device.mig_device_uuid,
+            )
+        elif body == "log_chunk":
+            self._logs.deliver(converters.log_chunk(message.log_chunk))
 
     def RegisterNode(
         self, request: agents_pb2.RegisterNodeRequest, context: grpc.ServicerContext

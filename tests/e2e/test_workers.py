@@ -150,7 +150,7 @@ def test_tp2_on_one_node_matches_the_single_process_result(
     with pytest.raises(grpc.RpcError) as info:
         _logs(client, allocation.id, 5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    cli = [sys.executable, "-m", "scheduler.cli.main", "--scheduler", workers_cluster.address]
+    cli = [sys.executable, "-m", "scheduler.cli.main", *client.cli_args()]
     logs = subprocess.run(
         [*cli, "logs", allocation.id, "--rank", "1"], capture_output=True, text=True, check=True
     )

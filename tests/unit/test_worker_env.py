@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agent.workers.env import AgentEnv, HostGpu, coordinates, plan_launches
 from agent.workers.gang import GangSpec, RankBinding
+from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.layout import ParallelLayout as Layout
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 
@@ -64,11 +67,16 @@ def test_tp2_pp2_over_two_nodes_counts_local_ranks_on_each() -> None:
 
 def test_no_nvlink_no_p2p_level_and_spec_env_cannot_override_ranks() -> None:
     spec = _gang(Layout(tp=2), ["n0", "n0"])
-    spec = GangSpec(**{**vars(spec), "env": {"RANK": "7", "HF_HOME": "/cache"}})
     apart = {i: HostGpu(i, 81920, ()) for i in range(2)}
-    env = plan_launches(spec, TEMPLATES["python"], AGENT, apart)[1].env
+    allowed = GangSpec(**{**vars(spec), "env": {"NCCL_DEBUG": "INFO"}})
+    env = plan_launches(allowed, TEMPLATES["python"], AGENT, apart)[1].env
     assert "NCCL_P2P_LEVEL" not in env
-    assert env["RANK"] == "1" and env["HF_HOME"] == "/cache"
+    assert env["RANK"] == "1" and env["NCCL_DEBUG"] == "INFO"
+    # Neither a rank variable nor one the template's env_allow lacks.
+    for bad in ({"RANK": "7"}, {"HF_HOME": "/cache"}):
+        refused = GangSpec(**{**vars(spec), "env": bad})
+        with pytest.raises(InvalidArgument, match="environment variable"):
+            plan_launches(refused, TEMPLATES["python"], AGENT, apart)
 
 
 def test_fraction_gets_mps_share_memory_cap_and_vllm_utilisation() -> None:

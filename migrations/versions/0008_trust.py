@@ -4,7 +4,7 @@ use, an audit trail of every state-changing call, and finite tenant numbers.
 PostgreSQL orders NaN above every number, so `quota_units >= 0` let NaN in;
 the new checks also refuse NaN and infinity.
 
-Revision ID: 0009
+Revision ID: 0008
 Revises: 0007
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import ARRAY
 
-revision = "0009"
+revision = "0008"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
