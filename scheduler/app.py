@@ -13,6 +13,8 @@ import yaml
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.server import Listeners, create_server
 from scheduler.api.validation import validate_request
@@ -38,14 +40,12 @@ from scheduler.security.bootstrap import (
 from scheduler.security.channels import ServerTls
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
-from scheduler.services.allocator import Allocator
 from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
 from scheduler.services.grants import PriorityGrants
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
-from scheduler.services.models import ModelService
-from scheduler.services.notifier import ChangeNotifier
+from scheduler.services.model_residency import ModelService
 from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay

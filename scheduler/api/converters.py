@@ -27,7 +27,7 @@ from scheduler.services.agents import (
     LogRequest,
     WorkerReport,
 )
-from scheduler.services.models import ModelInfo
+from scheduler.services.model_residency import ModelInfo
 from scheduler.services.worker_logs import LogChunk
 from scheduler.store.records import (
     AllocationEvent,

@@ -27,7 +27,7 @@ from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
-from scheduler.services.models import ModelService
+from scheduler.services.model_residency import ModelService
 from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay

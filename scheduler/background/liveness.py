@@ -9,9 +9,9 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.domain.clock import Clock
-from scheduler.services.allocator import Allocator
 from scheduler.store import liveness
 
 log = logging.getLogger(__name__)

@@ -6,11 +6,11 @@ import logging
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.preemption import PreemptionDeadlineLoop
 from scheduler.services.agents import HeartbeatRecorder
-from scheduler.services.allocator import Allocator
 
 log = logging.getLogger(__name__)
 

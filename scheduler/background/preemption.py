@@ -7,9 +7,9 @@ import logging
 
 from sqlalchemy import Engine, select
 
+from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.domain.clock import Clock
-from scheduler.services.allocator import Allocator
 from scheduler.store.allocations import allocations_t
 
 log = logging.getLogger(__name__)

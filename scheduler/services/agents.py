@@ -35,7 +35,7 @@ from scheduler.domain.node_reports import (
 from scheduler.domain.residency import ResidentModel, validate_residency
 from scheduler.services.fleet import FleetService
 from scheduler.services.health import HealthService
-from scheduler.services.models import ModelService
+from scheduler.services.model_residency import ModelService
 from scheduler.store import fleet as fleet_store
 from scheduler.store import liveness
 from scheduler.store.records import AllocationRecord

@@ -11,6 +11,9 @@ from dataclasses import replace
 
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.batch import TERMINAL_STATES
+from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.domain.allocation import AllocationSpec, validate_spec
 from scheduler.domain.callers import (
     Caller,
@@ -23,10 +26,7 @@ from scheduler.domain.callers import (
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied
 from scheduler.domain.priorities import PRIORITY_CLASSES
-from scheduler.services.allocator import Allocator
-from scheduler.services.batch import TERMINAL_STATES
 from scheduler.services.grants import PriorityGrants
-from scheduler.services.notifier import ChangeNotifier
 from scheduler.services.workers import WorkerService
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationEvent, AllocationRecord

@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import InvalidArgument
 from scheduler.domain.node_reports import GpuSpecInput, validate_registration
-from scheduler.services.allocator import Allocator
 from scheduler.store import allocations as allocation_store
 from scheduler.store import fleet as store
 from scheduler.store import liveness

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
 from scheduler.domain.node_reports import GpuHealthReport
-from scheduler.services.allocator import Allocator
 from scheduler.store import liveness
 
 log = logging.getLogger(__name__)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
 from scheduler.domain.clock import Clock
 from scheduler.domain.quotas import quota_of, validate_quota
-from scheduler.services.allocator import Allocator
 from scheduler.store import tenants as store
 
 

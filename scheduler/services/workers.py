@@ -21,12 +21,12 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.clock import Clock
 from scheduler.domain.worker_templates import WorkerTemplate, validate_worker
 from scheduler.services.agents import WorkerReport
-from scheduler.services.allocator import Allocator
-from scheduler.services.notifier import ChangeNotifier
 from scheduler.store import allocations as allocation_store
 from scheduler.store import workers as store
 

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+from scheduler.allocator.batch import ACTIVE_STATES, TERMINAL_STATES, Batch
+from scheduler.allocator.commands import Preempt, Release, Requeue, Revoke
 from scheduler.domain.errors import FailedPrecondition, NotFound, PermissionDenied
-from scheduler.services.batch import ACTIVE_STATES, TERMINAL_STATES, Batch
-from scheduler.services.commands import Preempt, Release, Requeue, Revoke
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 

@@ -24,21 +24,21 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from scheduler.domain.allocation import AllocationSpec
-from scheduler.domain.clock import Clock
-from scheduler.domain.errors import Aborted
-from scheduler.domain.fleet import FleetSnapshot
-from scheduler.placement import PlacementConfig
-from scheduler.services import commands as cmd
-from scheduler.services.batch import Batch
-from scheduler.services.notifier import ChangeNotifier
-from scheduler.services.placing import apply_allocates, apply_pending_pass
-from scheduler.services.revoking import (
+from scheduler.allocator import commands as cmd
+from scheduler.allocator.batch import Batch
+from scheduler.allocator.notifier import ChangeNotifier
+from scheduler.allocator.placing import apply_allocates, apply_pending_pass
+from scheduler.allocator.revoking import (
     apply_preempts,
     apply_releases,
     apply_requeues,
     apply_revokes,
 )
+from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.clock import Clock
+from scheduler.domain.errors import Aborted
+from scheduler.domain.fleet import FleetSnapshot
+from scheduler.placement import PlacementConfig
 from scheduler.store import allocations as store
 from scheduler.store.database import snapshot_connection
 from scheduler.store.fleet import load_nodes, load_snapshot

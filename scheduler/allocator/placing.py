@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from scheduler.allocator.batch import Batch, new_allocation_id
+from scheduler.allocator.commands import Allocate
+from scheduler.allocator.preempting import make_room
+from scheduler.allocator.specs import spec_from_row, with_auto_layout
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import MIG_COMPUTE_SLICES
 from scheduler.domain.errors import (
@@ -16,10 +20,6 @@ from scheduler.domain.errors import (
 from scheduler.domain.quotas import fair_order
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import Placement, PlacementOutcome
-from scheduler.services.batch import Batch, new_allocation_id
-from scheduler.services.commands import Allocate
-from scheduler.services.preempting import make_room
-from scheduler.services.specs import spec_from_row, with_auto_layout
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from scheduler.allocator.batch import Batch
+from scheduler.allocator.revoking import ask_to_checkpoint
 from scheduler.domain.priorities import (
     PRIORITY_CLASSES,
     lowest_preemptible_value,
@@ -15,8 +17,6 @@ from scheduler.domain.priorities import (
 from scheduler.domain.quotas import is_borrowing, is_entitled
 from scheduler.domain.requests import PlacementRequest
 from scheduler.preemption import RunningAllocation, choose_victims
-from scheduler.services.batch import Batch
-from scheduler.services.revoking import ask_to_checkpoint
 from scheduler.store import allocations as store
 
 
