@@ -322,7 +322,7 @@ def test_allocations_rejects_unknown_state() -> None:
 
 @pytest.mark.parametrize("command", [["nodes"], ["allocation", "show", "x"], ["watch", "x"]])
 def test_unreachable_scheduler_is_one_line_exit_2(command: list[str]) -> None:
-    result = CliRunner().invoke(cli, ["--scheduler", "127.0.0.1:1", *command])
+    result = CliRunner().invoke(cli, ["--insecure", "--scheduler", "127.0.0.1:1", *command])
     assert result.exit_code == 2
     assert result.stderr.startswith("error: cannot reach the scheduler at 127.0.0.1:1 (")
     assert result.stderr.count("\n") == 1
@@ -462,3 +462,12 @@ def test_resource_exhausted_is_one_line_exit_1(fake_server) -> None:
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert result.stderr == "error: no free GPU right now\n"
+
+
+def test_no_credentials_is_one_actionable_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./.gpupool/admin.yaml here
+    monkeypatch.setenv("HOME", str(tmp_path))
+    result = CliRunner().invoke(cli, ["--scheduler", "127.0.0.1:1", "nodes"])
+    assert result.exit_code == 1
+    assert "no credentials for the scheduler: run `gpupool up`" in result.stderr
+    assert "Traceback" not in result.output
