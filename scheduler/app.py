@@ -13,7 +13,7 @@ import yaml
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
-from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.allocator import DEFAULT_MAX_PENDING_PER_TENANT, Allocator
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.server import Listeners, create_server
@@ -95,6 +95,8 @@ class SchedulerSettings:
     # the ports handed out as MASTER_PORT on rank 0's node.
     worker_templates_file: Path = DEFAULT_TEMPLATES_FILE
     rendezvous_ports: tuple[int, int] = (29500, 29999)
+    # A tenant's allocations waiting at once; more is RESOURCE_EXHAUSTED.
+    max_pending_per_tenant: int = DEFAULT_MAX_PENDING_PER_TENANT
 
 
 def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
@@ -150,6 +152,7 @@ class SchedulerApp:
             placement_config=config_for_policy(
                 settings.packing_policy, _generation_policy(settings)
             ),
+            max_pending_per_tenant=settings.max_pending_per_tenant,
         )
         low, high = settings.rendezvous_ports
         self.workers = WorkerService(

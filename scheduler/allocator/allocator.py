@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import Engine, event
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from scheduler.allocator import commands as cmd
 from scheduler.allocator.batch import Batch
@@ -36,7 +38,7 @@ from scheduler.allocator.revoking import (
 )
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import Aborted
+from scheduler.domain.errors import Aborted, InvalidArgument, Unavailable
 from scheduler.domain.fleet import FleetSnapshot
 from scheduler.placement import PlacementConfig
 from scheduler.store import allocations as store
@@ -47,11 +49,64 @@ from scheduler.store.records import AllocationRecord
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 256
+DEFAULT_TIMEOUT_S = 30.0
+# A tenant may have this many allocations waiting (SchedulerSettings overrides).
+DEFAULT_MAX_PENDING_PER_TENANT = 1000
 C = TypeVar("C", bound=cmd.Command)
 
 
 def _of(commands: Sequence[cmd.Command], kind: type[C]) -> list[C]:
     return [c for c in commands if isinstance(c, kind)]
+
+
+@dataclass(frozen=True)
+class AllocatorStats:
+    """Counters since start (benchmarks read them through Admin.GetAllocatorStats)."""
+
+    replica_id: str
+    leader: bool
+    batches: int
+    commands: int
+    round_trips: int
+    pending_passes: int
+
+
+def _outcome(command: cmd.Command, timeout: float) -> Any:
+    try:
+        return command.future.result(timeout=timeout)
+    except Exception as exc:
+        return exc
+
+
+def _live(commands: Sequence[cmd.Command], now: float) -> list[cmd.Command]:
+    """The commands still worth running: not cancelled by a caller who gave
+    up, not past their deadline. Marks them running, so they can no longer
+    be cancelled."""
+    live = []
+    for command in commands:
+        if not command.future.set_running_or_notify_cancel():
+            continue  # its caller timed out and cancelled it
+        if command.deadline is not None and now > command.deadline:
+            command.future.set_exception(TimeoutError("the caller's deadline passed first"))
+            continue
+        live.append(command)
+    return live
+
+
+def _fail(commands: Sequence[cmd.Command], error: BaseException) -> None:
+    for command in commands:
+        if not command.future.done():
+            command.future.set_exception(error)
+
+
+def _own_error(exc: BaseException) -> BaseException:
+    """What the caller of the one command that failed is told."""
+    if isinstance(exc, DBAPIError):
+        # A value the database refused (e.g. out of range): the request's fault.
+        log.warning("the database refused a command: %s", type(exc.orig).__name__)
+        return InvalidArgument("the scheduler's database refused a value of this request")
+    log.error("allocator command failed", exc_info=exc)
+    return exc  # a bug: the interceptor answers INTERNAL with a request id
 
 
 def _attach_workers(batch: Batch, allocates: Sequence[cmd.Allocate]) -> None:
@@ -76,7 +131,14 @@ class Allocator:
         replica_id: str,
         is_leader: Callable[[], bool] = lambda: True,
         placement_config: PlacementConfig | None = None,
+        max_pending_per_tenant: int = DEFAULT_MAX_PENDING_PER_TENANT,
     ) -> None:
+        self.max_pending_per_tenant = max_pending_per_tenant
+        # Counted for tests and benchmarks: passes this replica ran, batches committed.
+        self.passes_run = 0
+        self.batches_committed = 0
+        self.commands_committed = 0
+        self.round_trips = 0  # database round trips of committed batches
         self._engine = engine
         self._notifier = notifier
         self._clock = clock
@@ -105,14 +167,46 @@ class Allocator:
         self._stopped.set()
         self._thread.join(timeout=10)
 
-    def allocate(self, spec: AllocationSpec, timeout: float = 30.0) -> AllocationRecord:
-        return self._submit(cmd.Allocate(spec), timeout)  # type: ignore[no-any-return]
+    def allocate(self, spec: AllocationSpec, deadline: float | None = None) -> AllocationRecord:
+        return self._submit(cmd.Allocate(spec), deadline=deadline)  # type: ignore[no-any-return]
 
     def release(
-        self, allocation_id: str, reason: str, tenant: str | None = None
+        self,
+        allocation_id: str,
+        reason: str,
+        tenant: str | None = None,
+        deadline: float | None = None,
     ) -> AllocationRecord:
         """Release; with `tenant`, only if the allocation is that tenant's."""
-        return self._submit(cmd.Release(allocation_id, reason, tenant))  # type: ignore[no-any-return]
+        command = cmd.Release(allocation_id, reason, tenant)
+        return self._submit(command, deadline=deadline)  # type: ignore[no-any-return]
+
+    def allocate_many(
+        self, specs: Sequence[AllocationSpec], deadline: float | None = None
+    ) -> list[AllocationRecord | BaseException]:
+        """Several requests queued at once (they usually share one batch);
+        each answered on its own: a record, or the error of that request alone."""
+        return self._submit_many([cmd.Allocate(s) for s in specs], deadline)
+
+    def release_many(
+        self,
+        allocation_ids: Sequence[str],
+        reason: str,
+        tenant: str | None = None,
+        deadline: float | None = None,
+    ) -> list[AllocationRecord | BaseException]:
+        commands = [cmd.Release(i, reason, tenant) for i in allocation_ids]
+        return self._submit_many(commands, deadline)
+
+    def stats(self) -> AllocatorStats:
+        return AllocatorStats(
+            self._replica_id,
+            self._is_leader(),
+            self.batches_committed,
+            self.commands_committed,
+            self.round_trips,
+            self.passes_run,
+        )
 
     def place_pending(self) -> int:
         """Run one pass over the pending queue now; returns how many were placed."""
@@ -148,8 +242,9 @@ class Allocator:
             self.place_pending()
 
     def request_pending_pass(self) -> None:
-        """Ask for a pass without waiting for it; coalesces repeated requests."""
-        if self._pass_queued.is_set():
+        """Ask for a pass without waiting for it; coalesces repeated requests.
+        Only the leader runs the queue: elsewhere this does nothing."""
+        if self._pass_queued.is_set() or not self._is_leader():
             return
         self._pass_queued.set()
         self._queue.put(cmd.PendingPass())
@@ -170,11 +265,47 @@ class Allocator:
 
     # -- worker -----------------------------------------------------------------
 
-    def _submit(self, command: cmd.Command, timeout: float = 30.0) -> Any:
+    def _submit(
+        self,
+        command: cmd.Command,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        deadline: float | None = None,
+    ) -> Any:
+        """Queue the command and wait for its answer until the caller's
+        deadline (or `timeout`). A command not yet started by then is
+        cancelled: the allocator never applies it."""
         if self._stopped.is_set():
-            raise Aborted("the scheduler is shutting down; retry against another replica")
+            raise Unavailable("the scheduler is shutting down; retry against another replica")
+        command.deadline = min(time.monotonic() + timeout, deadline or math.inf)
         self._queue.put(command)
-        return command.future.result(timeout=timeout)
+        try:
+            return command.future.result(timeout=max(0.0, command.deadline - time.monotonic()))
+        except FutureTimeout:
+            if command.future.cancel():
+                raise TimeoutError("the allocator did not reach this request in time") from None
+            # Already being applied: its answer is moments away, and true.
+            return command.future.result(timeout=DEFAULT_TIMEOUT_S)
+
+    def _submit_many(self, commands: Sequence[cmd.Command], deadline: float | None) -> list[Any]:
+        if self._stopped.is_set():
+            raise Unavailable("the scheduler is shutting down; retry against another replica")
+        until = min(time.monotonic() + DEFAULT_TIMEOUT_S, deadline or math.inf)
+        for command in commands:
+            command.deadline = until
+            self._queue.put(command)
+        answers: list[Any] = []
+        for command in commands:
+            try:
+                left = max(0.0, until - time.monotonic())
+                answers.append(command.future.result(timeout=left))
+            except FutureTimeout:
+                if command.future.cancel():
+                    answers.append(TimeoutError("the allocator did not reach this request in time"))
+                else:
+                    answers.append(_outcome(command, DEFAULT_TIMEOUT_S))
+            except Exception as exc:
+                answers.append(exc)
+        return answers
 
     def _run(self) -> None:
         while not self._stopped.is_set():
@@ -193,34 +324,39 @@ class Allocator:
     def _run_batch(self, commands: Sequence[cmd.Command]) -> None:
         if _of(commands, cmd.PendingPass):
             self._pass_queued.clear()
+        commands = _live(commands, time.monotonic())
+        if commands:
+            self._run_live(commands)
+
+    def _run_live(self, commands: Sequence[cmd.Command]) -> None:
+        """Run as one transaction. If it fails, nothing was written: a lost race
+        is retried on a fresh snapshot; any other failure is narrowed down by
+        running each command alone, so one bad command fails by itself."""
         for attempt in range(3):
             try:
                 self._refresh()
                 batch = self._execute(commands)
-            except (IntegrityError, DBAPIError) as exc:
-                # Another replica took the capacity this snapshot thought free
-                # (or the connection failed): nothing was written; start over.
-                log.info("batch of %d lost a race (%s); reloading", len(commands), exc.orig)
+            except (OperationalError, InterfaceError) as exc:
+                log.warning("allocator lost the database: %s", type(exc.orig).__name__)
                 self._stale = True
+                _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
+                return
+            except Exception as exc:
+                self._stale = True  # the snapshot holds reservations that were rolled back
                 if len(commands) > 1:
                     for command in commands:
-                        self._run_batch([command])
+                        self._run_live([command])
                     return
-                time.sleep(0.01 * (attempt + 1))
-                continue
-            except Exception as exc:  # a bug: fail these requests, keep serving
-                log.exception("allocator batch failed")
-                self._stale = True
-                for command in commands:
-                    if not command.future.done():
-                        command.future.set_exception(exc)
+                if isinstance(exc, IntegrityError):
+                    # Another replica took the capacity this snapshot thought free.
+                    log.info("a command lost a race (%s); reloading", type(exc.orig).__name__)
+                    time.sleep(0.01 * (attempt + 1))
+                    continue
+                _fail(commands, _own_error(exc))
                 return
             self._finish(commands, batch)
             return
-        for command in commands:
-            command.future.set_exception(
-                Aborted("lost the race for capacity three times; retry the request")
-            )
+        _fail(commands, Aborted("lost the race for capacity three times; retry the request"))
 
     def _refresh(self) -> None:
         """Bring the snapshot up to date: whole, or the nodes known to have changed."""
@@ -249,6 +385,8 @@ class Allocator:
         try:
             with self._engine.begin() as conn:
                 batch = Batch(
+                    max_pending_per_tenant=self.max_pending_per_tenant,
+                    round_trips=2,  # BEGIN and COMMIT; each statement adds one
                     conn=conn,
                     snapshot=self._snapshot,
                     config=self._config,
@@ -257,6 +395,7 @@ class Allocator:
                     maybe_pending=self._maybe_pending,
                     maybe_reserved=self._maybe_reserved,
                 )
+                event.listen(conn, "before_cursor_execute", batch.count_statement)
                 if self._config.request_mix is not None:  # FGD learns the mix it packs for
                     for allocate in _of(commands, cmd.Allocate):
                         self._config.request_mix.record(allocate.spec.placement_request())
@@ -268,10 +407,12 @@ class Allocator:
                 # The leader places waiting work as soon as capacity frees,
                 # before newcomers in the same batch can take it.
                 freed_for_queue = batch.freed_capacity and batch.maybe_pending
-                if passes or (freed_for_queue and batch.is_leader):
+                # Only the leader runs the queue; a follower's pass places nothing.
+                placed = 0
+                if batch.is_leader and (passes or freed_for_queue):
                     placed = apply_pending_pass(batch)
-                    for command in passes:
-                        batch.results[id(command)] = placed
+                for command in passes:
+                    batch.results[id(command)] = placed
                 allocates = _of(commands, cmd.Allocate)
                 apply_allocates(batch, allocates)
                 _attach_workers(batch, allocates)
@@ -285,6 +426,10 @@ class Allocator:
         return batch
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
+        self.batches_committed += 1
+        self.commands_committed += len(commands)
+        self.passes_run += batch.passes_run
+        self.round_trips += batch.round_trips
         self._maybe_pending = batch.maybe_pending
         self._maybe_reserved = batch.maybe_reserved
         for command in commands:

@@ -44,6 +44,10 @@ class Batch:
     changed_ids: list[str] = field(default_factory=list)
     results: dict[int, Any] = field(default_factory=dict)  # id(command) -> record or error
     freed_capacity: bool = False
+    max_pending_per_tenant: int = 1000
+    passes_run: int = 0
+    round_trips: int = 0  # counted where the batch talks to the database
+    _pending_counts: dict[str, int] = field(default_factory=dict)
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
     _reserved: dict[str, dict[str, int]] | None = None
     _quotas: dict[str, TenantQuota] | None = None
@@ -69,6 +73,21 @@ class Batch:
         if self._usage is None:
             self._usage = tenants.load_usage(self.conn)
         return self._usage
+
+    def count_statement(self, *_: object) -> None:
+        """A SQLAlchemy before_cursor_execute hook: one statement, one round trip
+        (an executemany is pipelined by psycopg: also one)."""
+        self.round_trips += 1
+
+    def may_wait(self, tenant: str) -> bool:
+        """Whether one more of this tenant's requests may join the queue (and
+        count it if so). Asked only when a request would wait: rare on the hot path."""
+        if tenant not in self._pending_counts:
+            self._pending_counts[tenant] = store.pending_count(self.conn, tenant)
+        if self._pending_counts[tenant] >= self.max_pending_per_tenant:
+            return False
+        self._pending_counts[tenant] += 1
+        return True
 
     def placement_request(self, spec: AllocationSpec, allocation_id: str) -> PlacementRequest:
         """The spec's placement request, kept off nodes where preemption is

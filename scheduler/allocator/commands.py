@@ -12,6 +12,9 @@ from scheduler.domain.allocation import AllocationSpec
 @dataclass
 class Command:
     future: Future[Any] = field(default_factory=Future, init=False)
+    # time.monotonic() after which the caller has stopped waiting: the command
+    # is dropped, never applied after its caller was told it failed.
+    deadline: float | None = field(default=None, init=False)
 
 
 @dataclass

@@ -122,6 +122,7 @@ def _new_row(batch: Batch, spec: AllocationSpec, digest: str) -> dict[str, Any]:
 
 def apply_pending_pass(batch: Batch) -> int:
     """Place what waits, in priority then arrival order; returns how many."""
+    batch.passes_run += 1
     rows = store.pending_queue(batch.conn, PENDING_PASS_LIMIT)
     if len(rows) < PENDING_PASS_LIMIT:
         batch.maybe_pending = bool(rows)
@@ -209,6 +210,12 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
         if outcome.placement is None:
             failed[request] = outcome
             error = _no_wait_error(spec, outcome)
+            if error is None and not batch.may_wait(spec.tenant):
+                error = ResourceExhausted(
+                    f"tenant {spec.tenant!r} already has {batch.max_pending_per_tenant} "
+                    "allocations waiting, the most it may have; nothing free fits this one "
+                    f"now ({summarise(outcome)}): release or wait before asking again"
+                )
             if error is not None:
                 batch.results[id(command)] = error
                 continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC
 
@@ -36,6 +37,12 @@ from scheduler.services.workers import WorkerService
 log = logging.getLogger(__name__)
 
 
+def _deadline(context: grpc.ServicerContext) -> float | None:
+    """The caller's deadline on time.monotonic()'s clock, if it set one."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
 def _require(value: str, what: str) -> str:
     if not value:
         raise InvalidArgument(f"{what} is required")
@@ -50,14 +57,14 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         self, request: scheduler_pb2.AllocateRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.AllocateResponse:
         spec = converters.allocation_spec(request)
-        record = self._allocations.allocate(current_caller(), spec)
+        record = self._allocations.allocate(current_caller(), spec, _deadline(context))
         return scheduler_pb2.AllocateResponse(allocation=converters.allocation_message(record))
 
     def Release(
         self, request: scheduler_pb2.ReleaseRequest, context: grpc.ServicerContext
     ) -> scheduler_pb2.ReleaseResponse:
         allocation_id = _require(request.allocation_id, "allocation_id")
-        record = self._allocations.release(current_caller(), allocation_id)
+        record = self._allocations.release(current_caller(), allocation_id, _deadline(context))
         return scheduler_pb2.ReleaseResponse(allocation=converters.allocation_message(record))
 
     def GetAllocation(
@@ -363,6 +370,19 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     ) -> admin_pb2.RevokeTokenResponse:
         record = self._tokens.revoke(_require(request.id, "id"))
         return admin_pb2.RevokeTokenResponse(token=trust_converters.token_message(record))
+
+    def GetAllocatorStats(
+        self, request: admin_pb2.GetAllocatorStatsRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.GetAllocatorStatsResponse:
+        stats = self._allocations.allocator_stats()
+        return admin_pb2.GetAllocatorStatsResponse(
+            replica_id=stats.replica_id,
+            leader=stats.leader,
+            batches=stats.batches,
+            commands=stats.commands,
+            round_trips=stats.round_trips,
+            pending_passes=stats.pending_passes,
+        )
 
     def ListAuditEvents(
         self, request: admin_pb2.ListAuditEventsRequest, context: grpc.ServicerContext

@@ -157,6 +157,7 @@ def _start(
     worker_templates: Path | None = None,
     rendezvous_ports: tuple[int, int] | None = None,
     packing_policy: str = "default",
+    max_pending_per_tenant: int | None = None,
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
@@ -182,6 +183,8 @@ def _start(
         settings.worker_templates_file = worker_templates
     if rendezvous_ports is not None:
         settings.rendezvous_ports = rendezvous_ports
+    if max_pending_per_tenant is not None:
+        settings.max_pending_per_tenant = max_pending_per_tenant
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
         app = SchedulerApp(settings)
@@ -224,6 +227,13 @@ def _credentials_line(app: SchedulerApp) -> str:
     help="Ports handed out as MASTER_PORT on rank 0's node.",
 )
 @_packing_option
+@click.option(
+    "--max-pending-per-tenant",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Allocations one tenant may have waiting; more are RESOURCE_EXHAUSTED.",
+)
 def serve(
     database_url: str | None,
     data_dir: Path,
@@ -239,6 +249,7 @@ def serve(
     worker_templates: Path | None,
     rendezvous_ports: str,
     packing_policy: str,
+    max_pending_per_tenant: int,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -262,6 +273,7 @@ def serve(
         worker_templates,
         (int(low), int(high)),
         packing_policy,
+        max_pending_per_tenant,
     )
     console.print(
         f"scheduler listening on [bold]{app.address}[/] (agents: {app.agent_address or 'none'}); "

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from sqlalchemy import Engine
 
-from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.allocator import Allocator, AllocatorStats
 from scheduler.allocator.batch import TERMINAL_STATES
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.domain.allocation import AllocationSpec, validate_spec
@@ -53,7 +53,10 @@ class AllocationService:
         self._allocator = allocator
         self._notifier = notifier
 
-    def allocate(self, caller: Caller, spec: AllocationSpec) -> AllocationRecord:
+    def allocate(
+        self, caller: Caller, spec: AllocationSpec, deadline: float | None = None
+    ) -> AllocationRecord:
+        """deadline: time.monotonic() past which the caller no longer waits."""
         scope = tenant_scope(caller)
         if scope is not None:
             if not spec.tenant:
@@ -66,13 +69,18 @@ class AllocationService:
             if self._workers is None:
                 raise InvalidArgument("this scheduler launches no workers (no worker templates)")
             self._workers.validate(spec)
-        return self._allocator.allocate(spec)
+        return self._allocator.allocate(spec, deadline)
 
-    def release(self, caller: Caller, allocation_id: str) -> AllocationRecord:
+    def release(
+        self, caller: Caller, allocation_id: str, deadline: float | None = None
+    ) -> AllocationRecord:
         if caller.role is Role.AGENT:
             raise PermissionDenied("an agent may not release allocations")
         return self._allocator.release(
-            allocation_id, f"released by {caller.describe()}", tenant=tenant_scope(caller)
+            allocation_id,
+            f"released by {caller.describe()}",
+            tenant=tenant_scope(caller),
+            deadline=deadline,
         )
 
     def _check_access(self, caller: Caller, allocation_id: str) -> AllocationRecord:
@@ -121,6 +129,9 @@ class AllocationService:
             [allocation_id], "admin", grace, f"preempted by {caller.describe()}"
         )
         return self.get(caller, allocation_id)
+
+    def allocator_stats(self) -> AllocatorStats:
+        return self._allocator.stats()
 
     def queue(self, limit: int) -> list[AllocationRecord]:
         if limit > store.MAX_PAGE_SIZE:

@@ -155,6 +155,14 @@ def pending_queue(conn: Connection, limit: int) -> list[dict[str, Any]]:
     return [dict(row) for row in rows]
 
 
+def pending_count(conn: Connection, tenant: str) -> int:
+    """How many of this tenant's allocations wait (ix_allocations_tenant_pending)."""
+    query = select(func.count()).where(
+        allocations_t.c.tenant == tenant, allocations_t.c.state == "pending"
+    )
+    return int(conn.execute(query).scalar_one())
+
+
 def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
     """Pending allocations in the order a pass tries them (read only)."""
     rows = conn.execute(

@@ -23,6 +23,26 @@ TOKEN_ROLE_SERVICE: TokenRole
 TOKEN_ROLE_VIEWER: TokenRole
 TOKEN_ROLE_ADMIN: TokenRole
 
+class GetAllocatorStatsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetAllocatorStatsResponse(_message.Message):
+    __slots__ = ("replica_id", "leader", "batches", "commands", "round_trips", "pending_passes")
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    ROUND_TRIPS_FIELD_NUMBER: _ClassVar[int]
+    PENDING_PASSES_FIELD_NUMBER: _ClassVar[int]
+    replica_id: str
+    leader: bool
+    batches: int
+    commands: int
+    round_trips: int
+    pending_passes: int
+    def __init__(self, replica_id: _Optional[str] = ..., leader: _Optional[bool] = ..., batches: _Optional[int] = ..., commands: _Optional[int] = ..., round_trips: _Optional[int] = ..., pending_passes: _Optional[int] = ...) -> None: ...
+
 class SetTenantPriorityClassesRequest(_message.Message):
     __slots__ = ("name", "priority_classes", "reset")
     NAME_FIELD_NUMBER: _ClassVar[int]

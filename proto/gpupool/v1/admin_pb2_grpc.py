@@ -151,6 +151,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.GetAllocatorStats = channel.unary_unary(
+                '/gpupool.v1.Admin/GetAllocatorStats',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -312,6 +317,13 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAllocatorStats(self, request, context):
+        """This replica's allocator counters since it started (benchmarks, dashboards).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +441,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'GetAllocatorStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAllocatorStats,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1053,6 +1070,33 @@ class Admin:
             '/gpupool.v1.Admin/ListAuditEvents',
             gpupool_dot_v1_dot_admin__pb2.ListAuditEventsRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAllocatorStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/GetAllocatorStats',
+            gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

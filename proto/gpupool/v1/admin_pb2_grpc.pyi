@@ -79,6 +79,8 @@ class AdminStub:
     RevokeToken: _grpc.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]
     """Who changed what, newest first."""
+    GetAllocatorStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAllocatorStatsRequest, _admin_pb2.GetAllocatorStatsResponse]
+    """This replica's allocator counters since it started (benchmarks, dashboards)."""
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -130,6 +132,8 @@ class AdminAsyncStub(AdminStub):
     RevokeToken: _aio.UnaryUnaryMultiCallable[_admin_pb2.RevokeTokenRequest, _admin_pb2.RevokeTokenResponse]  # type: ignore[assignment]
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListAuditEventsRequest, _admin_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Who changed what, newest first."""
+    GetAllocatorStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAllocatorStatsRequest, _admin_pb2.GetAllocatorStatsResponse]  # type: ignore[assignment]
+    """This replica's allocator counters since it started (benchmarks, dashboards)."""
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -316,5 +320,13 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListAuditEventsResponse, _abc.Awaitable[_admin_pb2.ListAuditEventsResponse]]:
         """Who changed what, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetAllocatorStats(
+        self,
+        request: _admin_pb2.GetAllocatorStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.GetAllocatorStatsResponse, _abc.Awaitable[_admin_pb2.GetAllocatorStatsResponse]]:
+        """This replica's allocator counters since it started (benchmarks, dashboards)."""
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

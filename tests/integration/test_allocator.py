@@ -1,0 +1,157 @@
+"""The allocator on its own (no gRPC), against real PostgreSQL: a bad command
+fails alone, deadlines hold, the queue runs on the leader only, and a tenant's
+queue is capped."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from gpupool.v1 import scheduler_pb2, types_pb2
+from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.notifier import ChangeNotifier
+from scheduler.api.converters import allocation_spec
+from scheduler.app import SchedulerApp
+from scheduler.domain.allocation import AllocationSpec
+from scheduler.domain.callers import SYSTEM
+from scheduler.domain.clock import ManualClock
+from scheduler.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
+from scheduler.fleetfile import SimulatedNode
+from scheduler.store.records import AllocationRecord
+from tests.integration.conftest import Client, register_fleet
+
+
+def spec(request_id: str, tenant: str = "team-a", **fields: object) -> AllocationSpec:
+    """An AllocationSpec as the API builds it, straight from the request message."""
+    if not {"whole", "fraction", "mig"} & set(fields):
+        fields["fraction"] = types_pb2.FractionalGpu(milli_gpu=100, memory_mib=1024)
+    request = scheduler_pb2.AllocateRequest(request_id=request_id, tenant=tenant, **fields)  # type: ignore[arg-type]
+    return allocation_spec(request)
+
+
+def stored(database_url: str, where: str = "true") -> int:
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        count = conn.execute(text(f"SELECT count(*) FROM allocations WHERE {where}")).scalar_one()
+    engine.dispose()
+    return int(count)
+
+
+def test_a_poisoned_command_fails_alone(fleet_client: Client, app: SchedulerApp) -> None:
+    good = [spec(f"ok-{i}") for i in range(20)]
+    # Reach the allocator past the API's checks: a NUL the database refuses,
+    # and a priority class that makes the batch's own code raise.
+    refused = replace(spec("nul"), labels={"team": "a\x00b"})
+    broken = replace(spec("bug"), priority_class="no-such-class")
+    commands: list[AllocationSpec] = [*good[:10], refused, broken, *good[10:]]
+    with ThreadPoolExecutor(len(commands)) as pool:
+        futures = [pool.submit(app.allocator.allocate, s) for s in commands]
+    results: list[AllocationRecord | BaseException] = []
+    for future in futures:
+        error = future.exception()
+        results.append(error if error is not None else future.result())
+    valid = [r for s, r in zip(commands, results, strict=True) if s in good]
+    assert all(isinstance(r, AllocationRecord) and r.state == "placed" for r in valid), valid
+    assert isinstance(results[10], InvalidArgument)
+    assert "refused a value" in str(results[10]) and "\x00" not in str(results[10])
+    assert isinstance(results[11], KeyError), "a bug answers only its own caller"
+    assert stored(app.database_url) == 20
+
+
+def test_a_command_past_its_deadline_is_never_applied(
+    clean_database: str, clock: ManualClock, start_app: Callable[[], SchedulerApp]
+) -> None:
+    app = start_app()
+    allocator = Allocator(app.engine, ChangeNotifier(), clock, "test-replica")  # not started
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            allocator.allocate(spec("late"), deadline=time.monotonic() + 0.3)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=ask)
+    caller.start()
+    caller.join(timeout=10)
+    assert outcome and isinstance(outcome[0], TimeoutError), "the caller was told it failed"
+    allocator.start()  # the command is still queued: it must be dropped, not applied
+    try:
+        assert allocator.place_pending() == 0  # a command after it has run by now
+        assert stored(clean_database) == 0
+    finally:
+        allocator.stop()
+
+
+def test_a_lost_database_is_unavailable(app: SchedulerApp, clock: ManualClock) -> None:
+    nowhere = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/none")
+    allocator = Allocator(nowhere, ChangeNotifier(), clock, "test-replica")
+    allocator.start()
+    try:
+        with pytest.raises(Unavailable, match="database is unavailable") as info:
+            allocator.allocate(spec("x"))
+        assert "127.0.0.1" not in str(info.value)
+    finally:
+        allocator.stop()
+        nowhere.dispose()
+
+
+def test_a_tenant_cannot_queue_without_bound(
+    clean_database: str,
+    clock: ManualClock,
+    start_app: Callable[[], SchedulerApp],
+    mixed_fleet: list[SimulatedNode],
+) -> None:
+    app = start_app()
+    admin = Client.as_admin(app)
+    register_fleet(admin, mixed_fleet)
+    app.allocator.max_pending_per_tenant = 2
+    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    try:
+        first = app.allocator.allocate(spec("b-0", **big))
+        assert first.state == "placed"  # the only B200 node is now full
+        waiting = [app.allocator.allocate(spec(f"b-{i}", **big)) for i in (1, 2)]
+        assert [w.state for w in waiting] == ["pending", "pending"]
+        with pytest.raises(ResourceExhausted, match="already has 2 allocations waiting"):
+            app.allocator.allocate(spec("b-3", **big))
+        other = app.allocator.allocate(spec("c-1", tenant="team-b", **big))
+        assert other.state == "pending", "the cap is per tenant"
+        assert stored(clean_database, "state = 'pending'") == 3
+    finally:
+        admin.close()
+
+
+def test_only_the_leader_runs_the_queue(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> None:
+    leader, follower = start_app(), start_app()
+    assert leader.leader.is_leader and not follower.leader.is_leader
+    admin = Client.as_admin(follower)
+    register_fleet(admin, mixed_fleet)
+    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    try:
+        held = follower.allocator.allocate(spec("hold", **big))
+        waiting = follower.allocator.allocate(spec("wait", **big))
+        assert waiting.state == "pending"
+        follower.allocator.request_pending_pass()
+        assert follower.allocator.place_pending() == 0, "a follower's pass places nothing"
+        follower.allocator.release(held.id, "done")  # frees capacity on the follower
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            state = leader.allocations.get(SYSTEM, waiting.id).state
+            if state == "placed":
+                break
+            leader.allocator.place_pending()
+            time.sleep(0.1)
+        assert state == "placed", "the leader placed what the follower freed"
+        assert follower.allocator.passes_run == 0
+        assert leader.allocator.passes_run > 0
+    finally:
+        admin.close()
