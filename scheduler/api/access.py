@@ -23,6 +23,8 @@ _NODE = frozenset({AGENT, ADMIN})
 RULES: dict[str, frozenset[Role]] = {
     "/gpupool.v1.Scheduler/Allocate": _TENANT_WORK,
     "/gpupool.v1.Scheduler/Release": _TENANT_WORK,
+    "/gpupool.v1.Scheduler/AllocateMany": _TENANT_WORK,
+    "/gpupool.v1.Scheduler/ReleaseMany": _TENANT_WORK,
     "/gpupool.v1.Scheduler/GetAllocation": _TENANT_READ,
     "/gpupool.v1.Scheduler/ListAllocations": _TENANT_READ,
     "/gpupool.v1.Scheduler/WatchAllocation": _TENANT_READ,
@@ -67,6 +69,8 @@ AUDITED = frozenset(
     {
         "/gpupool.v1.Scheduler/Allocate",
         "/gpupool.v1.Scheduler/Release",
+        "/gpupool.v1.Scheduler/AllocateMany",
+        "/gpupool.v1.Scheduler/ReleaseMany",
         "/gpupool.v1.Scheduler/AckPreemption",
         "/gpupool.v1.Scheduler/ReportCheckpoint",
         "/gpupool.v1.Admin/ReleaseAllocation",

@@ -1,10 +1,18 @@
-"""The gRPC status code of each class of the domain's errors (mapped by api/interceptor.py)."""
+"""The gRPC status of an exception: the code of each class of the domain's
+errors, and what the non-domain ones become (used by api/interceptor.py for a
+whole call and by the batched RPCs for each item)."""
 
 from __future__ import annotations
 
+import logging
+import uuid
+
 import grpc
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from scheduler.domain import errors
+
+log = logging.getLogger(__name__)
 
 STATUS_CODES: dict[type[errors.GpupoolError], grpc.StatusCode] = {
     errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -17,3 +25,21 @@ STATUS_CODES: dict[type[errors.GpupoolError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The code and message a client sees for `exc`. Anything unexpected is
+    logged with a request id and answered INTERNAL with only that id: no
+    traceback, SQL or address reaches a client."""
+    if isinstance(exc, errors.GpupoolError):
+        return STATUS_CODES.get(type(exc), grpc.StatusCode.INTERNAL), exc.message
+    if isinstance(exc, TimeoutError):
+        return grpc.StatusCode.UNAVAILABLE, "the scheduler is overloaded; retry"
+    if isinstance(exc, OperationalError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        log.warning("database unavailable: %s", exc.__class__.__name__)
+        return grpc.StatusCode.UNAVAILABLE, "the scheduler's database is unavailable; retry"
+    request_id = uuid.uuid4().hex[:12]
+    log.error("request %s failed", request_id, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"

@@ -13,17 +13,15 @@ INTERNAL with only that id: no traceback, SQL or address reaches a client.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from scheduler.api.access import AUDITED, PUBLIC_PREFIXES, RULES, roles_needed, short_name
-from scheduler.api.errors import STATUS_CODES
+from scheduler.api.errors import status_of
 from scheduler.domain import errors
 from scheduler.domain.callers import Caller, Role
 from scheduler.security.pki import parse_identity
@@ -125,21 +123,6 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     # -- answers ---------------------------------------------------------------
 
-    @staticmethod
-    def _status(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-        if isinstance(exc, errors.GpupoolError):
-            return STATUS_CODES.get(type(exc), grpc.StatusCode.INTERNAL), exc.message
-        if isinstance(exc, TimeoutError):
-            return grpc.StatusCode.UNAVAILABLE, "the scheduler is overloaded; retry"
-        if isinstance(exc, OperationalError) or (
-            isinstance(exc, DBAPIError) and exc.connection_invalidated
-        ):
-            log.warning("database unavailable: %s", exc.__class__.__name__)
-            return grpc.StatusCode.UNAVAILABLE, "the scheduler's database is unavailable; retry"
-        request_id = uuid.uuid4().hex[:12]
-        log.error("request %s failed", request_id, exc_info=exc)
-        return grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})"
-
     def _finish(
         self,
         method: str,
@@ -150,7 +133,7 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         exc: BaseException | None,
     ) -> None:
         """Audit the call, then turn an exception into the call's status."""
-        code, message = (grpc.StatusCode.OK, "") if exc is None else self._status(exc)
+        code, message = (grpc.StatusCode.OK, "") if exc is None else status_of(exc)
         if self._audit is not None and method in AUDITED:
             who = caller or Caller(name="unauthenticated", role=Role.VIEWER, peer=context.peer())
             self._audit.record(

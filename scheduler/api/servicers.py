@@ -19,7 +19,7 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-from scheduler.api import converters, trust_converters
+from scheduler.api import batch_converters, converters, trust_converters
 from scheduler.api.interceptor import current_caller
 from scheduler.domain.callers import require_node
 from scheduler.domain.catalogue import CATALOGUE
@@ -66,6 +66,25 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         allocation_id = _require(request.allocation_id, "allocation_id")
         record = self._allocations.release(current_caller(), allocation_id, _deadline(context))
         return scheduler_pb2.ReleaseResponse(allocation=converters.allocation_message(record))
+
+    def AllocateMany(
+        self, request: scheduler_pb2.AllocateManyRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.AllocateManyResponse:
+        specs = batch_converters.allocation_specs(request.requests)
+        outcomes = self._allocations.allocate_many(current_caller(), specs, _deadline(context))
+        return scheduler_pb2.AllocateManyResponse(
+            results=[batch_converters.allocate_result(o) for o in outcomes]
+        )
+
+    def ReleaseMany(
+        self, request: scheduler_pb2.ReleaseManyRequest, context: grpc.ServicerContext
+    ) -> scheduler_pb2.ReleaseManyResponse:
+        outcomes = self._allocations.release_many(
+            current_caller(), request.allocation_ids, _deadline(context)
+        )
+        return scheduler_pb2.ReleaseManyResponse(
+            results=[batch_converters.release_result(o) for o in outcomes]
+        )
 
     def GetAllocation(
         self, request: scheduler_pb2.GetAllocationRequest, context: grpc.ServicerContext

@@ -38,6 +38,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from scheduler.domain.errors import InvalidArgument, quoted
+from scheduler.services.allocations import MAX_BATCH_ITEMS
 
 MAX_STRING = 1024
 MAX_BYTES = 64 * 1024
@@ -66,6 +67,9 @@ ITEM_LIMITS: dict[str, int] = {
     "gpupool.v1.ObservedAllocations.running_allocation_ids": 65_536,
     "gpupool.v1.AgentHello.workers": 65_536,
     "gpupool.v1.WorkerReport.workers": 65_536,
+    # Batched calls: the use case's cap, so the edge refuses the same count in the same words.
+    "gpupool.v1.AllocateManyRequest.requests": MAX_BATCH_ITEMS,
+    "gpupool.v1.ReleaseManyRequest.allocation_ids": MAX_BATCH_ITEMS,
 }
 # Free text written by programs (exception messages, health reasons): may hold
 # tab, newline and carriage return. Every other string is an identifier or a

@@ -20,6 +20,8 @@ from scheduler.security.channels import ClientCredentials, open_channel
 CALL_TIMEOUT_S = 10.0
 # The server caps page_size at 1000 (scheduler.proto).
 MAX_PAGE_SIZE = 1000
+# The server answers at most this many items of one AllocateMany or ReleaseMany.
+MAX_BATCH_ITEMS = 1000
 EXIT_FAILED = 1
 EXIT_UNREACHABLE = 2
 
@@ -285,6 +287,25 @@ class SchedulerClient:
     def allocate(self, request: scheduler_pb2.AllocateRequest) -> types_pb2.Allocation:
         response: scheduler_pb2.AllocateResponse = self._unary(self._scheduler.Allocate, request)
         return response.allocation
+
+    def allocate_many(
+        self, requests: list[scheduler_pb2.AllocateRequest]
+    ) -> list[scheduler_pb2.AllocateResult]:
+        """One result per request, in order: its allocation or its own error
+        (at most MAX_BATCH_ITEMS requests a call)."""
+        request = scheduler_pb2.AllocateManyRequest(requests=requests)
+        response: scheduler_pb2.AllocateManyResponse = self._unary(
+            self._scheduler.AllocateMany, request
+        )
+        return list(response.results)
+
+    def release_many(self, allocation_ids: list[str]) -> list[scheduler_pb2.ReleaseResult]:
+        """One result per id, in order (at most MAX_BATCH_ITEMS ids a call)."""
+        request = scheduler_pb2.ReleaseManyRequest(allocation_ids=allocation_ids)
+        response: scheduler_pb2.ReleaseManyResponse = self._unary(
+            self._scheduler.ReleaseMany, request
+        )
+        return list(response.results)
 
     def watch_allocation(
         self, allocation_id: str

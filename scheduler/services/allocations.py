@@ -6,7 +6,7 @@ on allocations placed on its node; history names who did what."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 from sqlalchemy import Engine
@@ -34,6 +34,10 @@ from scheduler.store.records import AllocationEvent, AllocationRecord
 # A watcher re-reads at least this often even without a notification, so a
 # lost NOTIFY delays an update but never loses it.
 WATCH_POLL_SECONDS = 5.0
+# Items of one AllocateMany or ReleaseMany; more fail the whole call.
+MAX_BATCH_ITEMS = 1000
+
+Outcome = AllocationRecord | BaseException
 
 
 class AllocationService:
@@ -57,6 +61,34 @@ class AllocationService:
         self, caller: Caller, spec: AllocationSpec, deadline: float | None = None
     ) -> AllocationRecord:
         """deadline: time.monotonic() past which the caller no longer waits."""
+        return self._allocator.allocate(self._checked_spec(caller, spec), deadline)
+
+    def allocate_many(
+        self,
+        caller: Caller,
+        specs: Sequence[AllocationSpec | BaseException],
+        deadline: float | None = None,
+    ) -> list[Outcome]:
+        """Each spec's record, or the error of that spec alone, in order: the
+        checks of `allocate` apply to each; the ones that pass share batches.
+        An item already refused (by the wire converter) keeps its error."""
+        _require_batch_size(len(specs), "requests")
+        outcomes: list[Outcome | None] = []
+        checked: list[AllocationSpec] = []
+        for spec in specs:
+            if isinstance(spec, BaseException):
+                outcomes.append(spec)
+                continue
+            try:
+                checked.append(self._checked_spec(caller, spec))
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return _merged(outcomes, self._allocator.allocate_many(checked, deadline))
+
+    def _checked_spec(self, caller: Caller, spec: AllocationSpec) -> AllocationSpec:
+        """The spec as the allocator takes it (a service's tenant filled in),
+        if this caller may ask for it."""
         scope = tenant_scope(caller)
         if scope is not None:
             if not spec.tenant:
@@ -69,19 +101,36 @@ class AllocationService:
             if self._workers is None:
                 raise InvalidArgument("this scheduler launches no workers (no worker templates)")
             self._workers.validate(spec)
-        return self._allocator.allocate(spec, deadline)
+        return spec
 
     def release(
         self, caller: Caller, allocation_id: str, deadline: float | None = None
     ) -> AllocationRecord:
-        if caller.role is Role.AGENT:
-            raise PermissionDenied("an agent may not release allocations")
+        _require_may_release(caller)
         return self._allocator.release(
             allocation_id,
             f"released by {caller.describe()}",
             tenant=tenant_scope(caller),
             deadline=deadline,
         )
+
+    def release_many(
+        self, caller: Caller, allocation_ids: Sequence[str], deadline: float | None = None
+    ) -> list[Outcome]:
+        """Each allocation's record, or the error of that release alone, in order."""
+        _require_batch_size(len(allocation_ids), "allocation_ids")
+        if caller.role is Role.AGENT:
+            return [_agent_may_not_release() for _ in allocation_ids]
+        outcomes: list[Outcome | None] = [
+            None if i else InvalidArgument("allocation_id is required") for i in allocation_ids
+        ]
+        released = self._allocator.release_many(
+            [i for i in allocation_ids if i],
+            f"released by {caller.describe()}",
+            tenant=tenant_scope(caller),
+            deadline=deadline,
+        )
+        return _merged(outcomes, released)
 
     def _check_access(self, caller: Caller, allocation_id: str) -> AllocationRecord:
         """The allocation, if this caller may act on it (tenant, or node for an agent)."""
@@ -177,3 +226,26 @@ class AllocationService:
                 for event in events:
                     yield record, event
                     last_seq = event.seq
+
+
+def _require_batch_size(count: int, what: str) -> None:
+    if count > MAX_BATCH_ITEMS:
+        raise InvalidArgument(f"{what} has {count} entries; the limit is {MAX_BATCH_ITEMS}")
+
+
+def _require_may_release(caller: Caller) -> None:
+    if caller.role is Role.AGENT:
+        raise _agent_may_not_release()
+
+
+def _agent_may_not_release() -> PermissionDenied:
+    return PermissionDenied("an agent may not release allocations")
+
+
+def _merged(early: Sequence[Outcome | None], later: Sequence[Outcome]) -> list[Outcome]:
+    """`early` with each None filled, in order, from `later` (the outcomes of
+    the items that passed the early checks)."""
+    if len(later) != sum(outcome is None for outcome in early):
+        raise RuntimeError(f"{len(later)} outcomes for {len(early)} items")
+    rest = iter(later)
+    return [outcome if outcome is not None else next(rest) for outcome in early]

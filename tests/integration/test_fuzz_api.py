@@ -6,7 +6,8 @@ integers at their edges, undefined enum numbers, long lists. Whatever comes
 in, the answer is OK or a code the server chose (INVALID_ARGUMENT,
 NOT_FOUND, FAILED_PRECONDITION …), never UNKNOWN, INTERNAL or ABORTED, with
 a message small enough for the client's metadata limit; and a rejected
-request stores nothing.
+request stores nothing. The items of a batched call (AllocateMany,
+ReleaseMany) are held to the same rule, each on its own.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ TEMPLATES: dict[str, Message] = {
         request_id="fuzz",
         fraction=types_pb2.FractionalGpu(milli_gpu=100, memory_mib=1000),
     ),
+    "gpupool.v1.AllocateManyRequest": scheduler_pb2.AllocateManyRequest(
+        requests=[
+            scheduler_pb2.AllocateRequest(
+                tenant="team-a",
+                request_id="fuzz-many",
+                fraction=types_pb2.FractionalGpu(milli_gpu=100, memory_mib=1000),
+            )
+        ]
+    ),
     "gpupool.v1.SetTenantQuotaRequest": admin_pb2.SetTenantQuotaRequest(
         name="team-a", quota_units=1.0
     ),
@@ -74,19 +84,29 @@ def fingerprint(app: SchedulerApp) -> tuple[Any, ...]:
 
 def call(
     client: Client, stub: str, method: MethodDescriptor, request: Message
-) -> grpc.RpcError | None:
-    """The call's error, or None when it succeeded; server streams are read to
-    their end or for STREAM_TIMEOUT_S (a follow or watch runs until cancelled)."""
+) -> tuple[grpc.RpcError | None, Any]:
+    """The call's error, or None and a unary call's response when it
+    succeeded; server streams are read to their end or for STREAM_TIMEOUT_S
+    (a follow or watch runs until cancelled)."""
     rpc = getattr(getattr(client, stub), method.name)
     try:
         if method.server_streaming:
             for _ in rpc(request, timeout=STREAM_TIMEOUT_S):
                 pass
-        else:
-            rpc(request, timeout=UNARY_TIMEOUT_S)
+            return None, None
+        return None, rpc(request, timeout=UNARY_TIMEOUT_S)
     except grpc.RpcError as error:
-        return error
-    return None
+        return error, None
+
+
+def item_errors(response: Any) -> list[tuple[str, str]]:
+    """(code name, message) of each failed item of a batched call's response."""
+    errors = []
+    for result in getattr(response, "results", ()):
+        if result.WhichOneof("result") == "error":
+            name = scheduler_pb2.ErrorCode.Name(result.error.code).removeprefix("ERROR_CODE_")
+            errors.append((name, result.error.message))
+    return errors
 
 
 def an_allocation(client: Client) -> str:
@@ -126,8 +146,11 @@ def test_every_rpc_answers_fuzzed_requests_deliberately(
         if has_allocation_id and data.draw(st.booleans(), label="real allocation id"):
             request.allocation_id = real_id  # type: ignore[attr-defined]
         before = fingerprint(app)
-        error = call(fleet_client, stub, method, request)
+        error, response = call(fleet_client, stub, method, request)
         if error is None:
+            for name, details in item_errors(response):
+                assert grpc.StatusCode[name] not in NOT_DELIBERATE, f"{method.name}: {name}"
+                assert len(details) <= MAX_DETAILS, f"{method.name}: {len(details)}-character item"
             return
         code, details = error.code(), error.details() or ""
         assert code not in NOT_DELIBERATE, f"{method.name}: {code.name} {details[:500]}"

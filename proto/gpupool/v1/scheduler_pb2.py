@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gpupool.v1 import types_pb2 as gpupool_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agpupool/v1/scheduler.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"E\n\x14\x41\x63kPreemptionRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"C\n\x15\x41\x63kPreemptionResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"H\n\x17ReportCheckpointRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"F\n\x18ReportCheckpointResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\xd3\x04\n\x0f\x41llocateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x05whole\x18\x03 \x01(\x0b\x32\x15.gpupool.v1.WholeGpusH\x00\x12-\n\x08\x66raction\x18\x04 \x01(\x0b\x32\x19.gpupool.v1.FractionalGpuH\x00\x12#\n\x03mig\x18\x05 \x01(\x0b\x32\x14.gpupool.v1.MigSliceH\x00\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x16\n\x0epriority_class\x18\x07 \x01(\t\x12\x31\n\x0eworkload_class\x18\x08 \x01(\x0e\x32\x19.gpupool.v1.WorkloadClass\x12\r\n\x05model\x18\t \x01(\t\x12\x37\n\x06labels\x18\n \x03(\x0b\x32\'.gpupool.v1.AllocateRequest.LabelsEntry\x12\x0f\n\x07no_wait\x18\x0b \x01(\x08\x12-\n\non_failure\x18\x0c \x01(\x0e\x32\x19.gpupool.v1.FailurePolicy\x12*\n\x06layout\x18\r \x01(\x0b\x32\x1a.gpupool.v1.ParallelLayout\x12)\n\nmodel_spec\x18\x0e \x01(\x0b\x32\x15.gpupool.v1.ModelSpec\x12&\n\x06worker\x18\x0f \x01(\x0b\x32\x16.gpupool.v1.WorkerSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tresources\">\n\x10\x41llocateResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\'\n\x0eReleaseRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"=\n\x0fReleaseResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"-\n\x14GetAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"C\n\x15GetAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\x89\x01\n\x16ListAllocationsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.gpupool.v1.AllocationState\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x17ListAllocationsResponse\x12+\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x16WatchAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"q\n\x17WatchAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.gpupool.v1.AllocationEvent2\xdb\x04\n\tScheduler\x12\x45\n\x08\x41llocate\x12\x1b.gpupool.v1.AllocateRequest\x1a\x1c.gpupool.v1.AllocateResponse\x12\x42\n\x07Release\x12\x1a.gpupool.v1.ReleaseRequest\x1a\x1b.gpupool.v1.ReleaseResponse\x12T\n\rGetAllocation\x12 .gpupool.v1.GetAllocationRequest\x1a!.gpupool.v1.GetAllocationResponse\x12Z\n\x0fListAllocations\x12\".gpupool.v1.ListAllocationsRequest\x1a#.gpupool.v1.ListAllocationsResponse\x12\\\n\x0fWatchAllocation\x12\".gpupool.v1.WatchAllocationRequest\x1a#.gpupool.v1.WatchAllocationResponse0\x01\x12T\n\rAckPreemption\x12 .gpupool.v1.AckPreemptionRequest\x1a!.gpupool.v1.AckPreemptionResponse\x12]\n\x10ReportCheckpoint\x12#.gpupool.v1.ReportCheckpointRequest\x1a$.gpupool.v1.ReportCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1agpupool/v1/scheduler.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"E\n\x14\x41\x63kPreemptionRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"C\n\x15\x41\x63kPreemptionResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"H\n\x17ReportCheckpointRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63heckpoint_uri\x18\x02 \x01(\t\"F\n\x18ReportCheckpointResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\xd3\x04\n\x0f\x41llocateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12&\n\x05whole\x18\x03 \x01(\x0b\x32\x15.gpupool.v1.WholeGpusH\x00\x12-\n\x08\x66raction\x18\x04 \x01(\x0b\x32\x19.gpupool.v1.FractionalGpuH\x00\x12#\n\x03mig\x18\x05 \x01(\x0b\x32\x14.gpupool.v1.MigSliceH\x00\x12\x12\n\ngpu_models\x18\x06 \x03(\t\x12\x16\n\x0epriority_class\x18\x07 \x01(\t\x12\x31\n\x0eworkload_class\x18\x08 \x01(\x0e\x32\x19.gpupool.v1.WorkloadClass\x12\r\n\x05model\x18\t \x01(\t\x12\x37\n\x06labels\x18\n \x03(\x0b\x32\'.gpupool.v1.AllocateRequest.LabelsEntry\x12\x0f\n\x07no_wait\x18\x0b \x01(\x08\x12-\n\non_failure\x18\x0c \x01(\x0e\x32\x19.gpupool.v1.FailurePolicy\x12*\n\x06layout\x18\r \x01(\x0b\x32\x1a.gpupool.v1.ParallelLayout\x12)\n\nmodel_spec\x18\x0e \x01(\x0b\x32\x15.gpupool.v1.ModelSpec\x12&\n\x06worker\x18\x0f \x01(\x0b\x32\x16.gpupool.v1.WorkerSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0b\n\tresources\">\n\x10\x41llocateResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\'\n\x0eReleaseRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"=\n\x0fReleaseResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"D\n\x13\x41llocateManyRequest\x12-\n\x08requests\x18\x01 \x03(\x0b\x32\x1b.gpupool.v1.AllocateRequest\"C\n\x14\x41llocateManyResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.gpupool.v1.AllocateResult\"p\n\x0e\x41llocateResult\x12,\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.AllocationH\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.gpupool.v1.ItemErrorH\x00\x42\x08\n\x06result\",\n\x12ReleaseManyRequest\x12\x16\n\x0e\x61llocation_ids\x18\x01 \x03(\t\"A\n\x13ReleaseManyResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.gpupool.v1.ReleaseResult\"o\n\rReleaseResult\x12,\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.AllocationH\x00\x12&\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x15.gpupool.v1.ItemErrorH\x00\x42\x08\n\x06result\"A\n\tItemError\x12#\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x15.gpupool.v1.ErrorCode\x12\x0f\n\x07message\x18\x02 \x01(\t\"-\n\x14GetAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"C\n\x15GetAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\"\x89\x01\n\x16ListAllocationsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.gpupool.v1.AllocationState\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"_\n\x17ListAllocationsResponse\x12+\n\x0b\x61llocations\x18\x01 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"/\n\x16WatchAllocationRequest\x12\x15\n\rallocation_id\x18\x01 \x01(\t\"q\n\x17WatchAllocationResponse\x12*\n\nallocation\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.Allocation\x12*\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x1b.gpupool.v1.AllocationEvent*\x80\x04\n\tErrorCode\x12\x1a\n\x16\x45RROR_CODE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x45RROR_CODE_CANCELLED\x10\x01\x12\x16\n\x12\x45RROR_CODE_UNKNOWN\x10\x02\x12\x1f\n\x1b\x45RROR_CODE_INVALID_ARGUMENT\x10\x03\x12 \n\x1c\x45RROR_CODE_DEADLINE_EXCEEDED\x10\x04\x12\x18\n\x14\x45RROR_CODE_NOT_FOUND\x10\x05\x12\x1d\n\x19\x45RROR_CODE_ALREADY_EXISTS\x10\x06\x12 \n\x1c\x45RROR_CODE_PERMISSION_DENIED\x10\x07\x12!\n\x1d\x45RROR_CODE_RESOURCE_EXHAUSTED\x10\x08\x12\"\n\x1e\x45RROR_CODE_FAILED_PRECONDITION\x10\t\x12\x16\n\x12\x45RROR_CODE_ABORTED\x10\n\x12\x1b\n\x17\x45RROR_CODE_OUT_OF_RANGE\x10\x0b\x12\x1c\n\x18\x45RROR_CODE_UNIMPLEMENTED\x10\x0c\x12\x17\n\x13\x45RROR_CODE_INTERNAL\x10\r\x12\x1a\n\x16\x45RROR_CODE_UNAVAILABLE\x10\x0e\x12\x18\n\x14\x45RROR_CODE_DATA_LOSS\x10\x0f\x12\x1e\n\x1a\x45RROR_CODE_UNAUTHENTICATED\x10\x10\x32\xfe\x05\n\tScheduler\x12\x45\n\x08\x41llocate\x12\x1b.gpupool.v1.AllocateRequest\x1a\x1c.gpupool.v1.AllocateResponse\x12\x42\n\x07Release\x12\x1a.gpupool.v1.ReleaseRequest\x1a\x1b.gpupool.v1.ReleaseResponse\x12Q\n\x0c\x41llocateMany\x12\x1f.gpupool.v1.AllocateManyRequest\x1a .gpupool.v1.AllocateManyResponse\x12N\n\x0bReleaseMany\x12\x1e.gpupool.v1.ReleaseManyRequest\x1a\x1f.gpupool.v1.ReleaseManyResponse\x12T\n\rGetAllocation\x12 .gpupool.v1.GetAllocationRequest\x1a!.gpupool.v1.GetAllocationResponse\x12Z\n\x0fListAllocations\x12\".gpupool.v1.ListAllocationsRequest\x1a#.gpupool.v1.ListAllocationsResponse\x12\\\n\x0fWatchAllocation\x12\".gpupool.v1.WatchAllocationRequest\x1a#.gpupool.v1.WatchAllocationResponse0\x01\x12T\n\rAckPreemption\x12 .gpupool.v1.AckPreemptionRequest\x1a!.gpupool.v1.AckPreemptionResponse\x12]\n\x10ReportCheckpoint\x12#.gpupool.v1.ReportCheckpointRequest\x1a$.gpupool.v1.ReportCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +34,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ALLOCATEREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_ALLOCATEREQUEST_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_ERRORCODE']._serialized_start=2182
+  _globals['_ERRORCODE']._serialized_end=2694
   _globals['_ACKPREEMPTIONREQUEST']._serialized_start=66
   _globals['_ACKPREEMPTIONREQUEST']._serialized_end=135
   _globals['_ACKPREEMPTIONRESPONSE']._serialized_start=137
@@ -52,18 +54,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASEREQUEST']._serialized_end=1053
   _globals['_RELEASERESPONSE']._serialized_start=1055
   _globals['_RELEASERESPONSE']._serialized_end=1116
-  _globals['_GETALLOCATIONREQUEST']._serialized_start=1118
-  _globals['_GETALLOCATIONREQUEST']._serialized_end=1163
-  _globals['_GETALLOCATIONRESPONSE']._serialized_start=1165
-  _globals['_GETALLOCATIONRESPONSE']._serialized_end=1232
-  _globals['_LISTALLOCATIONSREQUEST']._serialized_start=1235
-  _globals['_LISTALLOCATIONSREQUEST']._serialized_end=1372
-  _globals['_LISTALLOCATIONSRESPONSE']._serialized_start=1374
-  _globals['_LISTALLOCATIONSRESPONSE']._serialized_end=1469
-  _globals['_WATCHALLOCATIONREQUEST']._serialized_start=1471
-  _globals['_WATCHALLOCATIONREQUEST']._serialized_end=1518
-  _globals['_WATCHALLOCATIONRESPONSE']._serialized_start=1520
-  _globals['_WATCHALLOCATIONRESPONSE']._serialized_end=1633
-  _globals['_SCHEDULER']._serialized_start=1636
-  _globals['_SCHEDULER']._serialized_end=2239
+  _globals['_ALLOCATEMANYREQUEST']._serialized_start=1118
+  _globals['_ALLOCATEMANYREQUEST']._serialized_end=1186
+  _globals['_ALLOCATEMANYRESPONSE']._serialized_start=1188
+  _globals['_ALLOCATEMANYRESPONSE']._serialized_end=1255
+  _globals['_ALLOCATERESULT']._serialized_start=1257
+  _globals['_ALLOCATERESULT']._serialized_end=1369
+  _globals['_RELEASEMANYREQUEST']._serialized_start=1371
+  _globals['_RELEASEMANYREQUEST']._serialized_end=1415
+  _globals['_RELEASEMANYRESPONSE']._serialized_start=1417
+  _globals['_RELEASEMANYRESPONSE']._serialized_end=1482
+  _globals['_RELEASERESULT']._serialized_start=1484
+  _globals['_RELEASERESULT']._serialized_end=1595
+  _globals['_ITEMERROR']._serialized_start=1597
+  _globals['_ITEMERROR']._serialized_end=1662
+  _globals['_GETALLOCATIONREQUEST']._serialized_start=1664
+  _globals['_GETALLOCATIONREQUEST']._serialized_end=1709
+  _globals['_GETALLOCATIONRESPONSE']._serialized_start=1711
+  _globals['_GETALLOCATIONRESPONSE']._serialized_end=1778
+  _globals['_LISTALLOCATIONSREQUEST']._serialized_start=1781
+  _globals['_LISTALLOCATIONSREQUEST']._serialized_end=1918
+  _globals['_LISTALLOCATIONSRESPONSE']._serialized_start=1920
+  _globals['_LISTALLOCATIONSRESPONSE']._serialized_end=2015
+  _globals['_WATCHALLOCATIONREQUEST']._serialized_start=2017
+  _globals['_WATCHALLOCATIONREQUEST']._serialized_end=2064
+  _globals['_WATCHALLOCATIONRESPONSE']._serialized_start=2066
+  _globals['_WATCHALLOCATIONRESPONSE']._serialized_end=2179
+  _globals['_SCHEDULER']._serialized_start=2697
+  _globals['_SCHEDULER']._serialized_end=3463
 # @@protoc_insertion_point(module_scope)

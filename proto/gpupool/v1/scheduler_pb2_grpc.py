@@ -45,6 +45,16 @@ class SchedulerStub:
                 request_serializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.AllocateMany = channel.unary_unary(
+                '/gpupool.v1.Scheduler/AllocateMany',
+                request_serializer=gpupool_dot_v1_dot_scheduler__pb2.AllocateManyRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_scheduler__pb2.AllocateManyResponse.FromString,
+                _registered_method=True)
+        self.ReleaseMany = channel.unary_unary(
+                '/gpupool.v1.Scheduler/ReleaseMany',
+                request_serializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseManyRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseManyResponse.FromString,
+                _registered_method=True)
         self.GetAllocation = channel.unary_unary(
                 '/gpupool.v1.Scheduler/GetAllocation',
                 request_serializer=gpupool_dot_v1_dot_scheduler__pb2.GetAllocationRequest.SerializeToString,
@@ -87,6 +97,24 @@ class SchedulerServicer:
 
     def Release(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AllocateMany(self, request, context):
+        """Many Allocate calls in one: each request is answered on its own, in
+        request order, with its allocation or the error the single call would
+        have failed with. At most 1000 requests; more, or a request that breaks
+        the edge checks (a control character, an unknown enum number), fails the
+        whole call with INVALID_ARGUMENT and stores nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReleaseMany(self, request, context):
+        """Many Release calls in one, answered like AllocateMany.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -138,6 +166,16 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'AllocateMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateMany,
+                    request_deserializer=gpupool_dot_v1_dot_scheduler__pb2.AllocateManyRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_scheduler__pb2.AllocateManyResponse.SerializeToString,
+            ),
+            'ReleaseMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseMany,
+                    request_deserializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseManyRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_scheduler__pb2.ReleaseManyResponse.SerializeToString,
             ),
             'GetAllocation': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAllocation,
@@ -220,6 +258,60 @@ class Scheduler:
             '/gpupool.v1.Scheduler/Release',
             gpupool_dot_v1_dot_scheduler__pb2.ReleaseRequest.SerializeToString,
             gpupool_dot_v1_dot_scheduler__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllocateMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Scheduler/AllocateMany',
+            gpupool_dot_v1_dot_scheduler__pb2.AllocateManyRequest.SerializeToString,
+            gpupool_dot_v1_dot_scheduler__pb2.AllocateManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Scheduler/ReleaseMany',
+            gpupool_dot_v1_dot_scheduler__pb2.ReleaseManyRequest.SerializeToString,
+            gpupool_dot_v1_dot_scheduler__pb2.ReleaseManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,15 @@ class SchedulerStub:
     a different body is ALREADY_EXISTS.
     """
     Release: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReleaseRequest, _scheduler_pb2.ReleaseResponse]
+    AllocateMany: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.AllocateManyRequest, _scheduler_pb2.AllocateManyResponse]
+    """Many Allocate calls in one: each request is answered on its own, in
+    request order, with its allocation or the error the single call would
+    have failed with. At most 1000 requests; more, or a request that breaks
+    the edge checks (a control character, an unknown enum number), fails the
+    whole call with INVALID_ARGUMENT and stores nothing.
+    """
+    ReleaseMany: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ReleaseManyRequest, _scheduler_pb2.ReleaseManyResponse]
+    """Many Release calls in one, answered like AllocateMany."""
     GetAllocation: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.GetAllocationRequest, _scheduler_pb2.GetAllocationResponse]
     ListAllocations: _grpc.UnaryUnaryMultiCallable[_scheduler_pb2.ListAllocationsRequest, _scheduler_pb2.ListAllocationsResponse]
     WatchAllocation: _grpc.UnaryStreamMultiCallable[_scheduler_pb2.WatchAllocationRequest, _scheduler_pb2.WatchAllocationResponse]
@@ -63,6 +72,15 @@ class SchedulerAsyncStub(SchedulerStub):
     a different body is ALREADY_EXISTS.
     """
     Release: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReleaseRequest, _scheduler_pb2.ReleaseResponse]  # type: ignore[assignment]
+    AllocateMany: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.AllocateManyRequest, _scheduler_pb2.AllocateManyResponse]  # type: ignore[assignment]
+    """Many Allocate calls in one: each request is answered on its own, in
+    request order, with its allocation or the error the single call would
+    have failed with. At most 1000 requests; more, or a request that breaks
+    the edge checks (a control character, an unknown enum number), fails the
+    whole call with INVALID_ARGUMENT and stores nothing.
+    """
+    ReleaseMany: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ReleaseManyRequest, _scheduler_pb2.ReleaseManyResponse]  # type: ignore[assignment]
+    """Many Release calls in one, answered like AllocateMany."""
     GetAllocation: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.GetAllocationRequest, _scheduler_pb2.GetAllocationResponse]  # type: ignore[assignment]
     ListAllocations: _aio.UnaryUnaryMultiCallable[_scheduler_pb2.ListAllocationsRequest, _scheduler_pb2.ListAllocationsResponse]  # type: ignore[assignment]
     WatchAllocation: _aio.UnaryStreamMultiCallable[_scheduler_pb2.WatchAllocationRequest, _scheduler_pb2.WatchAllocationResponse]  # type: ignore[assignment]
@@ -96,6 +114,27 @@ class SchedulerServicer(metaclass=_abc_1.ABCMeta):
         request: _scheduler_pb2.ReleaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_scheduler_pb2.ReleaseResponse, _abc.Awaitable[_scheduler_pb2.ReleaseResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AllocateMany(
+        self,
+        request: _scheduler_pb2.AllocateManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.AllocateManyResponse, _abc.Awaitable[_scheduler_pb2.AllocateManyResponse]]:
+        """Many Allocate calls in one: each request is answered on its own, in
+        request order, with its allocation or the error the single call would
+        have failed with. At most 1000 requests; more, or a request that breaks
+        the edge checks (a control character, an unknown enum number), fails the
+        whole call with INVALID_ARGUMENT and stores nothing.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseMany(
+        self,
+        request: _scheduler_pb2.ReleaseManyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_scheduler_pb2.ReleaseManyResponse, _abc.Awaitable[_scheduler_pb2.ReleaseManyResponse]]:
+        """Many Release calls in one, answered like AllocateMany."""
 
     @_abc_1.abstractmethod
     def GetAllocation(
