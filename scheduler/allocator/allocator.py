@@ -23,7 +23,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, event
+import psycopg
+from sqlalchemy import Connection, Engine, RootTransaction, event
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from scheduler.allocator import commands as cmd
@@ -45,8 +46,20 @@ from scheduler.store import allocations as store
 from scheduler.store.database import snapshot_connection
 from scheduler.store.fleet import load_nodes, load_snapshot
 from scheduler.store.records import AllocationRecord
+from scheduler.store.tenants import load_usage
 
 log = logging.getLogger(__name__)
+
+
+class _QuietAbortedPipeline(logging.Filter):
+    """psycopg warns when it leaves a pipeline a lost race aborted; the
+    allocator already handles (and logs) that race."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "error ignored terminating" not in record.getMessage()
+
+
+logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
 
 MAX_BATCH = 256
 DEFAULT_TIMEOUT_S = 30.0
@@ -99,6 +112,20 @@ def _fail(commands: Sequence[cmd.Command], error: BaseException) -> None:
             command.future.set_exception(error)
 
 
+def _first_error(exc: BaseException) -> BaseException:
+    """The error that started it: in a pipeline, a refused statement is
+    followed by "transaction aborted" errors that chain onto it."""
+    seen = exc
+    while isinstance(seen, DBAPIError) and isinstance(
+        seen.orig, psycopg.errors.InFailedSqlTransaction | psycopg.errors.PipelineAborted
+    ):
+        context = seen.__context__ or seen.__cause__
+        if not isinstance(context, Exception):
+            break
+        seen = context
+    return seen
+
+
 def _own_error(exc: BaseException) -> BaseException:
     """What the caller of the one command that failed is told."""
     if isinstance(exc, DBAPIError):
@@ -147,6 +174,8 @@ class Allocator:
         self._config = placement_config or PlacementConfig()
         self._queue: queue.Queue[cmd.Command] = queue.Queue()
         self._snapshot = FleetSnapshot()
+        self._usage: dict[str, float] = {}  # units per tenant, reloaded with the snapshot
+        self._shape_changed = True  # nodes came, went or changed since the last pass
         self._stale = True
         self._stale_nodes: set[str] = set()
         self._stale_lock = threading.Lock()
@@ -341,7 +370,8 @@ class Allocator:
                 self._stale = True
                 _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
                 return
-            except Exception as exc:
+            except Exception as raised:
+                exc = _first_error(raised)
                 self._stale = True  # the snapshot holds reservations that were rolled back
                 if len(commands) > 1:
                     for command in commands:
@@ -365,7 +395,9 @@ class Allocator:
         if self._stale:
             with snapshot_connection(self._engine) as conn:
                 self._snapshot = load_snapshot(conn)
+                self._usage = load_usage(conn)
             self._stale = False
+            self._shape_changed = True
             # The snapshot is long-lived: keep the collector from rescanning it
             # on every cycle (cuts placement's tail latency).
             gc.collect()
@@ -380,52 +412,87 @@ class Allocator:
         for gone in nodes - {n.name for n in fresh}:
             if gone in self._snapshot.nodes:
                 self._snapshot.remove_node(gone)
+        self._shape_changed = True
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
         try:
-            with self._engine.begin() as conn:
-                batch = Batch(
-                    max_pending_per_tenant=self.max_pending_per_tenant,
-                    round_trips=2,  # BEGIN and COMMIT; each statement adds one
-                    conn=conn,
-                    snapshot=self._snapshot,
-                    config=self._config,
-                    now=self._clock.now(),
-                    is_leader=self._is_leader(),
-                    maybe_pending=self._maybe_pending,
-                    maybe_reserved=self._maybe_reserved,
-                )
-                event.listen(conn, "before_cursor_execute", batch.count_statement)
-                if self._config.request_mix is not None:  # FGD learns the mix it packs for
-                    for allocate in _of(commands, cmd.Allocate):
-                        self._config.request_mix.record(allocate.spec.placement_request())
-                apply_releases(batch, _of(commands, cmd.Release))
-                apply_requeues(batch, _of(commands, cmd.Requeue))
-                apply_revokes(batch, _of(commands, cmd.Revoke))
-                apply_preempts(batch, _of(commands, cmd.Preempt))
-                passes = _of(commands, cmd.PendingPass)
-                # The leader places waiting work as soon as capacity frees,
-                # before newcomers in the same batch can take it.
-                freed_for_queue = batch.freed_capacity and batch.maybe_pending
-                # Only the leader runs the queue; a follower's pass places nothing.
-                placed = 0
-                if batch.is_leader and (passes or freed_for_queue):
-                    placed = apply_pending_pass(batch)
-                for command in passes:
-                    batch.results[id(command)] = placed
-                allocates = _of(commands, cmd.Allocate)
-                apply_allocates(batch, allocates)
-                _attach_workers(batch, allocates)
-                store.insert_allocations(conn, batch.new_rows)
-                store.insert_claims(conn, batch.new_claims)
-                store.insert_events(conn, batch.events)
-                store.notify(conn, batch.payloads(self._replica_id))
+            with self._engine.connect() as conn:
+                transaction = conn.begin()
+                try:
+                    batch = self._execute_in(conn, transaction, commands)
+                except BaseException:
+                    # A failed pipeline leaves the connection in no state to
+                    # roll back cleanly (its error would mask the real one):
+                    # drop the connection; PostgreSQL rolls the transaction back.
+                    conn.invalidate()
+                    raise
         except BaseException:
             self._stale = True  # the snapshot holds reservations that were rolled back
             raise
         return batch
 
+    def _execute_in(
+        self, conn: Connection, transaction: RootTransaction, commands: Sequence[cmd.Command]
+    ) -> Batch:
+        batch = Batch(
+            usage=dict(self._usage),
+            shape_changed=self._shape_changed,
+            max_pending_per_tenant=self.max_pending_per_tenant,
+            round_trips=1,  # BEGIN; each statement adds one
+            conn=conn,
+            snapshot=self._snapshot,
+            config=self._config,
+            now=self._clock.now(),
+            is_leader=self._is_leader(),
+            maybe_pending=self._maybe_pending,
+            maybe_reserved=self._maybe_reserved,
+        )
+        event.listen(conn, "before_cursor_execute", batch.count_statement)
+        if self._config.request_mix is not None:  # FGD learns the mix it packs for
+            for allocate in _of(commands, cmd.Allocate):
+                self._config.request_mix.record(allocate.spec.placement_request())
+        releases, allocates = _of(commands, cmd.Release), _of(commands, cmd.Allocate)
+        batch.open(
+            [c.allocation_id for c in releases],
+            [(c.spec.tenant, c.spec.request_id) for c in allocates],
+        )
+        apply_releases(batch, releases)
+        apply_requeues(batch, _of(commands, cmd.Requeue))
+        apply_revokes(batch, _of(commands, cmd.Revoke))
+        apply_preempts(batch, _of(commands, cmd.Preempt))
+        passes = _of(commands, cmd.PendingPass)
+        # The leader places waiting work as soon as capacity frees,
+        # before newcomers in the same batch can take it.
+        freed_for_queue = batch.freed_capacity and batch.maybe_pending
+        # Only the leader runs the queue; a follower's pass places nothing.
+        placed = 0
+        if batch.is_leader and (passes or freed_for_queue):
+            placed = apply_pending_pass(batch, everything=bool(passes))
+        for command in passes:
+            batch.results[id(command)] = placed
+        apply_allocates(batch, allocates)
+        _attach_workers(batch, allocates)
+        # Everything left to write, and the commit, in one round trip:
+        # nothing below reads, so psycopg's pipeline sends it all at once.
+        # A constraint that refuses a claim surfaces at the commit.
+        batch.pipelined = True
+        with conn.connection.driver_connection.pipeline():
+            for write in batch.closing_writes:
+                write()
+            store.insert_allocations(conn, batch.new_rows)
+            store.insert_claims(conn, batch.new_claims)
+            store.insert_events(conn, batch.events)
+            store.notify(conn, batch.payloads(self._replica_id))
+            transaction.commit()
+        batch.round_trips += 1
+        return batch
+
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
+        self._usage = batch.usage
+        if batch.pass_unfinished:
+            self.request_pending_pass()  # the rest of the queue, after what waits now
+        if batch.passes_run:
+            self._shape_changed = False
         self.batches_committed += 1
         self.commands_committed += len(commands)
         self.passes_run += batch.passes_run

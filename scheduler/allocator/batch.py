@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -13,7 +13,7 @@ from sqlalchemy import Connection
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.fleet import Claim, FleetSnapshot
-from scheduler.domain.quotas import TenantQuota
+from scheduler.domain.quotas import TenantQuota, claim_units
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import PlacementConfig, PlacementOutcome
 from scheduler.placement.preferences import place_with_preferences, spot_nodes
@@ -44,6 +44,19 @@ class Batch:
     changed_ids: list[str] = field(default_factory=list)
     results: dict[int, Any] = field(default_factory=dict)  # id(command) -> record or error
     freed_capacity: bool = False
+    # Units each tenant holds: the allocator's running count (never recomputed
+    # from history), copied for this batch, which updates it as it goes; the
+    # allocator keeps the copy if the batch commits.
+    usage: dict[str, float] = field(default_factory=dict)
+    freed_models: set[str] = field(default_factory=set)  # GPU models this batch freed
+    shape_changed: bool = False  # the fleet itself changed since the last pass
+    pass_unfinished: bool = False  # the pass ran out of its time budget
+    pipelined: bool = False  # the closing writes share one round trip
+    # Rows the opening read locked (releases) or found (retried requests).
+    locked: dict[str, dict[str, Any]] = field(default_factory=dict)
+    found: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    # Writes nothing in the batch reads back, run first in the closing pipeline.
+    closing_writes: list[Callable[[], None]] = field(default_factory=list)
     max_pending_per_tenant: int = 1000
     passes_run: int = 0
     round_trips: int = 0  # counted where the batch talks to the database
@@ -59,25 +72,48 @@ class Batch:
             self._spot = spot_nodes(self.snapshot)
         return place_with_preferences(self.snapshot, request, self.config, self._spot)
 
-    _usage: dict[str, float] | None = None
-
     @property
     def quotas(self) -> dict[str, TenantQuota]:
         if self._quotas is None:
             self._quotas = tenants.load_quotas(self.conn)
         return self._quotas
 
-    @property
-    def usage(self) -> dict[str, float]:
-        """Units per tenant at the start of this batch (loaded on first use)."""
-        if self._usage is None:
-            self._usage = tenants.load_usage(self.conn)
-        return self._usage
+    def open(self, release_ids: Sequence[str], keys: Sequence[tuple[str, str]]) -> None:
+        """The batch's one opening read: lock what it releases, find what retries ask."""
+        self.locked, self.found = store.lock_and_find(self.conn, release_ids, keys)
+
+    def claims_of(self, row: dict[str, Any]) -> list[Claim]:
+        """The claims a placed row holds, from its bindings (one per claim)."""
+        claims = []
+        for binding in row["bindings"]:
+            node = self.snapshot.nodes.get(binding["node"])
+            gpu = (
+                next((g for g in node.gpus if g.uuid == binding["gpu_uuid"]), None)
+                if node
+                else None
+            )
+            if gpu is None:
+                continue  # the GPU left the fleet; the database frees its counters
+            profile = CATALOGUE[gpu.model].mig_profile(binding["mig_profile"] or "")
+            claims.append(
+                Claim(
+                    gpu_id=gpu.id,
+                    milli=binding["milli_gpu"] if profile is None else 0,
+                    memory_mib=binding["memory_mib"] if profile is None else 0,
+                    mig_profile=profile.name if profile else None,
+                    mig_start=binding["mig_start"] if profile else None,
+                    mig_size=binding["mig_size"] if profile else 0,
+                    mig_compute=profile.compute_slices if profile else 0,
+                )
+            )
+        return claims
 
     def count_statement(self, *_: object) -> None:
         """A SQLAlchemy before_cursor_execute hook: one statement, one round trip
-        (an executemany is pipelined by psycopg: also one)."""
-        self.round_trips += 1
+        (an executemany is pipelined by psycopg: also one); in the final
+        pipeline the statements share one round trip, counted by the allocator."""
+        if not self.pipelined:
+            self.round_trips += 1
 
     def may_wait(self, tenant: str) -> bool:
         """Whether one more of this tenant's requests may join the queue (and
@@ -135,17 +171,30 @@ class Batch:
         )
         self.changed_ids.append(row["id"])
 
-    def reserve(self, allocation_id: str, claims: Sequence[Claim]) -> None:
+    def reserve(self, allocation_id: str, claims: Sequence[Claim], tenant: str) -> None:
         self.snapshot.reserve(claims)
         self.new_claims.extend((allocation_id, c) for c in claims)
         self.touched_nodes.update(self.snapshot.gpus[c.gpu_id].node for c in claims)
+        self._count_units(tenant, claims, +1)
 
-    def freed(self, claims: Sequence[Claim]) -> None:
-        if not claims:
+    def freed(self, rows: dict[str, dict[str, Any]], freed: Sequence[tuple[str, Claim]]) -> None:
+        """Claims deleted from these (locked) rows: back to the snapshot."""
+        if not freed:
             return
-        self.touched_nodes.update(self.snapshot.gpus[c.gpu_id].node for c in claims)
+        claims = [c for _, c in freed]
+        gpus = [self.snapshot.gpus[c.gpu_id] for c in claims]
+        self.touched_nodes.update(g.node for g in gpus)
+        self.freed_models.update(g.model for g in gpus)
         self.snapshot.release(claims)
         self.freed_capacity = True
+        for allocation_id, claim in freed:
+            self._count_units(rows[allocation_id]["tenant"], [claim], -1)
+
+    def _count_units(self, tenant: str, claims: Sequence[Claim], sign: int) -> None:
+        units = sum(
+            claim_units(self.snapshot.gpus[c.gpu_id].model, c.milli, c.mig_compute) for c in claims
+        )
+        self.usage[tenant] = self.usage.get(tenant, 0.0) + sign * units
 
     def bindings(self, claims: Sequence[Claim]) -> list[dict[str, Any]]:
         """What the allocation record keeps of its claims, also after release."""

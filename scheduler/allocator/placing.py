@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,10 @@ from scheduler.placement import Placement, PlacementOutcome
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 
-PENDING_PASS_LIMIT = 2000
+# Rows one pass reads at most, preemptions it weighs, and how long it may run.
+PASS_LIMIT = 500
+MAKE_ROOM_PER_PASS = 8
+PASS_BUDGET_S = 0.025
 
 
 def nominal_units(row: dict[str, Any]) -> float:
@@ -64,7 +68,7 @@ def _placed_columns(
     batch: Batch, row: dict[str, Any], placement: Placement, after_wait: bool
 ) -> dict[str, Any]:
     """Reserve the placement and return the columns a placed row gets."""
-    batch.reserve(row["id"], placement.claims)
+    batch.reserve(row["id"], placement.claims, row["tenant"])
     message = f"placed on {', '.join(placement.nodes)}"
     if after_wait:
         message += " after waiting"
@@ -120,11 +124,21 @@ def _new_row(batch: Batch, spec: AllocationSpec, digest: str) -> dict[str, Any]:
     }
 
 
-def apply_pending_pass(batch: Batch) -> int:
-    """Place what waits, in priority then arrival order; returns how many."""
+def apply_pending_pass(batch: Batch, everything: bool) -> int:
+    """Place what waits, in priority then arrival order; returns how many.
+
+    A pass looks only at what could fit now: after a batch that freed
+    capacity, the requests that may use the GPU models it freed; after the
+    fleet itself changed (or when asked to, `everything`), every request,
+    those marked unschedulable too. Identical requests are tried once, at
+    most MAKE_ROOM_PER_PASS preemptions are weighed, and a pass stops after
+    PASS_BUDGET_S, so it never holds new requests up for long.
+    """
     batch.passes_run += 1
-    rows = store.pending_queue(batch.conn, PENDING_PASS_LIMIT)
-    if len(rows) < PENDING_PASS_LIMIT:
+    everything = everything or batch.shape_changed
+    models = None if everything else sorted(batch.freed_models)
+    rows = store.pending_candidates(batch.conn, PASS_LIMIT, models, everything)
+    if everything and len(rows) < PASS_LIMIT:
         batch.maybe_pending = bool(rows)
     if len({r["tenant"] for r in rows}) > 1:
         # Within a priority, tenants take turns by fair share.
@@ -137,17 +151,25 @@ def apply_pending_pass(batch: Batch) -> int:
             usage=batch.usage,
         )
     failed: dict[PlacementRequest, PlacementOutcome] = {}
+    weighed: set[PlacementRequest] = set()  # requests whose preemption was weighed
     placed_updates: list[dict[str, Any]] = []
     reason_updates: list[dict[str, Any]] = []
+    started = time.perf_counter()
     for row in rows:
+        if time.perf_counter() - started > PASS_BUDGET_S:
+            batch.pass_unfinished = True
+            break
         request = batch.placement_request(spec_from_row(row), row["id"])
+        # The snapshot only shrinks during a pass: a request that failed fails again.
         outcome = failed.get(request) or batch.place(request)
         if outcome.placement is None:
-            # The snapshot only shrinks during a pass: the same request fails again.
             failed[request] = outcome
             reasons = reasons_json(outcome)
             message = summarise(outcome)
             if not outcome.unschedulable:
+                if request in weighed or len(weighed) >= MAKE_ROOM_PER_PASS:
+                    continue  # preemption not weighed for it this pass: its reasons stand
+                weighed.add(request)
                 message = make_room(batch, row, request) or message
             if (reasons, outcome.unschedulable, message) != (
                 row["pending_reasons"],
@@ -176,8 +198,7 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
     store them pending with their reasons."""
     if not allocates:
         return
-    keys = [(c.spec.tenant, c.spec.request_id) for c in allocates]
-    existing = store.find_by_request_keys(batch.conn, keys)
+    existing = batch.found  # looked up by the batch's opening read
     in_batch: dict[tuple[str, str], tuple[str, Allocate]] = {}
     failed: dict[PlacementRequest, PlacementOutcome] = {}
     followers: list[tuple[Allocate, Allocate]] = []

@@ -32,7 +32,7 @@ def _write(batch: Batch, updates: Sequence[dict[str, Any]]) -> None:
 def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
     if not releases:
         return
-    rows = store.lock_allocations(batch.conn, [c.allocation_id for c in releases])
+    rows = batch.locked  # locked by the batch's opening read
     to_free: list[str] = []
     updates: list[dict[str, Any]] = []
     for command in releases:
@@ -66,8 +66,12 @@ def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
                 }
             )
         batch.results[id(command)] = AllocationRecord.from_mapping(row)
-    batch.freed(store.delete_claims(batch.conn, to_free))
-    _write(batch, updates)
+    # Nothing later in the batch reads these rows back: the claims go and the
+    # rows change in the closing pipeline; the snapshot is freed from the
+    # locked rows' bindings, which record exactly the claims they hold.
+    batch.freed(rows, [(i, c) for i in to_free for c in batch.claims_of(rows[i])])
+    batch.closing_writes.append(lambda: store.delete_claims_of(batch.conn, to_free))
+    batch.closing_writes.append(lambda: _write(batch, updates))
 
 
 def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
@@ -103,7 +107,7 @@ def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
             batch.maybe_pending |= state == "pending"
             count += 1
         batch.results[id(command)] = count
-    batch.freed(store.delete_claims(batch.conn, sorted(moved)))
+    batch.freed(rows, store.delete_claims(batch.conn, sorted(moved)))
     _write(batch, updates)
 
 
@@ -198,5 +202,5 @@ def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
         revoked.append(row["id"])
         batch.results[id(command)] = AllocationRecord.from_mapping(row)
     batch.maybe_pending |= bool(revoked)
-    batch.freed(store.delete_claims(batch.conn, revoked))
+    batch.freed(rows, store.delete_claims(batch.conn, revoked))
     _write(batch, updates)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql
 
 from scheduler.domain.errors import InvalidArgument, NotFound, quoted
 from scheduler.domain.fleet import Claim
@@ -46,18 +47,33 @@ DEFAULT_PAGE_SIZE = 100
 NOTIFY_CHANNEL = "gpupool"
 
 
-def find_by_request_keys(
-    conn: Connection, keys: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Existing allocations for (tenant, request_id) keys."""
-    if not keys:
-        return {}
-    rows = conn.execute(
-        select(allocations_t).where(
-            tuple_(allocations_t.c.tenant, allocations_t.c.request_id).in_(list(keys))
-        )
-    ).mappings()
-    return {(row["tenant"], row["request_id"]): dict(row) for row in rows}
+def lock_and_find(
+    conn: Connection, ids: Sequence[str], keys: Sequence[tuple[str, str]]
+) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
+    """One read for a batch: lock the rows it releases and find the rows of
+    retried requests, by id and by (tenant, request_id); locked in id order
+    (a fixed order, so two batches never deadlock)."""
+    if not ids and not keys:
+        return {}, {}
+    wanted = []
+    if ids:
+        wanted.append(allocations_t.c.id.in_(sorted(set(ids))))
+    if keys:
+        wanted.append(tuple_(allocations_t.c.tenant, allocations_t.c.request_id).in_(list(keys)))
+    query = select(allocations_t).where(or_(*wanted)).order_by(allocations_t.c.id)
+    rows = [dict(r) for r in conn.execute(query.with_for_update()).mappings()]
+    by_id, by_key = {r["id"]: r for r in rows}, {(r["tenant"], r["request_id"]): r for r in rows}
+    wanted_ids, wanted_keys = set(ids), set(keys)
+    return (
+        {i: r for i, r in by_id.items() if i in wanted_ids},
+        {k: r for k, r in by_key.items() if k in wanted_keys},
+    )
+
+
+def delete_claims_of(conn: Connection, allocation_ids: Sequence[str]) -> None:
+    """Remove the live claims of these allocations (the trigger frees the counters)."""
+    if allocation_ids:
+        conn.execute(delete(claims_t).where(claims_t.c.allocation_id.in_(list(allocation_ids))))
 
 
 def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -69,21 +85,23 @@ def insert_claims(conn: Connection, allocation_id_by_claim: Sequence[tuple[str, 
     """Insert live claims (the trigger moves the GPU counters) and MIG slot rows."""
     if not allocation_id_by_claim:
         return
+    # Multi-row VALUES, not executemany: see insert_events.
     conn.execute(
-        insert(claims_t),
-        [
-            {
-                "allocation_id": allocation_id,
-                "gpu_id": c.gpu_id,
-                "milli": c.milli,
-                "memory_mib": c.memory_mib,
-                "mig_profile": c.mig_profile,
-                "mig_start": c.mig_start,
-                "mig_size": c.mig_size,
-                "mig_compute": c.mig_compute,
-            }
-            for allocation_id, c in allocation_id_by_claim
-        ],
+        insert(claims_t).values(
+            [
+                {
+                    "allocation_id": allocation_id,
+                    "gpu_id": c.gpu_id,
+                    "milli": c.milli,
+                    "memory_mib": c.memory_mib,
+                    "mig_profile": c.mig_profile,
+                    "mig_start": c.mig_start,
+                    "mig_size": c.mig_size,
+                    "mig_compute": c.mig_compute,
+                }
+                for allocation_id, c in allocation_id_by_claim
+            ]
+        )
     )
     slots = [
         {"gpu_id": c.gpu_id, "slot": slot, "mig_enabled": True, "allocation_id": allocation_id}
@@ -92,17 +110,18 @@ def insert_claims(conn: Connection, allocation_id_by_claim: Sequence[tuple[str, 
         for slot in range(c.mig_start, c.mig_start + c.mig_size)
     ]
     if slots:
-        conn.execute(insert(slots_t), slots)
+        conn.execute(insert(slots_t).values(slots))
 
 
-def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[Claim]:
-    """Remove the live claims of these allocations; returns what was freed."""
+def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[tuple[str, Claim]]:
+    """Remove the live claims of these allocations; returns what was freed, by allocation."""
     if not allocation_ids:
         return []
     rows = conn.execute(
         delete(claims_t)
         .where(claims_t.c.allocation_id.in_(list(allocation_ids)))
         .returning(
+            claims_t.c.allocation_id,
             claims_t.c.gpu_id,
             claims_t.c.milli,
             claims_t.c.memory_mib,
@@ -113,14 +132,17 @@ def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[Claim
         )
     ).all()
     return [
-        Claim(
-            gpu_id=r.gpu_id,
-            milli=r.milli,
-            memory_mib=r.memory_mib,
-            mig_profile=r.mig_profile,
-            mig_start=r.mig_start,
-            mig_size=r.mig_size,
-            mig_compute=r.mig_compute,
+        (
+            r.allocation_id,
+            Claim(
+                gpu_id=r.gpu_id,
+                milli=r.milli,
+                memory_mib=r.memory_mib,
+                mig_profile=r.mig_profile,
+                mig_start=r.mig_start,
+                mig_size=r.mig_size,
+                mig_compute=r.mig_compute,
+            ),
         )
         for r in rows
     ]
@@ -139,19 +161,24 @@ def lock_allocations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str
     return {row["id"]: dict(row) for row in rows}
 
 
-def pending_queue(conn: Connection, limit: int) -> list[dict[str, Any]]:
-    """Pending allocations in placement order: priority, then arrival.
-
-    SKIP LOCKED lets a second scheduler's pass work on the rest instead of
-    waiting behind this one.
-    """
-    rows = conn.execute(
-        select(allocations_t)
-        .where(allocations_t.c.state == "pending")
-        .order_by(allocations_t.c.priority.desc(), allocations_t.c.queue_seq)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).mappings()
+def pending_candidates(
+    conn: Connection, limit: int, models: Sequence[str] | None, include_unschedulable: bool
+) -> list[dict[str, Any]]:
+    """Pending allocations a pass should try, in placement order: those that
+    may use one of `models` (or any model) when given, the unschedulable ones
+    only when asked. SKIP LOCKED: a second scheduler's pass works on the rest."""
+    query = select(allocations_t).where(allocations_t.c.state == "pending")
+    if not include_unschedulable:
+        query = query.where(allocations_t.c.unschedulable.is_(False))
+    if models is not None:
+        query = query.where(
+            or_(
+                func.jsonb_array_length(allocations_t.c.gpu_models) == 0,
+                allocations_t.c.gpu_models.has_any(postgresql.array(list(models))),
+            )
+        )
+    query = query.order_by(allocations_t.c.priority.desc(), allocations_t.c.queue_seq)
+    rows = conn.execute(query.limit(limit).with_for_update(skip_locked=True)).mappings()
     return [dict(row) for row in rows]
 
 
@@ -191,8 +218,11 @@ def apply_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> None:
 
 
 def insert_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
+    # One multi-row VALUES statement rather than an executemany, whose
+    # insertmanyvalues form would fetch the generated ids: this runs in the
+    # allocator's closing pipeline, where nothing may be fetched.
     if events:
-        conn.execute(insert(events_t), list(events))
+        conn.execute(insert(events_t).values(list(events)))
 
 
 def notify(conn: Connection, payloads: Iterable[str]) -> None:

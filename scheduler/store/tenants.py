@@ -24,11 +24,20 @@ def load_quotas(conn: Connection) -> dict[str, TenantQuota]:
 
 
 def load_usage(conn: Connection) -> dict[str, float]:
-    """Normalised GPU units each tenant holds now."""
+    """Normalised GPU units each tenant holds now.
+
+    Driven from the live claims, each finding its allocation by primary key:
+    the cost follows the claims held now, never the released history (a join
+    would let the planner hash the whole allocations table)."""
+    tenant = (
+        select(allocations_t.c.tenant)
+        .where(allocations_t.c.id == claims_t.c.allocation_id)
+        .scalar_subquery()
+    )
     rows = conn.execute(
-        select(allocations_t.c.tenant, gpus_t.c.model, claims_t.c.milli, claims_t.c.mig_compute)
-        .join(claims_t, claims_t.c.allocation_id == allocations_t.c.id)
-        .join(gpus_t, gpus_t.c.id == claims_t.c.gpu_id)
+        select(tenant, gpus_t.c.model, claims_t.c.milli, claims_t.c.mig_compute).join(
+            gpus_t, gpus_t.c.id == claims_t.c.gpu_id
+        )
     ).all()
     return usage_by_tenant((t, m, milli, compute) for t, m, milli, compute in rows)
 
