@@ -489,8 +489,6 @@ class Allocator:
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._usage = batch.usage
-        if batch.pass_unfinished:
-            self.request_pending_pass()  # the rest of the queue, after what waits now
         if batch.passes_run:
             self._shape_changed = False
         self.batches_committed += 1

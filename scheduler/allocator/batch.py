@@ -50,7 +50,6 @@ class Batch:
     usage: dict[str, float] = field(default_factory=dict)
     freed_models: set[str] = field(default_factory=set)  # GPU models this batch freed
     shape_changed: bool = False  # the fleet itself changed since the last pass
-    pass_unfinished: bool = False  # the pass ran out of its time budget
     pipelined: bool = False  # the closing writes share one round trip
     # Rows the opening read locked (releases) or found (retried requests).
     locked: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -157,7 +157,8 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
     started = time.perf_counter()
     for row in rows:
         if time.perf_counter() - started > PASS_BUDGET_S:
-            batch.pass_unfinished = True
+            # What this pass did not reach waits for the next freed capacity or
+            # the queue loop's periodic pass (background/loops.PendingQueueLoop).
             break
         request = batch.placement_request(spec_from_row(row), row["id"])
         # The snapshot only shrinks during a pass: a request that failed fails again.
