@@ -123,6 +123,9 @@ class AllocationRow(Base):
         CheckConstraint("on_failure IN ('requeue', 'fail')", name="on_failure"),
         Index("ix_allocations_queue", "state", text("priority DESC"), "queue_seq"),
         Index("ix_allocations_tenant_created", "tenant", "created_at"),
+        Index(
+            "ix_allocations_tenant_pending", "tenant", postgresql_where=text("state = 'pending'")
+        ),
         Index("ix_allocations_nodes", "nodes", postgresql_using="gin"),
         Index(
             "ix_allocations_preempted_for",
