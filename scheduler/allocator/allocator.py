@@ -371,18 +371,18 @@ class Allocator:
                 _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
                 return
             except Exception as raised:
-                exc = _first_error(raised)
+                first = _first_error(raised)
                 self._stale = True  # the snapshot holds reservations that were rolled back
                 if len(commands) > 1:
                     for command in commands:
                         self._run_live([command])
                     return
-                if isinstance(exc, IntegrityError):
+                if isinstance(first, IntegrityError):
                     # Another replica took the capacity this snapshot thought free.
-                    log.info("a command lost a race (%s); reloading", type(exc.orig).__name__)
+                    log.info("a command lost a race (%s); reloading", type(first.orig).__name__)
                     time.sleep(0.01 * (attempt + 1))
                     continue
-                _fail(commands, _own_error(exc))
+                _fail(commands, _own_error(first))
                 return
             self._finish(commands, batch)
             return
@@ -476,7 +476,9 @@ class Allocator:
         # nothing below reads, so psycopg's pipeline sends it all at once.
         # A constraint that refuses a claim surfaces at the commit.
         batch.pipelined = True
-        with conn.connection.driver_connection.pipeline():
+        driver = conn.connection.driver_connection
+        assert driver is not None, "a checked-out connection has its psycopg connection"
+        with driver.pipeline():
             for write in batch.closing_writes:
                 write()
             store.insert_allocations(conn, batch.new_rows)
