@@ -37,10 +37,12 @@ from scheduler.allocator.revoking import (
     apply_requeues,
     apply_revokes,
 )
+from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import Aborted, InvalidArgument, Unavailable
 from scheduler.domain.fleet import FleetSnapshot
+from scheduler.domain.quotas import TenantQuota
 from scheduler.placement import PlacementConfig
 from scheduler.store import allocations as store
 from scheduler.store.database import snapshot_connection
@@ -63,6 +65,7 @@ logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
 
 MAX_BATCH = 256
 DEFAULT_TIMEOUT_S = 30.0
+QUOTAS_TTL_S = 5.0  # quotas set on another replica apply within this long
 # A tenant may have this many allocations waiting (SchedulerSettings overrides).
 DEFAULT_MAX_PENDING_PER_TENANT = 1000
 C = TypeVar("C", bound=cmd.Command)
@@ -176,6 +179,10 @@ class Allocator:
         self._snapshot = FleetSnapshot()
         self._usage: dict[str, float] = {}  # units per tenant, reloaded with the snapshot
         self._shape_changed = True  # nodes came, went or changed since the last pass
+        self._waiting = WaitingModels()  # what waits may use any model until a pass sees
+        # Tenant quotas, read at most every QUOTAS_TTL_S (at once after quotas_changed).
+        self._quotas: dict[str, TenantQuota] | None = None
+        self._quotas_read_at = -math.inf
         self._stale = True
         self._stale_nodes: set[str] = set()
         self._stale_lock = threading.Lock()
@@ -284,6 +291,11 @@ class Allocator:
         self._maybe_reserved = True  # another replica may have started a preemption
         if pending_may_exist:
             self._maybe_pending = True
+            self._waiting.widen()
+
+    def quotas_changed(self) -> None:
+        """A tenant's quota or weight changed: read them again before the next pass."""
+        self._quotas_read_at = -math.inf
 
     def refresh_nodes(self, names: Sequence[str]) -> None:
         """These nodes changed (state, health, GPUs): reload just them before
@@ -291,6 +303,7 @@ class Allocator:
         with self._stale_lock:
             self._stale_nodes.update(names)
         self._maybe_pending = True
+        self._waiting.widen()
 
     # -- worker -----------------------------------------------------------------
 
@@ -445,6 +458,10 @@ class Allocator:
             now=self._clock.now(),
             is_leader=self._is_leader(),
             maybe_pending=self._maybe_pending,
+            waiting=self._waiting.copy(),
+            cached_quotas=(
+                self._quotas if time.monotonic() - self._quotas_read_at < QUOTAS_TTL_S else None
+            ),
             maybe_reserved=self._maybe_reserved,
         )
         event.listen(conn, "before_cursor_execute", batch.count_statement)
@@ -463,7 +480,11 @@ class Allocator:
         passes = _of(commands, cmd.PendingPass)
         # The leader places waiting work as soon as capacity frees,
         # before newcomers in the same batch can take it.
-        freed_for_queue = batch.freed_capacity and batch.maybe_pending
+        freed_for_queue = (
+            batch.freed_capacity
+            and batch.maybe_pending
+            and batch.waiting.could_use(batch.freed_models)
+        )
         # Only the leader runs the queue; a follower's pass places nothing.
         placed = 0
         if batch.is_leader and (passes or freed_for_queue):
@@ -498,6 +519,9 @@ class Allocator:
         self.passes_run += batch.passes_run
         self.round_trips += batch.round_trips
         self._maybe_pending = batch.maybe_pending
+        self._waiting = batch.waiting
+        if batch.cached_quotas is not None and batch.cached_quotas is not self._quotas:
+            self._quotas, self._quotas_read_at = batch.cached_quotas, time.monotonic()
         self._maybe_reserved = batch.maybe_reserved
         for command in commands:
             result = batch.results.get(id(command))

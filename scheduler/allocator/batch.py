@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.fleet import Claim, FleetSnapshot
@@ -37,6 +38,8 @@ class Batch:
     now: datetime
     is_leader: bool
     maybe_pending: bool  # the pending queue may hold something (a hint)
+    # Which models what waits (and could be placed) may use (a hint; see waiting.py).
+    waiting: WaitingModels = field(default_factory=WaitingModels)
     maybe_reserved: bool = True  # victims may be checkpointing for someone (a hint)
     new_rows: list[dict[str, Any]] = field(default_factory=list)
     new_claims: list[tuple[str, Claim]] = field(default_factory=list)
@@ -62,7 +65,7 @@ class Batch:
     _pending_counts: dict[str, int] = field(default_factory=dict)
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
     _reserved: dict[str, dict[str, int]] | None = None
-    _quotas: dict[str, TenantQuota] | None = None
+    cached_quotas: dict[str, TenantQuota] | None = None  # the allocator's, if fresh
     _spot: frozenset[str] | None = None
 
     def place(self, request: PlacementRequest) -> PlacementOutcome:
@@ -73,9 +76,10 @@ class Batch:
 
     @property
     def quotas(self) -> dict[str, TenantQuota]:
-        if self._quotas is None:
-            self._quotas = tenants.load_quotas(self.conn)
-        return self._quotas
+        """Tenant quotas: the allocator's cached copy, or read (and then cached)."""
+        if self.cached_quotas is None:
+            self.cached_quotas = tenants.load_quotas(self.conn)
+        return self.cached_quotas
 
     def open(self, release_ids: Sequence[str], keys: Sequence[tuple[str, str]]) -> None:
         """The batch's one opening read: lock what it releases, find what retries ask."""

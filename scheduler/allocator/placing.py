@@ -10,6 +10,7 @@ from scheduler.allocator.batch import Batch, new_allocation_id
 from scheduler.allocator.commands import Allocate
 from scheduler.allocator.preempting import make_room
 from scheduler.allocator.specs import spec_from_row, with_auto_layout
+from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import MIG_COMPUTE_SLICES
 from scheduler.domain.errors import (
@@ -138,8 +139,7 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
     everything = everything or batch.shape_changed
     models = None if everything else sorted(batch.freed_models)
     rows = store.pending_candidates(batch.conn, PASS_LIMIT, models, everything)
-    if everything and len(rows) < PASS_LIMIT:
-        batch.maybe_pending = bool(rows)
+
     if len({r["tenant"] for r in rows}) > 1:
         # Within a priority, tenants take turns by fair share.
         rows = fair_order(
@@ -191,6 +191,17 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
         )
     store.apply_updates(batch.conn, placed_updates)
     store.apply_updates(batch.conn, reason_updates)
+    if everything and len(rows) < PASS_LIMIT:
+        # This pass saw the whole queue: what still waits, and for which models.
+        placed = {u["b_id"] for u in placed_updates}
+        batch.waiting = WaitingModels.nothing()
+        for row in rows:
+            if row["id"] in placed:
+                continue
+            seen = failed.get(batch.placement_request(spec_from_row(row), row["id"]))
+            if not (seen.unschedulable if seen else row["unschedulable"]):
+                batch.waiting.add(row["gpu_models"])
+        batch.maybe_pending = len(rows) > len(placed)
     return len(placed_updates)
 
 
@@ -250,6 +261,8 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             )
             batch.event(row, "pending", "PENDING", f"waiting: {row['message']}")
             batch.maybe_pending = True
+            if not outcome.unschedulable:
+                batch.waiting.add(spec.gpu_models)
         else:
             row.update(_placed_columns(batch, row, outcome.placement, after_wait=False))
         in_batch[key] = (digest, command)

@@ -104,7 +104,9 @@ def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
                     "event_count": row["event_count"],
                 }
             )
-            batch.maybe_pending |= state == "pending"
+            if state == "pending":
+                batch.maybe_pending = True
+                batch.waiting.add(row["gpu_models"])
             count += 1
         batch.results[id(command)] = count
     batch.freed(rows, store.delete_claims(batch.conn, sorted(moved)))
@@ -201,6 +203,9 @@ def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
         updates.append({"b_id": row["id"], **columns, "event_count": row["event_count"]})
         revoked.append(row["id"])
         batch.results[id(command)] = AllocationRecord.from_mapping(row)
-    batch.maybe_pending |= bool(revoked)
+    if revoked:
+        batch.maybe_pending = True
+        for allocation_id in revoked:
+            batch.waiting.add(rows[allocation_id]["gpu_models"])
     batch.freed(rows, store.delete_claims(batch.conn, revoked))
     _write(batch, updates)

@@ -34,6 +34,7 @@ class TenantService:
         with self._engine.begin() as conn:
             store.set_quota(conn, name, quota_units, weight, self._clock.now())
         # A bigger guarantee may let waiting work reclaim borrowed capacity.
+        self._allocator.quotas_changed()
         self._allocator.request_pending_pass()
         return next(t for t in self.list() if t.name == name)
 

@@ -155,3 +155,19 @@ def test_only_the_leader_runs_the_queue(
         assert leader.allocator.passes_run > 0
     finally:
         admin.close()
+
+
+def test_the_queue_runs_only_when_freed_capacity_could_admit_a_waiting_request(
+    app: SchedulerApp, fleet_client: Client
+) -> None:
+    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    held = app.allocator.allocate(spec("hold", **big))
+    assert app.allocator.allocate(spec("wait", **big)).state == "pending"
+    app.allocator.place_pending()  # a full pass: the allocator now knows what waits
+    passes = app.allocator.passes_run
+    small = app.allocator.allocate(spec("l4", gpu_models=["L4"]))
+    app.allocator.release(small.id, "done")  # frees an L4: nothing waiting can use it
+    assert app.allocator.passes_run == passes, "no queue read for capacity no one waits for"
+    app.allocator.release(held.id, "done")  # frees the B200s: the waiting request fits
+    assert app.allocator.passes_run == passes + 1
+    assert stored(app.database_url, "request_id = 'wait' AND state = 'placed'") == 1
