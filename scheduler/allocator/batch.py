@@ -24,6 +24,7 @@ from scheduler.store import tenants
 TERMINAL_STATES = ("released", "failed")
 ACTIVE_STATES = ("placed", "running", "preempting")
 NOTIFY_PAYLOAD_LIMIT = 7000  # PostgreSQL caps a payload at 8000 bytes
+MAKE_ROOM_PER_BATCH = 8
 
 
 def new_allocation_id() -> str:
@@ -62,7 +63,9 @@ class Batch:
     max_pending_per_tenant: int = 1000
     passes_run: int = 0
     round_trips: int = 0  # counted where the batch talks to the database
+    asking_tenants: set[str] = field(default_factory=set)  # of this batch's allocates
     _pending_counts: dict[str, int] = field(default_factory=dict)
+    _weighed: set[PlacementRequest] = field(default_factory=set)
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
     _reserved: dict[str, dict[str, int]] | None = None
     cached_quotas: dict[str, TenantQuota] | None = None  # the allocator's, if fresh
@@ -118,11 +121,23 @@ class Batch:
         if not self.pipelined:
             self.round_trips += 1
 
+    def may_weigh(self, request: PlacementRequest) -> bool:
+        """Whether to weigh preemption for this request now: once per distinct
+        request, at most MAKE_ROOM_PER_BATCH per batch (victim choice queries
+        the running work; a flood of identical requests must not repeat it)."""
+        if request in self._weighed or len(self._weighed) >= MAKE_ROOM_PER_BATCH:
+            return False
+        self._weighed.add(request)
+        return True
+
     def may_wait(self, tenant: str) -> bool:
         """Whether one more of this tenant's requests may join the queue (and
         count it if so). Asked only when a request would wait: rare on the hot path."""
         if tenant not in self._pending_counts:
-            self._pending_counts[tenant] = store.pending_count(self.conn, tenant)
+            # Once per batch: every tenant asking in it, in one query.
+            tenants = {tenant, *self.asking_tenants} - set(self._pending_counts)
+            counts = store.pending_counts(self.conn, sorted(tenants))
+            self._pending_counts.update({t: counts.get(t, 0) for t in tenants})
         if self._pending_counts[tenant] >= self.max_pending_per_tenant:
             return False
         self._pending_counts[tenant] += 1

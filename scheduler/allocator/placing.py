@@ -25,9 +25,9 @@ from scheduler.placement import Placement, PlacementOutcome
 from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 
-# Rows one pass reads at most, preemptions it weighs, and how long it may run.
+# Rows one pass reads at most, and how long it may run (preemptions weighed:
+# batch.MAKE_ROOM_PER_BATCH).
 PASS_LIMIT = 500
-MAKE_ROOM_PER_PASS = 8
 PASS_BUDGET_S = 0.025
 
 
@@ -132,7 +132,7 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
     capacity, the requests that may use the GPU models it freed; after the
     fleet itself changed (or when asked to, `everything`), every request,
     those marked unschedulable too. Identical requests are tried once, at
-    most MAKE_ROOM_PER_PASS preemptions are weighed, and a pass stops after
+    most MAKE_ROOM_PER_BATCH preemptions are weighed, and a pass stops after
     PASS_BUDGET_S, so it never holds new requests up for long.
     """
     batch.passes_run += 1
@@ -151,7 +151,6 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
             usage=batch.usage,
         )
     failed: dict[PlacementRequest, PlacementOutcome] = {}
-    weighed: set[PlacementRequest] = set()  # requests whose preemption was weighed
     placed_updates: list[dict[str, Any]] = []
     reason_updates: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -168,9 +167,8 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
             reasons = reasons_json(outcome)
             message = summarise(outcome)
             if not outcome.unschedulable:
-                if request in weighed or len(weighed) >= MAKE_ROOM_PER_PASS:
+                if not batch.may_weigh(request):
                     continue  # preemption not weighed for it this pass: its reasons stand
-                weighed.add(request)
                 message = make_room(batch, row, request) or message
             if (reasons, outcome.unschedulable, message) != (
                 row["pending_reasons"],
@@ -211,6 +209,7 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
     if not allocates:
         return
     existing = batch.found  # looked up by the batch's opening read
+    batch.asking_tenants = {c.spec.tenant for c in allocates}
     in_batch: dict[tuple[str, str], tuple[str, Allocate]] = {}
     failed: dict[PlacementRequest, PlacementOutcome] = {}
     followers: list[tuple[Allocate, Allocate]] = []
@@ -252,7 +251,9 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
             if error is not None:
                 batch.results[id(command)] = error
                 continue
-            making_room = None if outcome.unschedulable else make_room(batch, row, request)
+            # A flood of identical requests weighs preemption once per batch.
+            weigh = not outcome.unschedulable and batch.may_weigh(request)
+            making_room = make_room(batch, row, request) if weigh else None
             row.update(
                 state="pending",
                 pending_reasons=reasons_json(outcome),

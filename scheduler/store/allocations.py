@@ -182,12 +182,14 @@ def pending_candidates(
     return [dict(row) for row in rows]
 
 
-def pending_count(conn: Connection, tenant: str) -> int:
-    """How many of this tenant's allocations wait (ix_allocations_tenant_pending)."""
-    query = select(func.count()).where(
-        allocations_t.c.tenant == tenant, allocations_t.c.state == "pending"
+def pending_counts(conn: Connection, tenants: Sequence[str]) -> dict[str, int]:
+    """How many allocations of each tenant wait (ix_allocations_tenant_pending)."""
+    query = (
+        select(allocations_t.c.tenant, func.count())
+        .where(allocations_t.c.tenant.in_(list(tenants)), allocations_t.c.state == "pending")
+        .group_by(allocations_t.c.tenant)
     )
-    return int(conn.execute(query).scalar_one())
+    return {tenant: int(count) for tenant, count in conn.execute(query).all()}
 
 
 def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
