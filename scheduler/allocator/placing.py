@@ -27,7 +27,7 @@ from scheduler.store.records import AllocationRecord
 
 # Rows one pass reads at most, and how long it may run (preemptions weighed:
 # batch.MAKE_ROOM_PER_BATCH).
-PASS_LIMIT = 500
+PASS_LIMIT = 200
 PASS_BUDGET_S = 0.025
 
 
