@@ -64,6 +64,9 @@ class _QuietAbortedPipeline(logging.Filter):
 logging.getLogger("psycopg").addFilter(_QuietAbortedPipeline())
 
 MAX_BATCH = 256
+# New requests one tenant may put in a batch; the rest wait for the next one,
+# so a flood from one tenant shares every batch with everyone else.
+PER_TENANT_PER_BATCH = 32
 DEFAULT_TIMEOUT_S = 30.0
 QUOTAS_TTL_S = 5.0  # quotas set on another replica apply within this long
 # A tenant may have this many allocations waiting (SchedulerSettings overrides).
@@ -350,17 +353,20 @@ class Allocator:
         return answers
 
     def _run(self) -> None:
+        held: list[cmd.Command] = []  # over a tenant's share of the last batch
         while not self._stopped.is_set():
-            try:
-                first = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                continue
-            batch = [first]
-            while len(batch) < MAX_BATCH:
+            waiting = held
+            if not waiting:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    waiting = [self._queue.get(timeout=0.2)]
+                except queue.Empty:
+                    continue
+            while len(waiting) < 4 * MAX_BATCH:
+                try:
+                    waiting.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            batch, held = cmd.take_batch(waiting, MAX_BATCH, PER_TENANT_PER_BATCH)
             self._run_batch(batch)
 
     def _run_batch(self, commands: Sequence[cmd.Command]) -> None:

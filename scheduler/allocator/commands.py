@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,3 +66,23 @@ class Revoke(Command):
     checkpoint_uri: str
     how: str  # "acknowledged" | "deadline"
     by: str = ""  # who acknowledged, for the history
+
+
+def take_batch(
+    waiting: Sequence[Command], max_batch: int, per_tenant: int
+) -> tuple[list[Command], list[Command]]:
+    """The next batch from the commands waiting in arrival order, and the rest:
+    at most `per_tenant` new requests of one tenant and `max_batch` in all.
+    What is left keeps its order and goes first next time."""
+    batch: list[Command] = []
+    rest: list[Command] = []
+    taken: Counter[str] = Counter()
+    for command in waiting:
+        tenant = command.spec.tenant if isinstance(command, Allocate) else None
+        if len(batch) >= max_batch or (tenant is not None and taken[tenant] >= per_tenant):
+            rest.append(command)
+            continue
+        if tenant is not None:
+            taken[tenant] += 1
+        batch.append(command)
+    return batch, rest
