@@ -81,28 +81,44 @@ def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> None
         conn.execute(insert(allocations_t), list(rows))
 
 
+# The allocator's closing inserts, as fixed SQL run with the driver's
+# executemany: no statement to compile per batch size (SQLAlchemy would compile
+# a multi-row VALUES anew for each), and nothing fetched, so they can run in
+# the closing pipeline.
+_INSERT_CLAIMS = (
+    "INSERT INTO gpu_claims (allocation_id, gpu_id, milli, memory_mib, mig_profile, mig_start,"
+    " mig_size, mig_compute) VALUES (%(allocation_id)s, %(gpu_id)s, %(milli)s, %(memory_mib)s,"
+    " %(mig_profile)s, %(mig_start)s, %(mig_size)s, %(mig_compute)s)"
+)
+_INSERT_SLOTS = (
+    "INSERT INTO mig_slots (gpu_id, slot, mig_enabled, allocation_id)"
+    " VALUES (%(gpu_id)s, %(slot)s, %(mig_enabled)s, %(allocation_id)s)"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO allocation_events (allocation_id, seq, state, reason, message, deadline, at)"
+    " VALUES (%(allocation_id)s, %(seq)s, %(state)s, %(reason)s, %(message)s, %(deadline)s,"
+    " %(at)s)"
+)
+
+
 def insert_claims(conn: Connection, allocation_id_by_claim: Sequence[tuple[str, Claim]]) -> None:
     """Insert live claims (the trigger moves the GPU counters) and MIG slot rows."""
     if not allocation_id_by_claim:
         return
-    # Multi-row VALUES, not executemany: see insert_events.
-    conn.execute(
-        insert(claims_t).values(
-            [
-                {
-                    "allocation_id": allocation_id,
-                    "gpu_id": c.gpu_id,
-                    "milli": c.milli,
-                    "memory_mib": c.memory_mib,
-                    "mig_profile": c.mig_profile,
-                    "mig_start": c.mig_start,
-                    "mig_size": c.mig_size,
-                    "mig_compute": c.mig_compute,
-                }
-                for allocation_id, c in allocation_id_by_claim
-            ]
-        )
-    )
+    claims = [
+        {
+            "allocation_id": allocation_id,
+            "gpu_id": c.gpu_id,
+            "milli": c.milli,
+            "memory_mib": c.memory_mib,
+            "mig_profile": c.mig_profile,
+            "mig_start": c.mig_start,
+            "mig_size": c.mig_size,
+            "mig_compute": c.mig_compute,
+        }
+        for allocation_id, c in allocation_id_by_claim
+    ]
+    conn.exec_driver_sql(_INSERT_CLAIMS, claims)
     slots = [
         {"gpu_id": c.gpu_id, "slot": slot, "mig_enabled": True, "allocation_id": allocation_id}
         for allocation_id, c in allocation_id_by_claim
@@ -110,7 +126,7 @@ def insert_claims(conn: Connection, allocation_id_by_claim: Sequence[tuple[str, 
         for slot in range(c.mig_start, c.mig_start + c.mig_size)
     ]
     if slots:
-        conn.execute(insert(slots_t).values(slots))
+        conn.exec_driver_sql(_INSERT_SLOTS, slots)
 
 
 def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[tuple[str, Claim]]:
@@ -220,11 +236,8 @@ def apply_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> None:
 
 
 def insert_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
-    # One multi-row VALUES statement rather than an executemany, whose
-    # insertmanyvalues form would fetch the generated ids: this runs in the
-    # allocator's closing pipeline, where nothing may be fetched.
     if events:
-        conn.execute(insert(events_t).values(list(events)))
+        conn.exec_driver_sql(_INSERT_EVENTS, list(events))
 
 
 def notify(conn: Connection, payloads: Iterable[str]) -> None:
