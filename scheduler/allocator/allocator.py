@@ -183,6 +183,7 @@ class Allocator:
         self._usage: dict[str, float] = {}  # units per tenant, reloaded with the snapshot
         self._shape_changed = True  # nodes came, went or changed since the last pass
         self._waiting = WaitingModels()  # what waits may use any model until a pass sees
+        self._spot: frozenset[str] | None = None  # spot nodes of the snapshot (None: work out)
         # Tenant quotas, read at most every QUOTAS_TTL_S (at once after quotas_changed).
         self._quotas: dict[str, TenantQuota] | None = None
         self._quotas_read_at = -math.inf
@@ -417,6 +418,7 @@ class Allocator:
                 self._usage = load_usage(conn)
             self._stale = False
             self._shape_changed = True
+            self._spot = None
             # The snapshot is long-lived: keep the collector from rescanning it
             # on every cycle (cuts placement's tail latency).
             gc.collect()
@@ -432,6 +434,7 @@ class Allocator:
             if gone in self._snapshot.nodes:
                 self._snapshot.remove_node(gone)
         self._shape_changed = True
+        self._spot = None
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
         try:
@@ -465,6 +468,7 @@ class Allocator:
             is_leader=self._is_leader(),
             maybe_pending=self._maybe_pending,
             waiting=self._waiting.copy(),
+            spot=self._spot,
             cached_quotas=(
                 self._quotas if time.monotonic() - self._quotas_read_at < QUOTAS_TTL_S else None
             ),
@@ -526,6 +530,7 @@ class Allocator:
         self.round_trips += batch.round_trips
         self._maybe_pending = batch.maybe_pending
         self._waiting = batch.waiting
+        self._spot = batch.spot  # computed once per snapshot, not per batch
         if batch.cached_quotas is not None and batch.cached_quotas is not self._quotas:
             self._quotas, self._quotas_read_at = batch.cached_quotas, time.monotonic()
         self._maybe_reserved = batch.maybe_reserved

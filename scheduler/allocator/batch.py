@@ -69,13 +69,13 @@ class Batch:
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
     _reserved: dict[str, dict[str, int]] | None = None
     cached_quotas: dict[str, TenantQuota] | None = None  # the allocator's, if fresh
-    _spot: frozenset[str] | None = None
+    spot: frozenset[str] | None = None  # spot nodes: the allocator's, kept with its snapshot
 
     def place(self, request: PlacementRequest) -> PlacementOutcome:
         """Placement on this batch's snapshot, honouring spot preferences."""
-        if self._spot is None:
-            self._spot = spot_nodes(self.snapshot)
-        return place_with_preferences(self.snapshot, request, self.config, self._spot)
+        if self.spot is None:
+            self.spot = spot_nodes(self.snapshot)
+        return place_with_preferences(self.snapshot, request, self.config, self.spot)
 
     @property
     def quotas(self) -> dict[str, TenantQuota]:
