@@ -57,17 +57,6 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import URL
 
-from bench.clients import (
-    BATCHED_REQUESTS,
-    BATCHED_RPCS,
-    Job,
-    Meter,
-    Stats,
-    batched_rpcs_available,
-    cpu_seconds,
-    run_phase,
-)
-from bench.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
 from bench.harness import (
     DEFAULT_URL,
     BenchServer,
@@ -77,7 +66,18 @@ from bench.harness import (
     scratch_database,
     stop_on_sigterm,
 )
-from bench.history import seed_history
+from bench.support.clients import (
+    BATCHED_REQUESTS,
+    BATCHED_RPCS,
+    Job,
+    Meter,
+    Stats,
+    batched_rpcs_available,
+    cpu_seconds,
+    run_phase,
+)
+from bench.support.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
+from bench.support.history import seed_history
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from scheduler.security.channels import open_channel
 from scheduler.store.database import libpq_url

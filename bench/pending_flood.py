@@ -4,7 +4,7 @@ flood, the scheduler's CPU while the full queue sits idle, and whether a
 follower replica leaves the queue to the leader.
 
 On a fresh database, a TLS scheduler (`gpupool serve --max-pending-per-tenant`
-raised for the flood) with the 10,000-GPU fleet of bench.fleet registered and
+raised for the flood) with the 10,000-GPU fleet of bench.support.fleet registered and
 heartbeating, and a second replica on the same database (a follower):
 
 1. a filler tenant takes every B200 and H200 node whole (8 GPUs each);
@@ -56,8 +56,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bench.clients import CALL_TIMEOUT, PLACED, cpu_seconds
-from bench.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
 from bench.harness import (
     DEFAULT_URL,
     BenchServer,
@@ -67,12 +65,14 @@ from bench.harness import (
     scratch_database,
     stop_on_sigterm,
 )
+from bench.support.clients import CALL_TIMEOUT, PLACED, cpu_seconds
+from bench.support.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from scheduler.security.channels import ClientCredentials, open_channel
 from scheduler.store.database import libpq_url
 
 TENANTS = 20  # the flood tenant and 19 others
-FILL = (("B200", 125), ("H200", 175))  # whole nodes of 8 in bench.fleet.FLEET_MIX
+FILL = (("B200", 125), ("H200", 175))  # whole nodes of 8 in bench.support.fleet.FLEET_MIX
 BASELINE_SECONDS = 10.0
 PROBE_PAUSE = 0.05  # between probe pairs: the probe measures, it does not load
 SERVE = [sys.executable, "-m", "scheduler.cli.main", "serve"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import timeit
 
 import pytest
 from google.protobuf.descriptor import Descriptor
@@ -267,8 +266,6 @@ def test_any_request_is_accepted_or_rejected_with_a_short_message(data: st.DataO
         assert len(error.message) < 400
 
 
-def test_a_typical_allocate_request_validates_in_microseconds() -> None:
-    request = typical_allocate_request()
-    validate_request(request)
-    seconds = min(timeit.repeat(lambda: validate_request(request), number=200, repeat=5)) / 200
-    assert seconds < 500e-6  # measured ~8 µs; generous for loaded CI machines
+def test_a_typical_allocate_request_is_valid() -> None:
+    # Its cost (about 8 µs) is a figure, not a test: see the README's Security section.
+    validate_request(typical_allocate_request())

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from bench.fleet import MIG_PROFILES
+from bench.support.fleet import MIG_PROFILES
 from gpupool.v1 import scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from scheduler.security.channels import ClientCredentials, channel_ready, open_channel
 
