@@ -108,11 +108,10 @@ def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
             settings.agent_listen or "(no agent port)",
         )
         return None
-    files = (settings.tls_cert, settings.tls_key, settings.client_ca)
-    if all(f is not None for f in files):
-        assert settings.tls_cert and settings.tls_key and settings.client_ca
-        return server_tls_from_files(settings.tls_cert, settings.tls_key, settings.client_ca)
-    if any(f is not None for f in files):
+    cert, key, client_ca = settings.tls_cert, settings.tls_key, settings.client_ca
+    if cert and key and client_ca:
+        return server_tls_from_files(cert, key, client_ca)
+    if cert or key or client_ca:
         raise ValueError("--tls-cert, --tls-key and --client-ca go together")
     return local_server_tls(settings.data_dir, serving_hosts(settings.listen, settings.tls_hosts))
 
