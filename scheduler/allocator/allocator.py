@@ -317,41 +317,40 @@ class Allocator:
         timeout: float = DEFAULT_TIMEOUT_S,
         deadline: float | None = None,
     ) -> Any:
-        """Queue the command and wait for its answer until the caller's
-        deadline (or `timeout`). A command not yet started by then is
-        cancelled: the allocator never applies it."""
-        if self._stopped.is_set():
-            raise Unavailable("the scheduler is shutting down; retry against another replica")
-        command.deadline = min(time.monotonic() + timeout, deadline or math.inf)
-        self._queue.put(command)
-        try:
-            return command.future.result(timeout=max(0.0, command.deadline - time.monotonic()))
-        except FutureTimeout:
-            if command.future.cancel():
-                raise TimeoutError("the allocator did not reach this request in time") from None
-            # Already being applied: its answer is moments away, and true.
-            return command.future.result(timeout=DEFAULT_TIMEOUT_S)
+        """Queue the command and wait for its answer (see _submit_many)."""
+        answer = self._submit_many([command], deadline, timeout)[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
 
-    def _submit_many(self, commands: Sequence[cmd.Command], deadline: float | None) -> list[Any]:
+    def _submit_many(
+        self,
+        commands: Sequence[cmd.Command],
+        deadline: float | None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> list[Any]:
+        """Queue the commands and wait for each answer (a result or an error)
+        until the caller's deadline (or `timeout`). A command not yet started
+        by then is cancelled: the allocator never applies it."""
         if self._stopped.is_set():
             raise Unavailable("the scheduler is shutting down; retry against another replica")
-        until = min(time.monotonic() + DEFAULT_TIMEOUT_S, deadline or math.inf)
+        until = min(time.monotonic() + timeout, deadline or math.inf)
         for command in commands:
             command.deadline = until
             self._queue.put(command)
-        answers: list[Any] = []
-        for command in commands:
-            try:
-                left = max(0.0, until - time.monotonic())
-                answers.append(command.future.result(timeout=left))
-            except FutureTimeout:
-                if command.future.cancel():
-                    answers.append(TimeoutError("the allocator did not reach this request in time"))
-                else:
-                    answers.append(_outcome(command, DEFAULT_TIMEOUT_S))
-            except Exception as exc:
-                answers.append(exc)
-        return answers
+        return [self._answer(command, until) for command in commands]
+
+    @staticmethod
+    def _answer(command: cmd.Command, until: float) -> Any:
+        try:
+            return command.future.result(timeout=max(0.0, until - time.monotonic()))
+        except FutureTimeout:
+            if command.future.cancel():
+                return TimeoutError("the allocator did not reach this request in time")
+            # Already being applied: its answer is moments away, and true.
+            return _outcome(command, DEFAULT_TIMEOUT_S)
+        except Exception as exc:
+            return exc
 
     def _run(self) -> None:
         held: list[cmd.Command] = []  # over a tenant's share of the last batch

@@ -153,11 +153,15 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
     failed: dict[PlacementRequest, PlacementOutcome] = {}
     placed_updates: list[dict[str, Any]] = []
     reason_updates: list[dict[str, Any]] = []
+    still_waiting = WaitingModels.nothing()  # what this pass leaves waiting, and could place
     started = time.perf_counter()
-    for row in rows:
+    for reached, row in enumerate(rows):
         if time.perf_counter() - started > PASS_BUDGET_S:
             # What this pass did not reach waits for the next freed capacity or
             # the queue loop's periodic pass (background/loops.PendingQueueLoop).
+            for later in rows[reached:]:
+                if not later["unschedulable"]:
+                    still_waiting.add(later["gpu_models"])
             break
         request = batch.placement_request(spec_from_row(row), row["id"])
         # The snapshot only shrinks during a pass: a request that failed fails again.
@@ -167,6 +171,7 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
             reasons = reasons_json(outcome)
             message = summarise(outcome)
             if not outcome.unschedulable:
+                still_waiting.add(row["gpu_models"])
                 if not batch.may_weigh(request):
                     continue  # preemption not weighed for it this pass: its reasons stand
                 message = make_room(batch, row, request) or message
@@ -191,15 +196,8 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
     store.apply_updates(batch.conn, reason_updates)
     if everything and len(rows) < PASS_LIMIT:
         # This pass saw the whole queue: what still waits, and for which models.
-        placed = {u["b_id"] for u in placed_updates}
-        batch.waiting = WaitingModels.nothing()
-        for row in rows:
-            if row["id"] in placed:
-                continue
-            seen = failed.get(batch.placement_request(spec_from_row(row), row["id"]))
-            if not (seen.unschedulable if seen else row["unschedulable"]):
-                batch.waiting.add(row["gpu_models"])
-        batch.maybe_pending = len(rows) > len(placed)
+        batch.waiting = still_waiting
+        batch.maybe_pending = len(rows) > len(placed_updates)
     return len(placed_updates)
 
 
