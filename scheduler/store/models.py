@@ -68,6 +68,8 @@ class NodeRow(Base):
     registered_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now()
     )
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    """Set by `gpupool node delete`: hidden from the fleet, its GPUs' history kept."""
 
 
 class GpuRow(Base):
@@ -401,3 +403,40 @@ class ModelResidencyRow(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     """As the agent reported it (0: unknown; the LLM catalogue's figure is used)."""
     reported_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LeaderLeaseRow(Base):
+    """The one leader lease; its epoch fences a stale leader (DESIGN.md principle 5)."""
+
+    __tablename__ = "leader_lease"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    holder: Mapped[str] = mapped_column(String(253), default="")
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+AGENT_COMMAND_STATES = ("queued", "sent", "done", "failed")
+
+
+class AgentCommandRow(Base):
+    """A command for an agent, relayed to whichever replica holds its stream."""
+
+    __tablename__ = "agent_commands"
+    __table_args__ = (
+        CheckConstraint(f"state IN {AGENT_COMMAND_STATES!r}", name="state"),
+        Index("ix_agent_commands_queued", "node", postgresql_where=text("state = 'queued'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    node: Mapped[str] = mapped_column(String(253))
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="queued")
+    result: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
