@@ -18,7 +18,7 @@ from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.server import Listeners, create_server
 from scheduler.api.validation import validate_request
-from scheduler.background.leader import LeaderLease
+from scheduler.background.leader import DEFAULT_LEASE_TTL_S, LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
@@ -85,6 +85,8 @@ class SchedulerSettings:
     heartbeat_interval_s: float = 2.0
     heartbeat_timeout_s: float = 10.0
     failover_grace_s: float = 30.0
+    # A leader that has not renewed its lease for this long is replaced.
+    leader_lease_ttl_s: float = DEFAULT_LEASE_TTL_S
     # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
     priority_classes_file: Path | None = None
     # How fractional and whole-GPU requests are packed (placement.policies.POLICY_NAMES).
@@ -141,13 +143,14 @@ class SchedulerApp:
         self.engine: Engine = create_db_engine(self.database_url)
         conninfo = libpq_url(self.database_url)
         self.notifier = ChangeNotifier()
-        self.leader = LeaderLease(conninfo)
+        self.leader = LeaderLease(self.engine, settings.replica_id, settings.leader_lease_ttl_s)
         self.allocator = Allocator(
             self.engine,
             self.notifier,
             self.clock,
             settings.replica_id,
             is_leader=lambda: self.leader.is_leader,
+            fence=self.leader.fence,
             placement_config=config_for_policy(
                 settings.packing_policy, _generation_policy(settings)
             ),

@@ -22,7 +22,7 @@ from scheduler.store.database import migrate, normalise_url
 
 TABLES = (
     "allocation_events, mig_slots, gpu_claims, allocations, gpus, nodes, tenants, "
-    "api_tokens, audit_events"
+    "api_tokens, audit_events, leader_lease, agent_commands"
 )
 
 

@@ -40,7 +40,7 @@ from scheduler.allocator.revoking import (
 from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import Aborted, InvalidArgument, Unavailable
+from scheduler.domain.errors import Aborted, InvalidArgument, LeaseLost, Unavailable
 from scheduler.domain.fleet import FleetSnapshot
 from scheduler.domain.quotas import TenantQuota
 from scheduler.placement import PlacementConfig
@@ -163,6 +163,7 @@ class Allocator:
         clock: Clock,
         replica_id: str,
         is_leader: Callable[[], bool] = lambda: True,
+        fence: Callable[[Connection], object] = lambda conn: None,
         placement_config: PlacementConfig | None = None,
         max_pending_per_tenant: int = DEFAULT_MAX_PENDING_PER_TENANT,
     ) -> None:
@@ -177,6 +178,9 @@ class Allocator:
         self._clock = clock
         self._replica_id = replica_id
         self._is_leader = is_leader
+        # Inside a batch about to do leader-only work: holds the lease row or
+        # raises LeaseLost (background/leader.py).
+        self._fence = fence
         self._config = placement_config or PlacementConfig()
         self._queue: queue.Queue[cmd.Command] = queue.Queue()
         self._snapshot = FleetSnapshot()
@@ -252,7 +256,7 @@ class Allocator:
         """Run one pass over the pending queue now; returns how many were placed."""
         return self._submit(cmd.PendingPass(), 60.0)  # type: ignore[no-any-return]
 
-    def requeue(self, allocation_ids: Sequence[str], reason: str) -> int:
+    def requeue(self, allocation_ids: Sequence[str], reason: str, leader_only: bool = False) -> int:
         """Returns how many allocations were moved off their GPUs.
 
         Mark the snapshot stale first if the cause (an unhealthy GPU, an
@@ -260,7 +264,7 @@ class Allocator:
         """
         if not allocation_ids:
             return 0
-        command = cmd.Requeue(tuple(allocation_ids), reason)
+        command = cmd.Requeue(tuple(allocation_ids), reason, leader_only)
         return self._submit(command, 60.0)  # type: ignore[no-any-return]
 
     def preempt(
@@ -483,8 +487,17 @@ class Allocator:
             [(c.spec.tenant, c.spec.request_id) for c in allocates],
         )
         apply_releases(batch, releases)
-        apply_requeues(batch, _of(commands, cmd.Requeue))
-        apply_revokes(batch, _of(commands, cmd.Revoke))
+        requeues, revokes = _of(commands, cmd.Requeue), _of(commands, cmd.Revoke)
+        leader_only: list[cmd.Command] = [c for c in requeues if c.leader_only]
+        leader_only += [c for c in revokes if c.how == "deadline"]
+        if leader_only and not self._fenced(batch, conn):
+            lost = LeaseLost("this replica is no longer the leader; the new leader decides")
+            for fenced_out in leader_only:
+                batch.results[id(fenced_out)] = lost
+            requeues = [c for c in requeues if not c.leader_only]
+            revokes = [c for c in revokes if c.how != "deadline"]
+        apply_requeues(batch, requeues)
+        apply_revokes(batch, revokes)
         apply_preempts(batch, _of(commands, cmd.Preempt))
         passes = _of(commands, cmd.PendingPass)
         # The leader places waiting work as soon as capacity frees,
@@ -496,7 +509,7 @@ class Allocator:
         )
         # Only the leader runs the queue; a follower's pass places nothing.
         placed = 0
-        if batch.is_leader and (passes or freed_for_queue):
+        if batch.is_leader and (passes or freed_for_queue) and self._fenced(batch, conn):
             placed = apply_pending_pass(batch, everything=bool(passes))
         for command in passes:
             batch.results[id(command)] = placed
@@ -518,6 +531,17 @@ class Allocator:
             transaction.commit()
         batch.round_trips += 1
         return batch
+
+    def _fenced(self, batch: Batch, conn: Connection) -> bool:
+        """Whether this batch may do leader-only work: checked once, in the
+        batch's own transaction, against the lease's epoch."""
+        if batch.fenced is None:
+            try:
+                self._fence(conn)
+                batch.fenced = True
+            except LeaseLost:
+                batch.fenced = batch.is_leader = False
+        return batch.fenced
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._usage = batch.usage

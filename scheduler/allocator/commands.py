@@ -45,6 +45,7 @@ class Requeue(Command):
 
     allocation_ids: tuple[str, ...]
     reason: str
+    leader_only: bool = False  # a liveness decision: fenced by the leader's epoch
 
 
 @dataclass

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.domain.clock import Clock
+from scheduler.domain.errors import LeaseLost
 from scheduler.store import liveness
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,12 @@ class NodeLivenessLoop:
         if not self._leader.is_leader:
             return result
         now = self._clock.now()
-        with self._engine.begin() as conn:
-            result.unreachable = liveness.mark_unreachable(conn, now - self._timeout, now)
+        try:
+            with self._engine.begin() as conn:
+                self._leader.fence(conn)  # a stale leader must not judge nodes
+                result.unreachable = liveness.mark_unreachable(conn, now - self._timeout, now)
+        except LeaseLost:
+            return result
         if result.unreachable:
             log.warning("nodes unreachable: %s", ", ".join(result.unreachable))
             self._allocator.refresh_nodes(result.unreachable)
@@ -59,5 +64,8 @@ class NodeLivenessLoop:
                 if reachable
                 else f"node {node} has been unreachable for more than {grace}s"
             )
-            result.moved[node] = self._allocator.requeue(allocation_ids, reason)
+            try:
+                result.moved[node] = self._allocator.requeue(allocation_ids, reason, True)
+            except LeaseLost:
+                return result
         return result

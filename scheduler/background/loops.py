@@ -38,7 +38,8 @@ def start_loops(
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(daemon=True)
     defaults = {"max_instances": 1, "coalesce": True}
-    scheduler.add_job(leader.run_once, "interval", seconds=2, jitter=0.5, **defaults)
+    every = leader.renew_every_s
+    scheduler.add_job(leader.run_once, "interval", seconds=every, jitter=every / 10, **defaults)
     scheduler.add_job(queue_loop.run_once, "interval", seconds=5, jitter=1, **defaults)
     # Heartbeats are written in one batch per period; liveness checks as often.
     period = max(0.2, heartbeat_interval_s / 2)

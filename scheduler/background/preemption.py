@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.domain.clock import Clock
+from scheduler.domain.errors import LeaseLost
 from scheduler.store.allocations import allocations_t
 
 log = logging.getLogger(__name__)
@@ -39,5 +40,8 @@ class PreemptionDeadlineLoop:
             )
         for allocation_id in overdue:
             log.info("preemption deadline passed for %s: revoking", allocation_id)
-            self._allocator.revoke(allocation_id, "", "deadline")
+            try:
+                self._allocator.revoke(allocation_id, "", "deadline")
+            except LeaseLost:
+                return []  # the new leader revokes it
         return overdue

@@ -146,6 +146,53 @@ def _transport_options(command: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+@dataclass(frozen=True)
+class Liveness:
+    """How fast silent nodes and a silent leader are given up on (serve's options)."""
+
+    heartbeat_interval_s: float = 2.0
+    node_timeout_s: float = 10.0
+    node_grace_s: float = 30.0
+    leader_lease_ttl_s: float = 5.0
+
+
+def _liveness_options(command: Callable[..., None]) -> Callable[..., None]:
+    seconds = click.FloatRange(min=0.1, max=3600)
+    options = (
+        ("--heartbeat-interval", "heartbeat_interval", 2.0, "Agents heartbeat this often."),
+        (
+            "--node-timeout",
+            "node_timeout",
+            10.0,
+            "A node silent this long is unreachable.",
+        ),
+        (
+            "--node-grace",
+            "node_grace",
+            30.0,
+            "Its work moves this long after; agents cut off from every replica stop "
+            "their workers before that (self-fencing).",
+        ),
+        (
+            "--leader-lease-ttl",
+            "leader_lease_ttl",
+            5.0,
+            "A leader that has not renewed its lease this long is replaced.",
+        ),
+    )
+    for flag, name, default, text in reversed(options):
+        command = click.option(
+            flag,
+            name,
+            type=seconds,
+            default=default,
+            show_default=True,
+            metavar="SECONDS",
+            help=text,
+        )(command)
+    return command
+
+
 def _start(
     console: Console,
     database_url: str | None,
@@ -158,6 +205,7 @@ def _start(
     rendezvous_ports: tuple[int, int] | None = None,
     packing_policy: str = "default",
     max_pending_per_tenant: int | None = None,
+    liveness: Liveness = Liveness(),
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
     # should not pay for loading the server stack (SQLAlchemy, pgserver, …).
@@ -178,6 +226,10 @@ def _start(
         priority_classes_file=priority_classes,
         placement_policy_file=placement_policy,
         packing_policy=packing_policy,
+        heartbeat_interval_s=liveness.heartbeat_interval_s,
+        heartbeat_timeout_s=liveness.node_timeout_s,
+        failover_grace_s=liveness.node_grace_s,
+        leader_lease_ttl_s=liveness.leader_lease_ttl_s,
     )
     if worker_templates is not None:
         settings.worker_templates_file = worker_templates
@@ -234,6 +286,7 @@ def _credentials_line(app: SchedulerApp) -> str:
     show_default=True,
     help="Allocations one tenant may have waiting; more are RESOURCE_EXHAUSTED.",
 )
+@_liveness_options
 def serve(
     database_url: str | None,
     data_dir: Path,
@@ -250,6 +303,10 @@ def serve(
     rendezvous_ports: str,
     packing_policy: str,
     max_pending_per_tenant: int,
+    heartbeat_interval: float,
+    node_timeout: float,
+    node_grace: float,
+    leader_lease_ttl: float,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
     logging.basicConfig(
@@ -274,6 +331,7 @@ def serve(
         (int(low), int(high)),
         packing_policy,
         max_pending_per_tenant,
+        Liveness(heartbeat_interval, node_timeout, node_grace, leader_lease_ttl),
     )
     console.print(
         f"scheduler listening on [bold]{app.address}[/] (agents: {app.agent_address or 'none'}); "

@@ -54,3 +54,7 @@ class Unauthenticated(GpupoolError):
 
 class Unavailable(GpupoolError):
     """A dependency (the database) cannot answer now; the caller may retry later."""
+
+
+class LeaseLost(Unavailable):
+    """This replica is no longer the leader: its leader-only work did not commit."""
