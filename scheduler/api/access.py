@@ -54,6 +54,7 @@ RULES: dict[str, frozenset[Role]] = {
     "/gpupool.v1.Admin/RevokeToken": _ADMIN,
     "/gpupool.v1.Admin/ListAuditEvents": _ADMIN,
     "/gpupool.v1.Admin/GetAllocatorStats": _FLEET_READ,
+    "/gpupool.v1.Admin/DeleteNode": _ADMIN,
     "/gpupool.v1.Agents/RegisterNode": _NODE,
     "/gpupool.v1.Agents/Heartbeat": _NODE,
     "/gpupool.v1.Agents/Connect": _NODE,
@@ -84,6 +85,7 @@ AUDITED = frozenset(
         "/gpupool.v1.Admin/SetTenantPriorityClasses",
         "/gpupool.v1.Admin/CreateToken",
         "/gpupool.v1.Admin/RevokeToken",
+        "/gpupool.v1.Admin/DeleteNode",
         "/gpupool.v1.Agents/RegisterNode",
         "/gpupool.v1.Agents/Connect",
     }

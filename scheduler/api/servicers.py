@@ -403,6 +403,16 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
             pending_passes=stats.pending_passes,
         )
 
+    def DeleteNode(
+        self, request: admin_pb2.DeleteNodeRequest, context: grpc.ServicerContext
+    ) -> admin_pb2.DeleteNodeResponse:
+        name = _require(request.name, "name")
+        connected = self._agents.session_for(name) is not None
+        moved = self._fleet.delete_node(name, request.force, agent_connected=connected)
+        return admin_pb2.DeleteNodeResponse(
+            name=name, requeued=[converters.allocation_message(a) for a in moved]
+        )
+
     def ListAuditEvents(
         self, request: admin_pb2.ListAuditEventsRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListAuditEventsResponse:

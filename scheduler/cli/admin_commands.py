@@ -216,6 +216,24 @@ def node_show(state: CliContext, name: str) -> None:
     state.show(found, lambda: render.node_view(found, _now(), held))
 
 
+@node.command("delete")
+@click.argument("name")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Requeue its live allocations first (or fail those whose on_failure is fail).",
+)
+@pass_state
+def node_delete(state: CliContext, name: str, force: bool) -> None:
+    """Remove a node whose agent is stopped; its allocations' history stays.
+
+    Refused while its agent is reachable or while it holds live allocations
+    (unless --force). An agent that connects again under NAME registers it anew."""
+    result = state.client().delete_node(name, force)
+    moved = ", ".join(f"{a.id} ({render.allocation_state_label(a.state)})" for a in result.requeued)
+    state.say(result, f"{result.name}: deleted" + (f"; moved off it: {moved}" if moved else ""))
+
+
 @click.command()
 @click.option("--node", "node_name", default="", metavar="NAME", help="Only this node's GPUs.")
 @pass_state

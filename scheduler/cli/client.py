@@ -196,6 +196,11 @@ class SchedulerClient:
         response: admin_pb2.InterruptNodeResponse = self._unary(self._admin.InterruptNode, request)
         return response
 
+    def delete_node(self, name: str, force: bool = False) -> admin_pb2.DeleteNodeResponse:
+        request = admin_pb2.DeleteNodeRequest(name=name, force=force)
+        response: admin_pb2.DeleteNodeResponse = self._unary(self._admin.DeleteNode, request)
+        return response
+
     def cordon_node(self, name: str) -> types_pb2.Node:
         return self._node_action(self._admin.CordonNode, name)
 

@@ -1,23 +1,26 @@
 """Use cases of the fleet: agents registering and heartbeating, admins
-cordoning and draining, and the read side of nodes and GPUs."""
+cordoning, draining and deleting, and the read side of nodes and GPUs."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from scheduler.allocator.allocator import Allocator
 from scheduler.domain.clock import Clock
-from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.errors import Aborted, FailedPrecondition, InvalidArgument, quoted
 from scheduler.domain.node_reports import GpuSpecInput, validate_registration
 from scheduler.store import allocations as allocation_store
 from scheduler.store import fleet as store
 from scheduler.store import liveness
-from scheduler.store.records import GpuRecord, NodeRecord
+from scheduler.store.records import AllocationRecord, GpuRecord, NodeRecord
 
 log = logging.getLogger(__name__)
+
+# An error names at most this many allocations (then "and N more").
+NAMED_ALLOCATIONS = 10
 
 
 class FleetService:
@@ -91,6 +94,58 @@ class FleetService:
             asked = self._allocator.preempt(ids, "", in_seconds, reason)
         return self.get_node(name), asked
 
+    def delete_node(
+        self, name: str, force: bool, agent_connected: bool = False
+    ) -> list[AllocationRecord]:
+        """Soft-delete a node whose agent is gone; returns the allocations
+        `force` took off it, as they are afterwards.
+
+        FAILED_PRECONDITION while its agent is connected (agent_connected: to
+        this replica) or reachable, and while anything is placed, running or
+        preempting on it (any rank of a gang) unless force: then they are
+        requeued first, through the allocator as failover does, and each one's
+        on_failure decides between pending and failed.
+        """
+        if agent_connected:
+            raise FailedPrecondition(_agent_still_there(name, "is connected to this scheduler"))
+        with self._engine.begin() as conn:
+            live = self._check_deletable(conn, name)
+            if live and not force:
+                raise FailedPrecondition(
+                    f"node {quoted(name)} holds {len(live)} live allocation(s): "
+                    f"{_named(live)}; release them or delete with --force to requeue them"
+                )
+            if not live:
+                store.mark_node_deleted(conn, name, self._clock.now())
+                allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+        if live:
+            # The node is unreachable, so unschedulable: nothing lands back on it.
+            self._allocator.requeue(live, f"node {name} was deleted")
+            with self._engine.begin() as conn:
+                if left := self._check_deletable(conn, name):
+                    raise Aborted(
+                        f"node {quoted(name)} still holds {_named(left)} after the requeue; retry"
+                    )
+                store.mark_node_deleted(conn, name, self._clock.now())
+                allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+        log.info("node %s deleted (%d allocations moved off it)", name, len(live))
+        self._allocator.refresh_nodes([name])
+        if live:
+            self._allocator.place_pending_if_leader()
+        with self._engine.connect() as conn:
+            return [allocation_store.get_allocation(conn, i, with_events=False) for i in live]
+
+    def _check_deletable(self, conn: Connection, name: str) -> list[str]:
+        """Lock the node; FAILED_PRECONDITION while its agent is reachable.
+        Returns its live allocations."""
+        node = store.lock_node_for_deletion(conn, name)
+        if node.reachable:
+            beat = node.last_heartbeat_at.isoformat() if node.last_heartbeat_at else "never"
+            raise FailedPrecondition(
+                _agent_still_there(name, f"is reachable (last heartbeat {beat})")
+            )
+        return store.live_allocations_on_node(conn, name)
+
     def list_nodes(self) -> list[NodeRecord]:
         with self._engine.connect() as conn:
             return store.list_nodes(conn)
@@ -110,3 +165,16 @@ class FleetService:
         and give the queue a chance."""
         self._allocator.refresh_nodes(nodes)
         self._allocator.request_pending_pass()
+
+
+def _agent_still_there(name: str, how: str) -> str:
+    return (
+        f"node {quoted(name)}: its agent {how}; stop its agent first, then delete the node "
+        "once `gpupool nodes` shows it unreachable"
+    )
+
+
+def _named(allocation_ids: Sequence[str]) -> str:
+    shown = ", ".join(allocation_ids[:NAMED_ALLOCATIONS])
+    more = len(allocation_ids) - NAMED_ALLOCATIONS
+    return f"{shown} and {more} more" if more > 0 else shown

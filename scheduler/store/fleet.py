@@ -12,6 +12,7 @@ from typing import Any, cast
 from sqlalchemy import (
     Connection,
     Table,
+    case,
     delete,
     func,
     insert,
@@ -52,8 +53,9 @@ def load_snapshot(conn: Connection) -> FleetSnapshot:
 
 
 def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView]:
-    """These nodes (None: every node) with their GPUs and live claims."""
-    node_query = select(nodes_t)
+    """These nodes (None: every node) with their GPUs and live claims; a
+    deleted node is none of them (the allocator drops it from its snapshot)."""
+    node_query = select(nodes_t).where(nodes_t.c.deleted_at.is_(None))
     if names is not None:
         node_query = node_query.where(nodes_t.c.name.in_(list(names)))
     node_rows = conn.execute(node_query).mappings().all()
@@ -226,10 +228,20 @@ def register_node(
             .returning(nodes_t.c.id)
         ).scalar_one()
     else:
+        # A deleted node that says hello again is registered anew (active).
         conn.execute(
             update(nodes_t)
             .where(nodes_t.c.id == node_id)
-            .values(hostname=hostname, labels=labels, reachable=True, last_heartbeat_at=now)
+            .values(
+                hostname=hostname,
+                labels=labels,
+                reachable=True,
+                last_heartbeat_at=now,
+                admin_state=case(
+                    (nodes_t.c.deleted_at.is_(None), nodes_t.c.admin_state), else_="active"
+                ),
+                deleted_at=None,
+            )
         )
     existing = {
         row["uuid"]: row
@@ -308,7 +320,9 @@ def node_admin_state(conn: Connection, name: str) -> str:
 
 def set_admin_state(conn: Connection, name: str, admin_state: str) -> None:
     result = conn.execute(
-        update(nodes_t).where(nodes_t.c.name == name).values(admin_state=admin_state)
+        update(nodes_t)
+        .where(nodes_t.c.name == name, nodes_t.c.deleted_at.is_(None))
+        .values(admin_state=admin_state)
     )
     if result.rowcount == 0:
         raise NotFound(f"no node named {quoted(name)} (see `gpupool nodes`)")
@@ -330,6 +344,7 @@ def list_gpus(conn: Connection, node: str | None = None) -> list[GpuRecord]:
     query = (
         select(gpus_t, nodes_t.c.name.label("node"))
         .join(nodes_t, nodes_t.c.id == gpus_t.c.node_id)
+        .where(nodes_t.c.deleted_at.is_(None))
         .order_by(nodes_t.c.name, gpus_t.c.index)
     )
     if node:
@@ -367,7 +382,11 @@ def list_nodes(conn: Connection, with_gpus: bool = False) -> list[NodeRecord]:
     gpus_by_node: dict[str, list[GpuRecord]] = defaultdict(list)
     for gpu in list_gpus(conn):
         gpus_by_node[gpu.node].append(gpu)
-    rows = conn.execute(select(nodes_t).order_by(nodes_t.c.name)).mappings().all()
+    rows = (
+        conn.execute(select(nodes_t).where(nodes_t.c.deleted_at.is_(None)).order_by(nodes_t.c.name))
+        .mappings()
+        .all()
+    )
     return [
         NodeRecord.from_mapping(
             row,
@@ -379,8 +398,54 @@ def list_nodes(conn: Connection, with_gpus: bool = False) -> list[NodeRecord]:
 
 
 def get_node(conn: Connection, name: str) -> NodeRecord:
-    row = conn.execute(select(nodes_t).where(nodes_t.c.name == name)).mappings().first()
+    row = (
+        conn.execute(select(nodes_t).where(nodes_t.c.name == name, nodes_t.c.deleted_at.is_(None)))
+        .mappings()
+        .first()
+    )
     if row is None:
         raise NotFound(f"no node named {quoted(name)} (see `gpupool nodes`)")
     count = _allocation_counts_by_node(conn, name).get(name, 0)
     return NodeRecord.from_mapping(row, allocation_count=count, gpus=tuple(list_gpus(conn, name)))
+
+
+# --- deleting a node -----------------------------------------------------------
+
+
+def lock_node_for_deletion(conn: Connection, name: str) -> NodeRecord:
+    """The node, locked until the transaction ends (a heartbeat or a hello
+    waits for the deletion); NOT_FOUND when unknown or already deleted."""
+    row = (
+        conn.execute(
+            select(nodes_t)
+            .where(nodes_t.c.name == name, nodes_t.c.deleted_at.is_(None))
+            .with_for_update()
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"no node named {quoted(name)} (see `gpupool nodes`)")
+    return NodeRecord.from_mapping(row)
+
+
+def live_allocations_on_node(conn: Connection, name: str) -> list[str]:
+    """Placed, running or preempting allocations with any rank on the node
+    (`nodes`, not `node`, which is only rank 0's), oldest first."""
+    return list(
+        conn.execute(
+            select(allocations_t.c.id)
+            .where(allocations_t.c.nodes.contains([name]))
+            .where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
+            .order_by(allocations_t.c.created_at, allocations_t.c.id)
+        ).scalars()
+    )
+
+
+def mark_node_deleted(conn: Connection, name: str, now: datetime) -> None:
+    """Hide the node; its GPU rows and its allocations' history stay."""
+    conn.execute(
+        update(nodes_t)
+        .where(nodes_t.c.name == name, nodes_t.c.deleted_at.is_(None))
+        .values(deleted_at=now)
+    )

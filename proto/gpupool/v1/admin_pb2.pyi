@@ -23,6 +23,22 @@ TOKEN_ROLE_SERVICE: TokenRole
 TOKEN_ROLE_VIEWER: TokenRole
 TOKEN_ROLE_ADMIN: TokenRole
 
+class DeleteNodeRequest(_message.Message):
+    __slots__ = ("name", "force")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    force: bool
+    def __init__(self, name: _Optional[str] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class DeleteNodeResponse(_message.Message):
+    __slots__ = ("name", "requeued")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEUED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    requeued: _containers.RepeatedCompositeFieldContainer[_types_pb2.Allocation]
+    def __init__(self, name: _Optional[str] = ..., requeued: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ...) -> None: ...
+
 class GetAllocatorStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -156,6 +156,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsResponse.FromString,
                 _registered_method=True)
+        self.DeleteNode = channel.unary_unary(
+                '/gpupool.v1.Admin/DeleteNode',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -324,6 +329,18 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteNode(self, request, context):
+        """Remove a node whose agent is stopped: it leaves the node and GPU lists and
+        placement; its allocations' history stays readable. FAILED_PRECONDITION
+        while its agent is reachable, and while it holds live allocations (on any
+        rank) unless force, which first takes them off it as failover does
+        (requeued, or failed where their on_failure says so). An agent that says
+        hello again under that name registers it anew.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -446,6 +463,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.GetAllocatorStats,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsResponse.SerializeToString,
+            ),
+            'DeleteNode': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteNode,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1097,6 +1119,33 @@ class Admin:
             '/gpupool.v1.Admin/GetAllocatorStats',
             gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.GetAllocatorStatsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteNode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gpupool.v1.Admin/DeleteNode',
+            gpupool_dot_v1_dot_admin__pb2.DeleteNodeRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.DeleteNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

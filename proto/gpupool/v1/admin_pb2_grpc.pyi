@@ -81,6 +81,14 @@ class AdminStub:
     """Who changed what, newest first."""
     GetAllocatorStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAllocatorStatsRequest, _admin_pb2.GetAllocatorStatsResponse]
     """This replica's allocator counters since it started (benchmarks, dashboards)."""
+    DeleteNode: _grpc.UnaryUnaryMultiCallable[_admin_pb2.DeleteNodeRequest, _admin_pb2.DeleteNodeResponse]
+    """Remove a node whose agent is stopped: it leaves the node and GPU lists and
+    placement; its allocations' history stays readable. FAILED_PRECONDITION
+    while its agent is reachable, and while it holds live allocations (on any
+    rank) unless force, which first takes them off it as failover does
+    (requeued, or failed where their on_failure says so). An agent that says
+    hello again under that name registers it anew.
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -134,6 +142,14 @@ class AdminAsyncStub(AdminStub):
     """Who changed what, newest first."""
     GetAllocatorStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAllocatorStatsRequest, _admin_pb2.GetAllocatorStatsResponse]  # type: ignore[assignment]
     """This replica's allocator counters since it started (benchmarks, dashboards)."""
+    DeleteNode: _aio.UnaryUnaryMultiCallable[_admin_pb2.DeleteNodeRequest, _admin_pb2.DeleteNodeResponse]  # type: ignore[assignment]
+    """Remove a node whose agent is stopped: it leaves the node and GPU lists and
+    placement; its allocations' history stays readable. FAILED_PRECONDITION
+    while its agent is reachable, and while it holds live allocations (on any
+    rank) unless force, which first takes them off it as failover does
+    (requeued, or failed where their on_failure says so). An agent that says
+    hello again under that name registers it anew.
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -328,5 +344,19 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetAllocatorStatsResponse, _abc.Awaitable[_admin_pb2.GetAllocatorStatsResponse]]:
         """This replica's allocator counters since it started (benchmarks, dashboards)."""
+
+    @_abc_1.abstractmethod
+    def DeleteNode(
+        self,
+        request: _admin_pb2.DeleteNodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.DeleteNodeResponse, _abc.Awaitable[_admin_pb2.DeleteNodeResponse]]:
+        """Remove a node whose agent is stopped: it leaves the node and GPU lists and
+        placement; its allocations' history stays readable. FAILED_PRECONDITION
+        while its agent is reachable, and while it holds live allocations (on any
+        rank) unless force, which first takes them off it as failover does
+        (requeued, or failed where their on_failure says so). An agent that says
+        hello again under that name registers it anew.
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
