@@ -17,11 +17,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
 
+from agent.connection import AGENT_CHANNEL_OPTIONS, scheduler_target, server_name
 from agent.health import HealthThresholds, XidMemory, evaluate
 from agent.nvml import NvmlBackend
 from agent.residency import (
@@ -30,7 +31,7 @@ from agent.residency import (
     ResidencyTracker,
 )
 from agent.workers.logs import LogServer
-from agent.workers.supervisor import Supervisor
+from agent.workers.supervisor import FENCE_KILL_AFTER_S, Supervisor
 from gpupool.v1 import agents_pb2, agents_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from scheduler.domain.residency import ResidentModel
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
@@ -54,7 +55,8 @@ _TIERS = {
 
 @dataclass
 class AgentSettings:
-    scheduler: str  # the scheduler's agent port (mutual TLS)
+    # The scheduler replicas' agent ports (mutual TLS): see agent/connection.py.
+    scheduler: str
     node_name: str
     # The CA to trust and this node's client certificate (it names the node).
     credentials: ClientCredentials
@@ -119,7 +121,26 @@ class Agent:
         self.residency = residency or default_residency(backend, settings.state_dir)
         self.running = RunningAllocations(settings.state_dir / f"{settings.node_name}.json")
         self.node_state = "unknown"
+        self._target = scheduler_target(settings.scheduler)
+        credentials = settings.credentials
+        if not credentials.insecure and not credentials.server_name:
+            # A list of addresses: check each replica against the host they share.
+            name = server_name(self._target)
+            if name:
+                credentials = replace(credentials, server_name=name)
+        self._credentials = credentials
         self._interval = settings.heartbeat_interval_s
+        # Self-fencing: the last time a replica told us our heartbeats are
+        # stored (an acknowledgement or a desired state), and how long we may
+        # go without before stopping our workers (the scheduler says; 0: never).
+        self._last_contact = time.monotonic()
+        self._fence_after_s = 0.0
+        self.fenced = False
+        self._seq = 0
+        self._sent_at: dict[int, float] = {}  # heartbeat seq -> when sent (monotonic)
+        # While fenced, a desired state waits for an acknowledgement: only a
+        # replica that stores our heartbeats may have us start work again.
+        self._held_desired: agents_pb2.DesiredState | None = None
         self._xids = XidMemory(settings.thresholds.xid_memory_s)
         self._stop = threading.Event()
         self.connected = threading.Event()
@@ -143,8 +164,11 @@ class Agent:
         if outbound is not None:
             outbound.put(message)
 
+    def _channel(self) -> grpc.Channel:
+        return open_channel(self._target, self._credentials, AGENT_CHANNEL_OPTIONS)
+
     def ack_preemption(self, allocation_id: str, checkpoint_uri: str) -> None:
-        with open_channel(self.settings.scheduler, self.settings.credentials) as channel:
+        with self._channel() as channel:
             stub = scheduler_pb2_grpc.SchedulerStub(channel)  # type: ignore[no-untyped-call]
             request = scheduler_pb2.AckPreemptionRequest(
                 allocation_id=allocation_id, checkpoint_uri=checkpoint_uri
@@ -162,6 +186,8 @@ class Agent:
         """Connect, and reconnect with jittered exponential backoff, until stopped."""
         backoff = 0.5
         self.supervisor.start()
+        fencing = threading.Thread(target=self._fence_when_cut_off, name="fence", daemon=True)
+        fencing.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -178,26 +204,71 @@ class Agent:
         self.logs.stop_all()
 
     def _session(self) -> None:
-        with open_channel(self.settings.scheduler, self.settings.credentials) as channel:
+        with self._channel() as channel:
             stub = agents_pb2_grpc.AgentsStub(channel)
             outbound: queue.Queue[agents_pb2.AgentMessage] = queue.Queue()
             outbound.put(agents_pb2.AgentMessage(hello=self.hello()))
             self._outbound = outbound
+            ended = threading.Event()
             try:
                 responses = stub.Connect(self._messages(outbound))
-                stopper = threading.Thread(
-                    target=self._cancel_on_stop, args=(responses,), daemon=True
+                watchdog = threading.Thread(
+                    target=self._watch_session, args=(responses, ended), daemon=True
                 )
-                stopper.start()
+                watchdog.start()
                 for message in responses:
                     self.connected.set()
                     self._handle(message, outbound)
             finally:
+                ended.set()
                 self._outbound = None
 
-    def _cancel_on_stop(self, call: grpc.RpcContext) -> None:
-        self._stop.wait()
+    def _watch_session(self, call: grpc.RpcContext, ended: threading.Event) -> None:
+        """Cancel the stream when stopping, or when its replica has gone quiet
+        (no acknowledgement for several heartbeats): then reconnect, to
+        whichever replica answers."""
+        quiet_after = max(3 * self._interval, 3.0)
+        started = time.monotonic()
+        while not ended.wait(0.25):
+            if self._stop.is_set():
+                break
+            if time.monotonic() - max(self._last_contact, started) > quiet_after:
+                log.warning("no acknowledgement for %.0fs: reconnecting", quiet_after)
+                break
         call.cancel()  # type: ignore[no-untyped-call]
+
+    def _acknowledged(self, seq: int) -> None:
+        sent = self._sent_at.get(seq)
+        if sent is None:
+            return  # from an earlier stream, or unknown: proves nothing
+        for old in [s for s in self._sent_at if s <= seq]:
+            del self._sent_at[old]
+        self._last_contact = max(self._last_contact, sent)
+        if self.fenced:
+            log.info("a scheduler replica answers again: this node may run work again")
+            self.fenced = False
+            held, self._held_desired = self._held_desired, None
+            if held is not None:
+                self.supervisor.reconcile(held.allocations)
+
+    def _fence_when_cut_off(self) -> None:
+        """Stop this node's workers once no replica has acknowledged it for the
+        scheduler's self-fence interval: by then the scheduler may be about to
+        place the work elsewhere, and a job must never run on two nodes."""
+        while not self._stop.wait(0.25):
+            after = self._fence_after_s
+            silent = time.monotonic() - self._last_contact
+            if after and not self.fenced and silent > after:
+                log.warning(
+                    "cut off from every scheduler replica for %.0fs: stopping this node's "
+                    "workers (self-fencing); they start again when a replica answers",
+                    silent,
+                )
+                self.fenced = True
+                self.supervisor.fence(
+                    "the node lost the scheduler (self-fencing)",
+                    min(FENCE_KILL_AFTER_S, after / 10),
+                )
 
     def _messages(
         self, outbound: queue.Queue[agents_pb2.AgentMessage]
@@ -210,15 +281,24 @@ class Agent:
                 continue
             except queue.Empty:
                 pass
-            yield agents_pb2.AgentMessage(heartbeat=self.heartbeat())
+            beat = self.heartbeat()
+            self._seq += 1
+            beat.seq = self._seq
+            self._sent_at[self._seq] = time.monotonic()
+            if len(self._sent_at) > 64:  # unacknowledged for long: keep the newest
+                del self._sent_at[min(self._sent_at)]
+            yield agents_pb2.AgentMessage(heartbeat=beat)
             next_beat = time.monotonic() + self._interval
 
     def _handle(
         self, message: agents_pb2.SchedulerMessage, outbound: queue.Queue[agents_pb2.AgentMessage]
     ) -> None:
         body = message.WhichOneof("body")
-        if body == "desired":
+        if body == "heartbeat_ack":
+            self._acknowledged(message.heartbeat_ack.seq)
+        elif body == "desired":
             desired = message.desired
+            self._fence_after_s = desired.self_fence_after_ms / 1000
             if desired.heartbeat_interval_ms:
                 self._interval = desired.heartbeat_interval_ms / 1000
             self.node_state = types_pb2.NodeState.Name(desired.node_state)
@@ -234,7 +314,10 @@ class Agent:
                     running_allocation_ids=sorted(self.running.ids)
                 )
                 outbound.put(agents_pb2.AgentMessage(observed=observed))
-            self.supervisor.reconcile(desired.allocations)
+            if self.fenced:
+                self._held_desired = desired
+            else:
+                self.supervisor.reconcile(desired.allocations)
         elif body == "log_request":
             self.logs.handle(message.log_request)
         elif body == "fault":

@@ -16,8 +16,9 @@ from sqlalchemy import Engine
 from scheduler.allocator.allocator import DEFAULT_MAX_PENDING_PER_TENANT, Allocator
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
-from scheduler.api.server import Listeners, create_server
+from scheduler.api.server import Listeners, create_server, set_serving
 from scheduler.api.validation import validate_request
+from scheduler.background.db_health import DatabaseHealthLoop
 from scheduler.background.leader import DEFAULT_LEASE_TTL_S, LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
@@ -118,6 +119,19 @@ def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
     return local_server_tls(settings.data_dir, serving_hosts(settings.listen, settings.tls_hosts))
 
 
+def self_fence_after(settings: SchedulerSettings) -> float:
+    """How long an agent may go unacknowledged before it stops its workers.
+
+    The scheduler moves a node's work no sooner than timeout + grace after the
+    heartbeat it last stored; the agent counts from when it *sent* the last
+    heartbeat acknowledged as stored (earlier), and kills what is left
+    FENCE_KILL_AFTER_S after fencing. So fencing at grace + timeout / 2 leaves
+    the workers gone with timeout / 2 - FENCE_KILL_AFTER_S to spare, and past
+    the grace, as the failover issue asks.
+    """
+    return settings.failover_grace_s + settings.heartbeat_timeout_s / 2
+
+
 def _generation_policy(settings: SchedulerSettings) -> GenerationPolicy:
     if settings.placement_policy_file is None:
         return DEFAULT_GENERATION_POLICY
@@ -183,8 +197,10 @@ class SchedulerApp:
             self.clock,
             settings.heartbeat_interval_s,
             self.models,
+            self_fence_after_s=self_fence_after(settings),
         )
         self.allocator.on_nodes_changed = self.agents.nodes_changed
+        self.heartbeats.on_stored = self.agents.acknowledge
         self.agents.prepare_allocations = self.workers.prepare
         self.workers.nodes_changed = self.agents.nodes_changed
         self.logs = LogRelay(self.engine, self.agents)
@@ -211,6 +227,10 @@ class SchedulerApp:
             self.engine, self.allocator, self.leader, self.clock
         )
         self._loops: BackgroundScheduler | None = None
+        self._stopped = False
+        self.database_health = DatabaseHealthLoop(
+            self.engine, lambda serving: set_serving(self._health, serving)
+        )
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
         self.admin_config: Path | None = None
@@ -268,11 +288,16 @@ class SchedulerApp:
                 self.liveness,
                 self.preemption,
                 self.settings.heartbeat_interval_s,
+                self.database_health,
             )
         self.server.start()
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
 
     def stop(self, grace: float = 5.0) -> None:
+        """Stop serving and hand the leader lease on; a second call does nothing."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._health.enter_graceful_shutdown()
         self.notifier.close()  # ends open WatchAllocation streams
         self.agents.close_all()  # ends agent streams; agents reconnect elsewhere

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 ORPHAN_STOP_TIMEOUT_S = 10.0
+# A self-fencing node kills its workers this soon: the scheduler moves them
+# a node timeout after the fence, and they must be gone by then.
+FENCE_KILL_AFTER_S = 2.0
 W = types_pb2
 # What a gang's phase reads as, per rank, to the scheduler.
 _PHASE_STATES = {
@@ -74,6 +77,7 @@ class Gang:
     reason: str = ""
     exit_code: int = 0
     checkpointing: bool = False
+    stop_timeout_s: float | None = None  # overrides the template's (self-fencing)
 
 
 class Supervisor:
@@ -134,6 +138,16 @@ class Supervisor:
                 self._mig.release(allocation_id)
             for spec in specs:
                 self._apply(spec)
+            self._save()
+
+    def fence(self, reason: str, kill_after_s: float = FENCE_KILL_AFTER_S) -> None:
+        """Stop every gang now (the node lost the scheduler), killing what has
+        not exited after kill_after_s: the scheduler moves the work soon. Gangs
+        are dropped, not remembered: the next desired state says what to start."""
+        with self._lock:
+            for gang in self._gangs.values():
+                gang.stop_timeout_s = kill_after_s
+                self._begin_stop(gang, "remove", reason)
             self._save()
 
     def _apply(self, spec: GangSpec) -> None:
@@ -228,7 +242,7 @@ class Supervisor:
             ]
             for allocation_id, gang in list(self._gangs.items()):
                 if gang.phase == "stopping":
-                    timeout = gang.template.stop_timeout_s
+                    timeout = gang.stop_timeout_s or gang.template.stop_timeout_s
                     if all([p.enforce_stop(timeout) for p in gang.procs]):
                         self._finish_stop(gang)
                 elif gang.phase in ("starting", "ready"):

@@ -22,9 +22,10 @@ from scheduler.domain.requests import Demand, FractionDemand, MigDemand, WholeDe
 from scheduler.domain.residency import ResidentModel
 from scheduler.services.agents import (
     AgentHello,
-    DesiredState,
     FaultCommand,
+    HeartbeatAck,
     LogRequest,
+    OutboundMessage,
     WorkerReport,
 )
 from scheduler.services.model_residency import ModelInfo
@@ -465,9 +466,9 @@ def model_info_message(info: ModelInfo) -> admin_pb2.ModelInfo:
     )
 
 
-def scheduler_message(
-    message: DesiredState | FaultCommand | LogRequest,
-) -> agents_pb2.SchedulerMessage:
+def scheduler_message(message: OutboundMessage) -> agents_pb2.SchedulerMessage:
+    if isinstance(message, HeartbeatAck):
+        return agents_pb2.SchedulerMessage(heartbeat_ack=agents_pb2.HeartbeatAck(seq=message.seq))
     if isinstance(message, LogRequest):
         return agents_pb2.SchedulerMessage(
             log_request=agents_pb2.LogRequest(
@@ -491,5 +492,6 @@ def scheduler_message(
             node_state=_NODE_STATES[message.node_state],
             allocations=[allocation_message(a) for a in message.allocations],
             heartbeat_interval_ms=message.heartbeat_interval_ms,
+            self_fence_after_ms=message.self_fence_after_ms,
         )
     )

@@ -32,7 +32,11 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     logged with a request id and answered INTERNAL with only that id: no
     traceback, SQL or address reaches a client."""
     if isinstance(exc, errors.GpupoolError):
-        return STATUS_CODES.get(type(exc), grpc.StatusCode.INTERNAL), exc.message
+        # The nearest class with a code: a subclass (LeaseLost) keeps its parent's.
+        for kind in type(exc).__mro__:
+            if kind in STATUS_CODES:
+                return STATUS_CODES[kind], exc.message  # type: ignore[index]
+        return grpc.StatusCode.INTERNAL, exc.message
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.UNAVAILABLE, "the scheduler is overloaded; retry"
     if isinstance(exc, OperationalError) or (

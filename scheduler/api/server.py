@@ -67,7 +67,14 @@ def create_server(
         futures.ThreadPoolExecutor(max_workers=max_workers + max_agents, thread_name_prefix="grpc"),
         interceptors=[interceptor],
         # Requests keep gRPC's 4 MiB cap: nothing a caller sends needs more.
-        options=[("grpc.so_reuseport", 0)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            # Agents ping every 10 s to find a replica that vanished without
+            # closing its connection; allow it rather than answer "too many pings".
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_ping_strikes", 0),
+        ],
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
     admin_pb2_grpc.add_AdminServicer_to_server(
@@ -85,3 +92,14 @@ def create_server(
     )
     ports = add_ports(server, listeners.api, listeners.agents, listeners.tls)
     return server, ports, health_servicer
+
+
+def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:
+    """Every service's health at once: they all stand or fall with the database."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in (*SERVICE_NAMES, ""):
+        health_servicer.set(name, status)

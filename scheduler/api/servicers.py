@@ -201,7 +201,7 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
         if body == "heartbeat":
             reports = converters.health_reports(message.heartbeat.health)
             residency = converters.heartbeat_residency(message.heartbeat)
-            self._agents.heartbeat(session, reports, residency)
+            self._agents.heartbeat(session, reports, residency, message.heartbeat.seq)
         elif body == "observed":
             self._agents.observed(session, message.observed.running_allocation_ids)
         elif body == "interruption":

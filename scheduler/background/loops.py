@@ -7,6 +7,7 @@ import logging
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from scheduler.allocator.allocator import Allocator
+from scheduler.background.db_health import DatabaseHealthLoop
 from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.preemption import PreemptionDeadlineLoop
@@ -35,6 +36,7 @@ def start_loops(
     liveness: NodeLivenessLoop,
     preemption: PreemptionDeadlineLoop,
     heartbeat_interval_s: float,
+    database_health: DatabaseHealthLoop,
 ) -> BackgroundScheduler:
     scheduler = BackgroundScheduler(daemon=True)
     defaults = {"max_instances": 1, "coalesce": True}
@@ -46,5 +48,6 @@ def start_loops(
     scheduler.add_job(heartbeats.run_once, "interval", seconds=period, **defaults)
     scheduler.add_job(liveness.run_once, "interval", seconds=period, jitter=period / 4, **defaults)
     scheduler.add_job(preemption.run_once, "interval", seconds=1, **defaults)
+    scheduler.add_job(database_health.run_once, "interval", seconds=1, **defaults)
     scheduler.start()
     return scheduler

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import FailedPrecondition, GpupoolError, InvalidArgument, quoted
@@ -80,6 +81,14 @@ class DesiredState:
     node_state: str
     allocations: tuple[AllocationRecord, ...]
     heartbeat_interval_ms: int
+    self_fence_after_ms: int = 0
+
+
+@dataclass(frozen=True)
+class HeartbeatAck:
+    """The node's heartbeat `seq` (and those before it) is in the database."""
+
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ class LogRequest:
     cancel: bool = False
 
 
-OutboundMessage = DesiredState | FaultCommand | LogRequest
+OutboundMessage = DesiredState | FaultCommand | LogRequest | HeartbeatAck
 
 
 @dataclass
@@ -142,11 +151,14 @@ class HeartbeatRecorder:
         self._engine = engine
         self._fleet = fleet
         self._lock = threading.Lock()
-        self._beats: dict[str, datetime] = {}
+        self._beats: dict[str, tuple[datetime, int]] = {}
+        # Told which heartbeat of each node was just stored: its agent gets an
+        # acknowledgement, which is what keeps it from fencing itself.
+        self.on_stored: Callable[[dict[str, int]], None] = lambda stored: None
 
-    def record(self, node: str, at: datetime) -> None:
+    def record(self, node: str, at: datetime, seq: int = 0) -> None:
         with self._lock:
-            self._beats[node] = at
+            self._beats[node] = (at, seq)
 
     def run_once(self) -> list[str]:
         """Flush; returns nodes that were unreachable and are back."""
@@ -154,8 +166,17 @@ class HeartbeatRecorder:
             beats, self._beats = self._beats, {}
         if not beats:
             return []
-        with self._engine.begin() as conn:
-            returned = liveness.record_heartbeats(conn, beats)
+        try:
+            with self._engine.begin() as conn:
+                returned = liveness.record_heartbeats(
+                    conn, {node: at for node, (at, _) in beats.items()}
+                )
+        except DBAPIError as exc:
+            with self._lock:  # keep the newest beat of each node for the next flush
+                self._beats = {**beats, **self._beats}
+            log.warning("heartbeats not stored: database unavailable (%s)", type(exc).__name__)
+            return []
+        self.on_stored({node: seq for node, (_, seq) in beats.items() if seq})
         if returned:
             log.info("nodes back: %s", ", ".join(returned))
             self._fleet.fleet_changed(returned)
@@ -172,8 +193,10 @@ class AgentHub:
         clock: Clock,
         heartbeat_interval_s: float,
         models: ModelService,
+        self_fence_after_s: float = 0.0,
     ) -> None:
         self._engine = engine
+        self._fence_after_ms = int(self_fence_after_s * 1000)
         self._fleet = fleet
         self._models = models
         self._health = health
@@ -283,14 +306,16 @@ class AgentHub:
         session: AgentSession,
         reports: list[GpuHealthReport],
         residency: Sequence[ResidentModel] | None = None,
+        seq: int = 0,
     ) -> None:
-        """residency: None when the agent did not report it (unchanged since it last did).
+        """residency: None when the agent did not report it (unchanged since it last did);
+        seq: the stream's heartbeat number, acknowledged once stored.
 
         Health that cannot be right is InvalidArgument, and the heartbeat
         changes nothing; a bad residency report is logged and left out.
         """
         validate_health(session.node, reports, session.gpu_memory_mib)
-        self._heartbeats.record(session.node, self._clock.now())
+        self._heartbeats.record(session.node, self._clock.now(), seq)
         self.report_health(session, reports)
         if residency is not None:
             try:
@@ -350,7 +375,17 @@ class AgentHub:
             node_state=record.state,
             allocations=tuple(AllocationRecord.from_mapping(r) for r in rows),
             heartbeat_interval_ms=self._interval_ms,
+            self_fence_after_ms=self._fence_after_ms,
         )
+
+    def acknowledge(self, stored: dict[str, int]) -> None:
+        """These heartbeats are stored: tell the agents streaming here."""
+        with self._lock:
+            sessions = [
+                (self._sessions[n], seq) for n, seq in stored.items() if n in self._sessions
+            ]
+        for session, seq in sessions:
+            session.push(HeartbeatAck(seq))
 
     def push_desired(self, nodes: Iterable[str]) -> None:
         """Queue a fresh desired state for each of these nodes connected here."""

@@ -85,10 +85,11 @@ class Cluster:
         self.app.stop(grace=0.5)
         self.app = None
 
-    def start_agent(self, node: str) -> None:
+    def start_agent(self, node: str, scheduler: str = "") -> None:
+        """scheduler: what the agent dials (default: this cluster's agent port)."""
         command = [
             sys.executable, "-m", "scheduler.cli.main", "agent", "run",
-            "--scheduler", self.agent_address,
+            "--scheduler", scheduler or self.agent_address,
             *session_pki().agent_args(node),
             "--simulate", str(self.fleet),
             "--node", node,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from gpupool.v1 import types_pb2 as gpupool_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpupool/v1/agents.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"\xc4\x01\n\x13RegisterNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.gpupool.v1.RegisterNodeRequest.LabelsEntry\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.gpupool.v1.GpuSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x14RegisterNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"\x98\x01\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.gpupool.v1.GpuHealthReport\x12-\n\tresidency\x18\x03 \x03(\x0b\x32\x1a.gpupool.v1.ModelResidency\x12\x1a\n\x12residency_reported\x18\x04 \x01(\x08\"9\n\x11HeartbeatResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.gpupool.v1.NodeState\"\xc7\x01\n\x0fGpuHealthReport\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12%\n\x06health\x18\x02 \x01(\x0e\x32\x15.gpupool.v1.GpuHealth\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x15\n\rtemperature_c\x18\x04 \x01(\x01\x12\x10\n\x08power_mw\x18\x05 \x01(\r\x12\x17\n\x0futilization_pct\x18\x06 \x01(\r\x12\x17\n\x0fmemory_used_mib\x18\x07 \x01(\x04\x12\x13\n\x0brecent_xids\x18\x08 \x03(\r\"\x8c\x02\n\nAgentHello\x12-\n\x04node\x18\x01 \x01(\x0b\x32\x1f.gpupool.v1.RegisterNodeRequest\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.gpupool.v1.GpuHealthReport\x12\x1e\n\x16running_allocation_ids\x18\x03 \x03(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x11\n\tsimulated\x18\x05 \x01(\x08\x12-\n\tresidency\x18\x06 \x03(\x0b\x32\x1a.gpupool.v1.ModelResidency\x12)\n\x07workers\x18\x07 \x03(\x0b\x32\x18.gpupool.v1.WorkerStatus\"9\n\x0cWorkerReport\x12)\n\x07workers\x18\x01 \x03(\x0b\x32\x18.gpupool.v1.WorkerStatus\"f\n\x0fMigDeviceReport\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x10\n\x08gpu_uuid\x18\x02 \x01(\t\x12\x11\n\tmig_start\x18\x03 \x01(\r\x12\x17\n\x0fmig_device_uuid\x18\x04 \x01(\t\"H\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"5\n\x13ObservedAllocations\x12\x1e\n\x16running_allocation_ids\x18\x01 \x03(\t\"(\n\x12InterruptionNotice\x12\x12\n\nin_seconds\x18\x01 \x01(\r\"\xea\x02\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.AgentHelloH\x00\x12\x31\n\theartbeat\x18\x02 \x01(\x0b\x32\x1c.gpupool.v1.HeartbeatRequestH\x00\x12\x33\n\x08observed\x18\x03 \x01(\x0b\x32\x1f.gpupool.v1.ObservedAllocationsH\x00\x12\x36\n\x0cinterruption\x18\x04 \x01(\x0b\x32\x1e.gpupool.v1.InterruptionNoticeH\x00\x12+\n\x07workers\x18\x05 \x01(\x0b\x32\x18.gpupool.v1.WorkerReportH\x00\x12\x31\n\nmig_device\x18\x06 \x01(\x0b\x32\x1b.gpupool.v1.MigDeviceReportH\x00\x12)\n\tlog_chunk\x18\x07 \x01(\x0b\x32\x14.gpupool.v1.LogChunkH\x00\x42\x06\n\x04\x62ody\"\x93\x01\n\x0c\x44\x65siredState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12)\n\nnode_state\x18\x02 \x01(\x0e\x32\x15.gpupool.v1.NodeState\x12+\n\x0b\x61llocations\x18\x03 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\"y\n\nLogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rallocation_id\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\ntail_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\"?\n\x0c\x46\x61ultCommand\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\r\n\x05\x66\x61ult\x18\x02 \x01(\t\x12\r\n\x05\x63lear\x18\x03 \x01(\x08\"\xa1\x01\n\x10SchedulerMessage\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x18.gpupool.v1.DesiredStateH\x00\x12)\n\x05\x66\x61ult\x18\x02 \x01(\x0b\x32\x18.gpupool.v1.FaultCommandH\x00\x12-\n\x0blog_request\x18\x03 \x01(\x0b\x32\x16.gpupool.v1.LogRequestH\x00\x42\x06\n\x04\x62ody2\xec\x01\n\x06\x41gents\x12Q\n\x0cRegisterNode\x12\x1f.gpupool.v1.RegisterNodeRequest\x1a .gpupool.v1.RegisterNodeResponse\x12H\n\tHeartbeat\x12\x1c.gpupool.v1.HeartbeatRequest\x1a\x1d.gpupool.v1.HeartbeatResponse\x12\x45\n\x07\x43onnect\x12\x18.gpupool.v1.AgentMessage\x1a\x1c.gpupool.v1.SchedulerMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gpupool/v1/agents.proto\x12\ngpupool.v1\x1a\x16gpupool/v1/types.proto\"\xc4\x01\n\x13RegisterNodeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12;\n\x06labels\x18\x03 \x03(\x0b\x32+.gpupool.v1.RegisterNodeRequest.LabelsEntry\x12!\n\x04gpus\x18\x04 \x03(\x0b\x32\x13.gpupool.v1.GpuSpec\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"6\n\x14RegisterNodeResponse\x12\x1e\n\x04node\x18\x01 \x01(\x0b\x32\x10.gpupool.v1.Node\"\xa5\x01\n\x10HeartbeatRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.gpupool.v1.GpuHealthReport\x12-\n\tresidency\x18\x03 \x03(\x0b\x32\x1a.gpupool.v1.ModelResidency\x12\x1a\n\x12residency_reported\x18\x04 \x01(\x08\x12\x0b\n\x03seq\x18\x05 \x01(\x04\"9\n\x11HeartbeatResponse\x12$\n\x05state\x18\x01 \x01(\x0e\x32\x15.gpupool.v1.NodeState\"\xc7\x01\n\x0fGpuHealthReport\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12%\n\x06health\x18\x02 \x01(\x0e\x32\x15.gpupool.v1.GpuHealth\x12\x0f\n\x07reasons\x18\x03 \x03(\t\x12\x15\n\rtemperature_c\x18\x04 \x01(\x01\x12\x10\n\x08power_mw\x18\x05 \x01(\r\x12\x17\n\x0futilization_pct\x18\x06 \x01(\r\x12\x17\n\x0fmemory_used_mib\x18\x07 \x01(\x04\x12\x13\n\x0brecent_xids\x18\x08 \x03(\r\"\x8c\x02\n\nAgentHello\x12-\n\x04node\x18\x01 \x01(\x0b\x32\x1f.gpupool.v1.RegisterNodeRequest\x12+\n\x06health\x18\x02 \x03(\x0b\x32\x1b.gpupool.v1.GpuHealthReport\x12\x1e\n\x16running_allocation_ids\x18\x03 \x03(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x11\n\tsimulated\x18\x05 \x01(\x08\x12-\n\tresidency\x18\x06 \x03(\x0b\x32\x1a.gpupool.v1.ModelResidency\x12)\n\x07workers\x18\x07 \x03(\x0b\x32\x18.gpupool.v1.WorkerStatus\"9\n\x0cWorkerReport\x12)\n\x07workers\x18\x01 \x03(\x0b\x32\x18.gpupool.v1.WorkerStatus\"f\n\x0fMigDeviceReport\x12\x15\n\rallocation_id\x18\x01 \x01(\t\x12\x10\n\x08gpu_uuid\x18\x02 \x01(\t\x12\x11\n\tmig_start\x18\x03 \x01(\r\x12\x17\n\x0fmig_device_uuid\x18\x04 \x01(\t\"H\n\x08LogChunk\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x0b\n\x03\x65of\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"5\n\x13ObservedAllocations\x12\x1e\n\x16running_allocation_ids\x18\x01 \x03(\t\"(\n\x12InterruptionNotice\x12\x12\n\nin_seconds\x18\x01 \x01(\r\"\xea\x02\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.gpupool.v1.AgentHelloH\x00\x12\x31\n\theartbeat\x18\x02 \x01(\x0b\x32\x1c.gpupool.v1.HeartbeatRequestH\x00\x12\x33\n\x08observed\x18\x03 \x01(\x0b\x32\x1f.gpupool.v1.ObservedAllocationsH\x00\x12\x36\n\x0cinterruption\x18\x04 \x01(\x0b\x32\x1e.gpupool.v1.InterruptionNoticeH\x00\x12+\n\x07workers\x18\x05 \x01(\x0b\x32\x18.gpupool.v1.WorkerReportH\x00\x12\x31\n\nmig_device\x18\x06 \x01(\x0b\x32\x1b.gpupool.v1.MigDeviceReportH\x00\x12)\n\tlog_chunk\x18\x07 \x01(\x0b\x32\x14.gpupool.v1.LogChunkH\x00\x42\x06\n\x04\x62ody\"\xb0\x01\n\x0c\x44\x65siredState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12)\n\nnode_state\x18\x02 \x01(\x0e\x32\x15.gpupool.v1.NodeState\x12+\n\x0b\x61llocations\x18\x03 \x03(\x0b\x32\x16.gpupool.v1.Allocation\x12\x1d\n\x15heartbeat_interval_ms\x18\x04 \x01(\r\x12\x1b\n\x13self_fence_after_ms\x18\x05 \x01(\r\"\x1b\n\x0cHeartbeatAck\x12\x0b\n\x03seq\x18\x01 \x01(\x04\"y\n\nLogRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x15\n\rallocation_id\x18\x02 \x01(\t\x12\x0c\n\x04rank\x18\x03 \x01(\r\x12\x12\n\ntail_bytes\x18\x04 \x01(\x04\x12\x0e\n\x06\x66ollow\x18\x05 \x01(\x08\x12\x0e\n\x06\x63\x61ncel\x18\x06 \x01(\x08\"?\n\x0c\x46\x61ultCommand\x12\x11\n\tgpu_index\x18\x01 \x01(\r\x12\r\n\x05\x66\x61ult\x18\x02 \x01(\t\x12\r\n\x05\x63lear\x18\x03 \x01(\x08\"\xd4\x01\n\x10SchedulerMessage\x12+\n\x07\x64\x65sired\x18\x01 \x01(\x0b\x32\x18.gpupool.v1.DesiredStateH\x00\x12)\n\x05\x66\x61ult\x18\x02 \x01(\x0b\x32\x18.gpupool.v1.FaultCommandH\x00\x12-\n\x0blog_request\x18\x03 \x01(\x0b\x32\x16.gpupool.v1.LogRequestH\x00\x12\x31\n\rheartbeat_ack\x18\x04 \x01(\x0b\x32\x18.gpupool.v1.HeartbeatAckH\x00\x42\x06\n\x04\x62ody2\xec\x01\n\x06\x41gents\x12Q\n\x0cRegisterNode\x12\x1f.gpupool.v1.RegisterNodeRequest\x1a .gpupool.v1.RegisterNodeResponse\x12H\n\tHeartbeat\x12\x1c.gpupool.v1.HeartbeatRequest\x1a\x1d.gpupool.v1.HeartbeatResponse\x12\x45\n\x07\x43onnect\x12\x18.gpupool.v1.AgentMessage\x1a\x1c.gpupool.v1.SchedulerMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,33 +41,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERNODERESPONSE']._serialized_start=262
   _globals['_REGISTERNODERESPONSE']._serialized_end=316
   _globals['_HEARTBEATREQUEST']._serialized_start=319
-  _globals['_HEARTBEATREQUEST']._serialized_end=471
-  _globals['_HEARTBEATRESPONSE']._serialized_start=473
-  _globals['_HEARTBEATRESPONSE']._serialized_end=530
-  _globals['_GPUHEALTHREPORT']._serialized_start=533
-  _globals['_GPUHEALTHREPORT']._serialized_end=732
-  _globals['_AGENTHELLO']._serialized_start=735
-  _globals['_AGENTHELLO']._serialized_end=1003
-  _globals['_WORKERREPORT']._serialized_start=1005
-  _globals['_WORKERREPORT']._serialized_end=1062
-  _globals['_MIGDEVICEREPORT']._serialized_start=1064
-  _globals['_MIGDEVICEREPORT']._serialized_end=1166
-  _globals['_LOGCHUNK']._serialized_start=1168
-  _globals['_LOGCHUNK']._serialized_end=1240
-  _globals['_OBSERVEDALLOCATIONS']._serialized_start=1242
-  _globals['_OBSERVEDALLOCATIONS']._serialized_end=1295
-  _globals['_INTERRUPTIONNOTICE']._serialized_start=1297
-  _globals['_INTERRUPTIONNOTICE']._serialized_end=1337
-  _globals['_AGENTMESSAGE']._serialized_start=1340
-  _globals['_AGENTMESSAGE']._serialized_end=1702
-  _globals['_DESIREDSTATE']._serialized_start=1705
-  _globals['_DESIREDSTATE']._serialized_end=1852
-  _globals['_LOGREQUEST']._serialized_start=1854
-  _globals['_LOGREQUEST']._serialized_end=1975
-  _globals['_FAULTCOMMAND']._serialized_start=1977
-  _globals['_FAULTCOMMAND']._serialized_end=2040
-  _globals['_SCHEDULERMESSAGE']._serialized_start=2043
-  _globals['_SCHEDULERMESSAGE']._serialized_end=2204
-  _globals['_AGENTS']._serialized_start=2207
-  _globals['_AGENTS']._serialized_end=2443
+  _globals['_HEARTBEATREQUEST']._serialized_end=484
+  _globals['_HEARTBEATRESPONSE']._serialized_start=486
+  _globals['_HEARTBEATRESPONSE']._serialized_end=543
+  _globals['_GPUHEALTHREPORT']._serialized_start=546
+  _globals['_GPUHEALTHREPORT']._serialized_end=745
+  _globals['_AGENTHELLO']._serialized_start=748
+  _globals['_AGENTHELLO']._serialized_end=1016
+  _globals['_WORKERREPORT']._serialized_start=1018
+  _globals['_WORKERREPORT']._serialized_end=1075
+  _globals['_MIGDEVICEREPORT']._serialized_start=1077
+  _globals['_MIGDEVICEREPORT']._serialized_end=1179
+  _globals['_LOGCHUNK']._serialized_start=1181
+  _globals['_LOGCHUNK']._serialized_end=1253
+  _globals['_OBSERVEDALLOCATIONS']._serialized_start=1255
+  _globals['_OBSERVEDALLOCATIONS']._serialized_end=1308
+  _globals['_INTERRUPTIONNOTICE']._serialized_start=1310
+  _globals['_INTERRUPTIONNOTICE']._serialized_end=1350
+  _globals['_AGENTMESSAGE']._serialized_start=1353
+  _globals['_AGENTMESSAGE']._serialized_end=1715
+  _globals['_DESIREDSTATE']._serialized_start=1718
+  _globals['_DESIREDSTATE']._serialized_end=1894
+  _globals['_HEARTBEATACK']._serialized_start=1896
+  _globals['_HEARTBEATACK']._serialized_end=1923
+  _globals['_LOGREQUEST']._serialized_start=1925
+  _globals['_LOGREQUEST']._serialized_end=2046
+  _globals['_FAULTCOMMAND']._serialized_start=2048
+  _globals['_FAULTCOMMAND']._serialized_end=2111
+  _globals['_SCHEDULERMESSAGE']._serialized_start=2114
+  _globals['_SCHEDULERMESSAGE']._serialized_end=2326
+  _globals['_AGENTS']._serialized_start=2329
+  _globals['_AGENTS']._serialized_end=2565
 # @@protoc_insertion_point(module_scope)

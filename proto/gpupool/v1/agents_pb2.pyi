@@ -33,16 +33,18 @@ class RegisterNodeResponse(_message.Message):
     def __init__(self, node: _Optional[_Union[_types_pb2.Node, _Mapping]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "health", "residency", "residency_reported")
+    __slots__ = ("node", "health", "residency", "residency_reported", "seq")
     NODE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     RESIDENCY_FIELD_NUMBER: _ClassVar[int]
     RESIDENCY_REPORTED_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
     node: str
     health: _containers.RepeatedCompositeFieldContainer[GpuHealthReport]
     residency: _containers.RepeatedCompositeFieldContainer[_types_pb2.ModelResidency]
     residency_reported: bool
-    def __init__(self, node: _Optional[str] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ..., residency: _Optional[_Iterable[_Union[_types_pb2.ModelResidency, _Mapping]]] = ..., residency_reported: _Optional[bool] = ...) -> None: ...
+    seq: int
+    def __init__(self, node: _Optional[str] = ..., health: _Optional[_Iterable[_Union[GpuHealthReport, _Mapping]]] = ..., residency: _Optional[_Iterable[_Union[_types_pb2.ModelResidency, _Mapping]]] = ..., residency_reported: _Optional[bool] = ..., seq: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("state",)
@@ -149,16 +151,24 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ..., workers: _Optional[_Union[WorkerReport, _Mapping]] = ..., mig_device: _Optional[_Union[MigDeviceReport, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms")
+    __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms", "self_fence_after_ms")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NODE_STATE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
+    SELF_FENCE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     node: str
     node_state: _types_pb2.NodeState
     allocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Allocation]
     heartbeat_interval_ms: int
-    def __init__(self, node: _Optional[str] = ..., node_state: _Optional[_Union[_types_pb2.NodeState, str]] = ..., allocations: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., heartbeat_interval_ms: _Optional[int] = ...) -> None: ...
+    self_fence_after_ms: int
+    def __init__(self, node: _Optional[str] = ..., node_state: _Optional[_Union[_types_pb2.NodeState, str]] = ..., allocations: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., heartbeat_interval_ms: _Optional[int] = ..., self_fence_after_ms: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ("seq",)
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
 class LogRequest(_message.Message):
     __slots__ = ("request_id", "allocation_id", "rank", "tail_bytes", "follow", "cancel")
@@ -187,11 +197,13 @@ class FaultCommand(_message.Message):
     def __init__(self, gpu_index: _Optional[int] = ..., fault: _Optional[str] = ..., clear: _Optional[bool] = ...) -> None: ...
 
 class SchedulerMessage(_message.Message):
-    __slots__ = ("desired", "fault", "log_request")
+    __slots__ = ("desired", "fault", "log_request", "heartbeat_ack")
     DESIRED_FIELD_NUMBER: _ClassVar[int]
     FAULT_FIELD_NUMBER: _ClassVar[int]
     LOG_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     desired: DesiredState
     fault: FaultCommand
     log_request: LogRequest
-    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., fault: _Optional[_Union[FaultCommand, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ...) -> None: ...
+    heartbeat_ack: HeartbeatAck
+    def __init__(self, desired: _Optional[_Union[DesiredState, _Mapping]] = ..., fault: _Optional[_Union[FaultCommand, _Mapping]] = ..., log_request: _Optional[_Union[LogRequest, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
