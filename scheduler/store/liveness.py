@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, or_, select, text, update
+from sqlalchemy.dialects.postgresql import array
 
 from scheduler.store.fleet import allocations_t, claims_t, gpus_t, nodes_t
 from scheduler.store.models import ACTIVE_ALLOCATION_STATES
@@ -60,7 +61,9 @@ def allocations_to_move(
     draining: (node, reachable) -> allocation ids."""
     rows = conn.execute(
         select(nodes_t.c.name, nodes_t.c.reachable, allocations_t.c.id)
-        .join(allocations_t, allocations_t.c.node == nodes_t.c.name)
+        # Every node a rank is on, not only rank 0's (allocations.node): a
+        # gang whose second node dies must move too.
+        .join(allocations_t, allocations_t.c.nodes.contains(array([nodes_t.c.name])))
         .where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
         .where(
             or_(

@@ -100,3 +100,44 @@ def test_degraded_gpu_keeps_its_work(app: SchedulerApp, fleet_client: Client) ->
         "h200", [GpuHealthReport(uuid, "degraded", ("temperature 86 C, 4 C below slowdown",))]
     )
     assert _get(fleet_client, held).state == PLACED
+
+
+def _gang_across_two_nodes(client: Client, request_id: str) -> types_pb2.Allocation:
+    """tp=8 x pp=2 on two 8-GPU H100 nodes: rank 0 on one, ranks 8-15 on the other."""
+    request = scheduler_pb2.AllocateRequest(
+        tenant="t",
+        request_id=request_id,
+        layout=types_pb2.ParallelLayout(tp=8, pp=2),
+        gpu_models=["H100-80GB"],
+        on_failure=types_pb2.FAILURE_POLICY_FAIL,
+    )
+    gang = client.scheduler.Allocate(request).allocation
+    assert gang.state == PLACED
+    assert gang.bindings[0].node != gang.bindings[8].node
+    return gang
+
+
+def test_a_gang_fails_over_when_a_node_other_than_rank_0s_goes_silent(
+    app: SchedulerApp, fleet_client: Client, clock: ManualClock
+) -> None:
+    app.leader.run_once()
+    gang = _gang_across_two_nodes(fleet_client, "gang")
+    second = gang.bindings[8].node
+    clock.advance(app.settings.heartbeat_timeout_s + 1)
+    _beat_all_but(app, fleet_client, second)
+    assert app.liveness.run_once().unreachable == [second]
+    clock.advance(app.settings.failover_grace_s + 1)
+    _beat_all_but(app, fleet_client, second)
+    assert app.liveness.run_once().moved == {second: 1}
+    assert _get(fleet_client, gang).state == types_pb2.ALLOCATION_STATE_FAILED
+
+
+def test_draining_a_gangs_second_node_moves_the_gang(
+    app: SchedulerApp, fleet_client: Client
+) -> None:
+    app.leader.run_once()
+    gang = _gang_across_two_nodes(fleet_client, "drained")
+    second = gang.bindings[8].node
+    fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name=second))
+    app.liveness.run_once()
+    assert _get(fleet_client, gang).state == types_pb2.ALLOCATION_STATE_FAILED
