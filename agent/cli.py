@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import logging
-import signal
 import socket
 import threading
 from pathlib import Path
-from types import FrameType
 
 import click
 
 from agent.nvml import NvmlBackend, RealNvml, SimulatedNvml
 from agent.runner import Agent, AgentSettings
+from scheduler.cli.stopping import StopSignals
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE
 from scheduler.fleetfile import load_fleet
 from scheduler.security.channels import ClientCredentials
@@ -150,14 +149,18 @@ def run(
         nccl_socket_ifname=nccl_socket_ifname,
     )
     runner = Agent(settings, backend)
-
-    def stop(signum: int, frame: FrameType | None) -> None:
-        runner.stop()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    # The handler only counts signals; the loop below stops the agent. (It
+    # used to call runner.stop() itself: SIGINT from a terminal and SIGTERM
+    # from `gpupool up` arriving together re-entered Event.set() and
+    # deadlocked on its lock.)
+    signals = StopSignals()
+    signals.install()
     thread = threading.Thread(target=runner.run, name="agent")
     thread.start()
+    stopping = False
     while thread.is_alive():
-        thread.join(timeout=0.5)
+        thread.join(timeout=0.2)
+        if signals.count and not stopping:
+            stopping = True
+            runner.stop()
     backend.close()

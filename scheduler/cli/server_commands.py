@@ -20,7 +20,8 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
-from scheduler.fleetfile import load_fleet
+from scheduler.cli.stopping import StopSignals, stop_processes
+from scheduler.fleetfile import SimulatedNode, load_fleet
 from scheduler.placement.policies import POLICY_NAMES
 
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ DEFAULT_DATA_DIR = Path(".gpupool")
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_AGENT_LISTEN = "127.0.0.1:50052"
 DEFAULT_FLEET = Path(__file__).resolve().parents[2] / "deploy" / "fleets" / "mixed.yaml"
+# `gpupool up` stops within 10 s: agents get this long after SIGTERM, then the
+# scheduler drains its calls for its grace.
+UP_AGENT_STOP_S = 5.0
+UP_SCHEDULER_GRACE_S = 1.0
 
 _database_option = click.option(
     "--database-url",
@@ -375,55 +380,72 @@ def up(
     logging.basicConfig(level=logging.WARNING)
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
-    app = _start(
-        console,
-        database_url,
-        data_dir,
-        listen,
-        Transport(agent_listen, insecure),
-        placement_policy=placement_policy,
-        packing_policy=packing_policy,
-    )
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    agents = [_start_agent(app, fleet_file, node.name, data_dir, logs) for node in nodes]
+    # From here on a signal only counts (no KeyboardInterrupt mid-start, no
+    # death by SIGTERM with agents left running); every exit goes through the
+    # finally below, which reaps what was started.
+    signals = StopSignals()
+    signals.install()
+    app: SchedulerApp | None = None
+    agents: list[subprocess.Popen[bytes]] = []
     try:
+        app = _start(
+            console,
+            database_url,
+            data_dir,
+            listen,
+            Transport(agent_listen, insecure),
+            placement_policy=placement_policy,
+            packing_policy=packing_policy,
+        )
+        logs = data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for node in nodes:
+            if signals.count:
+                break
+            agents.append(_start_agent(app, fleet_file, node.name, data_dir, logs))
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("starting simulated agents", total=len(nodes))
             deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not signals.count:
                 connected = len(app.agents.connected_nodes())
                 progress.update(task, completed=connected)
                 if connected == len(nodes):
                     break
                 time.sleep(0.2)
-        gpus = sum(len(n.gpus) for n in nodes)
-        console.print(
-            f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
-            f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
-            f"from {fleet_file.name} (agent logs in {logs}); {_credentials_line(app)}\n"
-            "Try, in another terminal in this directory:\n"
-            "  gpupool nodes\n"
-            "  gpupool gpus --node a100-40-mig\n"
-            "  gpupool allocate --tenant demo --whole 4 --gpu-model H100-80GB\n"
-            "  gpupool allocate --tenant demo --mig 3g.20gb\n"
-            "  gpupool allocate --tenant demo --layout tp=8,pp=2 --gpu-model H100-80GB\n"
-            "  gpupool allocate --tenant demo --serve llama-3.1-70b --dtype fp16\n"
-            "  gpupool models\n"
-            "  gpupool fault inject h100-sxm-0 3 xid=79 && gpupool gpus --node h100-sxm-0\n"
-            "  gpupool token create demo-svc --tenant demo --role service\n"
-            "  gpupool allocations\n"
-            "  gpupool audit\n"
-            "Ctrl-C stops everything."
-        )
-        _wait_for_signal()
-        console.print("stopping…")
+        if not signals.count:
+            _print_up(console, app, nodes, fleet_file, logs)
+            signals.wait()
+        console.print("stopping… (Ctrl-C again to kill the agents at once)")
     finally:
-        for process in agents:
-            process.terminate()
-        for process in agents:
-            process.wait(timeout=15)
-        app.stop()
+        # Agents get UP_AGENT_STOP_S to exit after SIGTERM (none if a second
+        # signal came), then SIGKILL; the scheduler stops after them.
+        stop_processes(agents, signals, UP_AGENT_STOP_S)
+        if app is not None:
+            app.stop(grace=UP_SCHEDULER_GRACE_S)
+
+
+def _print_up(
+    console: Console, app: SchedulerApp, nodes: list[SimulatedNode], fleet_file: Path, logs: Path
+) -> None:
+    gpus = sum(len(n.gpus) for n in nodes)
+    console.print(
+        f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
+        f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
+        f"from {fleet_file.name} (agent logs in {logs}); {_credentials_line(app)}\n"
+        "Try, in another terminal in this directory:\n"
+        "  gpupool nodes\n"
+        "  gpupool gpus --node a100-40-mig\n"
+        "  gpupool allocate --tenant demo --whole 4 --gpu-model H100-80GB\n"
+        "  gpupool allocate --tenant demo --mig 3g.20gb\n"
+        "  gpupool allocate --tenant demo --layout tp=8,pp=2 --gpu-model H100-80GB\n"
+        "  gpupool allocate --tenant demo --serve llama-3.1-70b --dtype fp16\n"
+        "  gpupool models\n"
+        "  gpupool fault inject h100-sxm-0 3 xid=79 && gpupool gpus --node h100-sxm-0\n"
+        "  gpupool token create demo-svc --tenant demo --role service\n"
+        "  gpupool allocations\n"
+        "  gpupool audit\n"
+        "Ctrl-C stops everything."
+    )
 
 
 def _start_agent(
