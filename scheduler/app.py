@@ -47,6 +47,7 @@ from scheduler.services.grants import PriorityGrants
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
 from scheduler.services.model_residency import ModelService
+from scheduler.services.relay import AgentRelay
 from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay
@@ -203,7 +204,9 @@ class SchedulerApp:
         self.heartbeats.on_stored = self.agents.acknowledge
         self.agents.prepare_allocations = self.workers.prepare
         self.workers.nodes_changed = self.agents.nodes_changed
-        self.logs = LogRelay(self.engine, self.agents)
+        self.relay = AgentRelay(self.engine, self.agents, settings.replica_id)
+        self.agents.relay = self.relay
+        self.logs = LogRelay(self.engine, self.agents, self.relay)
         self.tokens = TokenService(self.engine, self.clock)
         self.audit = AuditLog(self.engine, self.clock)
         self.liveness = NodeLivenessLoop(
@@ -221,6 +224,8 @@ class SchedulerApp:
             on_capacity=self._capacity_changed,
             on_reconnect=self._reconnected,
             on_nodes=self.agents.nodes_changed,
+            on_command=self.relay.claim,
+            on_log_chunk=self.relay.received_log_chunk,
         )
         self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
         self.preemption = PreemptionDeadlineLoop(

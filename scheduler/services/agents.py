@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -143,6 +143,23 @@ class AgentSession:
             yield message
 
 
+class CommandDelivery(Protocol):
+    def deliver(self, node: str, command: FaultCommand | LogRequest) -> None: ...
+
+
+class _LocalOnly:
+    """Delivery to agents streaming to this replica only (before wiring)."""
+
+    def __init__(self, hub: AgentHub) -> None:
+        self._hub = hub
+
+    def deliver(self, node: str, command: FaultCommand | LogRequest) -> None:
+        session = self._hub.session_for(node)
+        if session is None:
+            raise FailedPrecondition(f"node {quoted(node)} has no agent connected here")
+        session.push(command)
+
+
 class HeartbeatRecorder:
     """Collects heartbeats in memory and writes them in one statement per
     flush, so a thousand agents cost one UPDATE a second, not a thousand."""
@@ -221,6 +238,8 @@ class AgentHub:
         self._health_worker = threading.Thread(
             target=self._health_loop, name="gpu-health", daemon=True
         )
+        # Delivers a command to whichever replica holds the agent (set at wiring).
+        self.relay: CommandDelivery = _LocalOnly(self)
         # Completes the desired rows before they are sent (the worker service
         # hands out rendezvous ports here); identity until wired.
         self.prepare_allocations: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] = (
@@ -403,23 +422,19 @@ class AgentHub:
             check_fault_command(fault, clear)
         except ValueError as error:
             raise InvalidArgument(str(error)) from None
-        with self._lock:
-            session = self._sessions.get(node)
-        if session is None:
-            raise FailedPrecondition(
-                f"node {quoted(node)} has no agent connected to this scheduler replica"
-            )
-        if not session.simulated:
+        with self._engine.connect() as conn:
+            record = fleet_store.get_node(conn, node)  # NotFound: no such node
+        if not record.agent_info.get("simulated", False):
             raise FailedPrecondition(
                 f"node {quoted(node)} runs the real NVML backend; "
                 "faults go only to simulated agents"
             )
-        with self._engine.connect() as conn:
-            indexes = sorted(gpu.index for gpu in fleet_store.list_gpus(conn, node))
+        indexes = sorted(gpu.index for gpu in record.gpus)
         if gpu_index not in indexes:
             known = ", ".join(map(str, indexes)) or "none"
             raise InvalidArgument(f"node {node} has no GPU {gpu_index} (GPUs: {known})")
-        session.push(FaultCommand(gpu_index, fault, clear))
+        # Here, or through the replica that holds the agent's stream.
+        self.relay.deliver(node, FaultCommand(gpu_index, fault, clear))
 
     def session_for(self, node: str) -> AgentSession | None:
         """The live stream of this node's agent, if it is connected here."""

@@ -2,7 +2,8 @@
 
 Payloads are "kind:replica:ids": alloc (allocation ids changed: wake
 watchers), capacity (claims changed: our snapshot is stale and the queue may
-move) and fleet (nodes changed).
+move), fleet (nodes changed), cmd (a command for an agent, see
+services/relay.py) and log (a log chunk for the replica that asked).
 """
 
 from __future__ import annotations
@@ -27,7 +28,11 @@ class NotificationListener:
         on_capacity: Callable[[], None],
         on_reconnect: Callable[[], None],
         on_nodes: Callable[[list[str]], None] = lambda nodes: None,
+        on_command: Callable[[int], None] = lambda command_id: None,
+        on_log_chunk: Callable[[str], None] = lambda body: None,
     ) -> None:
+        self._on_command = on_command
+        self._on_log_chunk = on_log_chunk
         self._conninfo = conninfo
         self._replica_id = replica_id
         self._on_allocations = on_allocations
@@ -55,6 +60,14 @@ class NotificationListener:
             self._on_capacity()
         elif kind == "nodes":
             self._on_nodes([n for n in ids.split(",") if n])
+        elif kind in ("cmd", "log"):
+            try:  # a relay that fails must not end the listener
+                if kind == "cmd" and ids.isdigit():
+                    self._on_command(int(ids))
+                elif kind == "log":
+                    self._on_log_chunk(ids)
+            except Exception:
+                log.exception("relaying %s failed", kind)
 
     def _run(self) -> None:
         backoff = 0.5

@@ -99,11 +99,17 @@ def test_xid_79_makes_a_gpu_unhealthy_and_xid_13_does_not(cluster: Cluster, clie
 
 
 def test_faults_only_reach_simulated_connected_agents(cluster: Cluster, client: Client) -> None:
+    fault = admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost")
     with pytest.raises(grpc.RpcError) as info:
-        client.admin.InjectFault(
-            admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost")
-        )
+        client.admin.InjectFault(fault)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND, "no such node yet"
+    assert "no node named 'b200'" in (info.value.details() or "")
+    _start(cluster, ["b200"])
+    cluster.kill_agent("b200")
+    with pytest.raises(grpc.RpcError) as info:
+        client.admin.InjectFault(fault)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "connected to no scheduler replica" in (info.value.details() or "")
 
 
 def test_restarted_agent_reconciles_without_duplicates(cluster: Cluster, client: Client) -> None:

@@ -5,6 +5,7 @@ runs them again once a replica answers."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpupool.v1 import scheduler_pb2, types_pb2
+from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
 from scheduler.app import SchedulerApp
 from tests.e2e.conftest import (
     GRACE_S,
@@ -126,11 +127,58 @@ def test_a_node_cut_off_from_every_replica_stops_its_workers(
         )
         client.close()
     finally:
-        for path in tmp_path.glob("*-workers.json"):
-            with contextlib.suppress(Exception):
-                import json
+        _kill_workers(tmp_path)
 
-                for gang in json.loads(path.read_text()).values():
-                    for proc in gang["procs"]:
-                        with contextlib.suppress(ProcessLookupError, PermissionError):
-                            os.killpg(proc["pid"], signal.SIGKILL)
+
+def test_any_replica_reaches_any_agent(
+    cluster: Cluster, second_replica: SchedulerApp, tmp_path: Path
+) -> None:
+    """Faults and logs asked of a replica the agent does not stream to are
+    relayed to the one it does."""
+    cluster.start_agent("b200")  # to the first replica only
+    wait_for(lambda: cluster.connected(["b200"]), what="the agent to connect")
+    assert "b200" not in second_replica.agents.connected_nodes()
+    other = Client.as_admin(second_replica)
+    try:
+        other.admin.InjectFault(
+            admin_pb2.InjectFaultRequest(node="b200", gpu_index=2, fault="xid=79")
+        )
+
+        def health() -> int:
+            gpus = other.admin.ListGpus(admin_pb2.ListGpusRequest(node="b200")).gpus
+            return next(g.health for g in gpus if g.index == 2)
+
+        wait_for(lambda: health() == S.GPU_HEALTH_UNHEALTHY, what="the relayed fault to land")
+
+        request = scheduler_pb2.AllocateRequest(
+            tenant="t",
+            request_id="logged",
+            whole=S.WholeGpus(count=1),
+            gpu_models=["B200"],
+            worker=S.WorkerSpec(template="python", args={"script": str(SLEEPER)}),
+        )
+        allocation = other.scheduler.Allocate(request).allocation
+        get = scheduler_pb2.GetAllocationRequest(allocation_id=allocation.id)
+        wait_for(
+            lambda: any(
+                w.state == S.WORKER_STATE_READY
+                for w in other.scheduler.GetAllocation(get).allocation.workers
+            ),
+            timeout=60,
+            what="the worker to be ready",
+        )
+        logs = admin_pb2.WorkerLogsRequest(allocation_id=allocation.id, rank=0)
+        text = b"".join(c.data for c in other.admin.WorkerLogs(logs, timeout=30)).decode()
+        assert "READY" in text
+    finally:
+        other.close()
+        _kill_workers(tmp_path)
+
+
+def _kill_workers(state_dir: Path) -> None:
+    """Agents leave workers running for the next agent to adopt; tests clean up."""
+    for path in state_dir.glob("*-workers.json"):
+        for gang in json.loads(path.read_text()).values():
+            for proc in gang["procs"]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc["pid"], signal.SIGKILL)
