@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from agent.connection import scheduler_target, server_name
 from agent.nvml import NvmlBackend, RealNvml, SimulatedNvml
 from agent.runner import Agent, AgentSettings
 from scheduler.cli.stopping import StopSignals
@@ -58,7 +60,8 @@ _file = click.Path(path_type=Path, exists=True, dir_okay=False)
     "scheduler_address",
     required=True,
     metavar="HOST:PORT",
-    help="The scheduler's agent port (mutual TLS); several replicas: ipv4:a:p,b:p or dns:name.",
+    help="The scheduler replicas' agent ports (mutual TLS): HOST:PORT, a list of IP:PORT, "
+    "or dns:///NAME:PORT for a name that resolves to every replica (a headless Service).",
 )
 @click.option(
     "--ca-cert", type=_file, envvar="GPUPOOL_CA_CERT", help="CA that signed the scheduler."
@@ -66,6 +69,11 @@ _file = click.Path(path_type=Path, exists=True, dir_okay=False)
 @click.option("--cert", type=_file, envvar="GPUPOOL_AGENT_CERT", help="This node's certificate.")
 @click.option("--key", type=_file, envvar="GPUPOOL_AGENT_KEY", help="This node's private key.")
 @click.option("--insecure", is_flag=True, help="Plaintext (only to a scheduler run --insecure).")
+@click.option(
+    "--tls-server-name",
+    default="",
+    help="Check the replicas' certificates against this name (with a list of addresses).",
+)
 @click.option("--node-name", default=None, help="Defaults to the host name (or --node).")
 @click.option(
     "--simulate",
@@ -107,6 +115,7 @@ def run(
     cert: Path | None,
     key: Path | None,
     insecure: bool,
+    tls_server_name: str,
     node_name: str | None,
     fleet_file: Path | None,
     sim_node: str | None,
@@ -138,10 +147,22 @@ def run(
         backend = RealNvml()
         name = node_name or socket.gethostname()
         hostname = hostname or socket.getfqdn()
+    try:
+        target = scheduler_target(scheduler_address)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--scheduler") from None
+    credentials = _credentials(insecure, ca_cert, cert, key)
+    if tls_server_name:
+        credentials = replace(credentials, server_name=tls_server_name)
+    elif not insecure and "," in target and not server_name(target):
+        raise click.UsageError(
+            "--scheduler lists replicas on different hosts: give --tls-server-name, the name "
+            "every replica's certificate carries, or one DNS name as dns:///NAME:PORT"
+        )
     settings = AgentSettings(
         scheduler=scheduler_address,
         node_name=name,
-        credentials=_credentials(insecure, ca_cert, cert, key),
+        credentials=credentials,
         hostname=hostname,
         labels=extra_labels,
         state_dir=state_dir,
