@@ -31,7 +31,7 @@ from scheduler.store.models import (
     NodeRow,
 )
 from scheduler.store.records import GpuRecord, MigInstanceRecord, NodeRecord
-from scheduler.store.residency import NodeResidency, load_node_residency
+from scheduler.store.residency import NodeResidency, load_node_residency, residency_t
 
 nodes_t = cast(Table, NodeRow.__table__)
 gpus_t = cast(Table, GpuRow.__table__)
@@ -181,13 +181,13 @@ def _check_gpus_not_elsewhere(
     conn: Connection, name: str, node_id: int | None, uuids: Collection[str]
 ) -> None:
     """A GPU UUID belongs to one node: another node's is FAILED_PRECONDITION,
-    not a unique violation."""
+    not a unique violation. (A deleted node's GPUs go to whoever reports them.)"""
     if not uuids:
         return
     query = (
         select(gpus_t.c.uuid, nodes_t.c.name)
         .join(nodes_t, nodes_t.c.id == gpus_t.c.node_id)
-        .where(gpus_t.c.uuid.in_(list(uuids)))
+        .where(gpus_t.c.uuid.in_(list(uuids)), nodes_t.c.deleted_at.is_(None))
         .order_by(gpus_t.c.uuid)
         .limit(1)
     )
@@ -221,6 +221,7 @@ def register_node(
         select(nodes_t.c.id).where(nodes_t.c.name == name).with_for_update()
     ).scalar()
     _check_gpus_not_elsewhere(conn, name, node_id, list(reported))
+    _take_gpus_of_deleted_nodes(conn, node_id, list(reported))
     if node_id is None:
         node_id = conn.execute(
             insert(nodes_t)
@@ -443,9 +444,28 @@ def live_allocations_on_node(conn: Connection, name: str) -> list[str]:
 
 
 def mark_node_deleted(conn: Connection, name: str, now: datetime) -> None:
-    """Hide the node; its GPU rows and its allocations' history stay."""
-    conn.execute(
+    """Hide the node; its GPU rows and its allocations' history stay. What
+    it said it holds warm goes (a returning agent reports it again)."""
+    node_id = conn.execute(
         update(nodes_t)
         .where(nodes_t.c.name == name, nodes_t.c.deleted_at.is_(None))
         .values(deleted_at=now)
+        .returning(nodes_t.c.id)
+    ).scalar()
+    conn.execute(delete(residency_t).where(residency_t.c.node_id == node_id))
+
+
+def _take_gpus_of_deleted_nodes(
+    conn: Connection, node_id: int | None, uuids: Collection[str]
+) -> None:
+    """GPUs reported here that a deleted node left behind (a host that came
+    back under another name): their rows go, so this registration inserts
+    them for its node. They hold no claims: a node is deleted only empty."""
+    if not uuids:
+        return
+    deleted_nodes = select(nodes_t.c.id).where(nodes_t.c.deleted_at.is_not(None))
+    if node_id is not None:
+        deleted_nodes = deleted_nodes.where(nodes_t.c.id != node_id)
+    conn.execute(
+        delete(gpus_t).where(gpus_t.c.uuid.in_(list(uuids)), gpus_t.c.node_id.in_(deleted_nodes))
     )

@@ -1,27 +1,31 @@
 """Clean shutdown: an agent survives SIGINT and SIGTERM arriving together, and
 `gpupool up` (embedded PostgreSQL, simulated agents) leaves no process behind
-after one Ctrl-C, two Ctrl-Cs or a SIGTERM.
+after one Ctrl-C, two Ctrl-Cs, a SIGTERM, or a Ctrl-C with a frozen agent.
 
 `up` runs in its own process group, as a terminal's foreground job: a Ctrl-C
 there is SIGINT to the whole group (`up` and its agents at once), which is
-how the agents used to get SIGINT and `up`'s SIGTERM back to back. The time
-bounds below are liveness timeouts (a hung process fails the test instead of
-hanging it), not performance figures.
+how the agents got SIGINT and `up`'s SIGTERM back to back. The time bounds
+below are liveness timeouts (a hung process fails the test instead of hanging
+it), not performance figures: those are bench/shutdown.py's.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.e2e.conftest import Cluster, agent_env, free_port, wait_for
+from bench.support.processes import (
+    alive_in_group,
+    processes_using,
+    start_up,
+    wait_until_up,
+)
+from tests.e2e.conftest import Cluster, agent_env, wait_for
 
 EXIT_BOUND_S = 30.0
 START_BOUND_S = 120.0
@@ -39,7 +43,7 @@ nodes:
 
 def _signal_burst(pid: int, pairs: int) -> None:
     """SIGINT and SIGTERM back to back, again and again: the old handler
-    re-entered Event.set() and deadlocked on its lock."""
+    called Event.set() and could re-enter it (and deadlock on its lock)."""
     for _ in range(pairs):
         try:
             os.kill(pid, signal.SIGINT)
@@ -57,30 +61,6 @@ def test_agent_exits_on_sigint_and_sigterm_together(cluster: Cluster) -> None:
     wait_for(lambda: not cluster.connected(["l4"]), what="its stream to end")
 
 
-def _alive_in_group(pgid: int) -> list[psutil.Process]:
-    alive = []
-    for process in psutil.process_iter():
-        try:
-            if os.getpgid(process.pid) == pgid and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return alive
-
-
-def _using(path: Path) -> list[psutil.Process]:
-    """Processes whose command line names path (the embedded PostgreSQL
-    runs in a session of its own, outside the group)."""
-    found = []
-    for process in psutil.process_iter():
-        try:
-            if any(str(path) in part for part in process.cmdline()):
-                found.append(process)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-    return found
-
-
 @pytest.mark.parametrize("how", ["one_ctrl_c", "two_ctrl_c", "sigterm", "frozen_agent"])
 def test_up_stops_everything(tmp_path: Path, how: str) -> None:
     """frozen_agent: one agent is SIGSTOPped, so only SIGKILL ends it; `up`
@@ -89,27 +69,10 @@ def test_up_stops_everything(tmp_path: Path, how: str) -> None:
     fleet.write_text(FLEET)
     data_dir = tmp_path / "data"
     log = tmp_path / "up.log"
-    env = {k: v for k, v in agent_env().items() if not k.startswith("GPUPOOL_")}
-    command = [
-        sys.executable, "-m", "scheduler.cli.main", "up",
-        "--fleet", str(fleet),
-        "--data-dir", str(data_dir),
-        "--listen", f"127.0.0.1:{free_port()}",
-        "--agent-listen", f"127.0.0.1:{free_port()}",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        up = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
-            start_new_session=True,  # its own process group, like a terminal's job
-        )  # fmt: skip
+    up = start_up(fleet, data_dir, log, agent_env())
     pgid = up.pid
     try:
-        wait_for(
-            lambda: "gpupool is up" in log.read_text() or up.poll() is not None,
-            timeout=START_BOUND_S,
-            what="gpupool up to serve",
-        )
-        assert up.poll() is None, log.read_text()
+        assert wait_until_up(up, log, START_BOUND_S), log.read_text()
         assert "2/2 simulated agents" in log.read_text()
         agents = psutil.Process(up.pid).children()
         assert len(agents) == 2, "one agent per node"
@@ -125,12 +88,14 @@ def test_up_stops_everything(tmp_path: Path, how: str) -> None:
                 time.sleep(0.2)
                 os.killpg(pgid, signal.SIGINT)
         assert up.wait(timeout=EXIT_BOUND_S) == 0, log.read_text()
-        wait_for(lambda: not _alive_in_group(pgid), timeout=EXIT_BOUND_S, what="the group to end")
-        wait_for(lambda: not _using(data_dir), timeout=EXIT_BOUND_S, what="PostgreSQL to stop")
+        wait_for(lambda: not alive_in_group(pgid), timeout=EXIT_BOUND_S, what="the group to end")
+        wait_for(
+            lambda: not processes_using(data_dir), timeout=EXIT_BOUND_S, what="PostgreSQL to stop"
+        )
         assert "Traceback" not in log.read_text()
     finally:  # a failed run must not leave its processes to the next tests
-        if up.poll() is None or _alive_in_group(pgid):
+        if up.poll() is None or alive_in_group(pgid):
             os.killpg(pgid, signal.SIGKILL)
             up.wait()
-        for leftover in _using(data_dir):
+        for leftover in processes_using(data_dir):
             leftover.terminate()

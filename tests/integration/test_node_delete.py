@@ -10,17 +10,16 @@ from collections.abc import Callable
 
 import grpc
 import pytest
-from click.testing import CliRunner
 
 from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2, types_pb2
 from scheduler.api import converters
 from scheduler.app import SchedulerApp
-from scheduler.cli.main import cli
 from scheduler.domain.callers import Role
 from scheduler.domain.clock import ManualClock
 from scheduler.fleetfile import SimulatedNode
 from scheduler.simfleet import register_request
 from tests.integration.conftest import Client
+from tests.integration.test_cli import gpupool
 
 PLACED = types_pb2.ALLOCATION_STATE_PLACED
 PENDING = types_pb2.ALLOCATION_STATE_PENDING
@@ -187,11 +186,6 @@ def test_force_fails_what_asks_to_fail(
     assert _get(fleet_client, fragile.id).state == FAILED
 
 
-def gpupool(client: Client, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, [*client.cli_args(), *args], env={"COLUMNS": "200"})
-    return result.exit_code, result.output
-
-
 def test_cli_node_delete(app: SchedulerApp, fleet_client: Client, clock: ManualClock) -> None:
     code, out = gpupool(
         fleet_client, "-o", "json", "allocate", "--tenant", "t", "--request-id", "old",
@@ -217,3 +211,33 @@ def test_cli_node_delete(app: SchedulerApp, fleet_client: Client, clock: ManualC
     assert code == 0 and "l4 was deleted" in out
     code, out = gpupool(fleet_client, "node", "delete", "l4")
     assert code != 0 and "no node named 'l4'" in out
+
+
+def test_a_host_back_under_another_name_takes_its_gpus(
+    app: SchedulerApp, fleet_client: Client, clock: ManualClock, mixed_fleet: list[SimulatedNode]
+) -> None:
+    _silence(app, fleet_client, clock, "l4")
+    _delete(fleet_client, "l4")
+    request = register_request(_node(mixed_fleet, "l4"))
+    request.name = request.hostname = "l4-reimaged"
+    fleet_client.agents.RegisterNode(request)
+    listed = fleet_client.admin.ListGpus(admin_pb2.ListGpusRequest(node="l4-reimaged")).gpus
+    assert sorted(g.uuid for g in listed) == sorted(g.uuid for g in request.gpus)
+    assert "l4" not in _node_names(fleet_client)
+
+
+def test_a_deleted_nodes_warm_models_are_forgotten(
+    app: SchedulerApp, fleet_client: Client, clock: ManualClock
+) -> None:
+    warm = types_pb2.ModelResidency(model="mistral-7b", tier=types_pb2.RESIDENCY_TIER_HOST_RAM)
+    beat = agents_pb2.HeartbeatRequest(node="l40s", residency=[warm], residency_reported=True)
+    fleet_client.agents.Heartbeat(beat)
+
+    def warm_on() -> set[str]:
+        models = fleet_client.admin.ListModels(admin_pb2.ListModelsRequest()).models
+        return {p.node for m in models for p in m.placements}
+
+    assert "l40s" in warm_on()
+    _silence(app, fleet_client, clock, "l40s")
+    _delete(fleet_client, "l40s")
+    assert "l40s" not in warm_on()
