@@ -101,6 +101,11 @@ def _free_address() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
+def admin_token(database_url: str, ca_pem: bytes) -> ClientCredentials:
+    """A fresh admin token written to the database, with the CA to trust."""
+    return _admin_token(database_url, ca_pem)
+
+
 def _admin_token(database_url: str, ca_pem: bytes) -> ClientCredentials:
     engine = create_engine(normalise_url(database_url))
     try:
