@@ -78,6 +78,9 @@ def run_once(fleet: Path, mode: str) -> dict[str, float | int]:
                     up_s = now
                 if not alive_in_group(pgid) and not processes_using(data_dir):
                     gone_s = now
+                    if up_s == GIVE_UP_S:  # it exited after the poll above
+                        up.wait()
+                        up_s = now
                     break
                 time.sleep(0.05)
             left = len(alive_in_group(pgid)) + len(processes_using(data_dir))
