@@ -519,7 +519,10 @@ class Run:
                 if fault.at <= e["t"] < until and _is_error(e)
             )
             # An allocation that ran on the faulty node is that fault's; others go by time.
-            owner = {a: f.name for f in self.faults for a in f.detail.get("running", [])}
+            owner: dict[str, str] = {}  # the first fault whose node ran it
+            for f in self.faults:
+                for a in f.detail.get("running", []):
+                    owner.setdefault(a, f.name)
             twice = [
                 t.allocation_id
                 for t in self.sampler.twice.values()
@@ -608,6 +611,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.seconds < 30:
         parser.error("--seconds must be at least 30 (PostgreSQL alone is down for 10 s)")
     stop_on_sigterm()
+    # Ctrl-C even where the shell that started us ignores SIGINT (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     console = Console(highlight=False)
     directory = Path(tempfile.mkdtemp(prefix="gpupool-chaos-"))
     run = Run(args, console, directory)
@@ -615,6 +620,9 @@ def main(argv: list[str] | None = None) -> None:
         run.start()
         run.go()
         summary = run.report()
+    except KeyboardInterrupt:
+        console.print("interrupted: stopping everything this run started")
+        raise SystemExit(130) from None
     finally:
         run.close()
         if args.keep:
