@@ -4,16 +4,13 @@ system on one machine: embedded PostgreSQL, scheduler, simulated fleet)."""
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import click
@@ -111,17 +108,6 @@ _packing_option = click.option(
     show_default=True,
     help="How fractional and whole-GPU requests are packed (fgd: fragmentation-aware).",
 )
-
-
-def _wait_for_signal() -> None:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    stop.wait()
 
 
 @dataclass(frozen=True)
@@ -342,7 +328,9 @@ def serve(
         f"scheduler listening on [bold]{app.address}[/] (agents: {app.agent_address or 'none'}); "
         f"{_credentials_line(app)}"
     )
-    _wait_for_signal()
+    signals = StopSignals()  # the handler only counts: see scheduler/cli/stopping.py
+    signals.install()
+    signals.wait()
     console.print("stopping…")
     app.stop()
 
