@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import signal
@@ -31,7 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +38,7 @@ import psycopg
 from rich.console import Console
 
 from bench.harness import admin_token, stop_on_sigterm
-from bench.support.chaos_checks import (
-    HELLO_TRIGGER,
-    INVARIANTS,
-    ClientLogs,
-    check_acknowledged,
-    check_gpus,
-    duplicate_rows,
-    first_hellos_after,
-    histories,
-    pending_count,
-    placement_resumed_s,
-    requeues,
-)
+from bench.support.chaos_checks import HELLO_TRIGGER, ClientLogs, pending_count
 from bench.support.chaos_clients import ClientConfig, write_config
 from bench.support.chaos_cluster import (
     NODE_MARKER,
@@ -65,6 +52,7 @@ from bench.support.chaos_cluster import (
     read_environ,
 )
 from bench.support.chaos_postgres import KillablePostgres
+from bench.support.chaos_report import Fault, RunFacts, is_error, summarise
 from bench.support.chaos_watch import WorkerSampler, established_ports, wait_until
 from gpupool.v1 import admin_pb2, admin_pb2_grpc
 from scheduler.security.channels import ClientCredentials, open_channel
@@ -80,17 +68,8 @@ PROGRESS_EVERY_S = 10.0
 # The follower goes first, so the leader holds every agent's stream when it dies.
 SCHEDULE = {"follower": 0.05, "leader": 0.15, "freeze": 0.25, "agent": 0.35, "postgres": 0.62}
 RECOVERY_S = 8.0  # the clients go on this long after the schedule's span
-RECONNECT_WINDOW_S = 30.0
 # Work on the only MIG node cannot move anywhere: a fault there shows nothing.
 NOT_A_TARGET = {"a100-mig-0"}
-
-
-@dataclass
-class Fault:
-    name: str
-    at: float  # epoch seconds
-    target: str
-    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -392,7 +371,7 @@ class Run:
     def progress(self) -> None:
         assert self.sampler is not None
         logs = ClientLogs.read(self.directory / "clients")
-        errors = Counter(e["code"] for e in logs.entries if _is_error(e))
+        errors = Counter(e["code"] for e in logs.entries if is_error(e))
         self.say(
             f"{sum(1 for e in logs.entries if e['code'] == 'OK')} answers OK, "
             f"errors {dict(errors.most_common(4))}; allocations with live workers: "
@@ -403,155 +382,19 @@ class Run:
 
     def report(self) -> dict[str, Any]:
         assert self.pg is not None and self.sampler is not None
+        facts = RunFacts(
+            self.args.seconds,
+            self.args.seed,
+            self.args.freeze,
+            self.started,
+            WARMUP_S,
+            self.pg.port,
+            self.faults,
+            self.sampler,
+        )
         logs = ClientLogs.read(self.directory / "clients")
         with psycopg.connect(self.pg.url) as conn:
-            lost = check_acknowledged(conn, logs)
-            gpus = check_gpus(conn)
-            duplicates_in_db = duplicate_rows(conn)
-            reconnects = self.reconnects(conn)
-            leader_kill = next((f for f in self.faults if f.name == "leader"), None)
-            resumed = placement_resumed_s(conn, leader_kill.at) if leader_kill else None
-            moved = requeues(conn)
-            fates = {
-                f.name: histories(conn, f.detail["running"], f.at)
-                for f in self.faults
-                if "running" in f.detail
-            }
-        double_booked = sum(len(gpus[name]) for name in INVARIANTS)
-        duplicates = logs.duplicate_request_ids()
-        unknown = logs.unknown()
-        times = sorted(t for t in reconnects.values() if t is not None)
-        missing = sorted(n for n, t in reconnects.items() if t is None)
-        p99 = (
-            math.inf
-            if missing
-            else (times[min(len(times) - 1, int(0.99 * len(times)))] if times else None)
-        )
-        self.per_fault(logs, reconnects, moved)
-        baseline = [e for e in logs.entries if e["t"] < self.started]
-        summary = {
-            "seconds": self.args.seconds,
-            "seed": self.args.seed,
-            "freeze": self.args.freeze,
-            "acknowledged": sum(len(ids) for ids in logs.allocated.values()),
-            "acknowledged_releases": len(logs.released_ok),
-            "lost": len(lost),
-            "double_booked": double_booked,
-            "duplicate_request_ids": len(duplicates) + duplicates_in_db,
-            "unknown_status_count": len(unknown),
-            "jobs_running_twice": len(self.sampler.twice),
-            "agent_reconnect_p99_s": _round(p99),
-            "placement_resumed_s": _round(resumed),
-            "baseline_ok_per_s": round(sum(e["code"] == "OK" for e in baseline) / WARMUP_S, 1),
-            "baseline_errors": sum(_is_error(e) for e in baseline),
-            "codes": dict(sorted(logs.codes.items())),
-            "leaky_statuses": len(logs.leaky(self.pg.port)),
-            "invariants": {k: len(v) for k, v in gpus.items()},
-            "stale_claims": len(gpus["stale_claims"]),
-            "reconnect_s": {n: _round(t) for n, t in sorted(reconnects.items())},
-            "agents_not_reconnected": missing,
-            "worker_samples": self.sampler.samples,
-            "faults": [
-                {
-                    "fault": f.name,
-                    "t": round(f.at - self.started, 1),
-                    "target": f.target,
-                    **f.detail,
-                }
-                for f in self.faults
-            ],
-            "evidence": {
-                "lost": lost[:10],
-                "running_twice": [asdict(t) for t in list(self.sampler.twice.values())[:10]],
-                "unknown": unknown[:10],
-                "duplicates": dict(list(duplicates.items())[:10]),
-                "gpus": {k: v[:5] for k, v in gpus.items() if v},
-                "leaky": logs.leaky(self.pg.port)[:5],
-                "what_became_of_the_work_on_the_faulty_node": fates,
-            },
-            "requeues": len(moved),
-        }
-        return summary
-
-    def reconnects(self, conn: psycopg.Connection[Any]) -> dict[str, float | None]:
-        """Per (replica kill, agent on it): seconds until its next hello (None:
-        none before the next fault). An agent that was frozen or killed
-        itself meanwhile says hello for that reason: it is left out."""
-        out: dict[str, float | None] = {}
-        for i, fault in enumerate(self.faults):
-            if fault.name not in ("leader", "follower"):
-                continue
-            later = self.faults[i + 1 :]
-            until = min(
-                [
-                    fault.at + RECONNECT_WINDOW_S,
-                    *(f.at for f in later if f.name in ("leader", "follower", "postgres")),
-                ]
-            )
-            hellos = {
-                n: s for n, s in first_hellos_after(conn, fault.at).items() if fault.at + s < until
-            }
-            busy = set(fault.detail["agents_under_fault"]) | {
-                f.target.split()[-1]
-                for f in later
-                if f.name in ("freeze", "agent") and f.at < until
-            }
-            for node in set(fault.detail["agents_on_it"]) - busy:
-                out[f"{fault.name}:{node}"] = hellos.get(node)
-            for node in set(fault.detail["agents_on_both"]) - busy:
-                if node in hellos:  # its stream was on the killed replica
-                    out[f"{fault.name}:{node}"] = hellos[node]
-        return out
-
-    def per_fault(
-        self,
-        logs: ClientLogs,
-        reconnects: dict[str, float | None],
-        moved: list[tuple[float, str, str]],
-    ) -> None:
-        """One line per fault: what the clients saw until the next one, and what moved."""
-        assert self.sampler is not None
-        edges = [f.at for f in self.faults] + [math.inf]
-        for fault, until in zip(self.faults, edges[1:], strict=True):
-            seen = Counter(
-                f"{e['rpc']} {e['code']}"
-                for e in logs.entries
-                if fault.at <= e["t"] < until and _is_error(e)
-            )
-            # An allocation that ran on the faulty node is that fault's; others go by time.
-            owner: dict[str, str] = {}  # the first fault whose node ran it
-            for f in self.faults:
-                for a in f.detail.get("running", []):
-                    owner.setdefault(a, f.name)
-            twice = [
-                t.allocation_id
-                for t in self.sampler.twice.values()
-                if owner.get(t.allocation_id) == fault.name
-                or (t.allocation_id not in owner and fault.at <= t.first_seen < until)
-            ]
-            back = {
-                k.split(":", 1)[1]: v
-                for k, v in reconnects.items()
-                if k.startswith(fault.name + ":")
-            }
-            extra = f"; agents back after {back}" if back else ""
-            why = Counter(m for t, _, m in moved if fault.at <= t < until)
-            fault.detail["requeued"] = dict(why)
-            extra += f"; requeued: {dict(why)}" if why else ""
-            before = self.sampler.live_between(fault.at - 1.0, fault.at)
-            during = self.sampler.live_between(fault.at, until)
-            fault.detail["live_before"] = before[-1] if before else None
-            fault.detail["live_min_after"] = min(during) if during else None
-            extra += (
-                f"; allocations with live workers {fault.detail['live_before']} before, "
-                f"at least {fault.detail['live_min_after']} until the next"
-            )
-            self.console.print(
-                f"fault {fault.name:<8} at t={fault.at - self.started:5.1f}s on {fault.target}: "
-                f"client errors until the next fault {dict(seen) or 'none'}; "
-                f"running twice first seen: {twice or 'none'}{extra}",
-                highlight=False,
-            )
+            return summarise(conn, facts, logs, self.console)
 
     def close(self) -> None:
         if self.sampler is not None:
@@ -570,11 +413,6 @@ class Run:
             self.pg.kill9()
 
 
-def _is_error(entry: dict[str, Any]) -> bool:
-    """A watch of a few seconds ends DEADLINE_EXCEEDED by design: that one is no error."""
-    return entry["code"] not in ("OK", "DEADLINE_EXCEEDED" if entry["rpc"] == "Watch" else "OK")
-
-
 def _pending(pg: KillablePostgres | None) -> int:
     assert pg is not None
     with psycopg.connect(pg.url, connect_timeout=3) as conn:
@@ -586,12 +424,6 @@ def _quiet(read: Callable[[], int]) -> int | None:
         return read()
     except psycopg.Error:
         return None
-
-
-def _round(value: float | None) -> float | None:
-    if value is None:
-        return None
-    return value if math.isinf(value) else round(value, 2)
 
 
 def main(argv: list[str] | None = None) -> None:
