@@ -250,8 +250,9 @@ class Run:
         agent.kill9()
         self.record("agent", agent.name, running=running)
         self.say(f"kill -9 {agent.name} (workers of {len(running)} allocations run there)")
-        self.later(RESTART_AFTER_S, lambda: self.restart(agent))
-        self.later(RESTART_AFTER_S + SETTLE_S, lambda: self.under_fault.discard(node))
+        down = self.args.agent_down
+        self.later(down, lambda: self.restart(agent))
+        self.later(down + SETTLE_S, lambda: self.under_fault.discard(node))
 
     def fault_postgres(self) -> None:
         assert self.pg is not None
@@ -437,6 +438,14 @@ def main(argv: list[str] | None = None) -> None:
         default="agent",
         help="SIGSTOP only the agent process (its workers keep running), or the whole "
         "simulated node: the agent and its workers (as a paused VM)",
+    )
+    parser.add_argument(
+        "--agent-down",
+        type=float,
+        default=RESTART_AFTER_S,
+        metavar="SECONDS",
+        help="how long the killed agent stays dead (past node timeout + grace, its work moves "
+        "while its orphaned workers still run)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the run's directory and logs")
     args = parser.parse_args(argv)
