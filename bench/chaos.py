@@ -1,11 +1,12 @@
 """Chaos run: two scheduler replicas on one PostgreSQL of the run's own, six
 simulated agents running real worker processes, 16 clients doing allocate /
-release / watch churn, and a fault schedule: SIGSTOP of one agent for longer
-than the node timeout plus grace (then SIGCONT), kill -9 of the leader, of
-the follower, of an agent, and of PostgreSQL (started again after 10 s).
-Every replica and agent killed is started again 2 s later.
+release / watch churn, and a fault schedule: kill -9 of the follower, of the
+leader, SIGSTOP of one agent for longer than the node timeout plus grace
+(then SIGCONT), kill -9 of an agent and of PostgreSQL (started again after
+10 s). Every replica and agent killed is started again 2 s later.
 
-Run: python -m bench.chaos [--seconds 120] [--seed 0] [--freeze agent|node] [--keep]
+Run: python -m bench.chaos [--seconds 120] [--seed 0] [--freeze agent|node]
+        [--agent-down SECONDS] [--keep]
 
 Afterwards it checks every client's log against the database and the SQL
 invariants over every GPU, and prints per-fault progress and, last, one JSON
@@ -63,8 +64,9 @@ RESTART_AFTER_S = 2.0
 DATABASE_DOWN_S = 10.0
 PROGRESS_EVERY_S = 10.0
 # When each fault starts, as a share of --seconds after the warm-up.
-# One after the other, but for the agent kill, which falls in the freeze
-# (node timeout + grace + 3 s, with a stable leader: its work must move).
+# One after the other (each at least its share after the previous one); the
+# freeze lasts node timeout + grace + 3 s under a stable leader, so its work
+# must move; in a 30 s run the agent kill falls within it.
 # The follower goes first, so the leader holds every agent's stream when it dies.
 SCHEDULE = {"follower": 0.05, "leader": 0.15, "freeze": 0.25, "agent": 0.35, "postgres": 0.62}
 RECOVERY_S = 8.0  # the clients go on this long after the schedule's span
