@@ -388,8 +388,16 @@ class Allocator:
             try:
                 self._refresh()
                 batch = self._execute(commands)
-            except (OperationalError, InterfaceError) as exc:
-                log.warning("allocator lost the database: %s", type(exc.orig).__name__)
+            except (
+                OperationalError,
+                InterfaceError,
+                psycopg.OperationalError,
+                psycopg.InterfaceError,
+            ) as exc:
+                # psycopg's own: a pipeline that lost its server mid-flight
+                # raises from its exit, where SQLAlchemy does not wrap it.
+                cause = exc.orig if isinstance(exc, DBAPIError) else exc
+                log.warning("allocator lost the database: %s", type(cause).__name__)
                 self._stale = True
                 _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
                 return
@@ -545,6 +553,8 @@ class Allocator:
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._usage = batch.usage
+        if batch.snapshot_behind:
+            self._stale = True
         if batch.passes_run:
             self._shape_changed = False
         self.batches_committed += 1

@@ -71,6 +71,7 @@ class Batch:
     cached_quotas: dict[str, TenantQuota] | None = None  # the allocator's, if fresh
     spot: frozenset[str] | None = None  # spot nodes: the allocator's, kept with its snapshot
     fenced: bool | None = None  # the leader's epoch checked in this transaction (None: not yet)
+    snapshot_behind: bool = False  # it lacked a claim this batch released: reload after
 
     def place(self, request: PlacementRequest) -> PlacementOutcome:
         """Placement on this batch's snapshot, honouring spot preferences."""
@@ -204,7 +205,13 @@ class Batch:
         gpus = [self.snapshot.gpus[c.gpu_id] for c in claims]
         self.touched_nodes.update(g.node for g in gpus)
         self.freed_models.update(g.model for g in gpus)
-        self.snapshot.release(claims)
+        try:
+            self.snapshot.release(claims)
+        except ValueError:
+            # Another replica placed it since this snapshot was loaded (its
+            # NOTIFY has not reached us yet): the database is the truth, and
+            # the snapshot is reloaded after this batch.
+            self.snapshot_behind = True
         self.freed_capacity = True
         for allocation_id, claim in freed:
             self._count_units(rows[allocation_id]["tenant"], [claim], -1)

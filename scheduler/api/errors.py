@@ -8,6 +8,7 @@ import logging
 import uuid
 
 import grpc
+import psycopg
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from scheduler.domain import errors
@@ -39,7 +40,7 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INTERNAL, exc.message
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.UNAVAILABLE, "the scheduler is overloaded; retry"
-    if isinstance(exc, OperationalError) or (
+    if isinstance(exc, OperationalError | psycopg.OperationalError | psycopg.InterfaceError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         log.warning("database unavailable: %s", exc.__class__.__name__)

@@ -171,3 +171,25 @@ def test_the_queue_runs_only_when_freed_capacity_could_admit_a_waiting_request(
     app.allocator.release(held.id, "done")  # frees the B200s: the waiting request fits
     assert app.allocator.passes_run == passes + 1
     assert stored(app.database_url, "request_id = 'wait' AND state = 'placed'") == 1
+
+
+def test_releasing_what_another_replica_placed_before_hearing_of_it(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A replica whose snapshot lacks a claim (its NOTIFY not heard yet) still
+    releases it, and reloads, instead of failing INTERNAL."""
+    deaf, other = start_app(), start_app()
+    admin = Client.as_admin(deaf)
+    register_fleet(admin, mixed_fleet)
+    try:
+        fraction: dict[str, Any] = {"fraction": types_pb2.FractionalGpu(milli_gpu=700, memory_mib=1024)}
+        deaf.allocator.allocate(spec("warm-up", **fraction))  # its snapshot is loaded
+        deaf.listener.stop()  # from now on it hears nothing of the other replica
+        placed = other.allocator.allocate(spec("elsewhere", **fraction))
+        assert placed.state == "placed"
+        released = deaf.allocator.release(placed.id, "done")
+        assert released.state == "released"
+        again = deaf.allocator.allocate(spec("after", **fraction))
+        assert again.state == "placed", "the reloaded snapshot places as usual"
+    finally:
+        admin.close()
