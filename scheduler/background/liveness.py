@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
 from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
@@ -40,23 +41,41 @@ class NodeLivenessLoop:
         self._clock = clock
         self._timeout = timedelta(seconds=heartbeat_timeout_s)
         self._grace = timedelta(seconds=failover_grace_s)
+        self._outage = False  # the database failed us since we last judged
+        self._back_at: datetime | None = None  # when it answered again
 
     def run_once(self) -> LivenessResult:
         result = LivenessResult()
         if not self._leader.is_leader:
             return result
         now = self._clock.now()
+        # Right after a database outage every heartbeat looks old: none could
+        # be stored. Judge silence again only once a whole timeout of
+        # heartbeats has had the chance to land.
+        judging = self._back_at is None or now - self._back_at >= self._timeout
         try:
             with self._engine.begin() as conn:
                 self._leader.fence(conn)  # a stale leader must not judge nodes
-                result.unreachable = liveness.mark_unreachable(conn, now - self._timeout, now)
+                if self._outage:
+                    self._outage, self._back_at = False, now
+                elif judging:
+                    result.unreachable = liveness.mark_unreachable(conn, now - self._timeout, now)
         except LeaseLost:
+            return result
+        except DBAPIError:
+            self._outage = True
             return result
         if result.unreachable:
             log.warning("nodes unreachable: %s", ", ".join(result.unreachable))
             self._allocator.refresh_nodes(result.unreachable)
-        with self._engine.connect() as conn:
-            to_move = liveness.allocations_to_move(conn, now - self._grace)
+        if not judging or self._back_at == now:
+            return result  # a node that came back meanwhile is not stored as back yet
+        try:
+            with self._engine.connect() as conn:
+                to_move = liveness.allocations_to_move(conn, now - self._grace)
+        except DBAPIError:
+            self._outage = True
+            return result
         grace = int(self._grace.total_seconds())
         for (node, reachable), allocation_ids in to_move.items():
             reason = (

@@ -141,3 +141,24 @@ def test_draining_a_gangs_second_node_moves_the_gang(
     fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name=second))
     app.liveness.run_once()
     assert _get(fleet_client, gang).state == types_pb2.ALLOCATION_STATE_FAILED
+
+
+def test_after_a_database_outage_silence_is_judged_only_a_timeout_later(
+    app: SchedulerApp, fleet_client: Client, clock: ManualClock
+) -> None:
+    """No heartbeat could be stored during the outage: every node looks
+    silent when the database answers again, and none is judged until a whole
+    timeout of heartbeats has had the chance to land."""
+    app.leader.run_once()
+    held = _allocate(fleet_client, "held", "H100-80GB", 4)
+    node = held.bindings[0].node
+    app.liveness._outage = True  # what a failed run_once leaves behind
+    clock.advance(app.settings.heartbeat_timeout_s + app.settings.failover_grace_s + 1)
+    assert app.liveness.run_once().unreachable == [], "the database just came back"
+    clock.advance(app.settings.heartbeat_timeout_s / 2)
+    assert app.liveness.run_once().unreachable == []
+    _beat_all_but(app, fleet_client, silent="")  # heartbeats land again
+    clock.advance(app.settings.heartbeat_timeout_s / 2 + 0.1)
+    assert app.liveness.run_once().unreachable == [], "every node beat since"
+    assert _get(fleet_client, held).state == PLACED
+    assert _node_state(fleet_client, node) == types_pb2.NODE_STATE_READY
