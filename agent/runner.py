@@ -30,6 +30,7 @@ from agent.residency import (
     ResidencyFromJsonFile,
     ResidencyTracker,
 )
+from agent.workers.fence_guard import drop_lease, write_lease
 from agent.workers.logs import LogServer
 from agent.workers.supervisor import FENCE_KILL_AFTER_S, Supervisor
 from gpupool.v1 import agents_pb2, agents_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
@@ -135,12 +136,14 @@ class Agent:
         # go without before stopping our workers (the scheduler says; 0: never).
         self._last_contact = time.monotonic()
         self._fence_after_s = 0.0
+        self._fence_kill_after_s = FENCE_KILL_AFTER_S
         self.fenced = False
         self._seq = 0
         self._sent_at: dict[int, float] = {}  # heartbeat seq -> when sent (monotonic)
         # While fenced, a desired state waits for an acknowledgement: only a
         # replica that stores our heartbeats may have us start work again.
         self._held_desired: agents_pb2.DesiredState | None = None
+        self._hello_sent: float | None = None
         self._xids = XidMemory(settings.thresholds.xid_memory_s)
         self._stop = threading.Event()
         self.connected = threading.Event()
@@ -194,6 +197,8 @@ class Agent:
                 self._session()
             except grpc.RpcError as exc:
                 log.warning("scheduler stream ended: %s", exc.code())
+            except Exception:  # a bug must not end the agent: it keeps its node's work
+                log.exception("the scheduler stream failed; reconnecting")
             finally:
                 self.connected.clear()
             if time.monotonic() - started > 30:
@@ -208,6 +213,9 @@ class Agent:
             stub = agents_pb2_grpc.AgentsStub(channel)
             outbound: queue.Queue[agents_pb2.AgentMessage] = queue.Queue()
             outbound.put(agents_pb2.AgentMessage(hello=self.hello()))
+            # The desired state answering the hello acknowledges it: the hello
+            # stored a heartbeat (registration), no earlier than now.
+            self._hello_sent = time.monotonic()
             self._outbound = outbound
             ended = threading.Event()
             try:
@@ -243,7 +251,18 @@ class Agent:
             return  # from an earlier stream, or unknown: proves nothing
         for old in [s for s in self._sent_at if s <= seq]:
             del self._sent_at[old]
+        self._contact(sent)
+
+    def _contact(self, sent: float) -> None:
+        """A replica stored what we sent at `sent` (monotonic)."""
         self._last_contact = max(self._last_contact, sent)
+        if self._fence_after_s:
+            # The node's fence guard stops the workers one kill interval after
+            # we would: it acts only if this process is frozen or dead.
+            fence_at = self._last_contact + self._fence_after_s + self._fence_kill_after_s
+            write_lease(
+                self.settings.state_dir, self.settings.node_name, fence_at, self._fence_kill_after_s
+            )
         if self.fenced:
             log.info("a scheduler replica answers again: this node may run work again")
             self.fenced = False
@@ -266,21 +285,24 @@ class Agent:
                 )
                 self.fenced = True
                 self.supervisor.fence(
-                    "the node lost the scheduler (self-fencing)",
-                    min(FENCE_KILL_AFTER_S, after / 10),
+                    "the node lost the scheduler (self-fencing)", self._fence_kill_after_s
                 )
 
     def _messages(
         self, outbound: queue.Queue[agents_pb2.AgentMessage]
     ) -> Iterator[agents_pb2.AgentMessage]:
         """What the agent sends: queued messages, and a heartbeat every interval."""
-        next_beat = time.monotonic() + self._interval
+        last_beat = time.monotonic()
         while not self._stop.is_set():
+            # The interval the scheduler asked for counts from the last beat at once.
+            wait = last_beat + self._interval - time.monotonic()
             try:
-                yield outbound.get(timeout=max(0.0, next_beat - time.monotonic()))
+                yield outbound.get(timeout=max(0.0, min(wait, 0.5)))
                 continue
             except queue.Empty:
-                pass
+                if time.monotonic() < last_beat + self._interval:
+                    continue
+            last_beat = time.monotonic()
             beat = self.heartbeat()
             self._seq += 1
             beat.seq = self._seq
@@ -288,7 +310,6 @@ class Agent:
             if len(self._sent_at) > 64:  # unacknowledged for long: keep the newest
                 del self._sent_at[min(self._sent_at)]
             yield agents_pb2.AgentMessage(heartbeat=beat)
-            next_beat = time.monotonic() + self._interval
 
     def _handle(
         self, message: agents_pb2.SchedulerMessage, outbound: queue.Queue[agents_pb2.AgentMessage]
@@ -299,6 +320,13 @@ class Agent:
         elif body == "desired":
             desired = message.desired
             self._fence_after_s = desired.self_fence_after_ms / 1000
+            if desired.self_fence_kill_after_ms:
+                self._fence_kill_after_s = desired.self_fence_kill_after_ms / 1000
+            if not self._fence_after_s:
+                drop_lease(self.settings.state_dir, self.settings.node_name)
+            hello_sent, self._hello_sent = self._hello_sent, None
+            if hello_sent is not None:
+                self._contact(hello_sent)
             if desired.heartbeat_interval_ms:
                 self._interval = desired.heartbeat_interval_ms / 1000
             self.node_state = types_pb2.NodeState.Name(desired.node_state)

@@ -120,17 +120,21 @@ def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
     return local_server_tls(settings.data_dir, serving_hosts(settings.listen, settings.tls_hosts))
 
 
-def self_fence_after(settings: SchedulerSettings) -> float:
-    """How long an agent may go unacknowledged before it stops its workers.
+def self_fencing(settings: SchedulerSettings) -> tuple[float, float]:
+    """How long an agent may go unacknowledged before it stops its workers,
+    and how long after that what still runs is killed.
 
     The scheduler moves a node's work no sooner than timeout + grace after the
     heartbeat it last stored; the agent counts from when it *sent* the last
-    heartbeat acknowledged as stored (earlier), and kills what is left
-    FENCE_KILL_AFTER_S after fencing. So fencing at grace + timeout / 2 leaves
-    the workers gone with timeout / 2 - FENCE_KILL_AFTER_S to spare, and past
-    the grace, as the failover issue asks.
+    heartbeat acknowledged as stored (earlier). The agent fences at
+    grace + timeout/2 and kills one kill interval later; the node's fence
+    guard (agent/workers/fence_guard.py), for an agent that is frozen or dead,
+    one interval after that. With the interval at most timeout/8 every worker
+    is gone by grace + 3/4 timeout: before the work can be placed elsewhere,
+    and past the grace, as the failover issue asks.
     """
-    return settings.failover_grace_s + settings.heartbeat_timeout_s / 2
+    timeout, grace = settings.heartbeat_timeout_s, settings.failover_grace_s
+    return grace + timeout / 2, min(2.0, timeout / 8)
 
 
 def _generation_policy(settings: SchedulerSettings) -> GenerationPolicy:
@@ -198,7 +202,7 @@ class SchedulerApp:
             self.clock,
             settings.heartbeat_interval_s,
             self.models,
-            self_fence_after_s=self_fence_after(settings),
+            *self_fencing(settings),
         )
         self.allocator.on_nodes_changed = self.agents.nodes_changed
         self.heartbeats.on_stored = self.agents.acknowledge
@@ -217,6 +221,7 @@ class SchedulerApp:
             settings.heartbeat_timeout_s,
             settings.failover_grace_s,
         )
+        self.leader.on_elected = lambda epoch: self.liveness.leadership_began()
         self.listener = NotificationListener(
             conninfo,
             settings.replica_id,

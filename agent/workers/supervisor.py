@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from agent.nvml import NvmlBackend
 from agent.workers import checkpoint
 from agent.workers.admission import admit
 from agent.workers.env import AgentEnv, HostGpu, Launch, plan_launches
+from agent.workers.fence_guard import ensure_guard
 from agent.workers.gang import GangSpec, gang_from_allocation
 from agent.workers.logs import log_dir, log_path
 from agent.workers.mig import MigRealiser
@@ -43,6 +45,7 @@ ORPHAN_STOP_TIMEOUT_S = 10.0
 # A self-fencing node kills its workers this soon: the scheduler moves them
 # a node timeout after the fence, and they must be gone by then.
 FENCE_KILL_AFTER_S = 2.0
+GUARD_CHECK_S = 2.0  # how often a node with workers checks its fence guard runs
 W = types_pb2
 # What a gang's phase reads as, per rank, to the scheduler.
 _PHASE_STATES = {
@@ -107,6 +110,7 @@ class Supervisor:
             json.loads(self._path.read_text()) if self._path.exists() else {}
         )
         self._leftovers: list[WorkerProcess] = []
+        self._guard_checked = -math.inf
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="workers", daemon=True)
 
@@ -236,6 +240,10 @@ class Supervisor:
         self._enter(gang, "starting", "started")
 
     def tick(self) -> None:
+        now = time.monotonic()
+        if now - self._guard_checked > GUARD_CHECK_S and any(g.procs for g in self._gangs.values()):
+            self._guard_checked = now
+            ensure_guard(self._state_dir, self._node)  # stops workers if this agent cannot
         with self._lock:
             self._leftovers = [
                 p for p in self._leftovers if not p.enforce_stop(ORPHAN_STOP_TIMEOUT_S)

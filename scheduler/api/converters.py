@@ -493,5 +493,6 @@ def scheduler_message(message: OutboundMessage) -> agents_pb2.SchedulerMessage:
             allocations=[allocation_message(a) for a in message.allocations],
             heartbeat_interval_ms=message.heartbeat_interval_ms,
             self_fence_after_ms=message.self_fence_after_ms,
+            self_fence_kill_after_ms=message.self_fence_kill_after_ms,
         )
     )

@@ -76,6 +76,8 @@ class LeaderLease:
         # a little before the row expires, so two replicas never both believe it.
         self._valid_until = 0.0
         self._lock = threading.Lock()
+        # Told when this replica becomes the leader (under the new epoch).
+        self.on_elected: Callable[[int], None] = lambda epoch: None
 
     @property
     def renew_every_s(self) -> float:
@@ -118,6 +120,7 @@ class LeaderLease:
             self._valid_until = started + self.ttl_s * 0.8
             if held is None:
                 log.info("this replica is now the leader (epoch %d)", self._epoch)
+                self.on_elected(self._epoch)
             return True
 
     def fence(self, conn: Connection) -> int:

@@ -44,6 +44,12 @@ class NodeLivenessLoop:
         self._outage = False  # the database failed us since we last judged
         self._back_at: datetime | None = None  # when it answered again
 
+    def leadership_began(self) -> None:
+        """A new leader has not seen heartbeats land yet (none were stored
+        while no replica led, or the old leader's view is not ours): it judges
+        silence only a whole timeout from now, as after an outage."""
+        self._back_at = self._clock.now()
+
     def run_once(self) -> LivenessResult:
         result = LivenessResult()
         if not self._leader.is_leader:

@@ -82,6 +82,7 @@ class DesiredState:
     allocations: tuple[AllocationRecord, ...]
     heartbeat_interval_ms: int
     self_fence_after_ms: int = 0
+    self_fence_kill_after_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,9 +212,11 @@ class AgentHub:
         heartbeat_interval_s: float,
         models: ModelService,
         self_fence_after_s: float = 0.0,
+        self_fence_kill_after_s: float = 0.0,
     ) -> None:
         self._engine = engine
         self._fence_after_ms = int(self_fence_after_s * 1000)
+        self._fence_kill_after_ms = int(self_fence_kill_after_s * 1000)
         self._fleet = fleet
         self._models = models
         self._health = health
@@ -395,6 +398,7 @@ class AgentHub:
             allocations=tuple(AllocationRecord.from_mapping(r) for r in rows),
             heartbeat_interval_ms=self._interval_ms,
             self_fence_after_ms=self._fence_after_ms,
+            self_fence_kill_after_ms=self._fence_kill_after_ms,
         )
 
     def acknowledge(self, stored: dict[str, int]) -> None:

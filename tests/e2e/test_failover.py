@@ -182,3 +182,58 @@ def _kill_workers(state_dir: Path) -> None:
             for proc in gang["procs"]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc["pid"], signal.SIGKILL)
+
+
+def test_a_frozen_agents_workers_stop_before_their_work_moves(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """SIGSTOP freezes the agent but not its workers; the node's fence guard
+    stops them once the agent's lease runs out, before the scheduler places
+    the work on another node: at no moment does it run on both."""
+    assert cluster.app is not None
+    nodes = ["h100-sxm-0", "h100-sxm-1"]
+    for node in nodes:
+        cluster.start_agent(node)
+    wait_for(lambda: cluster.connected(nodes), what="the agents to connect")
+    client = Client.as_admin(cluster.app)
+    request = scheduler_pb2.AllocateRequest(
+        tenant="t",
+        request_id="frozen",
+        whole=S.WholeGpus(count=1),
+        gpu_models=["H100-80GB"],
+        worker=S.WorkerSpec(template="python", args={"script": str(SLEEPER)}),
+    )
+    allocation = client.scheduler.Allocate(request).allocation
+    get = scheduler_pb2.GetAllocationRequest(allocation_id=allocation.id)
+
+    def ready() -> list[tuple[str, int]]:
+        current = client.scheduler.GetAllocation(get).allocation
+        return [
+            (current.bindings[0].node, w.pid)
+            for w in current.workers
+            if w.state == S.WORKER_STATE_READY and w.pid
+        ]
+
+    wait_for(lambda: bool(ready()), timeout=60, what="the worker to be ready")
+    [(frozen, pid)] = ready()
+    agent = cluster.agents[frozen]
+    os.kill(agent.pid, signal.SIGSTOP)
+    try:
+        overlaps = []
+
+        def moved_and_running() -> bool:
+            now = ready()
+            if now and now[0][0] != frozen:
+                if _alive(pid):
+                    overlaps.append(now)
+                return True
+            return False
+
+        wait_for(moved_and_running, timeout=60, what="the work to run on the other node")
+        assert not _alive(pid), "the frozen node's worker was stopped"
+        assert overlaps == [], "the old worker still ran when the new one was ready"
+        assert "lease ran out" in (tmp_path / f"{frozen}-guard.log").read_text()
+    finally:
+        os.kill(agent.pid, signal.SIGCONT)
+        client.close()
+        _kill_workers(tmp_path)

@@ -151,18 +151,20 @@ class AgentMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ..., workers: _Optional[_Union[WorkerReport, _Mapping]] = ..., mig_device: _Optional[_Union[MigDeviceReport, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
 
 class DesiredState(_message.Message):
-    __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms", "self_fence_after_ms")
+    __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms", "self_fence_after_ms", "self_fence_kill_after_ms")
     NODE_FIELD_NUMBER: _ClassVar[int]
     NODE_STATE_FIELD_NUMBER: _ClassVar[int]
     ALLOCATIONS_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     SELF_FENCE_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    SELF_FENCE_KILL_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
     node: str
     node_state: _types_pb2.NodeState
     allocations: _containers.RepeatedCompositeFieldContainer[_types_pb2.Allocation]
     heartbeat_interval_ms: int
     self_fence_after_ms: int
-    def __init__(self, node: _Optional[str] = ..., node_state: _Optional[_Union[_types_pb2.NodeState, str]] = ..., allocations: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., heartbeat_interval_ms: _Optional[int] = ..., self_fence_after_ms: _Optional[int] = ...) -> None: ...
+    self_fence_kill_after_ms: int
+    def __init__(self, node: _Optional[str] = ..., node_state: _Optional[_Union[_types_pb2.NodeState, str]] = ..., allocations: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., heartbeat_interval_ms: _Optional[int] = ..., self_fence_after_ms: _Optional[int] = ..., self_fence_kill_after_ms: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("seq",)
