@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from agent.health import HealthThresholds, XidMemory, evaluate
-from agent.nvml import NvmlBackend
+from agent.nvml import NvmlBackend, XidEvent
 from agent.residency import (
     ResidencyFromFleetFile,
     ResidencyFromJsonFile,
@@ -302,6 +302,10 @@ class Agent:
             request.residency.extend(residency_messages(changed))
             request.residency_reported = True
         return request
+
+    def recent_xids(self, uuid: str) -> list[XidEvent]:
+        """Xid events of this GPU within the health policy's memory (metrics)."""
+        return self._xids.peek(uuid, time.time())
 
     def _uuid_by_index(self) -> dict[int, str]:
         return {d.index: d.uuid for d in self.backend.devices()}

@@ -43,6 +43,8 @@ from scheduler.domain.clock import Clock
 from scheduler.domain.errors import Aborted, InvalidArgument, Unavailable
 from scheduler.domain.fleet import FleetSnapshot
 from scheduler.domain.quotas import TenantQuota
+from scheduler.logs import allocation_changed
+from scheduler.metrics import instruments
 from scheduler.placement import PlacementConfig
 from scheduler.store import allocations as store
 from scheduler.store.database import snapshot_connection
@@ -380,6 +382,7 @@ class Allocator:
         """Run as one transaction. If it fails, nothing was written: a lost race
         is retried on a fresh snapshot; any other failure is narrowed down by
         running each command alone, so one bad command fails by itself."""
+        started = time.perf_counter()
         for attempt in range(3):
             try:
                 self._refresh()
@@ -404,6 +407,10 @@ class Allocator:
                 _fail(commands, _own_error(first))
                 return
             self._finish(commands, batch)
+            instruments.BATCH_SIZE.observe(len(commands))
+            instruments.BATCH_LATENCY.observe(time.perf_counter() - started)
+            for how in batch.revocations:
+                instruments.PREEMPTIONS.labels(how).inc()
             return
         _fail(commands, Aborted("lost the race for capacity three times; retry the request"))
 
@@ -539,6 +546,10 @@ class Allocator:
                 command.future.set_exception(result)
             else:
                 command.future.set_result(result)
+        for change in batch.events:
+            allocation_changed(
+                change["allocation_id"], change["seq"], change["state"], change["message"]
+            )
         self._notifier.publish(batch.changed_ids)
         if batch.touched_nodes:
             self.on_nodes_changed(batch.touched_nodes)

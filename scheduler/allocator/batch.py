@@ -70,6 +70,7 @@ class Batch:
     _reserved: dict[str, dict[str, int]] | None = None
     cached_quotas: dict[str, TenantQuota] | None = None  # the allocator's, if fresh
     spot: frozenset[str] | None = None  # spot nodes: the allocator's, kept with its snapshot
+    revocations: list[str] = field(default_factory=list)  # how each revoke went (metrics)
 
     def place(self, request: PlacementRequest) -> PlacementOutcome:
         """Placement on this batch's snapshot, honouring spot preferences."""

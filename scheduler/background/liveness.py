@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.domain.clock import Clock
+from scheduler.logs import node_changed
 from scheduler.store import liveness
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ class NodeLivenessLoop:
         with self._engine.begin() as conn:
             result.unreachable = liveness.mark_unreachable(conn, now - self._timeout, now)
         if result.unreachable:
-            log.warning("nodes unreachable: %s", ", ".join(result.unreachable))
+            for node in result.unreachable:
+                node_changed(node, "reachable", "unreachable", "no heartbeat")
             self._allocator.refresh_nodes(result.unreachable)
         with self._engine.connect() as conn:
             to_move = liveness.allocations_to_move(conn, now - self._grace)

@@ -33,6 +33,7 @@ from scheduler.domain.node_reports import (
     validate_residency_bounds,
 )
 from scheduler.domain.residency import ResidentModel, validate_residency
+from scheduler.logs import node_changed
 from scheduler.services.fleet import FleetService
 from scheduler.services.health import HealthService
 from scheduler.services.model_residency import ModelService
@@ -157,7 +158,8 @@ class HeartbeatRecorder:
         with self._engine.begin() as conn:
             returned = liveness.record_heartbeats(conn, beats)
         if returned:
-            log.info("nodes back: %s", ", ".join(returned))
+            for node in returned:
+                node_changed(node, "unreachable", "reachable", "heartbeat")
             self._fleet.fleet_changed(returned)
         return returned
 
