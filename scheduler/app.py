@@ -47,6 +47,7 @@ from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
+from scheduler.services.fleet_view import FleetView
 from scheduler.services.grants import PriorityGrants
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
@@ -246,6 +247,7 @@ class SchedulerApp:
             self.logs,
             self.tokens,
             self.audit,
+            fleet_view=FleetView(self.engine, self.notifier),
         )
 
     @property

@@ -295,6 +295,7 @@ class Allocator:
         """The fleet changed elsewhere: reload the snapshot before the next batch."""
         self._stale = True
         self._maybe_reserved = True  # another replica may have started a preemption
+        self._notifier.publish_fleet()
         if pending_may_exist:
             self._maybe_pending = True
             self._waiting.widen()
@@ -310,6 +311,7 @@ class Allocator:
             self._stale_nodes.update(names)
         self._maybe_pending = True
         self._waiting.widen()
+        self._notifier.publish_fleet()  # `gpupool top` shows node and GPU changes
 
     # -- worker -----------------------------------------------------------------
 

@@ -239,6 +239,11 @@ class SchedulerClient:
         finally:
             stream.cancel()  # type: ignore[no-untyped-call]
 
+    def watch_fleet(self, queue_limit: int, events_limit: int) -> Any:
+        """The WatchFleet stream (iterate it; cancel() ends it)."""
+        request = admin_pb2.WatchFleetRequest(queue_limit=queue_limit, events_limit=events_limit)
+        return self._admin.WatchFleet(request, wait_for_ready=False)
+
     def set_tenant_priority_classes(
         self, name: str, classes: list[str], reset: bool
     ) -> admin_pb2.Tenant:

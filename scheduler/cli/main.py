@@ -20,6 +20,7 @@ from scheduler.cli.probe_command import probe
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
+from scheduler.cli.top_command import top
 from scheduler.cli.trust_commands import register_trust_commands
 from scheduler.cli.worker_commands import logs
 
@@ -95,6 +96,7 @@ cli.add_command(agent)
 cli.add_command(logs)
 cli.add_command(sim)
 cli.add_command(probe)
+cli.add_command(top)
 
 
 def main() -> None:

@@ -81,6 +81,10 @@ class AdminStub:
     """Who changed what, newest first."""
     GetAllocatorStats: _grpc.UnaryUnaryMultiCallable[_admin_pb2.GetAllocatorStatsRequest, _admin_pb2.GetAllocatorStatsResponse]
     """This replica's allocator counters since it started (benchmarks, dashboards)."""
+    WatchFleet: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchFleetRequest, _admin_pb2.WatchFleetResponse]
+    """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+    each time allocations or nodes change (coalesced: at most a few a second).
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -134,6 +138,10 @@ class AdminAsyncStub(AdminStub):
     """Who changed what, newest first."""
     GetAllocatorStats: _aio.UnaryUnaryMultiCallable[_admin_pb2.GetAllocatorStatsRequest, _admin_pb2.GetAllocatorStatsResponse]  # type: ignore[assignment]
     """This replica's allocator counters since it started (benchmarks, dashboards)."""
+    WatchFleet: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchFleetRequest, _admin_pb2.WatchFleetResponse]  # type: ignore[assignment]
+    """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+    each time allocations or nodes change (coalesced: at most a few a second).
+    """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
     """What the `gpupool` CLI calls."""
@@ -328,5 +336,15 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.GetAllocatorStatsResponse, _abc.Awaitable[_admin_pb2.GetAllocatorStatsResponse]]:
         """This replica's allocator counters since it started (benchmarks, dashboards)."""
+
+    @_abc_1.abstractmethod
+    def WatchFleet(
+        self,
+        request: _admin_pb2.WatchFleetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.WatchFleetResponse], _abc.AsyncIterator[_admin_pb2.WatchFleetResponse]]:
+        """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+        each time allocations or nodes change (coalesced: at most a few a second).
+        """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
