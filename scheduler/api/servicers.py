@@ -448,9 +448,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     def InjectFault(
         self, request: admin_pb2.InjectFaultRequest, context: grpc.ServicerContext
     ) -> admin_pb2.InjectFaultResponse:
-        self._agents.inject_fault(
-            _require(request.node, "node"), request.gpu_index, request.fault, request.clear
-        )
+        node = _require(request.node, "node")
+        self._fleet.get_node(node)  # NOT_FOUND naming the node before "not connected here"
+        self._agents.inject_fault(node, request.gpu_index, request.fault, request.clear)
         return admin_pb2.InjectFaultResponse()
 
     def ListModels(

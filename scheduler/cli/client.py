@@ -127,6 +127,7 @@ class SchedulerClient:
         state: types_pb2.AllocationState = types_pb2.ALLOCATION_STATE_UNSPECIFIED,
         node: str = "",
         limit: int = 100,
+        request_id: str = "",
     ) -> list[types_pb2.Allocation]:
         """Follow next_page_token until `limit` allocations or the last page."""
         found: list[types_pb2.Allocation] = []
@@ -138,6 +139,7 @@ class SchedulerClient:
                 node=node,
                 page_size=min(limit - len(found), MAX_PAGE_SIZE),
                 page_token=token,
+                request_id=request_id,
             )
             response: scheduler_pb2.ListAllocationsResponse = self._unary(
                 self._admin.ListAllocations, request

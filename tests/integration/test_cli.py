@@ -54,7 +54,7 @@ def test_allocate_show_release_and_json(fleet_client: Client) -> None:
         "3g.20gb",
     )
     allocation = json.loads(out)
-    assert code == 0 and allocation["state"] == "ALLOCATION_STATE_PLACED"
+    assert code == 0 and allocation["state"] == "placed"
     code, out = gpupool(fleet_client, "allocation", "show", allocation["id"])
     assert code == 0 and "3g.20gb" in out and "History" in out
     code, out = gpupool(
