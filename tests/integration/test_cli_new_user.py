@@ -63,11 +63,12 @@ def test_a_requeued_allocation_shows_no_old_placement_while_pending(fleet_client
     assert placed.bindings
     fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name="h200"))
     code, out = gpupool(fleet_client, "-o", "json", "allocation", "show", placed.id)
+    assert code == 0, out
     shown = json.loads(out)
     assert shown["state"] == "pending", "no other H200 node to move to"
     assert shown["bindings"] == []
     code, out = gpupool(fleet_client, "allocation", "show", placed.id)
-    assert "Bindings" not in out and "h200:0" not in out
+    assert code == 0 and "Bindings" not in out and "h200:0" not in out
 
 
 def test_messages_speak_cli_and_name_what_exists(fleet_client: Client) -> None:
