@@ -31,6 +31,8 @@ OUTPUT_FORMATS = ("table", "json")
 # Piped tables go to grep or less: wide enough that each row stays on one line.
 PIPE_WIDTH = 250
 EXIT_INTERRUPTED = 130
+# `allocate` stored the request, but no GPU of the fleet can ever hold it.
+EXIT_UNSCHEDULABLE = 3
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
 
 
@@ -450,6 +452,15 @@ def allocate(
         request.mig.CopyFrom(types_pb2.MigSlice(profile=mig))
     result = state.client().allocate(request)
     state.show(result, lambda: render.allocation_view(result, _now()))
+    if result.unschedulable:
+        # Stored, but it will wait until the fleet itself changes: not a success.
+        click.echo(
+            f"error: {result.id} is stored as pending but no GPU of this fleet can ever hold it "
+            f"({render.first_pending_reason(result)}); release it with `gpupool release "
+            f"{result.id}`, or pass --no-wait to be refused instead",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_UNSCHEDULABLE)
 
 
 @click.command()

@@ -79,3 +79,14 @@ def test_messages_speak_cli_and_name_what_exists(fleet_client: Client) -> None:
     assert "--serve 70b" in out
     code, out = gpupool(fleet_client, "fault", "inject", "nosuchnode", "0", "xid=79")
     assert code == 1 and "no node named 'nosuchnode'" in out
+
+
+def test_a_mig_profile_the_fleet_cannot_offer_is_an_error_naming_what_it_offers(
+    fleet_client: Client,
+) -> None:
+    code, out = gpupool(fleet_client, "allocate", "--tenant", "t", "--mig", "3g.40gb")
+    assert code == 3, out
+    assert "no GPU of this fleet can ever hold it" in out
+    assert "this fleet's MIG-mode GPUs offer A100-40GB: " in out and "3g.20gb" in out
+    code, out = gpupool(fleet_client, "allocate", "--tenant", "t", "--mig", "3g.20gb")
+    assert code == 0, out
