@@ -122,7 +122,7 @@ def test_the_default_trace_ships_with_the_repository(tmp_path: Path) -> None:
     for name, prefix in digests.items():
         assert hashlib.sha256((shipped / name).read_bytes()).hexdigest().startswith(prefix)
     env = {**os.environ, "GPUPOOL_TRACE_DIR": str(tmp_path)}  # a folder without the trace
-    code = "from scheduler.cli.sim_command import DEFAULT_NODES as n, DEFAULT_PODS as p; print(n, p)"
+    code = "from scheduler.cli import sim_command as s; print(s.DEFAULT_NODES, s.DEFAULT_PODS)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
     )
