@@ -127,9 +127,9 @@ def resolve_model(request: ModelRequest) -> ResolvedModel:
     entry, named_dtype = lookup(request.name) if request.name else (None, DEFAULT_DTYPE)
     if request.name and entry is None and request.params_billion <= 0:
         raise InvalidArgument(
-            f"model {quoted(request.name)} is not in the model catalogue (it has "
-            f"{', '.join(sorted(LLM_CATALOGUE))}); give its size instead: "
-            "model_spec.params_billion (the CLI: --serve 70b)"
+            f"model {quoted(request.name)} is not in the model catalogue "
+            f"({', '.join(sorted(LLM_CATALOGUE))}): give its size (--serve 70b, "
+            "model_spec.params_billion)"
         )
     if not request.name and request.params_billion <= 0:
         raise InvalidArgument("model_spec needs a catalogue name or params_billion > 0")
