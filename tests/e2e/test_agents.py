@@ -103,7 +103,17 @@ def test_faults_only_reach_simulated_connected_agents(cluster: Cluster, client: 
         client.admin.InjectFault(
             admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost")
         )
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # No agent ever registered it: no such node (not "no agent connected here").
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no node named 'b200'" in (info.value.details() or "")
+    _start(cluster, ["b200"])
+    cluster.kill_agent("b200")
+    wait_for(lambda: not cluster.connected(["b200"]), what="the stream to end")
+    with pytest.raises(grpc.RpcError) as info:
+        client.admin.InjectFault(
+            admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost")
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, "known, not connected"
 
 
 def test_restarted_agent_reconciles_without_duplicates(cluster: Cluster, client: Client) -> None:

@@ -136,7 +136,8 @@ def agent_metrics_address(logs: Path, node: str) -> str | None:
 def test_up_serves_scheduler_and_agent_metrics(up: tuple[Path, str]) -> None:
     home, address = up
     gpupool(home, "allocate", "--tenant", "demo", "--request-id", "w", "--whole", "1")
-    gpupool(home, "allocate", "--tenant", "demo", "--request-id", "big", "--whole", "8")
+    # Waits (one H100 is left), and could be placed once one frees: not unschedulable.
+    gpupool(home, "allocate", "--tenant", "demo", "--request-id", "two", "--whole", "2")
     metrics = scrape(address)
     assert set(metrics) >= SCHEDULER_METRICS, sorted(SCHEDULER_METRICS - set(metrics))
 
