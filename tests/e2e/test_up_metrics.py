@@ -100,6 +100,7 @@ def up(clean_database: str, tmp_path: Path) -> Iterator[tuple[Path, str]]:
         )
         text = banner.read_text()
         assert process.poll() is None, text
+        assert "WARNING" not in text, "the scheduler logs to its file, not over the banner"
         found = re.search(r"metrics on http://(\S+)/metrics", text)
         assert found, text
         yield tmp_path, found.group(1)
