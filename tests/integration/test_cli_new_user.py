@@ -91,3 +91,11 @@ def test_a_mig_profile_the_fleet_cannot_offer_is_an_error_naming_what_it_offers(
     assert "this fleet's MIG-mode GPUs offer A100-40GB: " in out and "3g.20gb" in out
     code, out = gpupool(fleet_client, "allocate", "--tenant", "t", "--mig", "3g.20gb")
     assert code == 0, out
+
+
+def test_history_names_the_admin_who_released(fleet_client: Client) -> None:
+    placed = allocate(fleet_client, "r", tenant="demo", whole=types_pb2.WholeGpus(count=1))
+    code, out = gpupool(fleet_client, "release", placed.id)
+    assert code == 0, out
+    code, out = gpupool(fleet_client, "allocation", "show", placed.id)
+    assert "released by admin test-admin" in out and "holder" not in out
