@@ -5,12 +5,16 @@ validates offline — built-in kinds against Kubernetes' own OpenAPI schemas
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
+import yaml
 
 from tests.kustomize_lite import Document, render
 
@@ -181,6 +185,26 @@ def test_overlay_renders_and_every_document_validates(overlay: str) -> None:
                 ref = env.get("valueFrom", {}).get("secretKeyRef")
                 if ref:
                     assert ref["name"] in secrets, ref
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl on this machine")
+@pytest.mark.parametrize("overlay", ["base", *OVERLAYS])
+def test_kustomize_lite_renders_what_kubectl_kustomize_does(overlay: str) -> None:
+    """Where kubectl is installed (it runs kustomize offline), the real thing
+    and tests/kustomize_lite.py agree document for document."""
+    directory = KUBERNETES / "base" if overlay == "base" else KUBERNETES / "overlays" / overlay
+    done = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+    def by_name(documents: list[Document]) -> dict[str, str]:
+        return {
+            f"{d['kind']}/{d['metadata']['name']}": json.dumps(d, sort_keys=True) for d in documents
+        }
+
+    real = by_name([d for d in yaml.safe_load_all(done.stdout) if d])
+    assert by_name(render(directory)) == real
 
 
 def test_scheduler_is_highly_available_and_probed_over_grpc_health() -> None:
