@@ -57,9 +57,7 @@ def test_allocation_show_and_list_by_request_id(fleet_client: Client) -> None:
 
 
 def test_a_requeued_allocation_shows_no_old_placement_while_pending(fleet_client: Client) -> None:
-    placed = allocate(
-        fleet_client, "gang", whole=types_pb2.WholeGpus(count=8), gpu_models=["H200"]
-    )
+    placed = allocate(fleet_client, "gang", whole=types_pb2.WholeGpus(count=8), gpu_models=["H200"])
     assert placed.bindings
     fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name="h200"))
     code, out = gpupool(fleet_client, "-o", "json", "allocation", "show", placed.id)
