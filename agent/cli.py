@@ -11,12 +11,14 @@ from pathlib import Path
 import click
 
 from agent.connection import scheduler_target, server_name
+from agent.metrics import AgentGpuCollector, agent_registry
 from agent.nvml import NvmlBackend, RealNvml, SimulatedNvml
 from agent.runner import Agent, AgentSettings
 from scheduler.cli.stopping import StopSignals
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE
 from scheduler.fleetfile import load_fleet
-from scheduler.security.channels import ClientCredentials
+from scheduler.logs import LOG_FORMATS, configure_logging
+from scheduler.security.channels import ClientCredentials, serve_metrics
 from scheduler.security.pki import KeyPair
 
 
@@ -109,6 +111,14 @@ _file = click.Path(path_type=Path, exists=True, dir_okay=False)
     default="",
     help="NCCL_SOCKET_IFNAME for workers (left to NCCL when unset).",
 )
+@click.option(
+    "--metrics-listen",
+    default="",
+    metavar="HOST:PORT",
+    envvar="GPUPOOL_METRICS_LISTEN",
+    help="Serve Prometheus metrics (dcgm-exporter names) here; plain HTTP, metrics only.",
+)
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True)
 def run(
     scheduler_address: str,
     ca_cert: Path | None,
@@ -124,11 +134,11 @@ def run(
     worker_templates: Path,
     hostname: str | None,
     nccl_socket_ifname: str,
+    metrics_listen: str,
+    log_format: str,
 ) -> None:
     """Discover GPUs, connect to the scheduler and stay connected."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_format)
     backend: NvmlBackend
     extra_labels = _labels(labels)
     if fleet_file is not None:
@@ -170,6 +180,12 @@ def run(
         nccl_socket_ifname=nccl_socket_ifname,
     )
     runner = Agent(settings, backend)
+    if metrics_listen:
+        collector = AgentGpuCollector(
+            backend, name, runner.recent_xids, lambda: runner.supervisor.restarts_total
+        )
+        serve_metrics(metrics_listen, agent_registry(collector))
+
     # The handler only counts signals; the loop below stops the agent. (It
     # used to call runner.stop() itself: SIGINT from a terminal and SIGTERM
     # from `gpupool up` arriving together re-entered Event.set() and

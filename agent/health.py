@@ -195,6 +195,12 @@ class XidMemory:
             kept.extend(fresh)
         return fresh
 
+    def peek(self, uuid: str, now: float) -> list[XidEvent]:
+        """Like recent(), without dropping anything: safe from another thread
+        (the metrics scrape) while the agent adds events."""
+        kept = list(self._events.get(uuid, ()))  # one C-level copy: no iteration race
+        return [event for event in kept if now - event.at < self.memory_s]
+
     def clear(self, uuid: str) -> None:
         """Forget this GPU's Xids, e.g. after an operator reset it."""
         self._events.pop(uuid, None)

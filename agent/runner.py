@@ -24,7 +24,7 @@ import grpc
 
 from agent.connection import AGENT_CHANNEL_OPTIONS, scheduler_target, server_name
 from agent.health import HealthThresholds, XidMemory, evaluate
-from agent.nvml import NvmlBackend
+from agent.nvml import NvmlBackend, XidEvent
 from agent.residency import (
     ResidencyFromFleetFile,
     ResidencyFromJsonFile,
@@ -413,6 +413,10 @@ class Agent:
             request.residency.extend(residency_messages(changed))
             request.residency_reported = True
         return request
+
+    def recent_xids(self, uuid: str) -> list[XidEvent]:
+        """Xid events of this GPU within the health policy's memory (metrics)."""
+        return self._xids.peek(uuid, time.time())
 
     def _uuid_by_index(self) -> dict[int, str]:
         return {d.index: d.uuid for d in self.backend.devices()}

@@ -31,6 +31,11 @@ from scheduler.domain.generations import (
 )
 from scheduler.domain.priorities import configure_priority_classes
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
+from scheduler.metrics.state import (
+    SchedulerStateCollector,
+    scheduler_registry,
+    watch_database_errors,
+)
 from scheduler.placement import config_for_policy
 from scheduler.security.bootstrap import (
     ensure_admin_config,
@@ -38,11 +43,12 @@ from scheduler.security.bootstrap import (
     server_tls_from_files,
     serving_hosts,
 )
-from scheduler.security.channels import ServerTls
+from scheduler.security.channels import MetricsListener, ServerTls, serve_metrics
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
+from scheduler.services.fleet_view import FleetView
 from scheduler.services.grants import PriorityGrants
 from scheduler.services.health import HealthService
 from scheduler.services.listener import NotificationListener
@@ -101,6 +107,10 @@ class SchedulerSettings:
     rendezvous_ports: tuple[int, int] = (29500, 29999)
     # A tenant's allocations waiting at once; more is RESOURCE_EXHAUSTED.
     max_pending_per_tenant: int = DEFAULT_MAX_PENDING_PER_TENANT
+    # Prometheus metrics on HOST:PORT ("": none); HTTPS with both files.
+    metrics_listen: str = ""
+    metrics_tls_cert: Path | None = None
+    metrics_tls_key: Path | None = None
 
 
 def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
@@ -160,6 +170,7 @@ class SchedulerApp:
             self.database_url = self.embedded.url
         migrate(self.database_url)
         self.engine: Engine = create_db_engine(self.database_url)
+        watch_database_errors(self.engine)
         conninfo = libpq_url(self.database_url)
         self.notifier = ChangeNotifier()
         self.leader = LeaderLease(self.engine, settings.replica_id, settings.leader_lease_ttl_s)
@@ -241,6 +252,16 @@ class SchedulerApp:
         self.database_health = DatabaseHealthLoop(
             self.engine, lambda serving: set_serving(self._health, serving)
         )
+        self.metrics_registry = scheduler_registry(
+            SchedulerStateCollector(
+                self.engine,
+                self.clock,
+                settings.replica_id,
+                lambda: self.leader.is_leader,
+                self.agents.connected_nodes,
+            )
+        )
+        self.metrics: MetricsListener | None = None
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
         self.admin_config: Path | None = None
@@ -259,6 +280,7 @@ class SchedulerApp:
             self.logs,
             self.tokens,
             self.audit,
+            fleet_view=FleetView(self.engine, self.notifier),
         )
 
     @property
@@ -301,6 +323,14 @@ class SchedulerApp:
                 self.database_health,
             )
         self.server.start()
+        if self.settings.metrics_listen:
+            cert, key = self.settings.metrics_tls_cert, self.settings.metrics_tls_key
+            self.metrics = serve_metrics(
+                self.settings.metrics_listen,
+                self.metrics_registry,
+                str(cert) if cert else None,
+                str(key) if key else None,
+            )
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -312,6 +342,8 @@ class SchedulerApp:
         self.notifier.close()  # ends open WatchAllocation streams
         self.agents.close_all()  # ends agent streams; agents reconnect elsewhere
         self.server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self._loops is not None:
             self._loops.shutdown(wait=False)
         self.listener.stop()

@@ -106,6 +106,7 @@ class Supervisor:
         self._path = state_dir / f"{node}-workers.json"
         self._lock = threading.RLock()
         self._gangs: dict[str, Gang] = {}
+        self.restarts_total = 0  # gangs restarted after a failure (the agent's metrics)
         self._orphans: dict[str, Any] | None = (
             json.loads(self._path.read_text()) if self._path.exists() else {}
         )
@@ -288,6 +289,7 @@ class Supervisor:
             self._begin_stop(gang, "failed", f"{reason}; restarts used up")
             return
         gang.restarts += 1
+        self.restarts_total += 1
         gang.restart_at = 0.0
         multi_node = len(gang.spec.nodes) > 1
         after = "waiting" if multi_node else "backoff"

@@ -43,6 +43,8 @@ from scheduler.domain.clock import Clock
 from scheduler.domain.errors import Aborted, InvalidArgument, LeaseLost, Unavailable
 from scheduler.domain.fleet import FleetSnapshot
 from scheduler.domain.quotas import TenantQuota
+from scheduler.logs import allocation_changed
+from scheduler.metrics import instruments
 from scheduler.placement import PlacementConfig
 from scheduler.store import allocations as store
 from scheduler.store.database import snapshot_connection
@@ -297,6 +299,7 @@ class Allocator:
         """The fleet changed elsewhere: reload the snapshot before the next batch."""
         self._stale = True
         self._maybe_reserved = True  # another replica may have started a preemption
+        self._notifier.publish_fleet()
         if pending_may_exist:
             self._maybe_pending = True
             self._waiting.widen()
@@ -312,6 +315,7 @@ class Allocator:
             self._stale_nodes.update(names)
         self._maybe_pending = True
         self._waiting.widen()
+        self._notifier.publish_fleet()  # `gpupool top` shows node and GPU changes
 
     # -- worker -----------------------------------------------------------------
 
@@ -384,6 +388,7 @@ class Allocator:
         """Run as one transaction. If it fails, nothing was written: a lost race
         is retried on a fresh snapshot; any other failure is narrowed down by
         running each command alone, so one bad command fails by itself."""
+        started = time.perf_counter()
         for attempt in range(3):
             try:
                 self._refresh()
@@ -416,6 +421,10 @@ class Allocator:
                 _fail(commands, _own_error(first))
                 return
             self._finish(commands, batch)
+            instruments.BATCH_SIZE.observe(len(commands))
+            instruments.BATCH_LATENCY.observe(time.perf_counter() - started)
+            for how in batch.revocations:
+                instruments.PREEMPTIONS.labels(how).inc()
             return
         _fail(commands, Aborted("lost the race for capacity three times; retry the request"))
 
@@ -573,6 +582,10 @@ class Allocator:
                 command.future.set_exception(result)
             else:
                 command.future.set_result(result)
+        for change in batch.events:
+            allocation_changed(
+                change["allocation_id"], change["seq"], change["state"], change["message"]
+            )
         self._notifier.publish(batch.changed_ids)
         if batch.touched_nodes:
             self.on_nodes_changed(batch.touched_nodes)

@@ -72,6 +72,7 @@ class Batch:
     spot: frozenset[str] | None = None  # spot nodes: the allocator's, kept with its snapshot
     fenced: bool | None = None  # the leader's epoch checked in this transaction (None: not yet)
     snapshot_behind: bool = False  # it lacked a claim this batch released: reload after
+    revocations: list[str] = field(default_factory=list)  # how each revoke went (metrics)
 
     def place(self, request: PlacementRequest) -> PlacementOutcome:
         """Placement on this batch's snapshot, honouring spot preferences."""

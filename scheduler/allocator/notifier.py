@@ -1,4 +1,5 @@
-"""Wakes WatchAllocation streams in this process when an allocation changes."""
+"""Wakes WatchAllocation and WatchFleet streams in this process when an
+allocation (or, for WatchFleet, the fleet) changes."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ class ChangeNotifier:
         self._watchers: Counter[str] = Counter()
         self._versions: dict[str, int] = {}
         self._closed = False
+        # WatchFleet: one version for any change, counted only while watched.
+        self._fleet_watchers = 0
+        self._fleet_version = 0
 
     @contextmanager
     def watching(self, allocation_id: str) -> Iterator[None]:
@@ -39,17 +43,49 @@ class ChangeNotifier:
         with self._cond:
             changed = False
             for allocation_id in allocation_ids:
+                if self._fleet_watchers:
+                    self._fleet_version += 1
+                    changed = True
                 if allocation_id in self._versions:
                     self._versions[allocation_id] += 1
                     changed = True
             if changed:
                 self._cond.notify_all()
 
+    @contextmanager
+    def watching_fleet(self) -> Iterator[None]:
+        with self._cond:
+            self._fleet_watchers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._fleet_watchers -= 1
+
+    def fleet_version(self) -> int:
+        with self._cond:
+            return self._fleet_version
+
+    def publish_fleet(self) -> None:
+        """Nodes or GPUs changed (state, health, registration)."""
+        with self._cond:
+            if self._fleet_watchers:
+                self._fleet_version += 1
+                self._cond.notify_all()
+
+    def wait_fleet(self, seen_version: int, timeout: float) -> int:
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._closed or self._fleet_version != seen_version, timeout
+            )
+            return self._fleet_version
+
     def publish_all(self) -> None:
         """After a lost notification connection: wake every watcher to re-read."""
         with self._cond:
             for allocation_id in self._versions:
                 self._versions[allocation_id] += 1
+            self._fleet_version += 1
             self._cond.notify_all()
 
     def wait(self, allocation_id: str, seen_version: int, timeout: float) -> int:

@@ -202,6 +202,7 @@ def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
         batch.event(row, "pending", "REVOKED", columns["message"])
         updates.append({"b_id": row["id"], **columns, "event_count": row["event_count"]})
         revoked.append(row["id"])
+        batch.revocations.append(command.how)
         batch.results[id(command)] = AllocationRecord.from_mapping(row)
     if revoked:
         batch.maybe_pending = True

@@ -55,6 +55,7 @@ RULES: dict[str, frozenset[Role]] = {
     "/gpupool.v1.Admin/ListAuditEvents": _ADMIN,
     "/gpupool.v1.Admin/GetAllocatorStats": _FLEET_READ,
     "/gpupool.v1.Admin/DeleteNode": _ADMIN,
+    "/gpupool.v1.Admin/WatchFleet": _FLEET_READ,
     "/gpupool.v1.Agents/RegisterNode": _NODE,
     "/gpupool.v1.Agents/Heartbeat": _NODE,
     "/gpupool.v1.Agents/Connect": _NODE,

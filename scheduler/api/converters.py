@@ -238,8 +238,13 @@ def allocation_message(record: AllocationRecord) -> types_pb2.Allocation:
         ),
         model=record.model,
         labels=record.labels,
-        # Bindings are stored in rank order; older rows carry no "rank" key.
-        bindings=[types_pb2.GpuBinding(**{"rank": i, **b}) for i, b in enumerate(record.bindings)],
+        # Bindings are stored in rank order; older rows carry no "rank" key. A
+        # requeued allocation keeps its last bindings in its row (its nodes stay
+        # held for its preemptor: store.reserved_nodes) but holds no GPU while it
+        # waits, so callers see none until it is placed again.
+        bindings=[]
+        if record.state == "pending"
+        else [types_pb2.GpuBinding(**{"rank": i, **b}) for i, b in enumerate(record.bindings)],
         pending_reasons=[types_pb2.PendingReason(**r) for r in record.pending_reasons],
         unschedulable=record.unschedulable,
         created_at=timestamp(record.created_at),

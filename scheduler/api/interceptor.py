@@ -13,6 +13,7 @@ INTERNAL with only that id: no traceback, SQL or address reaches a client.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
@@ -24,6 +25,7 @@ from scheduler.api.access import AUDITED, PUBLIC_PREFIXES, RULES, roles_needed, 
 from scheduler.api.errors import status_of
 from scheduler.domain import errors
 from scheduler.domain.callers import Caller, Role
+from scheduler.metrics.instruments import API_LATENCY
 from scheduler.security.pki import parse_identity
 from scheduler.services.audit import AuditLog
 
@@ -174,21 +176,28 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         raise TypeError(f"{method}: client-streaming RPCs are not wrapped")
 
     def _unary(self, method: str, inner: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        name = short_name(method)
+
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
             caller: Caller | None = None
             response = None
+            started = time.perf_counter()
             try:
-                caller = self._caller(method, context)
-                self._authorise(method, caller)
-                self._validate(request)
-                _current.set(caller)
-                response = inner(request, context)
-            except Exception as exc:
-                if _aborted(context):
-                    raise
-                self._finish(method, caller, context, request, None, exc)
-            self._finish(method, caller, context, request, response, None)
-            return response
+                try:
+                    caller = self._caller(method, context)
+                    self._authorise(method, caller)
+                    self._validate(request)
+                    _current.set(caller)
+                    response = inner(request, context)
+                except Exception as exc:
+                    if _aborted(context):
+                        raise
+                    self._finish(method, caller, context, request, None, exc)
+                self._finish(method, caller, context, request, response, None)
+                return response
+            finally:
+                code = context.code() or grpc.StatusCode.OK  # type: ignore[attr-defined]
+                API_LATENCY.labels(name, code.name).observe(time.perf_counter() - started)
 
         return unary
 

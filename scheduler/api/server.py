@@ -25,6 +25,7 @@ from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
+from scheduler.services.fleet_view import FleetView
 from scheduler.services.model_residency import ModelService
 from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
@@ -59,6 +60,7 @@ def create_server(
     audit: AuditLog,
     max_workers: int = 64,
     max_agents: int = 2000,
+    fleet_view: FleetView | None = None,
 ) -> tuple[grpc.Server, tuple[int, int], health.HealthServicer]:
     """Build and bind (not start) the server; returns it with the bound ports."""
     server = grpc.server(
@@ -78,7 +80,8 @@ def create_server(
     )
     scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
     admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminServicer(fleet, allocations, agents, tenants, models, logs, tokens, audit), server
+        AdminServicer(fleet, allocations, agents, tenants, models, logs, tokens, audit, fleet_view),
+        server,
     )
     agents_pb2_grpc.add_AgentsServicer_to_server(
         AgentsServicer(fleet, agents, workers, logs), server

@@ -23,11 +23,12 @@ from scheduler.api import batch_converters, converters, trust_converters
 from scheduler.api.interceptor import current_caller
 from scheduler.domain.callers import require_node
 from scheduler.domain.catalogue import CATALOGUE
-from scheduler.domain.errors import GpupoolError, InvalidArgument
+from scheduler.domain.errors import GpupoolError, InvalidArgument, Unavailable
 from scheduler.services.agents import AgentHub, AgentSession
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
 from scheduler.services.fleet import FleetService
+from scheduler.services.fleet_view import FleetView
 from scheduler.services.model_residency import ModelService
 from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
@@ -104,6 +105,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             node=request.node,
             page_size=request.page_size,
             page_token=request.page_token,
+            request_id=request.request_id,
         )
         return scheduler_pb2.ListAllocationsResponse(
             allocations=[converters.allocation_message(r) for r in records],
@@ -254,7 +256,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         logs: LogRelay,
         tokens: TokenService,
         audit: AuditLog,
+        fleet_view: FleetView | None = None,
     ) -> None:
+        self._fleet_view = fleet_view
         self._tokens = tokens
         self._audit = audit
         self._logs = logs
@@ -269,8 +273,29 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self, request: admin_pb2.ListNodesRequest, context: grpc.ServicerContext
     ) -> admin_pb2.ListNodesResponse:
         return admin_pb2.ListNodesResponse(
-            nodes=[converters.node_message(n) for n in self._fleet.list_nodes()]
+            nodes=[converters.node_message(n, with_gpus=True) for n in self._fleet.list_nodes()]
         )
+
+    def WatchFleet(
+        self, request: admin_pb2.WatchFleetRequest, context: grpc.ServicerContext
+    ) -> Iterator[admin_pb2.WatchFleetResponse]:
+        if self._fleet_view is None:
+            raise Unavailable("this replica serves no fleet view")
+        views = self._fleet_view.watch(request.queue_limit, request.events_limit, context.is_active)
+        for view in views:
+            yield admin_pb2.WatchFleetResponse(
+                nodes=[converters.node_message(n, with_gpus=True) for n in view.nodes],
+                queue=[converters.allocation_message(r) for r in view.queue],
+                pending_count=view.pending_count,
+                events=[
+                    admin_pb2.FleetEvent(
+                        allocation_id=allocation_id,
+                        tenant=tenant,
+                        event=converters.event_message(event),
+                    )
+                    for allocation_id, tenant, event in view.events
+                ],
+            )
 
     def GetNode(
         self, request: admin_pb2.GetNodeRequest, context: grpc.ServicerContext
@@ -433,9 +458,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
     def InjectFault(
         self, request: admin_pb2.InjectFaultRequest, context: grpc.ServicerContext
     ) -> admin_pb2.InjectFaultResponse:
-        self._agents.inject_fault(
-            _require(request.node, "node"), request.gpu_index, request.fault, request.clear
-        )
+        node = _require(request.node, "node")
+        self._fleet.get_node(node)  # NOT_FOUND naming the node before "not connected here"
+        self._agents.inject_fault(node, request.gpu_index, request.fault, request.clear)
         return admin_pb2.InjectFaultResponse()
 
     def ListModels(

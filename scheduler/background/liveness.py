@@ -14,6 +14,7 @@ from scheduler.allocator.allocator import Allocator
 from scheduler.background.leader import LeaderLease
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import LeaseLost
+from scheduler.logs import node_changed
 from scheduler.store import liveness
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class NodeLivenessLoop:
             self._outage = True
             return result
         if result.unreachable:
-            log.warning("nodes unreachable: %s", ", ".join(result.unreachable))
+            for node in result.unreachable:
+                node_changed(node, "reachable", "unreachable", "no heartbeat")
             self._allocator.refresh_nodes(result.unreachable)
         if not judging or self._back_at == now:
             return result  # a node that came back meanwhile is not stored as back yet

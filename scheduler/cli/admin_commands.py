@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ OUTPUT_FORMATS = ("table", "json")
 # Piped tables go to grep or less: wide enough that each row stays on one line.
 PIPE_WIDTH = 250
 EXIT_INTERRUPTED = 130
+# `allocate` stored the request, but no GPU of the fleet can ever hold it.
+EXIT_UNSCHEDULABLE = 3
 DEFAULT_SCHEDULER = "127.0.0.1:50051"
 
 
@@ -282,10 +285,16 @@ def catalogue(state: CliContext) -> None:
 @click.option("--tenant", default="", help="Only this tenant's allocations.")
 @click.option("--state", "state_name", type=click.Choice(list(ALLOCATION_STATES)))
 @click.option("--node", "node_name", default="", metavar="NAME", help="Only those bound here.")
+@click.option("--request-id", default="", metavar="ID", help="The id the caller sent.")
 @click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
 @pass_state
 def allocations(
-    state: CliContext, tenant: str, state_name: str | None, node_name: str, limit: int
+    state: CliContext,
+    tenant: str,
+    state_name: str | None,
+    node_name: str,
+    request_id: str,
+    limit: int,
 ) -> None:
     """List allocations, newest pages first as the scheduler returns them."""
     wanted = ALLOCATION_STATES[state_name] if state_name else None
@@ -294,6 +303,7 @@ def allocations(
         state=wanted if wanted is not None else types_pb2.ALLOCATION_STATE_UNSPECIFIED,
         node=node_name,
         limit=limit,
+        request_id=request_id,
     )
     state.show(found, lambda: render.allocations_table(found, _now()))
 
@@ -303,12 +313,35 @@ def allocation() -> None:
     """Inspect one allocation."""
 
 
+ALLOCATION_ID = re.compile(r"a-[0-9a-f]{16}")
+
+
+def find_allocation(client: SchedulerClient, key: str, tenant: str) -> types_pb2.Allocation:
+    """By allocation id (a-…), else by the request id its caller sent."""
+    if ALLOCATION_ID.fullmatch(key) and not tenant:
+        return client.get_allocation(key)
+    found = client.list_allocations(tenant=tenant, request_id=key, limit=20)
+    if not found:
+        where = f" of tenant {tenant!r}" if tenant else ""
+        raise CliError(
+            f"no allocation{where} with id or request id {key!r} (see `gpupool allocations`)"
+        )
+    tenants = sorted({a.tenant for a in found})
+    if len(tenants) > 1:
+        raise CliError(
+            f"request id {key!r} is used by tenants {', '.join(tenants)}: add --tenant NAME"
+        )
+    return client.get_allocation(found[0].id)
+
+
 @allocation.command("show")
-@click.argument("allocation_id", metavar="ID")
+@click.argument("key", metavar="ID")
+@click.option("--tenant", default="", help="Whose request id ID is (when several use it).")
 @pass_state
-def allocation_show(state: CliContext, allocation_id: str) -> None:
-    """Show an allocation: bindings, history and why it is pending."""
-    found = state.client().get_allocation(allocation_id)
+def allocation_show(state: CliContext, key: str, tenant: str) -> None:
+    """Show an allocation (by allocation id or request id): bindings, history,
+    and why it is pending."""
+    found = find_allocation(state.client(), key, tenant)
     state.show(found, lambda: render.allocation_view(found, _now()))
 
 
@@ -398,8 +431,12 @@ def allocate(
     given = [name for name, value in options if value is not None]
     derived = (layout is not None or serve is not None) and not given
     if len(given) != 1 and not derived:
-        found = ", ".join(given) if given else "none"
-        raise click.UsageError(f"give exactly one of --whole, --fraction or --mig (got {found})")
+        extra = [n for n, v in (("--layout", layout), ("--serve", serve)) if v is not None]
+        found = ", ".join(given + extra) or "none"
+        raise click.UsageError(
+            "give exactly one of --whole, --fraction, --mig or --layout, or --serve MODEL "
+            f"alone (got {found})"
+        )
     request = scheduler_pb2.AllocateRequest(
         tenant=tenant,
         request_id=request_id or str(uuid.uuid4()),
@@ -433,6 +470,15 @@ def allocate(
         request.mig.CopyFrom(types_pb2.MigSlice(profile=mig))
     result = state.client().allocate(request)
     state.show(result, lambda: render.allocation_view(result, _now()))
+    if result.unschedulable:
+        # Stored, but it will wait until the fleet itself changes: not a success.
+        click.echo(
+            f"error: {result.id} is stored as pending but no GPU of this fleet can ever hold it "
+            f"({render.first_pending_reason(result)}); release it with `gpupool release "
+            f"{result.id}`, or pass --no-wait to be refused instead",
+            err=True,
+        )
+        raise click.exceptions.Exit(EXIT_UNSCHEDULABLE)
 
 
 @click.command()

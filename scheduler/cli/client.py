@@ -127,6 +127,7 @@ class SchedulerClient:
         state: types_pb2.AllocationState = types_pb2.ALLOCATION_STATE_UNSPECIFIED,
         node: str = "",
         limit: int = 100,
+        request_id: str = "",
     ) -> list[types_pb2.Allocation]:
         """Follow next_page_token until `limit` allocations or the last page."""
         found: list[types_pb2.Allocation] = []
@@ -138,6 +139,7 @@ class SchedulerClient:
                 node=node,
                 page_size=min(limit - len(found), MAX_PAGE_SIZE),
                 page_token=token,
+                request_id=request_id,
             )
             response: scheduler_pb2.ListAllocationsResponse = self._unary(
                 self._admin.ListAllocations, request
@@ -243,6 +245,11 @@ class SchedulerClient:
                     yield chunk.data
         finally:
             stream.cancel()  # type: ignore[no-untyped-call]
+
+    def watch_fleet(self, queue_limit: int, events_limit: int) -> Any:
+        """The WatchFleet stream (iterate it; cancel() ends it)."""
+        request = admin_pb2.WatchFleetRequest(queue_limit=queue_limit, events_limit=events_limit)
+        return self._admin.WatchFleet(request, wait_for_ready=False)
 
     def set_tenant_priority_classes(
         self, name: str, classes: list[str], reset: bool

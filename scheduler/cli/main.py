@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -16,9 +17,11 @@ from scheduler.cli.admin_commands import (
 )
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
+from scheduler.cli.probe_command import probe
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
 from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
+from scheduler.cli.top_command import top
 from scheduler.cli.trust_commands import register_trust_commands
 from scheduler.cli.worker_commands import logs
 
@@ -93,10 +96,39 @@ node.add_command(interrupt)
 cli.add_command(agent)
 cli.add_command(logs)
 cli.add_command(sim)
+cli.add_command(probe)
+cli.add_command(top)
+
+
+def hoist_output_option(argv: list[str]) -> list[str]:
+    """`gpupool nodes -o json` means `gpupool -o json nodes`: the output
+    format is a global option, but people type it last (as with kubectl).
+    Only `-o/--output FORMAT` with a known format moves; nothing after `--`."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            rest += argv[i:]
+            break
+        value = None
+        if arg in ("-o", "--output") and i + 1 < len(argv) and argv[i + 1] in OUTPUT_FORMATS:
+            value, i = argv[i + 1], i + 2
+        elif arg.startswith("--output=") and arg.partition("=")[2] in OUTPUT_FORMATS:
+            value, i = arg.partition("=")[2], i + 1
+        elif arg.startswith("-o") and arg[2:] in OUTPUT_FORMATS:
+            value, i = arg[2:], i + 1
+        if value is None:
+            rest.append(arg)
+            i += 1
+            continue
+        front = ["--output", value]
+    return front + rest
 
 
 def main() -> None:
-    cli(prog_name="gpupool")
+    cli(args=hoist_output_option(sys.argv[1:]), prog_name="gpupool")
 
 
 if __name__ == "__main__":

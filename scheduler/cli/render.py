@@ -6,12 +6,14 @@ hand-built protos. Functions that show an age take `now` for the same reason.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -255,18 +257,22 @@ def allocation_row(allocation: types_pb2.Allocation, now: datetime) -> Row:
 
 def binding_row(binding: types_pb2.GpuBinding) -> Row:
     mig = NONE
+    milli, memory = str(binding.milli_gpu), format_gib(binding.memory_mib)
     if binding.mig_profile:
         last = binding.mig_start + binding.mig_size - 1
         mig = f"{binding.mig_profile} slots {binding.mig_start}-{last}"
-        mig += f" ({format_gib(binding.mig_memory_mib)})"
+        # The instance's device: what CUDA_VISIBLE_DEVICES names (set once realised).
+        mig += f" {binding.mig_device_uuid}" if binding.mig_device_uuid else " (not created yet)"
+        # A MIG instance claims slices, not milli-GPU: its memory is the slices'.
+        milli, memory = NONE, format_gib(binding.mig_memory_mib)
     return [
         ("RANK", str(binding.rank)),
         ("NODE", binding.node),
         ("GPU", str(binding.gpu_index)),
         ("UUID", short_uuid(binding.gpu_uuid)),
         ("MODEL", binding.gpu_model),
-        ("MILLI", str(binding.milli_gpu)),
-        ("MEMORY", format_gib(binding.memory_mib)),
+        ("MILLI", milli),
+        ("MEMORY", memory),
         ("MIG", mig),
     ]
 
@@ -280,8 +286,27 @@ def event_row(event: types_pb2.AllocationEvent) -> Row:
     ]
 
 
+# What a plugin's count counts: the candidates it turned away.
+_NODE_PLUGINS = frozenset({"NodeSchedulable", "NodeReserved", "NodeResourcesFit", "WholeGpusFree"})
+_FLEET_VERDICTS = frozenset({"Unschedulable", "GenerationAllowed"})
+
+
+def rejected_count(reason: types_pb2.PendingReason) -> str:
+    """ "12 GPUs", "3 nodes", "2 groups short"; "-" for a verdict on the whole fleet."""
+    if reason.plugin in _FLEET_VERDICTS and reason.count == 0:
+        return NONE
+    if reason.plugin == "GangLayout":
+        return f"{reason.count} group{'s' if reason.count != 1 else ''} short"
+    unit = "node" if reason.plugin in _NODE_PLUGINS else "GPU"
+    return f"{reason.count} {unit}{'s' if reason.count != 1 else ''}"
+
+
 def reason_row(reason: types_pb2.PendingReason) -> Row:
-    return [("PLUGIN", reason.plugin), ("COUNT", str(reason.count)), ("REASON", reason.reason)]
+    return [
+        ("PLUGIN", reason.plugin),
+        ("REJECTED", rejected_count(reason)),
+        ("REASON", reason.reason),
+    ]
 
 
 def catalogue_row(model: types_pb2.GpuModel) -> Row:
@@ -346,6 +371,11 @@ def worker_state_label(state: int) -> str:
     return _enum_label(types_pb2.WorkerState, state, "WORKER_STATE_")
 
 
+_ENDED_WORKER_STATES = frozenset(
+    {types_pb2.WORKER_STATE_EXITED, types_pb2.WORKER_STATE_FAILED, types_pb2.WORKER_STATE_STOPPED}
+)
+
+
 def worker_row(worker: types_pb2.WorkerStatus) -> Row:
     return [
         ("RANK", str(worker.rank)),
@@ -353,7 +383,8 @@ def worker_row(worker: types_pb2.WorkerStatus) -> Row:
         ("STATE", worker_state_label(worker.state)),
         ("PID", str(worker.pid or NONE)),
         ("RESTARTS", str(worker.restarts)),
-        ("EXIT", str(worker.exit_code)),
+        # An exit code only once the process has ended (a live rank has none yet).
+        ("EXIT", str(worker.exit_code) if worker.state in _ENDED_WORKER_STATES else NONE),
         ("REASON", worker.reason or NONE),
     ]
 
@@ -392,13 +423,60 @@ def watch_line(update: scheduler_pb2.WatchAllocationResponse) -> str:
 # --- JSON --------------------------------------------------------------------
 
 
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _enum_prefix(enum: Any) -> str:
+    """NodeState -> "NODE_STATE_": the prefix every value name carries."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", enum.name).upper() + "_"
+
+
+def _plain_value(field: FieldDescriptor, value: Any) -> Any:
+    if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+        return value.removeprefix(_enum_prefix(field.enum_type)).lower().replace("_", "-")
+    if field.type in _INT64_TYPES and isinstance(value, str):
+        return int(value)
+    if field.type == FieldDescriptor.TYPE_MESSAGE and isinstance(value, dict):
+        return _plain(field.message_type, value)
+    return value
+
+
+def _plain(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """protobuf's JSON mapping, made to read like the tables: enum values as
+    the tables show them ("ready", not "NODE_STATE_READY"), 64-bit integers
+    as numbers like every other integer (the JSON mapping quotes them)."""
+    if descriptor.full_name.startswith("google.protobuf."):
+        return data  # Timestamp and friends keep their own JSON form
+    for field in descriptor.fields:
+        if field.name not in data:
+            continue
+        value = data[field.name]
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            data[field.name] = {k: _plain_value(value_field, v) for k, v in value.items()}
+        elif isinstance(value, list):
+            data[field.name] = [_plain_value(field, v) for v in value]
+        else:
+            data[field.name] = _plain_value(field, value)
+    return data
+
+
 def to_dict(message: Message) -> dict[str, Any]:
     # Zero values are kept so scripts can rely on keys such as free_gpus: 0.
-    return json_format.MessageToDict(
+    data = json_format.MessageToDict(
         message,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
+    return _plain(message.DESCRIPTOR, data)
 
 
 def to_dicts(messages: Iterable[Message]) -> list[dict[str, Any]]:

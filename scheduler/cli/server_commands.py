@@ -3,7 +3,7 @@ system on one machine: embedded PostgreSQL, scheduler, simulated fleet)."""
 
 from __future__ import annotations
 
-import logging
+import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +19,7 @@ from rich.progress import Progress
 
 from scheduler.cli.stopping import StopSignals, stop_processes
 from scheduler.fleetfile import SimulatedNode, load_fleet
+from scheduler.logs import LOG_FORMATS, configure_logging
 from scheduler.placement.policies import POLICY_NAMES
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_DATA_DIR = Path(".gpupool")
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_AGENT_LISTEN = "127.0.0.1:50052"
+DEFAULT_UP_METRICS = "127.0.0.1:9464"
 DEFAULT_FLEET = Path(__file__).resolve().parents[2] / "deploy" / "fleets" / "mixed.yaml"
 # `gpupool up` stops within 10 s: agents get this long after SIGTERM, then the
 # scheduler drains its calls for its grace.
@@ -108,6 +110,41 @@ _packing_option = click.option(
     show_default=True,
     help="How fractional and whole-GPU requests are packed (fgd: fragmentation-aware).",
 )
+
+
+_log_format_option = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    envvar="GPUPOOL_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    help="Log lines as text or as one JSON object each.",
+)
+_log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(("DEBUG", "INFO", "WARNING", "ERROR"), case_sensitive=False),
+    envvar="GPUPOOL_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    help="gpupool's own loggers (libraries such as APScheduler stay at WARNING).",
+)
+_library_log_level_option = click.option(
+    "--library-log-level",
+    type=click.Choice(("DEBUG", "INFO", "WARNING", "ERROR"), case_sensitive=False),
+    envvar="GPUPOOL_LIBRARY_LOG_LEVEL",
+    default="WARNING",
+    show_default=True,
+    help="APScheduler, gRPC, SQLAlchemy, alembic, psycopg.",
+)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Where the replica serves Prometheus metrics ("": nowhere)."""
+
+    listen: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -196,6 +233,7 @@ def _start(
     rendezvous_ports: tuple[int, int] | None = None,
     packing_policy: str = "default",
     max_pending_per_tenant: int | None = None,
+    metrics: Metrics | None = None,
     liveness: Liveness = Liveness(),
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and
@@ -228,6 +266,9 @@ def _start(
         settings.rendezvous_ports = rendezvous_ports
     if max_pending_per_tenant is not None:
         settings.max_pending_per_tenant = max_pending_per_tenant
+    if metrics is not None:
+        settings.metrics_listen = metrics.listen
+        settings.metrics_tls_cert, settings.metrics_tls_key = metrics.tls_cert, metrics.tls_key
     where = "the given PostgreSQL" if database_url else f"embedded PostgreSQL in {data_dir}"
     with console.status(f"starting the scheduler on {where} (migrations run first)…"):
         app = SchedulerApp(settings)
@@ -277,6 +318,18 @@ def _credentials_line(app: SchedulerApp) -> str:
     show_default=True,
     help="Allocations one tenant may have waiting; more are RESOURCE_EXHAUSTED.",
 )
+@click.option(
+    "--metrics-listen",
+    default="",
+    metavar="HOST:PORT",
+    envvar="GPUPOOL_METRICS_LISTEN",
+    help="Serve Prometheus metrics here (plain HTTP, metrics only; HTTPS with the two below).",
+)
+@click.option("--metrics-tls-cert", type=_file, default=None, help="HTTPS for metrics.")
+@click.option("--metrics-tls-key", type=_file, default=None, help="Its private key.")
+@_log_format_option
+@_log_level_option
+@_library_log_level_option
 @_liveness_options
 def serve(
     database_url: str | None,
@@ -294,15 +347,21 @@ def serve(
     rendezvous_ports: str,
     packing_policy: str,
     max_pending_per_tenant: int,
+    metrics_listen: str,
+    metrics_tls_cert: Path | None,
+    metrics_tls_key: Path | None,
+    log_format: str,
+    log_level: str,
+    library_log_level: str,
     heartbeat_interval: float,
     node_timeout: float,
     node_grace: float,
     leader_lease_ttl: float,
 ) -> None:
     """Run one scheduler replica until SIGINT/SIGTERM."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_format, log_level, library_log_level)
+    if (metrics_tls_cert is None) != (metrics_tls_key is None):
+        raise click.UsageError("--metrics-tls-cert and --metrics-tls-key go together")
     console = Console(stderr=True)
     low, sep, high = rendezvous_ports.partition("-")
     if not sep or not low.isdigit() or not high.isdigit() or int(low) > int(high):
@@ -322,11 +381,12 @@ def serve(
         (int(low), int(high)),
         packing_policy,
         max_pending_per_tenant,
+        Metrics(metrics_listen, metrics_tls_cert, metrics_tls_key),
         Liveness(heartbeat_interval, node_timeout, node_grace, leader_lease_ttl),
     )
     console.print(
         f"scheduler listening on [bold]{app.address}[/] (agents: {app.agent_address or 'none'}); "
-        f"{_credentials_line(app)}"
+        f"{_credentials_line(app)}{_metrics_line(app)}"
     )
     signals = StopSignals()  # the handler only counts: see scheduler/cli/stopping.py
     signals.install()
@@ -351,6 +411,15 @@ def serve(
 @_insecure_option
 @_placement_policy_option
 @_packing_option
+@click.option(
+    "--metrics-listen",
+    default=DEFAULT_UP_METRICS,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="The scheduler's Prometheus metrics; simulated agents serve theirs on the next "
+    "ports (port 0: any free ones). '' for none.",
+)
+@_log_format_option
 def up(
     fleet_file: Path,
     database_url: str | None,
@@ -360,12 +429,17 @@ def up(
     insecure: bool,
     placement_policy: Path | None,
     packing_policy: str,
+    metrics_listen: str,
+    log_format: str,
 ) -> None:
     """Start the scheduler and one simulated agent per node; Ctrl-C stops everything.
 
     Secure by default: a local CA in --data-dir, a certificate per simulated
     agent, and an admin token in --data-dir/admin.yaml for the CLI."""
-    logging.basicConfig(level=logging.WARNING)
+    logs = data_dir / "logs"
+    # The scheduler's lines go to a file: on a restart with existing data every
+    # node is unreachable until its agent is back, and the console shows progress.
+    configure_logging(log_format, file=logs / "scheduler.log")
     console = Console(stderr=True)
     nodes = load_fleet(fleet_file)
     # From here on a signal only counts (no KeyboardInterrupt mid-start, no
@@ -384,13 +458,16 @@ def up(
             Transport(agent_listen, insecure),
             placement_policy=placement_policy,
             packing_policy=packing_policy,
+            metrics=Metrics(metrics_listen),
         )
-        logs = data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        for node in nodes:
+        for n, node in enumerate(nodes):
             if signals.count:
                 break
-            agents.append(_start_agent(app, fleet_file, node.name, data_dir, logs))
+            metrics = _agent_metrics(app, n)
+            agents.append(
+                _start_agent(app, fleet_file, node.name, data_dir, logs, metrics, log_format)
+            )
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("starting simulated agents", total=len(nodes))
             deadline = time.monotonic() + 60
@@ -419,9 +496,12 @@ def _print_up(
     console.print(
         f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
         f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
-        f"from {fleet_file.name} (agent logs in {logs}); {_credentials_line(app)}\n"
+        f"from {fleet_file.name} (logs in {logs}); {_credentials_line(app)}"
+        f"{_metrics_line(app, len(nodes))}\n"
+        f"{_path_hint()}"
         "Try, in another terminal in this directory:\n"
         "  gpupool nodes\n"
+        "  gpupool top\n"
         "  gpupool gpus --node a100-40-mig\n"
         "  gpupool allocate --tenant demo --whole 4 --gpu-model H100-80GB\n"
         "  gpupool allocate --tenant demo --mig 3g.20gb\n"
@@ -436,8 +516,46 @@ def _print_up(
     )
 
 
+def _metrics_line(app: SchedulerApp, agents: int = 0) -> str:
+    if app.metrics is None:
+        return ""
+    scheme = "https" if app.metrics.tls else "http"
+    line = f"; metrics on {scheme}://{app.metrics.address}/metrics"
+    port = app.metrics.address.rpartition(":")[2]
+    if agents and app.settings.metrics_listen.rpartition(":")[2] != "0":
+        line += f" (agents: ports {int(port) + 1}-{int(port) + agents})"
+    return line
+
+
+def _agent_metrics(app: SchedulerApp, n: int) -> str:
+    """Simulated agent n's metrics address: the scheduler's next ports."""
+    if app.metrics is None:
+        return ""
+    host, _, port = app.settings.metrics_listen.rpartition(":")
+    if port == "0":
+        return f"{host}:0"
+    return f"{host}:{int(app.metrics.address.rpartition(':')[2]) + 1 + n}"
+
+
+def _path_hint() -> str:
+    """`gpupool` is in the virtualenv's bin/, which is on PATH only once activated."""
+    bin_dir = Path(sys.executable).parent
+    if shutil.which("gpupool") == str(bin_dir / "gpupool"):
+        return ""
+    return (
+        f"`gpupool` is in {bin_dir}: run `source {bin_dir / 'activate'}` first "
+        f"(or call {bin_dir / 'gpupool'}).\n"
+    )
+
+
 def _start_agent(
-    app: SchedulerApp, fleet_file: Path, node: str, data_dir: Path, logs: Path
+    app: SchedulerApp,
+    fleet_file: Path,
+    node: str,
+    data_dir: Path,
+    logs: Path,
+    metrics_listen: str = "",
+    log_format: str = "text",
 ) -> subprocess.Popen[bytes]:
     from scheduler.security.bootstrap import issue_agent_credentials
 
@@ -453,7 +571,10 @@ def _start_agent(
         "--simulate", str(fleet_file),
         "--node", node,
         "--state-dir", str(data_dir / "agents"),
+        "--log-format", log_format,
     ]  # fmt: skip
+    if metrics_listen:
+        command += ["--metrics-listen", metrics_listen]
     with (logs / f"agent-{node}.log").open("ab") as log_file:
         return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
 

@@ -33,15 +33,19 @@ from scheduler.sim.run import SeedResult, simulate
 from scheduler.sim.trace import read_nodes, read_pods
 from scheduler.sim.variants import derive
 
-# The shared data folder sits next to the repository: <repo>/../shared/data/...
+# The default node and pod lists ship with gpupool (scheduler/sim/traces,
+# SOURCE.md there); the whole trace with its variants and the paper's
+# results may sit in a folder of its own (GPUPOOL_TRACE_DIR).
+SHIPPED_TRACE = Path(__file__).resolve().parents[1] / "sim" / "traces"
+# This project's checkouts keep the whole trace next to the repository.
+SHARED_TRACE = Path(__file__).resolve().parents[2].parent / "shared/data/alibaba-gpu-v2023"
 TRACE_DIR = Path(
-    os.environ.get(
-        "GPUPOOL_TRACE_DIR",
-        Path(__file__).resolve().parents[2].parent / "shared/data/alibaba-gpu-v2023",
-    )
+    os.environ.get("GPUPOOL_TRACE_DIR")
+    or (SHARED_TRACE if SHARED_TRACE.is_dir() else SHIPPED_TRACE)
 )
-DEFAULT_NODES = TRACE_DIR / "openb_node_list_gpu_node.csv"
-DEFAULT_PODS = TRACE_DIR / "openb_pod_list_default.csv"
+_NODES, _PODS = "openb_node_list_gpu_node.csv", "openb_pod_list_default.csv"
+DEFAULT_NODES = TRACE_DIR / _NODES if (TRACE_DIR / _NODES).exists() else SHIPPED_TRACE / _NODES
+DEFAULT_PODS = TRACE_DIR / _PODS if (TRACE_DIR / _PODS).exists() else SHIPPED_TRACE / _PODS
 PUBLISHED = TRACE_DIR / "fgd_expected_results/analysis_allo_discrete.csv"
 ALL_POLICIES = ("random", "dotprod", "packing", "bestfit", "fgd", "fgd+used", "fgd+niche")
 

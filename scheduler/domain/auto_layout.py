@@ -32,6 +32,7 @@ from scheduler.domain.generations import GenerationPolicy
 from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.llm_catalogue import (
     DEFAULT_DTYPE,
+    LLM_CATALOGUE,
     LlmModel,
     lookup,
     normalise_dtype,
@@ -126,8 +127,9 @@ def resolve_model(request: ModelRequest) -> ResolvedModel:
     entry, named_dtype = lookup(request.name) if request.name else (None, DEFAULT_DTYPE)
     if request.name and entry is None and request.params_billion <= 0:
         raise InvalidArgument(
-            f"model_spec.name {quoted(request.name)} is not in the model catalogue; "
-            "give model_spec.params_billion instead"
+            f"model {quoted(request.name)} is not in the model catalogue "
+            f"({', '.join(sorted(LLM_CATALOGUE))}): give its size (--serve 70b, "
+            "model_spec.params_billion)"
         )
     if not request.name and request.params_billion <= 0:
         raise InvalidArgument("model_spec needs a catalogue name or params_billion > 0")
@@ -205,13 +207,9 @@ def choose_layout(
             speed = _weight(gpu_model) * (-1 if chosen_class == "latency-critical" else 1)
             fits.append((not warm, layout.world_size, speed, gpu_model, layout))
         if fits:
-            cold, _, _, gpu_model, layout = min(fits)
-            lines.append(
-                f"chose {gpu_model} {layout.describe()}: "
-                f"{'' if cold else 'warm standby, then '}the fewest GPUs in the {tier_name} "
-                f"tier for {chosen_class}, then the "
-                f"{'fastest' if chosen_class == 'latency-critical' else 'cheapest'}"
-            )
+            best = min(fits)
+            _, _, _, gpu_model, layout = best
+            lines.append(_why_chosen(best, fits, tier_name, chosen_class))
             return LayoutDecision(
                 gpu_model,
                 layout,
@@ -225,6 +223,36 @@ def choose_layout(
         f"no GPU model in this fleet allowed for class {chosen_class} can hold {model.label} "
         f"in {model.dtype} ({'; '.join(lines[1:]) or 'no candidate GPU models'})"
     )
+
+
+_Fit = tuple[bool, int, float, str, ParallelLayout]  # (cold, GPUs, speed key, model, layout)
+
+
+def _why_chosen(chosen: _Fit, fits: list[_Fit], tier_name: str, workload_class: str) -> str:
+    """One line a person can follow: what won and what it beat."""
+    cold, gpus, _, gpu_model, layout = chosen
+    among = (
+        "any GPU model of the fleet (no workload class given, so no tiers)"
+        if tier_name == "any"
+        else f"the {tier_name} tier for {workload_class}"
+    )
+    head = f"chose {gpu_model} {layout.describe()} from {among}: "
+    plural = "s" if gpus > 1 else ""
+    if not cold:
+        smaller = sorted((f for f in fits if f[1] < gpus), key=lambda f: f[1])
+        beaten = (
+            f", which beats {smaller[0][3]} at {smaller[0][4].describe()} "
+            f"({smaller[0][1]} GPU{'s' if smaller[0][1] > 1 else ''}, but a cold start)"
+            if smaller
+            else ""
+        )
+        return f"{head}it is warm there (standby copy: no cold start){beaten}"
+    reason = f"the fewest GPUs ({gpus} GPU{plural})"
+    tied = sorted(f[3] for f in fits if f[0] == cold and f[1] == gpus and f[3] != gpu_model)
+    if tied:
+        rule = "fastest" if workload_class == "latency-critical" else "cheapest"
+        reason += f", and the {rule} of those that need as few (against {', '.join(tied)})"
+    return head + reason
 
 
 def _tiers(

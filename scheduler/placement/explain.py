@@ -7,7 +7,9 @@ its index walk found nothing feasible.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 
+from scheduler.domain.catalogue import CATALOGUE
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.mig import models_with_profile
 from scheduler.domain.requests import FractionDemand, WholeDemand
@@ -105,11 +107,24 @@ def unschedulable_reason(ctx: CycleContext) -> str | None:
             f"(largest: {max(memory)} MiB)"
         )
     offering = models_with_profile(demand.profile)
+    here = _fleet_mig_profiles(structure.mig_models)
     if not offering:
-        return f"unschedulable: no GPU model has MIG profile {demand.profile}"
+        return f"unschedulable: no GPU model has MIG profile {demand.profile}{here}"
     if any(m in structure.mig_models for m in offering if m in ctx.models):
         return None
     return (
         f"unschedulable: no GPU of an allowed model in MIG mode offers {demand.profile} "
-        f"(models with it: {', '.join(offering)})"
+        f"(models with it: {', '.join(offering)}){here}"
     )
+
+
+def _fleet_mig_profiles(mig_models: Iterable[str]) -> str:
+    """What the fleet's MIG-mode GPUs do offer: the profile to ask for instead."""
+    offers = [
+        f"{model}: {', '.join(p.name for p in CATALOGUE[model].mig_profiles)}"
+        for model in sorted(mig_models)
+        if model in CATALOGUE
+    ]
+    if not offers:
+        return "; this fleet has no GPU in MIG mode"
+    return f"; this fleet's MIG-mode GPUs offer {'; '.join(offers)}"

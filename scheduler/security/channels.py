@@ -8,7 +8,10 @@ A scheduler listens on two ports of one server:
 (gRPC Python can only require a client certificate or not ask for one, so
 token callers and certificate callers need a port each.)
 
-Plaintext exists only behind an explicit --insecure.
+Plaintext exists only behind an explicit --insecure, with one exception:
+a metrics listener (serve_metrics) may be plain HTTP, because it serves
+nothing but Prometheus' read-only text format (no call, no credential, no
+request body is accepted) -- give it a certificate to make it HTTPS.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from prometheus_client import CollectorRegistry, start_http_server
 
 from scheduler.security.pki import KeyPair
 
@@ -125,3 +129,42 @@ def channel_ready(target: str, credentials: ClientCredentials, timeout: float = 
         return False
     finally:
         channel.close()
+
+
+@dataclass(frozen=True)
+class MetricsListener:
+    """A running metrics endpoint; `address` has the bound port."""
+
+    address: str
+    tls: bool
+    _server: Any
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve_metrics(
+    address: str,
+    registry: CollectorRegistry,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+) -> MetricsListener:
+    """Serve `registry` on HOST:PORT (port 0: any free one) in a thread.
+
+    Plain HTTP unless given a serving certificate and key (then HTTPS): the
+    endpoint answers every GET with the metrics and nothing else. Bind it to
+    a pod or loopback address, not to the world: tenant names are labels.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{address!r} is not HOST:PORT")
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a metrics certificate and its key go together")
+    host = host.strip("[]") or "0.0.0.0"
+    server, _thread = start_http_server(
+        int(port), host, registry, certfile=cert_file, keyfile=key_file
+    )
+    bound = server.server_port
+    log.info("metrics on %s://%s:%d/metrics", "https" if cert_file else "http", host, bound)
+    return MetricsListener(f"{host}:{bound}", cert_file is not None, server)

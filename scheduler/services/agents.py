@@ -34,6 +34,7 @@ from scheduler.domain.node_reports import (
     validate_residency_bounds,
 )
 from scheduler.domain.residency import ResidentModel, validate_residency
+from scheduler.logs import node_changed
 from scheduler.services.fleet import FleetService
 from scheduler.services.health import HealthService
 from scheduler.services.model_residency import ModelService
@@ -196,7 +197,8 @@ class HeartbeatRecorder:
             return []
         self.on_stored({node: seq for node, (_, seq) in beats.items() if seq})
         if returned:
-            log.info("nodes back: %s", ", ".join(returned))
+            for node in returned:
+                node_changed(node, "unreachable", "reachable", "heartbeat")
             self._fleet.fleet_changed(returned)
         return returned
 

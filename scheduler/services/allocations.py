@@ -196,14 +196,23 @@ class AllocationService:
         return record
 
     def list(
-        self, caller: Caller, tenant: str, state: str, node: str, page_size: int, page_token: str
+        self,
+        caller: Caller,
+        tenant: str,
+        state: str,
+        node: str,
+        page_size: int,
+        page_token: str,
+        request_id: str = "",
     ) -> tuple[list[AllocationRecord], str]:
         scope = tenant_scope(caller)
         if scope is not None:
             require_tenant(caller, tenant or scope, "the listed tenant")
             tenant = scope
         with self._engine.connect() as conn:
-            return store.list_allocations(conn, tenant, state, node, page_size, page_token)
+            return store.list_allocations(
+                conn, tenant, state, node, page_size, page_token, request_id
+            )
 
     def watch(
         self, caller: Caller, allocation_id: str, is_active: Callable[[], bool]

@@ -12,6 +12,7 @@ from scheduler.allocator.allocator import Allocator
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import Aborted, FailedPrecondition, InvalidArgument, quoted
 from scheduler.domain.node_reports import GpuSpecInput, validate_registration
+from scheduler.logs import node_changed
 from scheduler.store import allocations as allocation_store
 from scheduler.store import fleet as store
 from scheduler.store import liveness
@@ -66,11 +67,14 @@ class FleetService:
 
     def set_admin_state(self, name: str, admin_state: str) -> NodeRecord:
         with self._engine.begin() as conn:
+            was = store.node_admin_state(conn, name)
             store.set_admin_state(conn, name, admin_state)
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
             moving = (
                 liveness.active_allocations_on_node(conn, name) if admin_state == "draining" else []
             )
+        if was != admin_state:
+            node_changed(name, was, admin_state, "set by an admin")
         self._allocator.refresh_nodes([name])
         if moving:
             self._allocator.requeue([a["id"] for a in moving], f"node {name} is draining")
@@ -83,9 +87,11 @@ class FleetService:
         if in_seconds <= 0:
             raise InvalidArgument("an interruption notice needs in_seconds > 0")
         with self._engine.begin() as conn:
+            was = store.node_admin_state(conn, name)
             store.set_admin_state(conn, name, "cordoned")
             allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
             running = liveness.active_allocations_on_node(conn, name)
+        node_changed(name, was, "cordoned", f"spot interruption in {in_seconds:.0f}s")
         self._allocator.refresh_nodes([name])
         ids = [a["id"] for a in running if a["state"] in ("placed", "running")]
         asked = 0

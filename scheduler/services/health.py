@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 
 from scheduler.allocator.allocator import Allocator
 from scheduler.domain.node_reports import GpuHealthReport
+from scheduler.logs import gpu_changed
 from scheduler.store import liveness
 
 log = logging.getLogger(__name__)
@@ -36,13 +37,13 @@ class HealthService:
         if not changes:
             return []
         for change in changes:
-            log.info(
-                "%s GPU %d: %s -> %s %s",
+            gpu_changed(
                 node,
                 change.index,
+                change.uuid,
                 change.was,
                 change.health,
-                change.reasons,
+                ", ".join(change.reasons),
             )
         # The snapshot must know before the requeue, or the work lands right back.
         self._allocator.refresh_nodes([node])

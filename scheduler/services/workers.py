@@ -112,9 +112,7 @@ class WorkerService:
                 columns: dict[str, Any] = {"workers": [statuses[r] for r in sorted(statuses)]}
                 states = [statuses.get(r, {}).get("state") for r in ranks]
                 if row["state"] == "placed" and ranks and all(s == "ready" for s in states):
-                    store.add_event(
-                        conn, row, "running", "RUNNING", f"all {len(ranks)} ranks ready", now
-                    )
+                    store.add_event(conn, row, "running", "RUNNING", ranks_ready(len(ranks)), now)
                     columns.update(state="running", updated_at=now, event_count=row["event_count"])
                     changed.append(allocation_id)
                 dead = [r for r in mine if r.state == "failed"]
@@ -183,3 +181,8 @@ def _failure(report: WorkerReport) -> str:
         f"worker rank {report.rank} on {report.node} failed after "
         f"{report.restarts} restart(s): {detail}"
     )
+
+
+def ranks_ready(count: int) -> str:
+    """The RUNNING event's message: "its rank is ready", "all 4 ranks ready"."""
+    return "its rank is ready" if count == 1 else f"all {count} ranks ready"

@@ -276,6 +276,18 @@ def events_since(conn: Connection, allocation_id: str, after_seq: int) -> list[A
     return [AllocationEvent.from_mapping(row) for row in rows]
 
 
+def recent_events(conn: Connection, limit: int) -> list[tuple[str, str, AllocationEvent]]:
+    """The latest `limit` state changes of any allocation, newest first, as
+    (allocation id, tenant, event): a backwards walk of the primary key."""
+    rows = conn.execute(
+        select(events_t, allocations_t.c.tenant)
+        .join(allocations_t, allocations_t.c.id == events_t.c.allocation_id)
+        .order_by(events_t.c.id.desc())
+        .limit(limit)
+    ).mappings()
+    return [(r["allocation_id"], r["tenant"], AllocationEvent.from_mapping(r)) for r in rows]
+
+
 def _encode_token(created_at: datetime, allocation_id: str) -> str:
     raw = f"{created_at.isoformat()}|{allocation_id}".encode()
     return base64.urlsafe_b64encode(raw).decode()
@@ -296,6 +308,7 @@ def list_allocations(
     node: str = "",
     page_size: int = 0,
     page_token: str = "",
+    request_id: str = "",
 ) -> tuple[list[AllocationRecord], str]:
     """Newest first, keyset-paginated on (created_at, id)."""
     if page_size > MAX_PAGE_SIZE:
@@ -308,6 +321,8 @@ def list_allocations(
         query = query.where(allocations_t.c.state == state)
     if node:
         query = query.where(allocations_t.c.nodes.contains([node]))
+    if request_id:
+        query = query.where(allocations_t.c.request_id == request_id)
     if page_token:
         created, last_id = _decode_token(page_token)
         query = query.where(

@@ -330,15 +330,18 @@ def set_admin_state(conn: Connection, name: str, admin_state: str) -> None:
 
 
 def _allocation_counts_by_node(conn: Connection, node: str | None = None) -> dict[str, int]:
-    query = (
-        select(allocations_t.c.node, func.count())
-        .where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
-        .group_by(allocations_t.c.node)
-    )
+    """Active allocations per node they span: a gang counts on each of its
+    nodes (`nodes`), not only where rank 0 is (`node`)."""
+    spanned = func.unnest(allocations_t.c.nodes).label("spanned")
+    inner = select(spanned).where(allocations_t.c.state.in_(ACTIVE_ALLOCATION_STATES))
     if node is not None:
-        query = query.where(allocations_t.c.node == node)
+        inner = inner.where(allocations_t.c.nodes.contains([node]))  # the GIN index
+    per_node = inner.subquery()
+    query = select(per_node.c.spanned, func.count()).group_by(per_node.c.spanned)
+    if node is not None:
+        query = query.where(per_node.c.spanned == node)
     rows = conn.execute(query).all()
-    return {node: int(count) for node, count in rows}
+    return {name: int(count) for name, count in rows}
 
 
 def list_gpus(conn: Connection, node: str | None = None) -> list[GpuRecord]:

@@ -63,6 +63,9 @@ class Cluster:
     rendezvous_ports: tuple[int, int] = (29500, 29999)
     agent_address: str = field(default_factory=lambda: f"127.0.0.1:{free_port()}")
     worker_templates: Path = WORKER_TEMPLATES
+    # The failover grace: also how long a node's workers outlive a dead agent
+    # before its fence guard stops them (grace + timeout / 2).
+    grace_s: float = GRACE_S
 
     def start_scheduler(self) -> SchedulerApp:
         settings = scheduler_settings(
@@ -72,7 +75,7 @@ class Cluster:
             run_loops=True,
             heartbeat_interval_s=HEARTBEAT_S,
             heartbeat_timeout_s=TIMEOUT_S,
-            failover_grace_s=GRACE_S,
+            failover_grace_s=self.grace_s,
             rendezvous_ports=self.rendezvous_ports,
             worker_templates_file=self.worker_templates,
         )

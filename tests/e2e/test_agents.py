@@ -102,13 +102,15 @@ def test_faults_only_reach_simulated_connected_agents(cluster: Cluster, client: 
     fault = admin_pb2.InjectFaultRequest(node="b200", gpu_index=0, fault="lost")
     with pytest.raises(grpc.RpcError) as info:
         client.admin.InjectFault(fault)
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND, "no such node yet"
+    # No agent ever registered it: no such node (not "no agent connected here").
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert "no node named 'b200'" in (info.value.details() or "")
     _start(cluster, ["b200"])
     cluster.kill_agent("b200")
+    wait_for(lambda: not cluster.connected(["b200"]), what="the stream to end")
     with pytest.raises(grpc.RpcError) as info:
         client.admin.InjectFault(fault)
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, "known, not connected"
     assert "connected to no scheduler replica" in (info.value.details() or "")
 
 

@@ -182,7 +182,9 @@ def test_releasing_what_another_replica_placed_before_hearing_of_it(
     admin = Client.as_admin(deaf)
     register_fleet(admin, mixed_fleet)
     try:
-        fraction: dict[str, Any] = {"fraction": types_pb2.FractionalGpu(milli_gpu=700, memory_mib=1024)}
+        fraction: dict[str, Any] = {
+            "fraction": types_pb2.FractionalGpu(milli_gpu=700, memory_mib=1024)
+        }
         deaf.allocator.allocate(spec("warm-up", **fraction))  # its snapshot is loaded
         deaf.listener.stop()  # from now on it hears nothing of the other replica
         placed = other.allocator.allocate(spec("elsewhere", **fraction))

@@ -54,7 +54,7 @@ def test_allocate_show_release_and_json(fleet_client: Client) -> None:
         "3g.20gb",
     )
     allocation = json.loads(out)
-    assert code == 0 and allocation["state"] == "ALLOCATION_STATE_PLACED"
+    assert code == 0 and allocation["state"] == "placed"
     code, out = gpupool(fleet_client, "allocation", "show", allocation["id"])
     assert code == 0 and "3g.20gb" in out and "History" in out
     code, out = gpupool(
@@ -69,7 +69,8 @@ def test_pending_allocation_shows_its_reasons(fleet_client: Client) -> None:
     code, out = gpupool(
         fleet_client, "allocate", "--tenant", "t", "--request-id", "big", "--whole", "16"
     )
-    assert code == 0 and "UNSCHEDULABLE" in out and "no node has 16 GPUs" in out
+    # Stored, but it can never be placed: exit 3 (see test_cli_new_user).
+    assert code == 3 and "UNSCHEDULABLE" in out and "no node has 16 GPUs" in out
 
 
 def test_cordon_uncordon_drain(fleet_client: Client) -> None:

@@ -110,4 +110,17 @@ def test_warm_standby_beats_fewer_gpus() -> None:
         DEFAULT_GENERATION_POLICY,
     )
     assert (decision.gpu_model, decision.layout.tp) == ("H200", 2)
-    assert "warm standby" in decision.explanation[-1]
+    why = decision.explanation[-1]
+    assert "warm there (standby copy: no cold start)" in why
+    assert "which beats B200 at tp=1 (1 GPU, but a cold start)" in why, "says what it beat"
+
+
+def test_without_a_workload_class_the_choice_says_there_are_no_tiers() -> None:
+    capacity = {"B200": ModelCapacity(8, 8), "H200": ModelCapacity(8, 8)}
+    decision = choose_layout(
+        ModelRequest(name="llama-3.1-70b", dtype="fp8"), "", capacity, DEFAULT_GENERATION_POLICY
+    )
+    why = decision.explanation[-1]
+    assert "tier for unspecified" not in why and " any tier" not in why
+    assert why.startswith(f"chose {decision.gpu_model} ")
+    assert "the fewest GPUs (1 GPU)" in why

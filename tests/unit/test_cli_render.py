@@ -148,8 +148,51 @@ def test_mig_binding_row() -> None:
         types_pb2.GpuBinding(mig_profile="3g.40gb", mig_start=4, mig_size=4, mig_memory_mib=40960)
     )
     row = cells(render.binding_row(mig))
-    assert row["MIG"] == "3g.40gb slots 4-7 (40.0 GiB)"
+    assert row["MIG"] == "3g.40gb slots 4-7 (not created yet)"
     assert row["UUID"] == "GPU-a-2"
+    # A MIG instance claims memory slices, not milli-GPU: its memory is the instance's.
+    assert (row["MILLI"], row["MEMORY"]) == ("-", "40.0 GiB")
+    mig.mig_device_uuid = "MIG-1234abcd-0000-0000-0000-000000000000"
+    assert cells(render.binding_row(mig))["MIG"].endswith(mig.mig_device_uuid)
+
+
+def test_pending_reason_counts_say_what_they_count() -> None:
+    def rejected(plugin: str, count: int) -> str:
+        reason = types_pb2.PendingReason(plugin=plugin, reason="r", count=count)
+        return cells(render.reason_row(reason))["REJECTED"]
+
+    assert rejected("FractionFits", 12) == "12 GPUs"
+    assert rejected("GpuHealthy", 1) == "1 GPU"
+    assert rejected("NodeSchedulable", 3) == "3 nodes"
+    assert rejected("GangLayout", 2) == "2 groups short"
+    assert rejected("Unschedulable", 0) == "-"
+
+
+def test_a_live_rank_has_no_exit_code_yet() -> None:
+    ready = types_pb2.WorkerStatus(rank=0, state=types_pb2.WORKER_STATE_READY, exit_code=0)
+    assert cells(render.worker_row(ready))["EXIT"] == "-"
+    failed = types_pb2.WorkerStatus(rank=0, state=types_pb2.WORKER_STATE_FAILED, exit_code=3)
+    assert cells(render.worker_row(failed))["EXIT"] == "3"
+
+
+def test_json_reads_like_the_tables() -> None:
+    node = types_pb2.Node(
+        name="n",
+        state=types_pb2.NODE_STATE_READY,
+        gpus=[types_pb2.Gpu(uuid="u", memory_mib=81920, health=types_pb2.GPU_HEALTH_DEGRADED)],
+    )
+    data = render.to_dict(node)
+    assert data["state"] == "ready"
+    assert data["gpus"][0]["memory_mib"] == 81920, "64-bit integers are numbers"
+    assert data["gpus"][0]["health"] == "degraded"
+    allocation = types_pb2.Allocation(
+        state=types_pb2.ALLOCATION_STATE_PLACED,
+        workload_class=types_pb2.WORKLOAD_CLASS_LATENCY_CRITICAL,
+        fraction=types_pb2.FractionalGpu(milli_gpu=250, memory_mib=2**33),
+    )
+    data = render.to_dict(allocation)
+    assert (data["state"], data["workload_class"]) == ("placed", "latency-critical")
+    assert data["fraction"]["memory_mib"] == 2**33
 
 
 def test_allocation_view_flags_unschedulable(capsys: pytest.CaptureFixture[str]) -> None:
@@ -281,7 +324,7 @@ def test_json_keeps_proto_field_names_and_zero_values() -> None:
     assert data["name"] == "n1"
     assert data["gpu_count"] == 8
     assert data["free_gpus"] == 0
-    assert data["state"] == "NODE_STATE_UNSPECIFIED"
+    assert data["state"] == "unspecified"
     assert render.to_dicts([node, node]) == [data, data]
 
 
@@ -299,7 +342,7 @@ def test_json_keeps_proto_field_names_and_zero_values() -> None:
 def test_allocate_needs_exactly_one_resource(resources: list[str]) -> None:
     result = CliRunner().invoke(cli, ["allocate", "--tenant", "t", *resources])
     assert result.exit_code == 2
-    assert "exactly one of --whole, --fraction or --mig" in result.output
+    assert "exactly one of --whole, --fraction, --mig or --layout, or --serve" in result.output
 
 
 @pytest.mark.parametrize("value", ["500", "500:", "x:1024", "0:1024", "1001:1024", "500:0"])
@@ -350,6 +393,8 @@ class FakeAdmin(admin_pb2_grpc.AdminServicer):
 
     def ListAllocations(self, request, context):
         self.requests.append(request)
+        if request.request_id:  # no allocation here was asked for by request id
+            return scheduler_pb2.ListAllocationsResponse()
         start = int(request.page_token or 0)
         page = allocation_page(start, request.page_size)
         return scheduler_pb2.ListAllocationsResponse(
@@ -422,7 +467,7 @@ def test_not_found_is_one_line_exit_1(fake_server) -> None:
         cli, ["--insecure", "--scheduler", target, "allocation", "show", "al-9"]
     )
     assert result.exit_code == 1
-    assert result.stderr == "error: allocation al-9 not found\n"
+    assert result.stderr.startswith("error: no allocation with id or request id 'al-9'")
 
 
 def test_cordon_prints_one_line(fake_server) -> None:

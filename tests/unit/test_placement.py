@@ -240,7 +240,8 @@ def test_mig_unschedulable() -> None:
     assert outcome.unschedulable
     assert outcome.reasons[0].reason.startswith("unschedulable: no GPU of an allowed model in MIG")
     outcome = ask(snapshot, MigDemand("5g.1tb"))
-    assert outcome.reasons[0].reason == "unschedulable: no GPU model has MIG profile 5g.1tb"
+    reason = outcome.reasons[0].reason
+    assert reason.startswith("unschedulable: no GPU model has MIG profile 5g.1tb; ")
     assert ask(snapshot, MigDemand("3g.71gb")).placement is not None
 
 

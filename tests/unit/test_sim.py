@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +110,20 @@ def test_cli_prints_a_json_summary_last(tmp_path: Path) -> None:
     assert summary["unallocated_pct_at_100"] == 50.0
     assert summary["unallocated_pct_at_130"] == 50.0
     assert summary["seconds_per_seed"] >= 0
+
+
+def test_the_default_trace_ships_with_the_repository(tmp_path: Path) -> None:
+    """`gpupool sim` runs in a fresh clone: its default lists are in the package."""
+    shipped = Path(__file__).resolve().parents[2] / "scheduler" / "sim" / "traces"
+    digests = {
+        "openb_node_list_gpu_node.csv": "2beca64b4d3dfa342036a34b56a495c6",
+        "openb_pod_list_default.csv": "1ee7ed79c27a3b0861cda8ddba86a004",
+    }
+    for name, prefix in digests.items():
+        assert hashlib.sha256((shipped / name).read_bytes()).hexdigest().startswith(prefix)
+    env = {**os.environ, "GPUPOOL_TRACE_DIR": str(tmp_path)}  # a folder without the trace
+    code = "from scheduler.cli import sim_command as s; print(s.DEFAULT_NODES, s.DEFAULT_PODS)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == [str(shipped / name) for name in digests]

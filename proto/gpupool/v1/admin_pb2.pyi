@@ -39,6 +39,36 @@ class DeleteNodeResponse(_message.Message):
     requeued: _containers.RepeatedCompositeFieldContainer[_types_pb2.Allocation]
     def __init__(self, name: _Optional[str] = ..., requeued: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ...) -> None: ...
 
+class WatchFleetRequest(_message.Message):
+    __slots__ = ("queue_limit", "events_limit")
+    QUEUE_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_LIMIT_FIELD_NUMBER: _ClassVar[int]
+    queue_limit: int
+    events_limit: int
+    def __init__(self, queue_limit: _Optional[int] = ..., events_limit: _Optional[int] = ...) -> None: ...
+
+class WatchFleetResponse(_message.Message):
+    __slots__ = ("nodes", "queue", "pending_count", "events")
+    NODES_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    nodes: _containers.RepeatedCompositeFieldContainer[_types_pb2.Node]
+    queue: _containers.RepeatedCompositeFieldContainer[_types_pb2.Allocation]
+    pending_count: int
+    events: _containers.RepeatedCompositeFieldContainer[FleetEvent]
+    def __init__(self, nodes: _Optional[_Iterable[_Union[_types_pb2.Node, _Mapping]]] = ..., queue: _Optional[_Iterable[_Union[_types_pb2.Allocation, _Mapping]]] = ..., pending_count: _Optional[int] = ..., events: _Optional[_Iterable[_Union[FleetEvent, _Mapping]]] = ...) -> None: ...
+
+class FleetEvent(_message.Message):
+    __slots__ = ("allocation_id", "tenant", "event")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    tenant: str
+    event: _types_pb2.AllocationEvent
+    def __init__(self, allocation_id: _Optional[str] = ..., tenant: _Optional[str] = ..., event: _Optional[_Union[_types_pb2.AllocationEvent, _Mapping]] = ...) -> None: ...
+
 class GetAllocatorStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -161,6 +161,11 @@ class AdminStub:
                 request_serializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeRequest.SerializeToString,
                 response_deserializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeResponse.FromString,
                 _registered_method=True)
+        self.WatchFleet = channel.unary_stream(
+                '/gpupool.v1.Admin/WatchFleet',
+                request_serializer=gpupool_dot_v1_dot_admin__pb2.WatchFleetRequest.SerializeToString,
+                response_deserializer=gpupool_dot_v1_dot_admin__pb2.WatchFleetResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -341,6 +346,14 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchFleet(self, request, context):
+        """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+        each time allocations or nodes change (coalesced: at most a few a second).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -468,6 +481,11 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.DeleteNode,
                     request_deserializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeRequest.FromString,
                     response_serializer=gpupool_dot_v1_dot_admin__pb2.DeleteNodeResponse.SerializeToString,
+            ),
+            'WatchFleet': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchFleet,
+                    request_deserializer=gpupool_dot_v1_dot_admin__pb2.WatchFleetRequest.FromString,
+                    response_serializer=gpupool_dot_v1_dot_admin__pb2.WatchFleetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1146,6 +1164,33 @@ class Admin:
             '/gpupool.v1.Admin/DeleteNode',
             gpupool_dot_v1_dot_admin__pb2.DeleteNodeRequest.SerializeToString,
             gpupool_dot_v1_dot_admin__pb2.DeleteNodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchFleet(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gpupool.v1.Admin/WatchFleet',
+            gpupool_dot_v1_dot_admin__pb2.WatchFleetRequest.SerializeToString,
+            gpupool_dot_v1_dot_admin__pb2.WatchFleetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,10 @@ class AdminStub:
     (requeued, or failed where their on_failure says so). An agent that says
     hello again under that name registers it anew.
     """
+    WatchFleet: _grpc.UnaryStreamMultiCallable[_admin_pb2.WatchFleetRequest, _admin_pb2.WatchFleetResponse]
+    """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+    each time allocations or nodes change (coalesced: at most a few a second).
+    """
 
 @_typing.type_check_only
 class AdminAsyncStub(AdminStub):
@@ -149,6 +153,10 @@ class AdminAsyncStub(AdminStub):
     rank) unless force, which first takes them off it as failover does
     (requeued, or failed where their on_failure says so). An agent that says
     hello again under that name registers it anew.
+    """
+    WatchFleet: _aio.UnaryStreamMultiCallable[_admin_pb2.WatchFleetRequest, _admin_pb2.WatchFleetResponse]  # type: ignore[assignment]
+    """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+    each time allocations or nodes change (coalesced: at most a few a second).
     """
 
 class AdminServicer(metaclass=_abc_1.ABCMeta):
@@ -357,6 +365,16 @@ class AdminServicer(metaclass=_abc_1.ABCMeta):
         rank) unless force, which first takes them off it as failover does
         (requeued, or failed where their on_failure says so). An agent that says
         hello again under that name registers it anew.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchFleet(
+        self,
+        request: _admin_pb2.WatchFleetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_admin_pb2.WatchFleetResponse], _abc.AsyncIterator[_admin_pb2.WatchFleetResponse]]:
+        """A live view of the fleet (`gpupool top`): a snapshot now, then a new one
+        each time allocations or nodes change (coalesced: at most a few a second).
         """
 
 def add_AdminServicer_to_server(servicer: AdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

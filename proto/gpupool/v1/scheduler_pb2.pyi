@@ -193,18 +193,20 @@ class GetAllocationResponse(_message.Message):
     def __init__(self, allocation: _Optional[_Union[_types_pb2.Allocation, _Mapping]] = ...) -> None: ...
 
 class ListAllocationsRequest(_message.Message):
-    __slots__ = ("tenant", "state", "node", "page_size", "page_token")
+    __slots__ = ("tenant", "state", "node", "page_size", "page_token", "request_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     state: _types_pb2.AllocationState
     node: str
     page_size: int
     page_token: str
-    def __init__(self, tenant: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.AllocationState, str]] = ..., node: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, tenant: _Optional[str] = ..., state: _Optional[_Union[_types_pb2.AllocationState, str]] = ..., node: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ListAllocationsResponse(_message.Message):
     __slots__ = ("allocations", "next_page_token")
