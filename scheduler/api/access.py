@@ -57,6 +57,16 @@ RULES: dict[str, frozenset[Role]] = {
     "/gpupool.v1.Agents/RegisterNode": _NODE,
     "/gpupool.v1.Agents/Heartbeat": _NODE,
     "/gpupool.v1.Agents/Connect": _NODE,
+    # Deployments (issue 13): tenant-scoped in the use cases.
+    "/gpupool.v1.Deployments/Create": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Get": _TENANT_READ,
+    "/gpupool.v1.Deployments/List": _TENANT_READ,
+    "/gpupool.v1.Deployments/Scale": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Pause": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Resume": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Delete": _TENANT_WORK,
+    "/gpupool.v1.Deployments/History": _TENANT_READ,
+    "/gpupool.v1.Deployments/WatchReplicas": _TENANT_READ,
 }
 
 # Open to anyone who completed the TLS handshake: load balancers probe these.
@@ -86,6 +96,11 @@ AUDITED = frozenset(
         "/gpupool.v1.Admin/RevokeToken",
         "/gpupool.v1.Agents/RegisterNode",
         "/gpupool.v1.Agents/Connect",
+        "/gpupool.v1.Deployments/Create",
+        "/gpupool.v1.Deployments/Scale",
+        "/gpupool.v1.Deployments/Pause",
+        "/gpupool.v1.Deployments/Resume",
+        "/gpupool.v1.Deployments/Delete",
     }
 )
 
