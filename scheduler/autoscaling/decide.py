@@ -14,7 +14,10 @@ Per tick, for one deployment:
    (= ceil(capacity × mean usage ÷ target)).
 4. **Stabilisation** (HPA's rule): scale up to the LOWEST recommendation of
    the scale-up window (pressure held the whole window), down to the HIGHEST
-   of the scale-down window (slack held the whole window). Knative-style
+   of the scale-down window (slack held the whole window). One addition: a
+   scale-down recommendation is the peak of the last `metrics_window_s`
+   (60 s), so slack must last 300 + 60 s; a dip of 300 s (a 10-minute square
+   wave) would otherwise scale down just as the load returns. Knative-style
    panic, when asked for, skips the scale-up window once usage reaches
    panic_threshold × target and forbids scale-down while it lasts.
 5. **Rate policies**: at most +N per period up, -N per period down, counted
@@ -133,9 +136,11 @@ def decide(
             panic_until=now + timedelta(seconds=spec.scale_up.stabilization_window_s),
         )
     up_floor = _window(history, now, capacity, spec.scale_up.stabilization_window_s, True)
-    down_ceiling = _window(history, now, capacity, spec.scale_down.stabilization_window_s, False)
+    down_span = spec.scale_down.stabilization_window_s + spec.metrics_window_s
+    down_ceiling = _window(history, now, capacity, down_span, False)
     stabilised = capacity
-    if panic:
+    if panic or capacity == 0:
+        # Requests waiting with no replica at all cannot wait for a window.
         stabilised = max(capacity, raw)
     elif up_floor > capacity:
         stabilised = up_floor
@@ -315,7 +320,7 @@ def _trimmed(history: History, spec: AutoscalingSpec, now: datetime) -> History:
     """Only what a window or period can still see: bounded, whatever the uptime."""
     horizon = max(
         spec.scale_up.stabilization_window_s,
-        spec.scale_down.stabilization_window_s,
+        spec.scale_down.stabilization_window_s + spec.metrics_window_s,
         *(p.period_s for p in spec.scale_up.policies),
         *(p.period_s for p in spec.scale_down.policies),
     )
@@ -405,7 +410,7 @@ def _reason(
         window = _seconds(spec.scale_up.stabilization_window_s)
         why = f"{kv} > {target:.2f} over {window} (window min {up_floor})"
     elif desired < capacity:
-        window = _seconds(spec.scale_down.stabilization_window_s)
+        window = _seconds(spec.scale_down.stabilization_window_s + spec.metrics_window_s)
         why = f"{kv} < {target:.2f} over {window} (window max {down_ceiling})"
     elif raw_note:
         why = f"{kv}, {raw_note}"
@@ -413,7 +418,7 @@ def _reason(
         window = _seconds(spec.scale_up.stabilization_window_s)
         why = f"{kv} > {target:.2f}, waiting for the {window} window"
     elif raw < capacity:
-        window = _seconds(spec.scale_down.stabilization_window_s)
+        window = _seconds(spec.scale_down.stabilization_window_s + spec.metrics_window_s)
         why = f"{kv} < {target:.2f}, waiting for the {window} window"
     else:
         why = f"{kv}, steady"

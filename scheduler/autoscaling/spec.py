@@ -72,6 +72,11 @@ class AutoscalingSpec:
     tolerance: float = DEFAULT_TOLERANCE  # |usage / target - 1| within this: no change
     scale_up: ScalingBehavior = DEFAULT_SCALE_UP
     scale_down: ScalingBehavior = DEFAULT_SCALE_DOWN
+    # A scale-down recommendation is the highest raw one of the last
+    # metrics_window_s (a peak hold), so slack must last the scale-down window
+    # plus this: a dip no longer than the scale-down window (a 10-minute square
+    # wave) never removes a replica the next scale-up would bring back. 0: HPA.
+    metrics_window_s: float = 60.0
     standby: int = 0  # warm standby replicas: loaded, not serving, promoted in seconds
     schedule: tuple[ScheduledMinimum, ...] = ()
     timezone: str = "UTC"  # of the schedule's cron expressions
@@ -119,6 +124,8 @@ def validate(spec: AutoscalingSpec) -> None:
                     f"{name}.policies: each needs replicas ≥ 1 and period_s in (0, 3600], "
                     f"got {policy.replicas} per {policy.period_s} s"
                 )
+    if not 0.0 <= spec.metrics_window_s <= 3600.0:
+        raise InvalidArgument(f"metrics_window_s must be 0..3600, got {spec.metrics_window_s}")
     if not 0 <= spec.standby <= MAX_REPLICAS_LIMIT:
         raise InvalidArgument(f"standby must be 0..{MAX_REPLICAS_LIMIT}, got {spec.standby}")
     zone = zone_of(spec.timezone)
