@@ -173,6 +173,12 @@ class EnginePerformance:
         )
         return 2 * llm.params_billion * 1e9 * new_tokens + attention
 
+    @property
+    def attention_s_per_token2(self) -> float:
+        """Seconds of causal attention per (token²) of prefilled context: 2·L·d ÷ C."""
+        llm = self.spec.llm
+        return 2 * llm.num_layers * llm.hidden_size / self.flops_per_s
+
     def prefill_s(self, new_tokens: int, cached_tokens: int = 0) -> float:
         """Seconds of GPU time to prefill `new_tokens` (compute-bound)."""
         return self.prefill_flops(new_tokens, cached_tokens) / self.flops_per_s
