@@ -18,6 +18,7 @@ from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.server import Listeners, create_server
 from scheduler.api.validation import validate_request
+from scheduler.background.deployments import DeploymentLoop
 from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
@@ -41,6 +42,7 @@ from scheduler.security.channels import ServerTls
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
+from scheduler.services.deployments import DeploymentService
 from scheduler.services.fleet import FleetService
 from scheduler.services.grants import PriorityGrants
 from scheduler.services.health import HealthService
@@ -97,6 +99,10 @@ class SchedulerSettings:
     rendezvous_ports: tuple[int, int] = (29500, 29999)
     # A tenant's allocations waiting at once; more is RESOURCE_EXHAUSTED.
     max_pending_per_tenant: int = DEFAULT_MAX_PENDING_PER_TENANT
+    # Deployments (issue 13): the reconcile loop's period, and the HTTP ports
+    # handed to replica engines (unique among live replicas).
+    deployment_loop_s: float = 2.0
+    engine_ports: tuple[int, int] = (18000, 18999)
 
 
 def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
@@ -207,6 +213,23 @@ class SchedulerApp:
         self.preemption = PreemptionDeadlineLoop(
             self.engine, self.allocator, self.leader, self.clock
         )
+        self.deployments = DeploymentService(
+            self.engine,
+            self.clock,
+            self.workers.templates,
+            self.grants,
+            _generation_policy(settings),
+        )
+        self.agents.engine_metrics = self.deployments.record_metrics
+        low, high = settings.engine_ports
+        self.deployment_loop = DeploymentLoop(
+            self.engine,
+            self.deployments,
+            self.allocations,
+            self.leader,
+            self.clock,
+            range(low, high + 1),
+        )
         self._loops: BackgroundScheduler | None = None
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
@@ -226,6 +249,7 @@ class SchedulerApp:
             self.logs,
             self.tokens,
             self.audit,
+            deployments=self.deployments,
         )
 
     @property
@@ -265,6 +289,14 @@ class SchedulerApp:
                 self.liveness,
                 self.preemption,
                 self.settings.heartbeat_interval_s,
+            )
+            self._loops.add_job(
+                self.deployment_loop.run_once,
+                "interval",
+                seconds=self.settings.deployment_loop_s,
+                jitter=self.settings.deployment_loop_s / 10,
+                max_instances=1,
+                coalesce=True,
             )
         self.server.start()
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)

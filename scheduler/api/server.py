@@ -15,15 +15,19 @@ from gpupool.v1 import (
     admin_pb2_grpc,
     agents_pb2,
     agents_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
+from scheduler.api.deployments_servicer import DeploymentsServicer
 from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServicer
 from scheduler.security.channels import ServerTls, add_ports
 from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
+from scheduler.services.deployments import DeploymentService
 from scheduler.services.fleet import FleetService
 from scheduler.services.model_residency import ModelService
 from scheduler.services.tenants import TenantService
@@ -35,6 +39,7 @@ SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     agents_pb2.DESCRIPTOR.services_by_name["Agents"].full_name,
+    deployments_pb2.DESCRIPTOR.services_by_name["Deployments"].full_name,
 )
 
 
@@ -59,6 +64,7 @@ def create_server(
     audit: AuditLog,
     max_workers: int = 64,
     max_agents: int = 2000,
+    deployments: DeploymentService | None = None,
 ) -> tuple[grpc.Server, tuple[int, int], health.HealthServicer]:
     """Build and bind (not start) the server; returns it with the bound ports."""
     server = grpc.server(
@@ -76,6 +82,10 @@ def create_server(
     agents_pb2_grpc.add_AgentsServicer_to_server(
         AgentsServicer(fleet, agents, workers, logs), server
     )
+    if deployments is not None:
+        deployments_pb2_grpc.add_DeploymentsServicer_to_server(
+            DeploymentsServicer(deployments), server
+        )
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):

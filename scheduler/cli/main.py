@@ -21,6 +21,7 @@ from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
 from scheduler.cli.trust_commands import register_trust_commands
 from scheduler.cli.worker_commands import logs
+from scheduler.serving.engine_sim.cli import engine
 
 _file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
@@ -93,6 +94,7 @@ node.add_command(interrupt)
 cli.add_command(agent)
 cli.add_command(logs)
 cli.add_command(sim)
+cli.add_command(engine)
 
 
 def main() -> None:
