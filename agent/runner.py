@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from agent.engine_metrics import EngineScraper
 from agent.health import HealthThresholds, XidMemory, evaluate
 from agent.nvml import NvmlBackend
 from agent.residency import (
@@ -135,6 +136,7 @@ class Agent:
             settings.nccl_socket_ifname,
         )
         self.logs = LogServer(settings.state_dir, self.send)
+        self.engines = EngineScraper(settings.node_name, self.send, settings.heartbeat_interval_s)
 
     def send(self, message: agents_pb2.AgentMessage) -> None:
         """Queue a message on the current stream; dropped while disconnected
@@ -162,6 +164,7 @@ class Agent:
         """Connect, and reconnect with jittered exponential backoff, until stopped."""
         backoff = 0.5
         self.supervisor.start()
+        self.engines.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -175,6 +178,7 @@ class Agent:
             self._stop.wait(random.uniform(0, backoff))  # full jitter
             backoff = min(backoff * 2, self.settings.max_backoff_s)
         self.supervisor.close()  # workers keep running: the next agent adopts them
+        self.engines.stop()
         self.logs.stop_all()
 
     def _session(self) -> None:
@@ -235,6 +239,7 @@ class Agent:
                 )
                 outbound.put(agents_pb2.AgentMessage(observed=observed))
             self.supervisor.reconcile(desired.allocations)
+            self.engines.observe(desired.allocations)
         elif body == "log_request":
             self.logs.handle(message.log_request)
         elif body == "fault":

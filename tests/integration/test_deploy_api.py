@@ -269,17 +269,17 @@ def test_watch_replicas_sends_the_snapshot_then_changes(
 ) -> None:
     _create(stub)
     app.deployment_loop.run_once()
-    stream = stub.WatchReplicas(pb.WatchReplicasRequest(deployment="chat"), timeout=20)
+    call = stub.WatchReplicas(pb.WatchReplicasRequest(deployment="chat"), timeout=20)
+    stream = iter(call)
     first = next(stream)
-    assert (
-        first.replica.state == pb.REPLICA_STATE_STARTING and first.replica.model == "llama-3.1-8b"
-    )
+    assert first.replica.state == pb.REPLICA_STATE_STARTING
+    assert first.replica.model == "llama-3.1-8b"
     assert next(stream).synced
     _ready(app, _get(stub))
     app.deployment_loop.run_once()
     update = next(stream)
     assert update.replica.state == pb.REPLICA_STATE_READY and update.replica.endpoint
-    stream.cancel()
+    call.cancel()  # type: ignore[no-untyped-call]
 
 
 def test_scale_pause_resume(app: SchedulerApp, stub: deployments_pb2_grpc.DeploymentsStub) -> None:
