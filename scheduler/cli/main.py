@@ -14,6 +14,7 @@ from scheduler.cli.admin_commands import (
     node,
     register_admin_commands,
 )
+from scheduler.cli.deploy_commands import deploy
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
@@ -97,6 +98,7 @@ cli.add_command(logs)
 cli.add_command(sim)
 cli.add_command(route_sim)
 cli.add_command(engine)
+cli.add_command(deploy)
 
 
 def main() -> None:
