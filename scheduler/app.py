@@ -42,6 +42,7 @@ from scheduler.security.channels import ServerTls
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
+from scheduler.services.cost import CostService
 from scheduler.services.deployments import DeploymentService
 from scheduler.services.fleet import FleetService
 from scheduler.services.grants import PriorityGrants
@@ -52,6 +53,7 @@ from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay
 from scheduler.services.workers import WorkerService
+from scheduler.serving.prices import load_prices
 from scheduler.store.database import (
     EmbeddedPostgres,
     create_db_engine,
@@ -103,6 +105,8 @@ class SchedulerSettings:
     # handed to replica engines (unique among live replicas).
     deployment_loop_s: float = 2.0
     engine_ports: tuple[int, int] = (18000, 18999)
+    # GPU prices for `gpupool cost` (None: $GPUPOOL_PRICES, else deploy/prices.yaml).
+    prices_file: Path | None = None
 
 
 def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
@@ -230,6 +234,7 @@ class SchedulerApp:
             self.clock,
             range(low, high + 1),
         )
+        self.cost = CostService(self.engine, self.clock, load_prices(settings.prices_file))
         self._loops: BackgroundScheduler | None = None
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
@@ -250,6 +255,7 @@ class SchedulerApp:
             self.tokens,
             self.audit,
             deployments=self.deployments,
+            cost=self.cost,
         )
 
     @property

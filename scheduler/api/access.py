@@ -67,6 +67,9 @@ RULES: dict[str, frozenset[Role]] = {
     "/gpupool.v1.Deployments/Delete": _TENANT_WORK,
     "/gpupool.v1.Deployments/History": _TENANT_READ,
     "/gpupool.v1.Deployments/WatchReplicas": _TENANT_READ,
+    # Cost (issue 13): a service sees its own tenant only (the use case checks).
+    "/gpupool.v1.Cost/GetCost": _TENANT_READ,
+    "/gpupool.v1.Cost/GetPrices": _TENANT_READ,
 }
 
 # Open to anyone who completed the TLS handshake: load balancers probe these.

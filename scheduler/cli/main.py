@@ -14,6 +14,7 @@ from scheduler.cli.admin_commands import (
     node,
     register_admin_commands,
 )
+from scheduler.cli.cost_commands import cost, plan_command
 from scheduler.cli.deploy_commands import deploy
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
@@ -97,6 +98,8 @@ cli.add_command(agent)
 cli.add_command(logs)
 cli.add_command(sim)
 cli.add_command(route_sim)
+cli.add_command(cost)
+cli.add_command(plan_command)
 cli.add_command(engine)
 cli.add_command(deploy)
 
