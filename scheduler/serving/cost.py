@@ -70,25 +70,6 @@ def binding_gpus(kind: str, binding: dict[str, object]) -> float:
     return 1.0
 
 
-def held_spans(
-    events: Iterable[tuple[str, datetime]], now: datetime
-) -> list[tuple[datetime, datetime]]:
-    """The stretches an allocation held GPUs, from its (state, at) events in order;
-    a stretch still open ends at `now`. Adjacent holding states are merged."""
-    spans: list[tuple[datetime, datetime]] = []
-    start: datetime | None = None
-    for state, at in events:
-        if state in HOLDING_STATES:
-            if start is None:
-                start = at
-        elif start is not None:
-            spans.append((start, at))
-            start = None
-    if start is not None and start < now:
-        spans.append((start, now))
-    return spans
-
-
 def cost_lines(
     intervals: Iterable[HeldInterval],
     prices: PriceTable,

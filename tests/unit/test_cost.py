@@ -13,7 +13,6 @@ from scheduler.serving.cost import (
     binding_gpus,
     cost_lines,
     cost_per_million_tokens,
-    held_spans,
     money_per_million_tokens,
     totals_by,
 )
@@ -76,22 +75,6 @@ def test_the_window_clips_intervals() -> None:
     (line,) = cost_lines([interval], PRICES, hours(1), hours(3))
     assert line.gpu_hours == pytest.approx(4.0) and line.money == pytest.approx(12.0)
     assert cost_lines([interval], PRICES, hours(5), hours(6)) == []
-
-
-def test_held_spans_follow_the_event_history() -> None:
-    events = [
-        ("pending", hours(0)),
-        ("placed", hours(1)),
-        ("running", hours(1.1)),
-        ("preempting", hours(2)),
-        ("pending", hours(2.5)),  # requeued: holds nothing while waiting
-        ("placed", hours(3)),
-        ("running", hours(3.2)),
-    ]
-    assert held_spans(events, hours(5)) == [(hours(1), hours(2.5)), (hours(3), hours(5))]
-    assert held_spans([("placed", hours(0)), ("released", hours(1))], hours(9)) == [
-        (hours(0), hours(1))
-    ]
 
 
 def test_binding_gpu_equivalents() -> None:
