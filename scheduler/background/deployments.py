@@ -49,6 +49,7 @@ from scheduler.domain.deployments import (
     candidates,
     cold_start_s,
     replica_allocation,
+    spread_tiers,
 )
 from scheduler.domain.errors import GpupoolError
 from scheduler.services.allocations import AllocationService
@@ -193,7 +194,8 @@ class DeploymentLoop:
         result.stopped[row["name"]] = self._release(row, plan)
         if acting and (decision.start_serving or decision.start_standby):
             starts = [False] * decision.start_serving + [True] * decision.start_standby
-            result.started[row["name"]] = self._start(row, spec, starts)
+            nodes = {r["node"] for r in live if r["node"]}
+            result.started[row["name"]] = self._start(row, spec, starts, nodes)
 
     def _delete_step(
         self, row: Mapping[str, Any], live: Sequence[Mapping[str, Any]], now: datetime, plan: _Plan
@@ -237,12 +239,17 @@ class DeploymentLoop:
         return released
 
     def _start(
-        self, row: Mapping[str, Any], spec: DeploymentSpec, for_standby: Sequence[bool]
+        self,
+        row: Mapping[str, Any],
+        spec: DeploymentSpec,
+        for_standby: Sequence[bool],
+        used_nodes: set[str],
     ) -> list[str]:
         template = self._deployments.templates[spec.engine]
         with self._engine.connect() as conn:
             found, reasons = candidates(spec, fleet_capacity(conn), self._deployments.policy)
             taken = store.taken_ports(conn)
+            labels = store.node_labels(conn)
         if not found:
             self._event(row, "error", "cannot start a replica: " + "; ".join(reasons))
             return []
@@ -254,10 +261,13 @@ class DeploymentLoop:
                 break
             taken.add(port)
             replica_id = uuid.uuid4().hex[:16]
-            placed = self._allocate(spec, template, found, replica_id, port)
+            spread = spread_tiers(used_nodes, labels)
+            placed = self._allocate(spec, template, found, replica_id, port, spread)
             if placed is None:
                 break
             candidate, record = placed
+            if record.node:
+                used_nodes.add(record.node)
             now = self._clock.now()
             with self._engine.begin() as conn:
                 values = _replica_row(row, spec, candidate, record, replica_id, port, standby, now)
@@ -286,10 +296,14 @@ class DeploymentLoop:
         found: Sequence[Candidate],
         replica_id: str,
         port: int,
+        spread: tuple[frozenset[str], ...],
     ) -> tuple[Candidate, Any] | None:
-        """The first candidate that fits now; else wait on the first one."""
+        """The first candidate that fits now (away from its siblings' failure
+        domains where it can); else wait on the first one."""
         for candidate in found:
-            request = replica_allocation(spec, template, candidate, replica_id, port, no_wait=True)
+            request = replica_allocation(
+                spec, template, candidate, replica_id, port, no_wait=True, spread_away=spread
+            )
             try:
                 return candidate, self._allocations.allocate(SYSTEM, request)
             except GpupoolError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -329,6 +329,7 @@ def replica_allocation(
     replica_id: str,
     port: int,
     no_wait: bool,
+    spread_away: tuple[frozenset[str], ...] = (),
 ) -> AllocationSpec:
     """The allocation one replica asks for: whole GPUs of the candidate's model
     in a TP layout, the deployment's classes, its model (warm placement
@@ -354,6 +355,7 @@ def replica_allocation(
         layout=ParallelLayout(tp=candidate.tp),
         model_spec=spec.model_request(variant),
         worker=WorkerRequest(template=template.name, args=args),
+        spread_away=spread_away,
     )
 
 
@@ -387,3 +389,26 @@ def _scaling(behavior: Behavior) -> ScalingBehavior:
     return ScalingBehavior(
         float(behavior.stabilization_s), (RatePolicy(behavior.max_step, float(behavior.period_s)),)
     )
+
+
+SPREAD_LABELS = ("zone", "rack")
+
+
+def spread_tiers(
+    used_nodes: Collection[str], labels: Mapping[str, Mapping[str, str]]
+) -> tuple[frozenset[str], ...]:
+    """The node sets a new replica should stay off, strongest first: every
+    node of a zone its siblings use, of a rack they use, then their nodes."""
+    used = set(used_nodes)
+    if not used:
+        return ()
+    tiers: list[frozenset[str]] = []
+    for key in SPREAD_LABELS:
+        values = {labels.get(n, {}).get(key) for n in used} - {None, ""}
+        if values:
+            tier = frozenset(n for n, node in labels.items() if node.get(key) in values) | used
+            if tier not in tiers:
+                tiers.append(tier)
+    if frozenset(used) not in tiers:
+        tiers.append(frozenset(used))
+    return tuple(tiers)

@@ -376,3 +376,11 @@ def gpu_counts(conn: Connection) -> list[tuple[str, str, str]]:
         .where(g.mig_enabled.is_(False), n.deleted_at.is_(None))
     )
     return [(str(m), str(node), str(label or "")) for m, node, label in rows]
+
+
+def node_labels(conn: Connection) -> dict[str, dict[str, str]]:
+    """Every node's labels (zone, rack …), for spreading replicas."""
+    rows = conn.execute(
+        select(nodes_t.c.name, nodes_t.c.labels).where(nodes_t.c.deleted_at.is_(None))
+    )
+    return {str(name): {str(k): str(v) for k, v in (labels or {}).items()} for name, labels in rows}

@@ -186,6 +186,8 @@ def test_the_loop_starts_scales_promotes_standby_drains_and_deletes(
         host, port = replica.endpoint.rsplit(":", 1)
         assert host == replica.node and 18000 <= int(port) <= 18999
     assert {r.gpu_model for r in deployment.replicas} == {"H100-80GB"}
+    # Spread: both H100 nodes share zone and rack, so the second replica takes the other node.
+    assert {r.node for r in deployment.replicas} == {"h100-sxm-0", "h100-sxm-1"}
     _ready(app, deployment)
     loop.run_once()
     deployment = _get(stub)
