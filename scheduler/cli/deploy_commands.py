@@ -342,3 +342,24 @@ def history(state: CliContext, name: str, tenant: str, limit: int) -> None:
     if not events:
         raise CliError(f"deployment {name!r} has no history")
     state.show(events, lambda: history_table(name, events))
+
+
+def demo_spec(tenant: str = "demo") -> pb.DeploymentSpec:
+    """The deployment `gpupool up --demo-deployment` creates: llama-3.1-8b on
+    the simulated engine, FP16 on H100/H200 and INT4 on A100-80GB, 1..4
+    replicas with one warm standby, scaling on KV-cache use."""
+    return pb.DeploymentSpec(
+        name="chat",
+        tenant=tenant,
+        model="llama-3.1-8b",
+        engine="sim-engine",
+        variants=[
+            pb.DeploymentVariant(name="fp16", dtype="fp16", gpu_models=["H100-80GB", "H200"]),
+            pb.DeploymentVariant(name="int4", dtype="int4", gpu_models=["A100-80GB"]),
+        ],
+        workload_class=types_pb2.WORKLOAD_CLASS_LATENCY_CRITICAL,
+        min_replicas=1,
+        max_replicas=4,
+        standby_replicas=1,
+        engine_args={"extra_args": "--kv-blocks 2048"},
+    )

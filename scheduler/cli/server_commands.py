@@ -4,6 +4,7 @@ system on one machine: embedded PostgreSQL, scheduler, simulated fleet)."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -300,6 +301,11 @@ def serve(
 @_insecure_option
 @_placement_policy_option
 @_packing_option
+@click.option(
+    "--demo-deployment",
+    is_flag=True,
+    help="Also serve llama-3.1-8b as deployment demo/chat on the simulated engine.",
+)
 def up(
     fleet_file: Path,
     database_url: str | None,
@@ -309,6 +315,7 @@ def up(
     insecure: bool,
     placement_policy: Path | None,
     packing_policy: str,
+    demo_deployment: bool,
 ) -> None:
     """Start the scheduler and one simulated agent per node; Ctrl-C stops everything.
 
@@ -340,6 +347,13 @@ def up(
                     break
                 time.sleep(0.2)
         gpus = sum(len(n.gpus) for n in nodes)
+        if demo_deployment:
+            # Imported here like the app itself: `gpupool --help` stays light.
+            from scheduler.api.deployments_servicer import deployment_spec
+            from scheduler.cli.deploy_commands import demo_spec
+            from scheduler.domain.callers import SYSTEM
+
+            app.deployments.create(SYSTEM, deployment_spec(demo_spec()))
         console.print(
             f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
             f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
@@ -356,7 +370,15 @@ def up(
             "  gpupool token create demo-svc --tenant demo --role service\n"
             "  gpupool allocations\n"
             "  gpupool audit\n"
-            "Ctrl-C stops everything."
+            + (
+                "  gpupool deploy get chat        (demo/chat: replicas on the simulated engine)\n"
+                "  gpupool deploy history chat\n"
+                if demo_deployment
+                else "  gpupool deploy create chat --tenant demo --model llama-3.1-8b "
+                "--variant fp16:H100-80GB,H200 --min 1 --max 4 --standby 1 "
+                "(or: gpupool up --demo-deployment)\n"
+            )
+            + "Ctrl-C stops everything."
         )
         _wait_for_signal()
         console.print("stopping…")
@@ -386,8 +408,13 @@ def _start_agent(
         "--node", node,
         "--state-dir", str(data_dir / "agents"),
     ]  # fmt: skip
+    # Worker templates name their programs (gpupool engine simulate, python3):
+    # the ones next to this interpreter come first, venv activated or not.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     with (logs / f"agent-{node}.log").open("ab") as log_file:
-        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path}
+        )
 
 
 def register_server_commands(group: click.Group) -> None:
