@@ -235,9 +235,8 @@ def weighted(
         affinity = cfg.prefix_penalty_s if hit == longest else 0.0
         # Requests the engine holds that this router did not send (other gateways).
         metrics = replica.metrics
-        unseen = (
-            metrics.num_requests_running + metrics.num_requests_waiting - replica.load.in_flight
-        )
+        engine_total = metrics.num_requests_running + metrics.num_requests_waiting
+        unseen = engine_total - replica.load.in_flight_at_metrics
         queue = unseen * replica.speed.prefill_s(request.prompt_tokens) if unseen > 0 else 0.0
         total = (
             cfg.weight_load * load

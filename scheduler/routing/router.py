@@ -157,8 +157,12 @@ class Router:
             self._rebuild()
 
     def set_metrics(self, replica_id: str, metrics: EngineMetrics) -> None:
+        """The engine's latest metrics (they count this router's requests as of now)."""
         known = self._replicas.get(replica_id)
-        if known is not None and known.view.metrics != metrics:
+        if known is None:
+            return
+        known.load.in_flight_at_metrics = known.load.in_flight
+        if known.view.metrics != metrics:
             known.view = replace(known.view, metrics=metrics)
             self._rebuild()
 

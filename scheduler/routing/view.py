@@ -48,6 +48,9 @@ class ReplicaLoad:
     pending_prefill_s: float = 0.0
     # Output tokens expected but not yet generated.
     pending_output_tokens: int = 0
+    # in_flight when the engine's metrics were last taken: what the engine reports
+    # beyond it came from elsewhere (other gateway replicas).
+    in_flight_at_metrics: int = 0
 
 
 @dataclass(frozen=True)

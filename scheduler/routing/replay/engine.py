@@ -26,6 +26,8 @@ from scheduler.serving.kv_cache import BatchLimits, PrefixCache
 from scheduler.serving.performance import EnginePerformance
 
 _EPS = 1e-9
+# Prefill left that counts as done (float rounding of event times).
+_DONE_TOKENS = 1e-3
 
 
 @dataclass
@@ -110,7 +112,7 @@ class SimReplica:
             _, _, job = heapq.heappop(self.decoding)
             self._release(job)
             done.append(job)
-        while self.prefilling and self.prefilling[0].remaining_prefill <= 1e-6:
+        while self.prefilling and self.prefilling[0].remaining_prefill <= _DONE_TOKENS:
             job = self.prefilling.popleft()
             job.first_token_s = self.now
             self.cache.insert(job.blocks)

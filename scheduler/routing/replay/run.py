@@ -207,7 +207,8 @@ def replay(
         event = events[0][0] if events else math.inf
         if next_scrape <= min(arrival, event):
             now = next_scrape
-            _scrape(router, sims, now, imbalance)
+            # Imbalance is sampled while requests arrive, not over the final drain.
+            _scrape(router, sims, now, imbalance if i < len(requests) else None)
             next_scrape = now + SCRAPE_INTERVAL_S
             continue
         if arrival <= event:
@@ -248,7 +249,10 @@ def replay(
 
 
 def _scrape(
-    router: Router, sims: dict[str, SimReplica], now: float, imbalance: list[tuple[float, float]]
+    router: Router,
+    sims: dict[str, SimReplica],
+    now: float,
+    imbalance: list[tuple[float, float]] | None,
 ) -> None:
     """Engine metrics to the router (as the gateway scrapes them) and one imbalance sample."""
     work: list[float] = []
@@ -260,5 +264,5 @@ def _scrape(
         )
         work.append(sim.outstanding_work_s())
     mean = sum(work) / len(work)
-    if mean > 0:
+    if imbalance is not None and mean > 0:
         imbalance.append((now, max(work) / mean))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -98,6 +98,10 @@ def load_trace(path: Path, limit: int | None = None) -> Trace:
         raise InvalidArgument(f"trace {path}: no requests")
     requests.sort(key=lambda r: r.arrival_s)
     block = MOONCAKE_BLOCK_TOKENS if first == "{" else 16
+    # Times from 0: epoch seconds (Azure) leave too little float precision for events.
+    start = requests[0].arrival_s
+    if start:
+        requests = [replace(r, arrival_s=r.arrival_s - start) for r in requests]
     return Trace(path.name, requests, block)
 
 
