@@ -80,6 +80,7 @@ def deployment_spec(wire: pb.DeploymentSpec) -> DeploymentSpec:
         scale_to_zero=wire.scale_to_zero,
         context_tokens=wire.context_tokens,
         concurrent_sequences=wire.concurrent_sequences,
+        metrics_window_s=wire.metrics_window_s,
     )
 
 
@@ -122,6 +123,7 @@ def spec_message(spec: DeploymentSpec) -> pb.DeploymentSpec:
         scale_to_zero=spec.scale_to_zero,
         context_tokens=spec.context_tokens,
         concurrent_sequences=spec.concurrent_sequences,
+        metrics_window_s=spec.metrics_window_s,
     )
 
 
@@ -214,7 +216,9 @@ class DeploymentsServicer(deployments_pb2_grpc.DeploymentsServicer):
     def List(
         self, request: pb.ListDeploymentsRequest, context: grpc.ServicerContext
     ) -> pb.ListDeploymentsResponse:
-        views = self._deployments.list_all(current_caller(), request.tenant, request.include_deleted)
+        views = self._deployments.list_all(
+            current_caller(), request.tenant, request.include_deleted
+        )
         return pb.ListDeploymentsResponse(deployments=[deployment_message(v) for v in views])
 
     def Scale(

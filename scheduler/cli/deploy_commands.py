@@ -200,6 +200,9 @@ def deploy() -> None:
 @click.option("--standby", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--scale-up", default="", help="WINDOW_S/STEP/PERIOD_S [default: 60/2/120].")
 @click.option("--scale-down", default="", help="WINDOW_S/STEP/PERIOD_S [default: 300/1/300].")
+@click.option(
+    "--metrics-window", type=click.IntRange(0, 3600), default=0, help="Peak-hold seconds [60]."
+)
 @click.option("--cron", "crons", multiple=True, help='"0 9 * * 1-5=6": a minimum from then on.')
 @click.option("--workload-class", type=click.Choice(sorted(WORKLOAD_CLASSES)), default=None)
 @click.option("--priority-class", default="", help="Default: normal.")
@@ -221,6 +224,7 @@ def create(
     standby: int,
     scale_up: str,
     scale_down: str,
+    metrics_window: int,
     crons: tuple[str, ...],
     workload_class: str | None,
     priority_class: str,
@@ -251,6 +255,7 @@ def create(
         cron_minimums=minimums,
         advisory=advisory,
         scale_to_zero=scale_to_zero,
+        metrics_window_s=metrics_window,
     )
     if scale_up:
         spec.scale_up.CopyFrom(parse_behavior(scale_up))

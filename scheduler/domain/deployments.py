@@ -93,6 +93,7 @@ class DeploymentSpec:
     scale_to_zero: bool = False
     context_tokens: int = 0
     concurrent_sequences: int = 0
+    metrics_window_s: int = 0  # 0: the autoscaler's default
 
     def as_json(self) -> dict[str, Any]:
         body = asdict(self)
@@ -372,7 +373,7 @@ def autoscaling_spec(spec: DeploymentSpec, manual_replicas: int | None = None) -
     low, high = spec.min_replicas, spec.max_replicas
     if manual_replicas is not None:
         low = high = manual_replicas
-    return AutoscalingSpec(
+    scaling = AutoscalingSpec(
         min_replicas=low,
         max_replicas=max(high, 1),
         target_kv_utilisation=spec.target_kv or DEFAULT_TARGET_KV,
@@ -383,6 +384,9 @@ def autoscaling_spec(spec: DeploymentSpec, manual_replicas: int | None = None) -
         scale_to_zero=spec.scale_to_zero or low == 0,
         advisory=spec.advisory,
     )
+    if spec.metrics_window_s:
+        scaling = replace(scaling, metrics_window_s=float(spec.metrics_window_s))
+    return scaling
 
 
 def _scaling(behavior: Behavior) -> ScalingBehavior:

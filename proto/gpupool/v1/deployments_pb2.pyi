@@ -62,7 +62,7 @@ class ScalingBehavior(_message.Message):
     def __init__(self, stabilization_s: _Optional[int] = ..., max_step: _Optional[int] = ..., period_s: _Optional[int] = ...) -> None: ...
 
 class DeploymentSpec(_message.Message):
-    __slots__ = ("name", "tenant", "model", "params_billion", "variants", "engine", "engine_args", "workload_class", "priority_class", "min_replicas", "max_replicas", "target_kv_cache_usage", "scale_up", "scale_down", "standby_replicas", "cron_minimums", "advisory", "scale_to_zero", "context_tokens", "concurrent_sequences")
+    __slots__ = ("name", "tenant", "model", "params_billion", "variants", "engine", "engine_args", "workload_class", "priority_class", "min_replicas", "max_replicas", "target_kv_cache_usage", "scale_up", "scale_down", "standby_replicas", "cron_minimums", "advisory", "scale_to_zero", "context_tokens", "concurrent_sequences", "metrics_window_s")
     class EngineArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -97,6 +97,7 @@ class DeploymentSpec(_message.Message):
     SCALE_TO_ZERO_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENT_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
+    METRICS_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     model: str
@@ -117,7 +118,8 @@ class DeploymentSpec(_message.Message):
     scale_to_zero: bool
     context_tokens: int
     concurrent_sequences: int
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., model: _Optional[str] = ..., params_billion: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[DeploymentVariant, _Mapping]]] = ..., engine: _Optional[str] = ..., engine_args: _Optional[_Mapping[str, str]] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., priority_class: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_kv_cache_usage: _Optional[float] = ..., scale_up: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., scale_down: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., standby_replicas: _Optional[int] = ..., cron_minimums: _Optional[_Mapping[str, int]] = ..., advisory: _Optional[bool] = ..., scale_to_zero: _Optional[bool] = ..., context_tokens: _Optional[int] = ..., concurrent_sequences: _Optional[int] = ...) -> None: ...
+    metrics_window_s: int
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., model: _Optional[str] = ..., params_billion: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[DeploymentVariant, _Mapping]]] = ..., engine: _Optional[str] = ..., engine_args: _Optional[_Mapping[str, str]] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., priority_class: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_kv_cache_usage: _Optional[float] = ..., scale_up: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., scale_down: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., standby_replicas: _Optional[int] = ..., cron_minimums: _Optional[_Mapping[str, int]] = ..., advisory: _Optional[bool] = ..., scale_to_zero: _Optional[bool] = ..., context_tokens: _Optional[int] = ..., concurrent_sequences: _Optional[int] = ..., metrics_window_s: _Optional[int] = ...) -> None: ...
 
 class ReplicaMetrics(_message.Message):
     __slots__ = ("kv_cache_usage", "num_requests_running", "num_requests_waiting", "prompt_tokens_total", "generation_tokens_total", "observed_at")
