@@ -6,7 +6,10 @@ Per tick and deployment:
 1. **Observe.** Each live replica follows its allocation: placed/running
    with every engine rank ready (the template's readiness probe: the
    engine's /health) → ready (standby when it was started for the pool);
-   requeued, or an engine restarting → starting; preempting → draining;
+   requeued, or an engine restarting → starting; preempting (a spot
+   interruption notice, a preemption) → draining, so the autoscaler starts
+   the replacement while it still finishes its requests; requeued while
+   draining → stopped;
    released or failed without being stopped by us → stopped (the
    autoscaler then sees too few replicas and starts a replacement).
 2. **Decide.** `scheduler.autoscaling.decide()` over the replicas and their
@@ -160,9 +163,12 @@ class DeploymentLoop:
             self._apply(row, plan, now)
             result.stopped[row["name"]] = self._release(row, plan)
             return
+        # A preempted replica (its allocation is giving its GPUs back) is no
+        # capacity to promote: decide() does not see it, and replaces it.
+        decidable = [r for r in live if r["allocation_state"] != "preempting"]
         decision = decide(
             autoscaling_spec(spec, row["manual_replicas"]),
-            [_view(r, now) for r in live],
+            [_view(r, now) for r in decidable],
             History.from_json(row["autoscaler_history"]),
             now,
         )
@@ -180,7 +186,7 @@ class DeploymentLoop:
                     (kind, decision.reason, decision.current_replicas, decision.desired_replicas)
                 )
         if acting:
-            by_id = {r["id"]: r for r in live}
+            by_id = {r["id"]: r for r in decidable}
             for replica_id in decision.promote:
                 plan.move(by_id[replica_id], "ready", now, "promoted")
             for replica_id in decision.drain:
@@ -387,7 +393,13 @@ def _observe(
         and all(w.get("state") == "ready" for w in workers)
     )
     if alloc_state == "preempting" and state in ("ready", "standby", "starting"):
-        _set(plan, current, "draining", now, "preempted: draining")
+        # A spot notice or a preemption: no new requests from now, and the
+        # autoscaler, one replica short, starts (or promotes) its replacement.
+        _set(plan, current, "draining", now, f"preempted: {allocation['message'] or 'draining'}")
+    elif alloc_state == "pending" and state == "draining":
+        # Its GPUs went back while it drained: the replacement already runs.
+        _set(plan, current, "stopped", now, "requeued while draining: released")
+        plan.release.append((replica["id"], replica["allocation_id"]))
     elif state == "starting" and engine_ready:
         target = "standby" if replica["for_standby"] else "ready"
         _set(plan, current, target, now, "engine healthy")

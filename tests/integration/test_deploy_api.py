@@ -8,8 +8,8 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
+from gpupool.v1 import admin_pb2, deployments_pb2_grpc
 from gpupool.v1 import deployments_pb2 as pb
-from gpupool.v1 import deployments_pb2_grpc
 from scheduler.app import SchedulerApp
 from scheduler.domain.callers import SYSTEM, Role
 from scheduler.domain.clock import ManualClock
@@ -311,3 +311,23 @@ def test_scale_pause_resume(app: SchedulerApp, stub: deployments_pb2_grpc.Deploy
     # Replica allocations carry the deployment's labels and worker.
     allocation = app.allocations.get(SYSTEM, _get(stub).replicas[0].allocation_id)
     assert allocation.labels["gpupool.io/deployment"] == "chat"
+
+
+def test_a_spot_interruption_starts_the_replacement_before_the_replica_is_lost(
+    app: SchedulerApp, fleet_client: Client, stub: deployments_pb2_grpc.DeploymentsStub
+) -> None:
+    _create(stub, min_replicas=1, max_replicas=2)
+    app.deployment_loop.run_once()
+    _ready(app, _get(stub))
+    app.deployment_loop.run_once()
+    first = _get(stub).replicas[0]
+    assert first.state == pb.REPLICA_STATE_READY
+    fleet_client.admin.InterruptNode(
+        admin_pb2.InterruptNodeRequest(name=first.node, in_seconds=120)
+    )
+    app.deployment_loop.run_once()
+    replicas = {r.id: r for r in _get(stub).replicas}
+    assert replicas[first.id].state == pb.REPLICA_STATE_DRAINING
+    assert "spot interruption" in replicas[first.id].reason
+    replacement = [r for r in replicas.values() if r.id != first.id]
+    assert len(replacement) == 1 and replacement[0].node != first.node
