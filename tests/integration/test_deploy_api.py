@@ -8,7 +8,7 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
-from gpupool.v1 import admin_pb2, deployments_pb2_grpc
+from gpupool.v1 import admin_pb2, deployments_pb2_grpc, scheduler_pb2, types_pb2
 from gpupool.v1 import deployments_pb2 as pb
 from scheduler.app import SchedulerApp
 from scheduler.domain.callers import SYSTEM, Role
@@ -331,3 +331,36 @@ def test_a_spot_interruption_starts_the_replacement_before_the_replica_is_lost(
     assert "spot interruption" in replicas[first.id].reason
     replacement = [r for r in replicas.values() if r.id != first.id]
     assert len(replacement) == 1 and replacement[0].node != first.node
+
+
+def test_a_latency_critical_deployment_preempts_batch_work_for_its_replica(
+    app: SchedulerApp,
+    fleet_client: Client,
+    stub: deployments_pb2_grpc.DeploymentsStub,
+    clock: ManualClock,
+) -> None:
+    # Batch work holds every B200; a critical deployment on B200 needs one.
+    batch = fleet_client.scheduler.Allocate(
+        scheduler_pb2.AllocateRequest(
+            tenant="team-b",
+            request_id="train",
+            whole=types_pb2.WholeGpus(count=8),
+            gpu_models=["B200"],
+            priority_class="batch",
+        )
+    ).allocation
+    assert batch.state == types_pb2.ALLOCATION_STATE_PLACED
+    clock.advance(120)  # past the batch class's minimum runtime
+    _create(
+        stub,
+        priority_class="critical",
+        workload_class=types_pb2.WORKLOAD_CLASS_LATENCY_CRITICAL,
+        variants=[pb.DeploymentVariant(name="fp16", dtype="fp16", gpu_models=["B200"])],
+    )
+    app.deployment_loop.run_once()
+    replica = _get(stub).replicas[0]
+    assert replica.state == pb.REPLICA_STATE_STARTING and replica.reason == "waiting for GPUs"
+    victim = app.allocations.get(SYSTEM, batch.id)
+    assert victim.state == "preempting"
+    waiting = app.allocations.get(SYSTEM, replica.allocation_id)
+    assert waiting.priority_class == "critical" and waiting.state == "pending"
