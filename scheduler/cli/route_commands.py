@@ -3,16 +3,32 @@ explain` and `gpupool gateway` (the OpenAI-compatible gateway)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import signal
 from pathlib import Path
 
 import click
+import yaml
 from rich.console import Console
 from rich.table import Table
 
 from scheduler.cli.admin_commands import CliContext
+from scheduler.domain.clock import SystemClock
 from scheduler.domain.errors import GpupoolError
+from scheduler.gateway.app import Gateway, GatewaySettings
+from scheduler.gateway.auth import TokenAuthenticator
+from scheduler.gateway.limits import Limits, TenantLimiter
+from scheduler.gateway.replicas import (
+    Pools,
+    ReplicaSource,
+    StaticReplicaSource,
+    read_replicas_file,
+)
+from scheduler.gateway.server import GatewayTls, local_gateway_tls, start
+from scheduler.gateway.watch import WatchReplicaSource
 from scheduler.routing.policies import DEFAULT_POLICY
 from scheduler.routing.replay.run import (
     DEFAULT_FLEET,
@@ -24,6 +40,9 @@ from scheduler.routing.replay.run import (
     scale_to_load,
 )
 from scheduler.routing.replay.trace import load_trace
+from scheduler.routing.router import check_policy
+from scheduler.services.tokens import TokenService
+from scheduler.store.database import create_db_engine
 
 # The shared data folder sits next to the repository: <repo>/../shared/data/...
 LLM_TRACE_DIR = Path(
@@ -184,3 +203,138 @@ def _targets(results: list[PolicyResult], baseline: PolicyResult) -> list[str]:
         f"policy's ({best.policy}; target without shared prefixes: <= 1.1×)"
     )
     return lines
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE", param_hint=option)
+        pairs[key] = rest
+    return pairs
+
+
+def _tenant_limits(values: tuple[str, ...]) -> dict[str, Limits]:
+    limits: dict[str, Limits] = {}
+    for tenant, spec in _pairs(values, "--tenant-limit").items():
+        rpm, sep, tpm = spec.partition(":")
+        try:
+            limits[tenant] = Limits(float(rpm or 0), float(tpm or 0) if sep else 0.0)
+        except ValueError:
+            raise click.BadParameter(
+                f"{spec!r}: expected RPM:TPM", param_hint="--tenant-limit"
+            ) from None
+    return limits
+
+
+@click.command("gateway")
+@click.option("--listen", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT")
+@click.option(
+    "--database-url",
+    envvar="GPUPOOL_DATABASE_URL",
+    required=True,
+    help="The scheduler's PostgreSQL, for verifying bearer tokens (cached 5 s).",
+)
+@click.option(
+    "--replicas",
+    "replicas_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    default=None,
+    help="A fixed replica list (YAML) instead of the scheduler's WatchReplicas stream.",
+)
+@click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Default policy.")
+@click.option(
+    "--deployment-policy",
+    multiple=True,
+    metavar="DEPLOYMENT=POLICY",
+    help="A policy for one deployment (repeatable).",
+)
+@click.option("--rpm", type=float, default=0, help="Requests per minute per tenant (0: no limit).")
+@click.option("--tpm", type=float, default=0, help="Tokens per minute per tenant (0: no limit).")
+@click.option(
+    "--tenant-limit", multiple=True, metavar="TENANT=RPM:TPM", help="Limits for one tenant."
+)
+@click.option("--session-ttl", type=float, default=600, show_default=True, help="Seconds.")
+@click.option("--tls-cert", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--tls-key", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path(".gpupool"),
+    show_default=True,
+    help="Where the local CA lives (a serving certificate is issued from it without --tls-*).",
+)
+@click.option("--insecure", "plaintext", is_flag=True, help="Serve plain HTTP (no TLS).")
+@click.pass_obj
+def gateway(
+    state: CliContext,
+    listen: str,
+    database_url: str,
+    replicas_file: Path | None,
+    policy: str,
+    deployment_policy: tuple[str, ...],
+    rpm: float,
+    tpm: float,
+    tenant_limit: tuple[str, ...],
+    session_ttl: float,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    data_dir: Path,
+    plaintext: bool,
+) -> None:
+    """Serve OpenAI's API (/v1/completions, /v1/chat/completions, /v1/models) and route
+    each request to a replica of the deployment its `model` names."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    try:
+        policies = {
+            d: check_policy(p) for d, p in _pairs(deployment_policy, "--deployment-policy").items()
+        }
+        check_policy(policy)
+    except GpupoolError as exc:
+        raise click.UsageError(exc.message) from None
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise click.BadParameter(f"{listen!r}: expected HOST:PORT", param_hint="--listen")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    source: ReplicaSource
+    if replicas_file is not None:
+        try:
+            source = StaticReplicaSource(
+                read_replicas_file(yaml.safe_load(replicas_file.read_text()))
+            )
+        except GpupoolError as exc:
+            raise click.UsageError(exc.message) from None
+    else:
+        target, credentials = state.connection()
+        source = WatchReplicaSource(target, credentials)
+    tls = None
+    if not plaintext:
+        tls = (
+            GatewayTls(tls_cert, tls_key)
+            if tls_cert and tls_key
+            else local_gateway_tls(data_dir, host)
+        )
+    engine = create_db_engine(database_url, pool_size=4)
+    limiter = TenantLimiter(Limits(rpm, tpm), _tenant_limits(tenant_limit))
+    pools = Pools(policies=policies, default_policy=policy, session_ttl_s=session_ttl)
+    app = Gateway(
+        pools, TokenAuthenticator(TokenService(engine, SystemClock())), limiter, GatewaySettings()
+    ).app(source)
+
+    async def serve() -> None:
+        runner, port = await start(app, host, int(port_text), tls, insecure=plaintext)
+        scheme = "http" if plaintext else "https"
+        click.echo(f"gateway listening on {scheme}://{host}:{port}", err=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    try:
+        asyncio.run(serve())
+    finally:
+        engine.dispose()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from scheduler.domain.catalogue import resolve_model_name
-from scheduler.domain.errors import GpupoolError
+from scheduler.domain.errors import GpupoolError, InvalidArgument
 from scheduler.domain.llm_catalogue import DTYPE_BYTES
 from scheduler.routing.policies import DEFAULT_POLICY, PolicyConfig
 from scheduler.routing.router import Router, speed_of
@@ -204,3 +204,42 @@ class Pools:
             (p for p in self.pools.values() if tenant is None or p.tenant == tenant),
             key=lambda p: (p.tenant, p.deployment),
         )
+
+
+class StaticReplicaSource:
+    """A fixed replica list (`gpupool gateway --replicas FILE`): for a data plane
+    without a scheduler, and for benchmarks."""
+
+    def __init__(self, replicas: list[ReplicaUpdate]) -> None:
+        self._replicas = replicas
+
+    async def events(self) -> AsyncIterator[SourceEvent]:
+        yield Resync()
+        for replica in self._replicas:
+            yield replica
+        yield Synced()
+        await asyncio.Event().wait()  # nothing ever changes
+
+
+def read_replicas_file(data: object) -> list[ReplicaUpdate]:
+    """`{replicas: [{id, deployment, tenant, endpoint, model, gpu_model, …}]}` (YAML/JSON)."""
+    if not isinstance(data, dict) or not isinstance(data.get("replicas"), list):
+        raise InvalidArgument("replicas file: expected a mapping with a `replicas` list")
+    updates = []
+    allowed = {f for f in ReplicaUpdate.__dataclass_fields__ if f != "metrics"}
+    for i, item in enumerate(data["replicas"]):
+        if not isinstance(item, dict) or not {"id", "deployment", "tenant", "endpoint"} <= set(
+            item
+        ):
+            raise InvalidArgument(
+                f"replicas file: replica {i} needs id, deployment, tenant and endpoint"
+            )
+        unknown = set(item) - allowed
+        if unknown:
+            raise InvalidArgument(
+                f"replicas file: replica {i}: unknown {', '.join(sorted(unknown))}"
+            )
+        values = {k: str(v) if k != "gpu_count" else int(v) for k, v in item.items()}
+        values.setdefault("state", "ready")
+        updates.append(ReplicaUpdate(**values))  # type: ignore[arg-type]
+    return updates
