@@ -68,6 +68,9 @@ DEFAULT_ENGINE_PORTS = range(18000, 19000)
 # shows up in the next scrape).
 DRAIN_SETTLE_S = 2.0
 DRAIN_TIMEOUT_S = 120.0
+# A stopped replica's port is not handed out again for this long: its engine
+# gets the template's stop_timeout_s to exit.
+PORT_REUSE_S = 120.0
 
 
 @dataclass
@@ -254,7 +257,7 @@ class DeploymentLoop:
         template = self._deployments.templates[spec.engine]
         with self._engine.connect() as conn:
             found, reasons = candidates(spec, fleet_capacity(conn), self._deployments.policy)
-            taken = store.taken_ports(conn)
+            taken = store.taken_ports(conn, self._clock.now() - timedelta(seconds=PORT_REUSE_S))
             labels = store.node_labels(conn)
         if not found:
             self._event(row, "error", "cannot start a replica: " + "; ".join(reasons))

@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     insert,
+    or_,
     select,
     update,
 )
@@ -304,10 +305,12 @@ def update_replica(conn: Connection, replica_id: str, **values: Any) -> None:
     conn.execute(update(replicas_t).where(replicas_t.c.id == replica_id).values(**values))
 
 
-def taken_ports(conn: Connection) -> set[int]:
-    return set(
-        conn.execute(select(replicas_t.c.port).where(replicas_t.c.state != "stopped")).scalars()
-    )
+def taken_ports(conn: Connection, stopped_since: datetime) -> set[int]:
+    """Ports of live replicas, and of replicas stopped since `stopped_since`
+    (their engine may still be shutting down and holding the port)."""
+    r = replicas_t.c
+    query = select(r.port).where(or_(r.state != "stopped", r.stopped_at > stopped_since))
+    return set(conn.execute(query).scalars())
 
 
 def allocations_of(conn: Connection, allocation_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
