@@ -51,13 +51,16 @@ from scheduler.domain.deployments import (
     autoscaling_spec,
     candidates,
     cold_start_s,
+    load_tier,
     replica_allocation,
     spread_tiers,
 )
 from scheduler.domain.errors import GpupoolError
+from scheduler.domain.llm_catalogue import canonical_model_name
 from scheduler.services.allocations import AllocationService
 from scheduler.services.deployments import DeploymentService, fleet_capacity
 from scheduler.store import deployments as store
+from scheduler.store.residency import list_residency
 from scheduler.store.workers import node_address
 
 log = logging.getLogger(__name__)
@@ -283,6 +286,13 @@ class DeploymentLoop:
                 if record.node:
                     values["node"] = record.node
                     values["endpoint"] = f"{node_address(conn, record.node)}:{port}"
+                    resident = [
+                        (r.node, r.tier, r.gpu_uuid)
+                        for r in list_residency(conn, canonical_model_name(spec.model))
+                    ]
+                    gpus = {b["gpu_uuid"] for b in record.bindings}
+                    tier = load_tier(resident, record.node, gpus)
+                    values["expected_cold_start_s"] = cold_start_s(spec, candidate, tier)
                 store.insert_replica(conn, values)
                 waiting = record.state == "pending"
                 store.add_event(

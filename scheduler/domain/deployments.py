@@ -32,7 +32,7 @@ from scheduler.domain.errors import FailedPrecondition, GpupoolError, InvalidArg
 from scheduler.domain.generations import GenerationPolicy
 from scheduler.domain.layout import ParallelLayout
 from scheduler.domain.llm_catalogue import normalise_dtype
-from scheduler.domain.model_loading import DEFAULT_BANDWIDTHS, HOST_RAM
+from scheduler.domain.model_loading import DEFAULT_BANDWIDTHS, GPU, HOST_RAM, LOCAL_DISK, REMOTE
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
 from scheduler.domain.requests import WholeDemand
 from scheduler.domain.worker_templates import WorkerTemplate, check_args
@@ -360,12 +360,27 @@ def replica_allocation(
     )
 
 
-def cold_start_s(spec: DeploymentSpec, candidate: Candidate) -> float:
-    """Expected load time of one replica: its weights over the GPU's host link
-    (a model already in host RAM; a colder tier is slower)."""
+def cold_start_s(spec: DeploymentSpec, candidate: Candidate, tier: str = HOST_RAM) -> float:
+    """Expected load time of one replica: its weights over the bandwidth of the
+    tier they come from (0 when already on the GPU; host RAM over PCIe, local
+    disk, remote storage)."""
     resolved = resolve_model(spec.model_request(candidate.variant))
     size = resolved.weights_mib * 1024 * 1024
-    return DEFAULT_BANDWIDTHS.seconds(size, HOST_RAM, candidate.gpu_model)
+    return DEFAULT_BANDWIDTHS.seconds(size, tier, candidate.gpu_model)
+
+
+def load_tier(
+    resident: Collection[tuple[str, str, str]], node: str, gpu_uuids: Collection[str]
+) -> str:
+    """Where a replica's weights load from: (node, tier, GPU uuid) rows of the
+    model's residency; the warmest tier on its node, else remote storage."""
+    here = [(tier, uuid) for n, tier, uuid in resident if n == node]
+    if any(tier == GPU and uuid in gpu_uuids for tier, uuid in here):
+        return GPU
+    for tier in (HOST_RAM, LOCAL_DISK):
+        if any(t == tier for t, _ in here):
+            return tier
+    return REMOTE
 
 
 def autoscaling_spec(spec: DeploymentSpec, manual_replicas: int | None = None) -> AutoscalingSpec:

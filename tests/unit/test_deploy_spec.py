@@ -11,6 +11,8 @@ from scheduler.domain.deployments import (
     Variant,
     autoscaling_spec,
     candidates,
+    cold_start_s,
+    load_tier,
     replica_allocation,
     spread_tiers,
     validate_deployment,
@@ -106,3 +108,22 @@ def test_spread_avoids_zones_then_racks_then_nodes() -> None:
     tiers = spread_tiers(["a1"], labels)
     assert tiers == (frozenset({"a1", "a2"}), frozenset({"a1"}))
     assert spread_tiers(["x"], {}) == (frozenset({"x"}),)
+
+
+def test_cold_start_comes_from_the_warmest_tier_on_the_node() -> None:
+    spec = _spec(model="llama-3.1-8b", variants=(Variant("fp16", "fp16", ("H100-80GB",)),))
+    found, _ = candidates(spec, FLEET, None)
+    resident = [
+        ("h100-0", "host_ram", ""),
+        ("h100-1", "gpu", "GPU-1"),
+        ("h100-2", "local_disk", ""),
+    ]
+    assert load_tier(resident, "h100-0", {"GPU-0"}) == "host_ram"
+    assert load_tier(resident, "h100-1", {"GPU-1"}) == "gpu"
+    assert load_tier(resident, "h100-1", {"GPU-7"}) == "remote"  # another GPU holds it
+    assert load_tier(resident, "h100-2", set()) == "local_disk"
+    # 16 GB of FP16 weights: 0 s warm, 16 GB ÷ 50 GB/s over PCIe 5, ÷ 5 GB/s from disk.
+    seconds = {t: cold_start_s(spec, found[0], t) for t in ("gpu", "host_ram", "local_disk")}
+    assert seconds["gpu"] == 0.0
+    assert seconds["local_disk"] == pytest.approx(10 * seconds["host_ram"])
+    assert 0.2 < seconds["host_ram"] < 0.4
