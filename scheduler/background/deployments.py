@@ -123,6 +123,7 @@ class DeploymentLoop:
         self._clock = clock
         self._ports = ports
         self._last_error: dict[str, str] = {}
+        self._last_advice: dict[str, tuple[int, int] | None] = {}
 
     def run_once(self) -> TickResult:
         result = TickResult()
@@ -187,10 +188,12 @@ class DeploymentLoop:
         )
         if decision.changed or decision.desired_replicas != decision.current_replicas:
             kind = "decision" if acting else ("paused" if row["paused"] else "advisory")
-            if acting or decision.reason != row["last_decision"]:
-                plan.events.append(
-                    (kind, decision.reason, decision.current_replicas, decision.desired_replicas)
-                )
+            counts = (decision.current_replicas, decision.desired_replicas)
+            # Nothing acts on advice, so it repeats every tick: recorded once
+            # per change of what it would do.
+            if acting or self._last_advice.get(row["id"]) != counts:
+                plan.events.append((kind, decision.reason, *counts))
+            self._last_advice[row["id"]] = None if acting else counts
         if acting:
             by_id = {r["id"]: r for r in decidable}
             for replica_id in decision.promote:
