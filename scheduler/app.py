@@ -23,6 +23,7 @@ from scheduler.background.leader import LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
+from scheduler.domain.callers import SYSTEM
 from scheduler.domain.clock import Clock, SystemClock
 from scheduler.domain.generations import (
     DEFAULT_GENERATION_POLICY,
@@ -32,6 +33,7 @@ from scheduler.domain.generations import (
 from scheduler.domain.priorities import configure_priority_classes
 from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE, load_templates
 from scheduler.placement import config_for_policy
+from scheduler.routing.service import RoutingService
 from scheduler.security.bootstrap import (
     ensure_admin_config,
     local_server_tls,
@@ -235,6 +237,8 @@ class SchedulerApp:
             range(low, high + 1),
         )
         self.cost = CostService(self.engine, self.clock, load_prices(settings.prices_file))
+        # The Router service (issue 14): deployments' replicas, kept from the replica watch.
+        self.routing = RoutingService()
         self._loops: BackgroundScheduler | None = None
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
@@ -256,6 +260,7 @@ class SchedulerApp:
             self.audit,
             deployments=self.deployments,
             cost=self.cost,
+            routing=self.routing,
         )
 
     @property
@@ -304,6 +309,7 @@ class SchedulerApp:
                 max_instances=1,
                 coalesce=True,
             )
+        self.routing.follow(self.deployments.watch_replicas, SYSTEM)
         self.server.start()
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
 
@@ -312,6 +318,7 @@ class SchedulerApp:
         self.notifier.close()  # ends open WatchAllocation streams
         self.agents.close_all()  # ends agent streams; agents reconnect elsewhere
         self.server.stop(grace).wait()
+        self.routing.stop()
         if self._loops is not None:
             self._loops.shutdown(wait=False)
         self.listener.stop()

@@ -70,6 +70,10 @@ RULES: dict[str, frozenset[Role]] = {
     # Cost (issue 13): a service sees its own tenant only (the use case checks).
     "/gpupool.v1.Cost/GetCost": _TENANT_READ,
     "/gpupool.v1.Cost/GetPrices": _TENANT_READ,
+    # Router (issue 14): a service routes its own tenant's deployments (the use case checks).
+    "/gpupool.v1.Router/Route": _TENANT_WORK,
+    "/gpupool.v1.Router/Complete": _TENANT_WORK,
+    "/gpupool.v1.Router/Explain": _TENANT_READ,
 }
 
 # Open to anyone who completed the TLS handshake: load balancers probe these.

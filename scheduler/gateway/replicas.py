@@ -10,6 +10,7 @@ and applies the updates; nothing is read from PostgreSQL per request.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -128,7 +129,8 @@ class Pools:
         self.pools: dict[tuple[str, str], Pool] = {}
         self._where: dict[str, tuple[str, str]] = {}  # replica id -> pool key
         self._snapshot: set[str] | None = None
-        self.synced = asyncio.Event()
+        # Set once the first snapshot is complete (read from the loop and from threads).
+        self.synced = threading.Event()
 
     def apply(self, event: SourceEvent) -> None:
         if isinstance(event, Resync):

@@ -56,7 +56,8 @@ def block_hashes(text: str, block_tokens: int, limit: int | None = None) -> list
         # Character offsets on the text, so one block is the same whatever the encoding.
         chunk = text[i * size : (i + 1) * size].encode("utf-8", "surrogatepass")
         digest = hashlib.blake2b(previous + chunk, digest_size=8).digest()
-        hashes.append(int.from_bytes(digest, "big"))
+        # 63 bits: a hash fits a signed 64-bit integer (protobuf, PostgreSQL).
+        hashes.append(int.from_bytes(digest, "big") >> 1)
         previous = digest
     return hashes
 
