@@ -123,7 +123,7 @@ class DeploymentLoop:
         self._clock = clock
         self._ports = ports
         self._last_error: dict[str, str] = {}
-        self._last_advice: dict[str, tuple[int, int] | None] = {}
+        self._last_decision: dict[str, tuple[Any, ...]] = {}
 
     def run_once(self) -> TickResult:
         result = TickResult()
@@ -189,11 +189,13 @@ class DeploymentLoop:
         if decision.changed or decision.desired_replicas != decision.current_replicas:
             kind = "decision" if acting else ("paused" if row["paused"] else "advisory")
             counts = (decision.current_replicas, decision.desired_replicas)
-            # Nothing acts on advice, so it repeats every tick: recorded once
-            # per change of what it would do.
-            if acting or self._last_advice.get(row["id"]) != counts:
+            # Advice (nothing acts on it), or a decision whose last attempt
+            # changed nothing (a full fleet), repeats every tick: it is
+            # recorded once until the counts or the replicas change.
+            key = (kind, *counts, tuple(sorted((r["id"], r["state"]) for r in live)))
+            if self._last_decision.get(row["id"]) != key:
                 plan.events.append((kind, decision.reason, *counts))
-            self._last_advice[row["id"]] = None if acting else counts
+            self._last_decision[row["id"]] = key
         if acting:
             by_id = {r["id"]: r for r in decidable}
             for replica_id in decision.promote:
