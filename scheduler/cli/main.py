@@ -19,7 +19,7 @@ from scheduler.cli.deploy_commands import deploy
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
-from scheduler.cli.route_commands import gateway, route_sim
+from scheduler.cli.route_commands import gateway, route, route_sim
 from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
 from scheduler.cli.trust_commands import register_trust_commands
@@ -99,6 +99,7 @@ cli.add_command(logs)
 cli.add_command(sim)
 cli.add_command(route_sim)
 cli.add_command(gateway)
+cli.add_command(route)
 cli.add_command(cost)
 cli.add_command(plan_command)
 cli.add_command(engine)

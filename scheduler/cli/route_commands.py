@@ -11,10 +11,13 @@ import signal
 from pathlib import Path
 
 import click
+import grpc
 import yaml
 from rich.console import Console
 from rich.table import Table
 
+from gpupool.v1 import router_pb2, router_pb2_grpc
+from scheduler.cli import render
 from scheduler.cli.admin_commands import CliContext
 from scheduler.domain.clock import SystemClock
 from scheduler.domain.errors import GpupoolError
@@ -41,7 +44,11 @@ from scheduler.routing.replay.run import (
 )
 from scheduler.routing.replay.trace import load_trace
 from scheduler.routing.router import check_policy
+from scheduler.routing.service import MAX_HASHED_BLOCKS
+from scheduler.security.channels import open_channel
 from scheduler.services.tokens import TokenService
+from scheduler.serving.kv_cache import block_hashes, estimate_tokens
+from scheduler.serving.performance import DEFAULT_BLOCK_TOKENS
 from scheduler.store.database import create_db_engine
 
 # The shared data folder sits next to the repository: <repo>/../shared/data/...
@@ -338,3 +345,70 @@ def gateway(
         asyncio.run(serve())
     finally:
         engine.dispose()
+
+
+@click.group("route")
+def route() -> None:
+    """Routing decisions of the scheduler's Router service."""
+
+
+@route.command("explain")
+@click.option("--deployment", required=True, help="The deployment's name.")
+@click.option("--tenant", default="", help="Its tenant [default: the caller's].")
+@click.option(
+    "--prompt-file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    required=True,
+    help="The prompt (only its token count and block hashes are sent).",
+)
+@click.option("--max-tokens", type=int, default=0, help="The request's max_tokens.")
+@click.option("--session", default="", help="A session id (x-session-id).")
+@click.option("--policy", default="", help="Another policy than the deployment's.")
+@click.pass_obj
+def explain(
+    state: CliContext,
+    deployment: str,
+    tenant: str,
+    prompt_file: Path,
+    max_tokens: int,
+    session: str,
+    policy: str,
+) -> None:
+    """Which replica a prompt would go to now, and every candidate's scores."""
+    text = prompt_file.read_text(encoding="utf-8", errors="replace")
+    target, credentials = state.connection()
+    channel = open_channel(target, credentials)
+    try:
+        answer = router_pb2_grpc.RouterStub(channel).Explain(
+            router_pb2.RouteRequest(
+                deployment=deployment,
+                tenant=tenant,
+                prompt_tokens=estimate_tokens(text),
+                prompt_blocks=block_hashes(text, DEFAULT_BLOCK_TOKENS, MAX_HASHED_BLOCKS),
+                block_tokens=DEFAULT_BLOCK_TOKENS,
+                max_tokens=max_tokens,
+                session=session,
+                policy=policy,
+            ),
+            timeout=30,
+        )
+    except grpc.RpcError as exc:
+        raise click.ClickException(f"{exc.code().name}: {exc.details()}") from None
+    finally:
+        channel.close()
+    if state.json:
+        click.echo(json.dumps(render.to_dict(answer), indent=2))
+        return
+    console = Console()
+    console.print(f"policy   {answer.policy}")
+    console.print(f"replica  {answer.replica or '-'}  {answer.endpoint}")
+    console.print(f"reason   {answer.reason}")
+    console.print(f"cached   ~{answer.expected_cached_tokens} of {estimate_tokens(text)} tokens")
+    names = sorted({k for c in answer.candidates for k in c.scores})
+    table = Table(title="Best candidates (costs in seconds)")
+    table.add_column("replica")
+    for name in names:
+        table.add_column(name, justify="right")
+    for candidate in answer.candidates:
+        table.add_row(candidate.replica, *(f"{candidate.scores.get(n, 0):.4g}" for n in names))
+    console.print(table)
