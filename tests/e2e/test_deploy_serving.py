@@ -27,7 +27,6 @@ from typing import Any
 import grpc
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, text
 
 from gpupool.v1 import deployments_pb2 as pb
 from gpupool.v1 import deployments_pb2_grpc
@@ -37,6 +36,7 @@ from scheduler.domain.worker_templates import DEFAULT_TEMPLATES_FILE
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Cluster, free_port, wait_for
 from tests.integration.conftest import Client
+from tests.integration.test_deploy_api import clear_deployments
 from tests.pki import scheduler_settings
 
 FLEET = """\
@@ -163,10 +163,7 @@ def _kill_engines(state_dir: Path) -> None:
 def serving_cluster(
     clean_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Cluster]:
-    engine = create_engine(clean_database)
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE replica_metrics, replicas, deployment_events, deployments"))
-    engine.dispose()
+    clear_deployments(clean_database)
     base = free_port()  # a random range: other test runs on this host use theirs
     fleet = tmp_path / "fleet.yaml"
     fleet.write_text(FLEET)
@@ -189,6 +186,7 @@ def serving_cluster(
     finally:
         cluster.stop()
         _kill_engines(tmp_path)
+        clear_deployments(clean_database)
 
 
 def _run(client: Client, *args: str) -> tuple[int, str]:

@@ -4,6 +4,8 @@ and engine metrics fed to the services as the agent stream would)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import pytest
 from sqlalchemy import create_engine, text
@@ -20,13 +22,20 @@ from tests.integration.conftest import Client
 DEPLOYMENT_TABLES = "replica_metrics, replicas, deployment_events, deployments"
 
 
-@pytest.fixture(autouse=True)
-def _no_deployments(clean_database: str) -> None:
-    """tests/conftest.py clears the core tables; these are issue 13's."""
-    engine = create_engine(clean_database)
+def clear_deployments(database_url: str) -> None:
+    engine = create_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {DEPLOYMENT_TABLES} RESTART IDENTITY CASCADE"))
     engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _no_deployments(clean_database: str) -> Iterator[None]:
+    """tests/conftest.py clears the core tables; these are issue 13's (cleared
+    after each test too, so tests of other modules find none)."""
+    clear_deployments(clean_database)
+    yield
+    clear_deployments(clean_database)
 
 
 @pytest.fixture
