@@ -42,6 +42,7 @@ from scheduler.routing.replay.run import (
     replay,
     scale_to_load,
 )
+from scheduler.routing.replay.synthetic import write_azure_csv
 from scheduler.routing.replay.trace import load_trace
 from scheduler.routing.router import check_policy
 from scheduler.routing.service import MAX_HASHED_BLOCKS
@@ -96,6 +97,12 @@ DEFAULT_TRACE = LLM_TRACE_DIR / "mooncake_conversation_trace.jsonl"
     is_flag=True,
     help="Make every prompt block unique (the same sizes and arrivals, nothing to reuse).",
 )
+@click.option(
+    "--write-synthetic",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write a synthetic Azure-format trace with no shared prefixes here, and replay it.",
+)
 @click.option("--limit", type=int, default=None, help="Replay only the first N requests.")
 @click.option(
     "--plot",
@@ -113,6 +120,7 @@ def route_sim(
     load: float,
     policy: str,
     no_shared_prefixes: bool,
+    write_synthetic: Path | None,
     limit: int | None,
     plot_path: Path | None,
 ) -> None:
@@ -123,6 +131,8 @@ def route_sim(
     printed is one JSON object with every policy's figures.
     """
     console = Console(stderr=True, width=130)
+    if write_synthetic is not None:
+        trace_path = write_azure_csv(write_synthetic)
     try:
         trace = load_trace(trace_path, limit)
         if no_shared_prefixes:

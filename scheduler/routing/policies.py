@@ -177,7 +177,13 @@ def prefix(request: RouteRequest, replicas: Sequence[ReplicaView], ctx: RoutingC
     unsaturated = [r for r in candidates if not saturated(r, cfg)] or candidates
     cold, cold_cost, scores = _least_ttft("prefix", request, unsaturated, {})
     total = max(1, len(request.blocks))
-    warm_id = max(overlaps, key=lambda rid: overlaps[rid], default=None)
+    # The longest overlap; among equals the least loaded (then the id: deterministic).
+    by_id = {r.id: r for r in candidates}
+    warm_id = min(
+        overlaps,
+        key=lambda rid: (-overlaps[rid], by_id[rid].pending_work_s(), rid),
+        default=None,
+    )
     if warm_id is None or overlaps[warm_id] / total < cfg.prefix_min_share:
         best_share = 0.0 if warm_id is None else overlaps[warm_id] / total
         return Decision(
