@@ -3,6 +3,7 @@ system on one machine: embedded PostgreSQL, scheduler, simulated fleet)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -352,8 +353,12 @@ def up(
             from scheduler.api.deployments_servicer import deployment_spec
             from scheduler.cli.deploy_commands import demo_spec
             from scheduler.domain.callers import SYSTEM
+            from scheduler.domain.errors import AlreadyExists
 
-            app.deployments.create(SYSTEM, deployment_spec(demo_spec()))
+            # Kept in the data directory: a second `up` finds it (and its
+            # engines, which the agents adopt) and leaves it as it is.
+            with contextlib.suppress(AlreadyExists):
+                app.deployments.create(SYSTEM, deployment_spec(demo_spec()))
         console.print(
             f"[bold green]gpupool is up[/]: scheduler on [bold]{app.address}[/], "
             f"{len(app.agents.connected_nodes())}/{len(nodes)} simulated agents with {gpus} GPUs "
