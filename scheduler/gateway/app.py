@@ -115,7 +115,20 @@ class _Metrics:
     in_flight: Gauge = field(init=False)
     failures: Counter = field(init=False)
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), looked up once (labels() costs microseconds per call)."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def count(self, deployment: str, code: str) -> None:
+        self.child(self.requests, deployment, code).inc()
+
     def __post_init__(self) -> None:
+        # Bounded by deployments × replicas × codes/policies.
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter(
             "gpupool_gateway_requests", "Requests answered", ["deployment", "code"], registry=r
@@ -307,7 +320,7 @@ class Gateway:
             pool.tenant, route.prompt_tokens + route.expected_output_tokens
         )
         if retry_after:
-            self.metrics.requests.labels(pool.deployment, "429").inc()
+            self.metrics.count(pool.deployment, "429")
             return error(
                 429,
                 f"tenant {pool.tenant} is over its rate limit; retry in {retry_after} s",
@@ -326,7 +339,7 @@ class Gateway:
         for attempt in range(self.settings.connect_retries + 1):
             decision, ticket = router.route(route)
             if ticket is None:
-                self.metrics.requests.labels(pool.deployment, "503").inc()
+                self.metrics.count(pool.deployment, "503")
                 wait = self.settings.unavailable_retry_after_s
                 return error(
                     503,
@@ -336,10 +349,12 @@ class Gateway:
                     {"Retry-After": str(wait), ROUTE_HEADER: route_header(decision)},
                 )
             replica = ticket.replica
-            self.metrics.decisions.labels(pool.deployment, decision.policy, replica).inc()
+            self.metrics.child(
+                self.metrics.decisions, pool.deployment, decision.policy, replica
+            ).inc()
             forwarded = {**body, "model": pool.served_model.get(replica, pool.deployment)}
             url = f"http://{pool.endpoints.get(replica, '')}{path}"
-            gauge = self.metrics.in_flight.labels(pool.deployment, replica)
+            gauge = self.metrics.child(self.metrics.in_flight, pool.deployment, replica)
             gauge.inc()
             try:
                 upstream = await self._session.post(url, json=forwarded)
@@ -349,7 +364,7 @@ class Gateway:
                 self._failed(pool, replica, f"connect: {exc!s:.200}")
                 if attempt < self.settings.connect_retries:
                     continue
-                self.metrics.requests.labels(pool.deployment, "503").inc()
+                self.metrics.count(pool.deployment, "503")
                 return error(
                     503,
                     f"replica {replica} of {pool.deployment} is unreachable",
@@ -385,7 +400,7 @@ class Gateway:
             except (TimeoutError, aiohttp.ClientError) as exc:
                 router.finish(ticket)
                 self._failed(pool, ticket.replica, f"read: {exc!s:.200}")
-                self.metrics.requests.labels(pool.deployment, "502").inc()
+                self.metrics.count(pool.deployment, "502")
                 return error(
                     502,
                     f"replica {ticket.replica} failed mid-response",
@@ -394,7 +409,7 @@ class Gateway:
                     headers,
                 )
             router.finish(ticket, _completion_tokens(payload) if upstream.status == 200 else 0)
-            self.metrics.requests.labels(pool.deployment, str(upstream.status)).inc()
+            self.metrics.count(pool.deployment, str(upstream.status))
             content_type = upstream.headers.get("Content-Type", "application/json")
             return web.Response(
                 body=payload,
@@ -430,12 +445,12 @@ class Gateway:
             # The client went away: closing the upstream response cancels the request.
             upstream.close()
             router.finish(ticket)
-            self.metrics.requests.labels(pool.deployment, "499").inc()
+            self.metrics.count(pool.deployment, "499")
             raise
         if not finished:
             return await self._died(response, pool, ticket, "the stream ended without [DONE]")
         router.finish(ticket, max(0, generated - 1))
-        self.metrics.requests.labels(pool.deployment, str(upstream.status)).inc()
+        self.metrics.count(pool.deployment, str(upstream.status))
         with contextlib.suppress(ConnectionError):
             await response.write_eof()
         return response
@@ -447,7 +462,7 @@ class Gateway:
         replica excluded until its /health answers again."""
         self._failed(pool, ticket.replica, f"stream: {why}")
         pool.router.finish(ticket)
-        self.metrics.requests.labels(pool.deployment, "502").inc()
+        self.metrics.count(pool.deployment, "502")
         event = error_body(
             502,
             f"replica {ticket.replica} failed mid-stream ({why}); retry",
