@@ -95,6 +95,10 @@ class _Plan:
     deployment: dict[str, Any] = field(default_factory=dict)
     release: list[tuple[str, str]] = field(default_factory=list)  # (replica id, allocation id)
 
+    def note(self, message: str) -> None:
+        """A replica's change, for the deployment's history."""
+        self.events.append(("replica", message, 0, 0))
+
     def move(self, replica: Mapping[str, Any], state: str, now: datetime, reason: str) -> None:
         values = self.replica_updates.setdefault(replica["id"], {})
         values.update(state=state, state_changed_at=now, reason=reason)
@@ -388,9 +392,11 @@ def _observe(
     state = replica["state"]
     alloc_state = allocation["state"] if allocation else "released"
     current["allocation_state"] = alloc_state
+    name = replica["id"]
     if alloc_state in ("released", "failed"):
         reason = (allocation or {}).get("message") or "allocation gone"
         plan.move(replica, "stopped", now, f"lost: allocation {alloc_state} ({reason})")
+        plan.note(f"replica {name} lost: allocation {alloc_state} ({reason})")
         current["state"] = "stopped"
         return current
     assert allocation is not None
@@ -413,20 +419,31 @@ def _observe(
     if alloc_state == "preempting" and state in ("ready", "standby", "starting"):
         # A spot notice or a preemption: no new requests from now, and the
         # autoscaler, one replica short, starts (or promotes) its replacement.
-        _set(plan, current, "draining", now, f"preempted: {allocation['message'] or 'draining'}")
+        why = f"preempted: {allocation['message'] or 'draining'}"
+        _set(plan, current, "draining", now, why)
+        plan.note(f"replica {name} draining ({why})")
     elif alloc_state == "pending" and state == "draining":
         # Its GPUs went back while it drained: the replacement already runs.
         _set(plan, current, "stopped", now, "requeued while draining: released")
         plan.release.append((replica["id"], replica["allocation_id"]))
+        plan.note(f"replica {name} released: requeued while draining")
     elif state == "starting" and engine_ready:
         target = "standby" if replica["for_standby"] else "ready"
         _set(plan, current, target, now, "engine healthy")
         if replica["ready_at"] is None:
             plan.replica_updates[replica["id"]]["ready_at"] = now
             current["ready_at"] = now
+            took = (now - replica["created_at"]).total_seconds()
+            plan.note(
+                f"replica {name} {target} on {node} after {took:.1f} s "
+                f"(expected cold start {replica['expected_cold_start_s']:.1f} s)"
+            )
+        else:
+            plan.note(f"replica {name} {target} again on {node}")
     elif state in ("ready", "standby") and not engine_ready:
         why = "requeued: waiting for GPUs" if alloc_state == "pending" else "engine restarting"
         _set(plan, current, "starting", now, why)
+        plan.note(f"replica {name} not serving: {why}")
     return current
 
 
