@@ -70,7 +70,10 @@ def quantile(values: list[float], q: float) -> float:
 
 
 # -- 1. the decision alone ----------------------------------------------------------
-def decision_cost_us(replicas: int = DECISION_REPLICAS, decisions: int = DECISIONS) -> float:
+def decision_cost_us(
+    replicas: int = DECISION_REPLICAS, decisions: int = DECISIONS
+) -> tuple[float, float]:
+    """(p50, p99) of one Router.route call in µs."""
     rng = random.Random(7)
     router = Router("weighted", block_tokens=16)
     gpus = ["B200", "H100-80GB", "A100-80GB"]
@@ -94,10 +97,16 @@ def decision_cost_us(replicas: int = DECISION_REPLICAS, decisions: int = DECISIO
             router.finish(done, 200)
         if n % 5000 == 0:
             log(f"decisions: {n}/{decisions}")
-    return quantile(timings, 0.99)
+    return quantile(timings, 0.5), quantile(timings, 0.99)
 
 
 # -- 2. processes ----------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -192,6 +201,7 @@ def run_phase(name: str, procs: int, spec: dict[str, Any]) -> dict[str, Any]:
     ttfb = [v for p in parts for v in p["ttfb_ms"]]
     elapsed = max(p["elapsed"] for p in parts)
     result = {
+        "requests": len(ttfb),
         "requests_per_s": len(ttfb) / elapsed,
         "ttfb_p50_ms": quantile(ttfb, 0.5),
         "ttfb_p99_ms": quantile(ttfb, 0.99),
@@ -220,8 +230,8 @@ def main() -> None:
     args = parser.parse_args()
 
     log(f"route decisions over {DECISION_REPLICAS} replicas …")
-    decision_p99 = decision_cost_us()
-    log(f"route decision p99 {decision_p99:.1f} µs")
+    decision_p50, decision_p99 = decision_cost_us()
+    log(f"route decision p50 {decision_p50:.1f} µs, p99 {decision_p99:.1f} µs")
 
     workdir = Path(tempfile.mkdtemp(prefix="gpupool-gw-bench-"))
     processes: list[subprocess.Popen[bytes]] = []
@@ -271,25 +281,24 @@ def main() -> None:
             (workdir / "replicas.yaml").write_text(yaml.safe_dump({"replicas": replicas}))
             gw_port = free_port()
             tls = [] if not args.insecure else ["--insecure"]
-            processes.append(
-                subprocess.Popen(
-                    gpupool(
-                        "gateway",
-                        "--listen",
-                        f"127.0.0.1:{gw_port}",
-                        "--database-url",
-                        db_url,
-                        "--replicas",
-                        str(workdir / "replicas.yaml"),
-                        "--data-dir",
-                        str(workdir),
-                        *tls,
-                    ),
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
+            gateway_process = subprocess.Popen(
+                gpupool(
+                    "gateway",
+                    "--listen",
+                    f"127.0.0.1:{gw_port}",
+                    "--database-url",
+                    db_url,
+                    "--replicas",
+                    str(workdir / "replicas.yaml"),
+                    "--data-dir",
+                    str(workdir),
+                    *tls,
+                ),
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
+            processes.append(gateway_process)
             for port in ports:
                 asyncio.run(wait_healthy(f"http://127.0.0.1:{port}"))
             scheme = "http" if args.insecure else "https"
@@ -325,7 +334,7 @@ def main() -> None:
                         "record",
                         "--nonblocking",
                         "--pid",
-                        str(processes[-1].pid),
+                        str(gateway_process.pid),
                         "-f",
                         "raw",
                         "-o",
@@ -337,6 +346,7 @@ def main() -> None:
                     stderr=subprocess.DEVNULL,
                 )
                 processes.append(spy)
+            cpu_before = cpu_seconds(gateway_process.pid)
             through = run_phase(
                 "gateway",
                 args.client_procs,
@@ -348,6 +358,10 @@ def main() -> None:
                     "ca": ca,
                 },
             )
+            # CPU the gateway spent per request: what one core of it can carry,
+            # whatever else the machine was running.
+            gateway_cpu_ms = 1000 * (cpu_seconds(gateway_process.pid) - cpu_before)
+            cpu_per_request_ms = gateway_cpu_ms / max(1, through["requests"])
     finally:
         for process in processes:
             process.terminate()
@@ -359,6 +373,8 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     result = {
         "requests_per_s": round(through["requests_per_s"], 1),
+        "gateway_cpu_ms_per_request": round(cpu_per_request_ms, 3),
+        "gateway_requests_per_cpu_s": round(1000 / max(1e-9, cpu_per_request_ms), 1),
         "direct_requests_per_s": round(direct["requests_per_s"], 1),
         "added_latency_p50_ms": round(through["ttfb_p50_ms"] - direct["ttfb_p50_ms"], 3),
         "added_latency_p99_ms": round(through["ttfb_p99_ms"] - direct["ttfb_p99_ms"], 3),
@@ -368,6 +384,7 @@ def main() -> None:
         "ttfb_gateway_p99_ms": round(through["ttfb_p99_ms"], 3),
         "errors": direct["errors"] + through["errors"],
         "route_decision_p99_us": round(decision_p99, 1),
+        "route_decision_p50_us": round(decision_p50, 1),
         "route_decision_replicas": DECISION_REPLICAS,
         "clients": args.clients,
         "engines": args.engines,
