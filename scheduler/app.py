@@ -238,7 +238,7 @@ class SchedulerApp:
         )
         self.cost = CostService(self.engine, self.clock, load_prices(settings.prices_file))
         # The Router service (issue 14): deployments' replicas, kept from the replica watch.
-        self.routing = RoutingService()
+        self.routing = RoutingService(feed=self.deployments.watch_replicas, feed_caller=SYSTEM)
         self._loops: BackgroundScheduler | None = None
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
@@ -309,7 +309,6 @@ class SchedulerApp:
                 max_instances=1,
                 coalesce=True,
             )
-        self.routing.follow(self.deployments.watch_replicas, SYSTEM)
         self.server.start()
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
 

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 TICKET_TTL_S = 3600.0
 # A replica a caller reported failed is excluded this long (no prober runs here).
 EXCLUDE_S = 30.0
+FIRST_SNAPSHOT_WAIT_S = 5.0
 MAX_TICKETS = 100_000
 MAX_HASHED_BLOCKS = 1024
 
@@ -90,9 +91,17 @@ class Routed:
 
 class RoutingService:
     def __init__(
-        self, pools: Pools | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        pools: Pools | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        feed: ReplicaFeed | None = None,
+        feed_caller: Caller | None = None,
     ) -> None:
         self.pools = pools or Pools()
+        # The replica feed starts with the first call (a scheduler nobody asks
+        # to route does not poll for replicas).
+        self._feed = feed
+        self._feed_caller = feed_caller
         self._clock = clock
         self._excluded: dict[tuple[int, str], tuple[Pool, float]] = {}
         self._lock = threading.Lock()
@@ -126,7 +135,19 @@ class RoutingService:
         self._running = False
 
     # -- use cases -------------------------------------------------------------
+    def _start_feed(self) -> None:
+        if self._feed is None or self._feed_caller is None or self._thread is not None:
+            return
+        self.follow(self._feed, self._feed_caller)
+        # Let the first snapshot arrive before answering (it is one query).
+        self._lock.release()
+        try:
+            self.pools.synced.wait(FIRST_SNAPSHOT_WAIT_S)
+        finally:
+            self._lock.acquire()
+
     def _pool(self, caller: Caller, deployment: str, tenant: str) -> Pool:
+        self._start_feed()
         now = self._clock()
         for key, (excluded, until) in list(self._excluded.items()):
             if until <= now:

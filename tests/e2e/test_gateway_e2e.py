@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
+from gpupool.v1 import router_pb2, router_pb2_grpc
 from scheduler.domain.callers import Role
 from scheduler.domain.clock import SystemClock
 from scheduler.gateway.app import Gateway
@@ -152,6 +153,15 @@ def test_the_gateway_routes_a_real_deployment_from_the_watch(
         for _ in range(3):
             status, headers, _ = gateway.request(token, "/v1/completions", body)
             assert status == 200 and route_of(headers)["replica"] == first
+        # The scheduler's Router service sees the same replicas (from its own watch).
+        router = router_pb2_grpc.RouterStub(admin.channel)
+        explained = router.Explain(
+            router_pb2.RouteRequest(deployment="chat", tenant="team-a", prompt_tokens=100),
+            timeout=30,
+        )
+        assert explained.replica in {
+            v.id for v in gateway.pools.pools[("team-a", "chat")].router.views()
+        }
         # Another tenant does not see team-a's deployment.
         status, _, _ = gateway.request(stranger, "/v1/completions", body)
         assert status == 404
