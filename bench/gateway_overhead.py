@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvloop
 import yaml
 from sqlalchemy import create_engine
 
@@ -190,7 +191,7 @@ async def _clients(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _client_process(spec: dict[str, Any]) -> dict[str, Any]:
-    return asyncio.run(_clients(spec))
+    return uvloop.run(_clients(spec))
 
 
 def run_phase(name: str, procs: int, spec: dict[str, Any]) -> dict[str, Any]:

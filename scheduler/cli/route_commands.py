@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 import grpc
+import uvloop
 import yaml
 from rich.console import Console
 from rich.table import Table
@@ -352,7 +353,8 @@ def gateway(
         await runner.cleanup()
 
     try:
-        asyncio.run(serve())
+        # libuv's loop: about a third less CPU per streamed request than asyncio's own.
+        uvloop.run(serve())
     finally:
         engine.dispose()
 
