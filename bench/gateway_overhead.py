@@ -119,7 +119,7 @@ def gpupool(*args: str) -> list[str]:
 
 
 async def wait_healthy(
-    url: str, context: ssl.SSLContext | None = None, timeout: float = 60
+    url: str, context: ssl.SSLContext | None = None, timeout: float = 180
 ) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context or False)) as s:
