@@ -353,7 +353,8 @@ def gateway(
         await runner.cleanup()
 
     try:
-        # libuv's loop: about a third less CPU per streamed request than asyncio's own.
+        # libuv's event loop: aiohttp's usual production loop (its gain was not measurable
+        # on the loaded development machine; see the README).
         uvloop.run(serve())
     finally:
         engine.dispose()
