@@ -7,11 +7,15 @@ in-process ReplicaSource fed by each test, as the scheduler's watch would.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +36,7 @@ from scheduler.services.tokens import TokenService
 from scheduler.serving.engine_sim.engine import SimulatedEngine
 from scheduler.serving.engine_sim.server import create_app
 from scheduler.serving.performance import engine_performance
+from tests.e2e.conftest import free_port, wait_for
 from tests.pki import session_pki
 
 PROMPT = "You are a helpful assistant who answers in one sentence. " * 30
@@ -458,3 +463,63 @@ def test_every_policy_serves_through_the_gateway(clean_database: str, policy: st
         assert route_of(response)["policy"] == policy
 
     run(clean_database, body, policies={"assistant": policy})
+
+
+def test_the_gateway_command_serves_https_from_a_replicas_file(
+    clean_database: str, tmp_path: Path
+) -> None:
+    """`gpupool gateway` as its own process: HTTPS from the local CA in --data-dir."""
+    db = create_engine(clean_database)
+    _, token = TokenService(db, SystemClock()).create(SYSTEM, "gw-cli", Role.SERVICE, "chat")
+    db.dispose()
+    replicas = tmp_path / "replicas.yaml"
+    replicas.write_text(
+        "replicas:\n  - {id: e0, deployment: assistant, tenant: chat, endpoint: '127.0.0.1:9',"
+        " model: llama-3.1-8b, gpu_model: H100-80GB}\n"
+    )
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scheduler.cli.main",
+            "gateway",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--database-url",
+            clean_database,
+            "--replicas",
+            str(replicas),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        ca = tmp_path / "pki" / "ca.crt"
+
+        def get(path: str, headers: dict[str, str]) -> tuple[int, str]:
+            context = ssl.create_default_context(cafile=str(ca))
+            connection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=context)
+            try:
+                connection.request("GET", path, headers=headers)
+                answer = connection.getresponse()
+                return answer.status, answer.read().decode()
+            finally:
+                connection.close()
+
+        def healthy() -> bool:
+            try:
+                return ca.exists() and get("/health", {})[0] == 200
+            except OSError:
+                return False
+
+        wait_for(healthy, 120, "the gateway process to serve")
+        status, text = get("/v1/models", {"Authorization": f"Bearer {token}"})
+        assert status == 200
+        assert [m["id"] for m in json.loads(text)["data"]] == ["assistant"]
+        assert get("/v1/models", {})[0] == 401
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
