@@ -193,7 +193,10 @@ class Pools:
 
     def find(self, model: str, tenant: str | None) -> Pool | None:
         """The deployment `model` names (else the one deployment serving a model of
-        that name) among those `tenant` may use; tenant None: every tenant's (admins)."""
+        that name) among those `tenant` may use; tenant None: every tenant's (admins),
+        where `TENANT/NAME` picks one tenant's."""
+        if tenant is None and "/" in model:
+            tenant, model = model.split("/", 1)
         mine = self.visible(tenant)
         named = [p for p in mine if p.deployment == model]
         if len(named) == 1:

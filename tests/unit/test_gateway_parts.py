@@ -56,6 +56,7 @@ def test_pools_follow_snapshots_and_scope_by_tenant() -> None:
     assert mine is not None and {v.id for v in mine.router.views()} == {"r1", "r2"}
     assert pools.find("llama-3.1-8b", "t1") is mine  # by the model it serves
     assert pools.find("chat", None) is None  # two tenants' "chat": ambiguous for an admin
+    assert pools.find("t2/chat", None) is pools.find("chat", "t2") is not None
     assert pools.find("chat", "t3") is None
     # A new snapshot without r2 drops it; a stopped replica goes at once.
     pools.apply(Resync())
