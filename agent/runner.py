@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from agent.connection import AGENT_CHANNEL_OPTIONS, scheduler_target, server_name
+from agent.engine_metrics import EngineScraper
 from agent.health import HealthThresholds, XidMemory, evaluate
 from agent.nvml import NvmlBackend, XidEvent
 from agent.residency import (
@@ -159,6 +160,7 @@ class Agent:
             settings.nccl_socket_ifname,
         )
         self.logs = LogServer(settings.state_dir, self.send)
+        self.engines = EngineScraper(settings.node_name, self.send, settings.heartbeat_interval_s)
 
     def send(self, message: agents_pb2.AgentMessage) -> None:
         """Queue a message on the current stream; dropped while disconnected
@@ -191,6 +193,7 @@ class Agent:
         self.supervisor.start()
         fencing = threading.Thread(target=self._fence_when_cut_off, name="fence", daemon=True)
         fencing.start()
+        self.engines.start()
         while not self._stop.is_set():
             started = time.monotonic()
             try:
@@ -206,6 +209,7 @@ class Agent:
             self._stop.wait(random.uniform(0, backoff))  # full jitter
             backoff = min(backoff * 2, self.settings.max_backoff_s)
         self.supervisor.close()  # workers keep running: the next agent adopts them
+        self.engines.stop()
         self.logs.stop_all()
 
     def _session(self) -> None:
@@ -346,6 +350,7 @@ class Agent:
                 self._held_desired = desired
             else:
                 self.supervisor.reconcile(desired.allocations)
+            self.engines.observe(desired.allocations)
         elif body == "log_request":
             self.logs.handle(message.log_request)
         elif body == "fault":

@@ -19,10 +19,12 @@ from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.server import Listeners, create_server, set_serving
 from scheduler.api.validation import validate_request
 from scheduler.background.db_health import DatabaseHealthLoop
+from scheduler.background.deployments import DeploymentLoop
 from scheduler.background.leader import DEFAULT_LEASE_TTL_S, LeaderLease
 from scheduler.background.liveness import NodeLivenessLoop
 from scheduler.background.loops import PendingQueueLoop, start_loops
 from scheduler.background.preemption import PreemptionDeadlineLoop
+from scheduler.domain.callers import SYSTEM
 from scheduler.domain.clock import Clock, SystemClock
 from scheduler.domain.generations import (
     DEFAULT_GENERATION_POLICY,
@@ -37,6 +39,7 @@ from scheduler.metrics.state import (
     watch_database_errors,
 )
 from scheduler.placement import config_for_policy
+from scheduler.routing.service import RoutingService
 from scheduler.security.bootstrap import (
     ensure_admin_config,
     local_server_tls,
@@ -47,6 +50,8 @@ from scheduler.security.channels import MetricsListener, ServerTls, serve_metric
 from scheduler.services.agents import AgentHub, HeartbeatRecorder
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
+from scheduler.services.cost import CostService
+from scheduler.services.deployments import DeploymentService
 from scheduler.services.fleet import FleetService
 from scheduler.services.fleet_view import FleetView
 from scheduler.services.grants import PriorityGrants
@@ -58,6 +63,7 @@ from scheduler.services.tenants import TenantService
 from scheduler.services.tokens import TokenService
 from scheduler.services.worker_logs import LogRelay
 from scheduler.services.workers import WorkerService
+from scheduler.serving.prices import load_prices
 from scheduler.store.database import (
     EmbeddedPostgres,
     create_db_engine,
@@ -111,6 +117,12 @@ class SchedulerSettings:
     metrics_listen: str = ""
     metrics_tls_cert: Path | None = None
     metrics_tls_key: Path | None = None
+    # Deployments (issue 13): the reconcile loop's period, and the HTTP ports
+    # handed to replica engines (unique among live replicas).
+    deployment_loop_s: float = 2.0
+    engine_ports: tuple[int, int] = (18000, 18999)
+    # GPU prices for `gpupool cost` (None: $GPUPOOL_PRICES, else deploy/prices.yaml).
+    prices_file: Path | None = None
 
 
 def _server_tls(settings: SchedulerSettings) -> ServerTls | None:
@@ -247,6 +259,26 @@ class SchedulerApp:
         self.preemption = PreemptionDeadlineLoop(
             self.engine, self.allocator, self.leader, self.clock
         )
+        self.deployments = DeploymentService(
+            self.engine,
+            self.clock,
+            self.workers.templates,
+            self.grants,
+            _generation_policy(settings),
+        )
+        self.agents.engine_metrics = self.deployments.record_metrics
+        low, high = settings.engine_ports
+        self.deployment_loop = DeploymentLoop(
+            self.engine,
+            self.deployments,
+            self.allocations,
+            self.leader,
+            self.clock,
+            range(low, high + 1),
+        )
+        self.cost = CostService(self.engine, self.clock, load_prices(settings.prices_file))
+        # The Router service (issue 14): deployments' replicas, kept from the replica watch.
+        self.routing = RoutingService(feed=self.deployments.watch_replicas, feed_caller=SYSTEM)
         self._loops: BackgroundScheduler | None = None
         self._stopped = False
         self.database_health = DatabaseHealthLoop(
@@ -281,6 +313,9 @@ class SchedulerApp:
             self.tokens,
             self.audit,
             fleet_view=FleetView(self.engine, self.notifier),
+            deployments=self.deployments,
+            cost=self.cost,
+            routing=self.routing,
         )
 
     @property
@@ -322,6 +357,14 @@ class SchedulerApp:
                 self.settings.heartbeat_interval_s,
                 self.database_health,
             )
+            self._loops.add_job(
+                self.deployment_loop.run_once,
+                "interval",
+                seconds=self.settings.deployment_loop_s,
+                jitter=self.settings.deployment_loop_s / 10,
+                max_instances=1,
+                coalesce=True,
+            )
         self.server.start()
         if self.settings.metrics_listen:
             cert, key = self.settings.metrics_tls_cert, self.settings.metrics_tls_key
@@ -344,6 +387,7 @@ class SchedulerApp:
         self.server.stop(grace).wait()
         if self.metrics is not None:
             self.metrics.stop()
+        self.routing.stop()
         if self._loops is not None:
             self._loops.shutdown(wait=False)
         self.listener.stop()

@@ -22,7 +22,8 @@ from scheduler.store.database import migrate, normalise_url
 
 TABLES = (
     "allocation_events, mig_slots, gpu_claims, allocations, gpus, nodes, tenants, "
-    "api_tokens, audit_events, leader_lease, agent_commands"
+    "api_tokens, audit_events, leader_lease, agent_commands, "
+    "deployments, deployment_events, replicas, replica_metrics"
 )
 
 

@@ -59,6 +59,23 @@ RULES: dict[str, frozenset[Role]] = {
     "/gpupool.v1.Agents/RegisterNode": _NODE,
     "/gpupool.v1.Agents/Heartbeat": _NODE,
     "/gpupool.v1.Agents/Connect": _NODE,
+    # Deployments (issue 13): tenant-scoped in the use cases.
+    "/gpupool.v1.Deployments/Create": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Get": _TENANT_READ,
+    "/gpupool.v1.Deployments/List": _TENANT_READ,
+    "/gpupool.v1.Deployments/Scale": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Pause": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Resume": _TENANT_WORK,
+    "/gpupool.v1.Deployments/Delete": _TENANT_WORK,
+    "/gpupool.v1.Deployments/History": _TENANT_READ,
+    "/gpupool.v1.Deployments/WatchReplicas": _TENANT_READ,
+    # Cost (issue 13): a service sees its own tenant only (the use case checks).
+    "/gpupool.v1.Cost/GetCost": _TENANT_READ,
+    "/gpupool.v1.Cost/GetPrices": _TENANT_READ,
+    # Router (issue 14): a service routes its own tenant's deployments (the use case checks).
+    "/gpupool.v1.Router/Route": _TENANT_WORK,
+    "/gpupool.v1.Router/Complete": _TENANT_WORK,
+    "/gpupool.v1.Router/Explain": _TENANT_READ,
 }
 
 # Open to anyone who completed the TLS handshake: load balancers probe these.
@@ -89,6 +106,11 @@ AUDITED = frozenset(
         "/gpupool.v1.Admin/DeleteNode",
         "/gpupool.v1.Agents/RegisterNode",
         "/gpupool.v1.Agents/Connect",
+        "/gpupool.v1.Deployments/Create",
+        "/gpupool.v1.Deployments/Scale",
+        "/gpupool.v1.Deployments/Pause",
+        "/gpupool.v1.Deployments/Resume",
+        "/gpupool.v1.Deployments/Delete",
     }
 )
 

@@ -15,15 +15,27 @@ from gpupool.v1 import (
     admin_pb2_grpc,
     agents_pb2,
     agents_pb2_grpc,
+    cost_pb2,
+    cost_pb2_grpc,
+    deployments_pb2,
+    deployments_pb2_grpc,
+    router_pb2,
+    router_pb2_grpc,
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
+from scheduler.api.cost_servicer import CostServicer
+from scheduler.api.deployments_servicer import DeploymentsServicer
 from scheduler.api.interceptor import ApiInterceptor
+from scheduler.api.router_servicer import RouterServicer
 from scheduler.api.servicers import AdminServicer, AgentsServicer, SchedulerServicer
+from scheduler.routing.service import RoutingService
 from scheduler.security.channels import ServerTls, add_ports
 from scheduler.services.agents import AgentHub
 from scheduler.services.allocations import AllocationService
 from scheduler.services.audit import AuditLog
+from scheduler.services.cost import CostService
+from scheduler.services.deployments import DeploymentService
 from scheduler.services.fleet import FleetService
 from scheduler.services.fleet_view import FleetView
 from scheduler.services.model_residency import ModelService
@@ -36,6 +48,9 @@ SERVICE_NAMES = (
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     agents_pb2.DESCRIPTOR.services_by_name["Agents"].full_name,
+    deployments_pb2.DESCRIPTOR.services_by_name["Deployments"].full_name,
+    cost_pb2.DESCRIPTOR.services_by_name["Cost"].full_name,
+    router_pb2.DESCRIPTOR.services_by_name["Router"].full_name,
 )
 
 
@@ -61,6 +76,9 @@ def create_server(
     max_workers: int = 64,
     max_agents: int = 2000,
     fleet_view: FleetView | None = None,
+    deployments: DeploymentService | None = None,
+    cost: CostService | None = None,
+    routing: RoutingService | None = None,
 ) -> tuple[grpc.Server, tuple[int, int], health.HealthServicer]:
     """Build and bind (not start) the server; returns it with the bound ports."""
     server = grpc.server(
@@ -86,6 +104,14 @@ def create_server(
     agents_pb2_grpc.add_AgentsServicer_to_server(
         AgentsServicer(fleet, agents, workers, logs), server
     )
+    if deployments is not None:
+        deployments_pb2_grpc.add_DeploymentsServicer_to_server(
+            DeploymentsServicer(deployments), server
+        )
+    if cost is not None:
+        cost_pb2_grpc.add_CostServicer_to_server(CostServicer(cost), server)
+    if routing is not None:
+        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(routing), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):

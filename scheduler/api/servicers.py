@@ -19,7 +19,7 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
-from scheduler.api import batch_converters, converters, trust_converters
+from scheduler.api import batch_converters, converters, deployments_servicer, trust_converters
 from scheduler.api.interceptor import current_caller
 from scheduler.domain.callers import require_node
 from scheduler.domain.catalogue import CATALOGUE
@@ -222,6 +222,9 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
             )
         elif body == "log_chunk":
             self._logs.deliver(converters.log_chunk(message.log_chunk))
+        elif body == "engine_metrics":
+            samples = deployments_servicer.engine_samples(message.engine_metrics)
+            self._agents.engine_metrics(session.node, samples)
 
     def RegisterNode(
         self, request: agents_pb2.RegisterNodeRequest, context: grpc.ServicerContext

@@ -15,15 +15,19 @@ from scheduler.cli.admin_commands import (
     node,
     register_admin_commands,
 )
+from scheduler.cli.cost_commands import cost, plan_command
+from scheduler.cli.deploy_commands import deploy
 from scheduler.cli.fault_commands import fault
 from scheduler.cli.model_commands import models
 from scheduler.cli.probe_command import probe
 from scheduler.cli.queue_commands import interrupt, preempt, queue, tenant, tenants
+from scheduler.cli.route_commands import gateway, route, route_sim
 from scheduler.cli.server_commands import register_server_commands
 from scheduler.cli.sim_command import sim
 from scheduler.cli.top_command import top
 from scheduler.cli.trust_commands import register_trust_commands
 from scheduler.cli.worker_commands import logs
+from scheduler.serving.engine_sim.cli import engine
 
 _file = click.Path(path_type=Path, exists=True, dir_okay=False)
 
@@ -125,6 +129,15 @@ def hoist_output_option(argv: list[str]) -> list[str]:
             continue
         front = ["--output", value]
     return front + rest
+
+
+cli.add_command(route_sim)
+cli.add_command(gateway)
+cli.add_command(route)
+cli.add_command(cost)
+cli.add_command(plan_command)
+cli.add_command(engine)
+cli.add_command(deploy)
 
 
 def main() -> None:

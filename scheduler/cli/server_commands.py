@@ -3,6 +3,8 @@ system on one machine: embedded PostgreSQL, scheduler, simulated fleet)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
@@ -420,6 +422,11 @@ def serve(
     "ports (port 0: any free ones). '' for none.",
 )
 @_log_format_option
+@click.option(
+    "--demo-deployment",
+    is_flag=True,
+    help="Also serve llama-3.1-8b as deployment demo/chat on the simulated engine.",
+)
 def up(
     fleet_file: Path,
     database_url: str | None,
@@ -431,6 +438,7 @@ def up(
     packing_policy: str,
     metrics_listen: str,
     log_format: str,
+    demo_deployment: bool,
 ) -> None:
     """Start the scheduler and one simulated agent per node; Ctrl-C stops everything.
 
@@ -477,8 +485,19 @@ def up(
                 if connected == len(nodes):
                     break
                 time.sleep(0.2)
+        if demo_deployment:
+            # Imported here like the app itself: `gpupool --help` stays light.
+            from scheduler.api.deployments_servicer import deployment_spec
+            from scheduler.cli.deploy_commands import demo_spec
+            from scheduler.domain.callers import SYSTEM
+            from scheduler.domain.errors import AlreadyExists
+
+            # Kept in the data directory: a second `up` finds it (and its
+            # engines, which the agents adopt) and leaves it as it is.
+            with contextlib.suppress(AlreadyExists):
+                app.deployments.create(SYSTEM, deployment_spec(demo_spec()))
         if not signals.count:
-            _print_up(console, app, nodes, fleet_file, logs)
+            _print_up(console, app, nodes, fleet_file, logs, demo_deployment)
             signals.wait()
         console.print("stopping… (Ctrl-C again to kill the agents at once)")
     finally:
@@ -490,7 +509,12 @@ def up(
 
 
 def _print_up(
-    console: Console, app: SchedulerApp, nodes: list[SimulatedNode], fleet_file: Path, logs: Path
+    console: Console,
+    app: SchedulerApp,
+    nodes: list[SimulatedNode],
+    fleet_file: Path,
+    logs: Path,
+    demo_deployment: bool = False,
 ) -> None:
     gpus = sum(len(n.gpus) for n in nodes)
     console.print(
@@ -512,7 +536,15 @@ def _print_up(
         "  gpupool token create demo-svc --tenant demo --role service\n"
         "  gpupool allocations\n"
         "  gpupool audit\n"
-        "Ctrl-C stops everything."
+        + (
+            "  gpupool deploy get chat        (demo/chat: replicas on the simulated engine)\n"
+            "  gpupool deploy history chat\n"
+            if demo_deployment
+            else "  gpupool deploy create chat --tenant demo --model llama-3.1-8b "
+            "--variant fp16:H100-80GB,H200 --min 1 --max 4 --standby 1 "
+            "(or: gpupool up --demo-deployment)\n"
+        )
+        + "Ctrl-C stops everything."
     )
 
 
@@ -575,8 +607,13 @@ def _start_agent(
     ]  # fmt: skip
     if metrics_listen:
         command += ["--metrics-listen", metrics_listen]
+    # Worker templates name their programs (gpupool engine simulate, python3):
+    # the ones next to this interpreter come first, venv activated or not.
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     with (logs / f"agent-{node}.log").open("ab") as log_file:
-        return subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ, "PATH": path}
+        )
 
 
 def register_server_commands(group: click.Group) -> None:

@@ -71,6 +71,9 @@ class AllocationSpec:
     model_spec: ModelRequest | None = None
     # What automatic layout chose ({gpu_model, tp, weights_mib, kv_cache_mib, explanation}).
     layout_choice: dict[str, object] | None = None
+    # Soft spread over failure domains (PlacementRequest.spread_away); not part
+    # of the body: a preference of the moment, not of the request.
+    spread_away: tuple[frozenset[str], ...] = ()
 
     @property
     def needs_auto_layout(self) -> bool:
@@ -111,6 +114,7 @@ class AllocationSpec:
             layout=self.layout,
             quantized=self.quantized,
             model=canonical_model_name(self.model) if self.model else "",
+            spread_away=self.spread_away,
         )
 
     def body_hash(self) -> str:

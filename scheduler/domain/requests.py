@@ -52,6 +52,10 @@ class PlacementRequest:
     # for WholeDemand(0) with some of these is host-only (a CPU job, no GPU).
     cpu_milli: int = 0
     host_memory_mib: int = 0
+    # A soft spread (replicas of one deployment, issue 13): node sets to stay
+    # off, strongest first (the zones other replicas use, then their racks,
+    # then their nodes); tried in turn, then anywhere. Never makes it wait.
+    spread_away: tuple[frozenset[str], ...] = ()
 
     @property
     def host_only(self) -> bool:

@@ -1,8 +1,11 @@
-"""Soft preferences that pick among nodes before best fit does: spot nodes.
+"""Soft preferences that pick among nodes before best fit does: spot nodes,
+and the spread of a deployment's replicas over failure domains.
 
 Batch and throughput work prefers spot (preemptible, cheaper) nodes and
-latency-critical work avoids them. A preference never makes a request wait:
-when the preferred nodes are full, the request goes anywhere it fits.
+latency-critical work avoids them. A replica stays off the zones, then the
+racks, then the nodes its siblings use (`PlacementRequest.spread_away`). A
+preference never makes a request wait: when the preferred nodes are full,
+the request goes anywhere it fits.
 """
 
 from __future__ import annotations
@@ -30,7 +33,18 @@ def place_with_preferences(
     config: PlacementConfig,
     spot: frozenset[str],
 ) -> PlacementOutcome:
-    """place(), first on the nodes the request's workload class prefers."""
+    """place(), first away from the request's spread sets, then on the nodes
+    its workload class prefers."""
+    if request.spread_away:
+        anywhere = replace(request, spread_away=())
+        for away in request.spread_away:
+            if away >= frozenset(snapshot.nodes):
+                continue
+            narrowed = replace(anywhere, avoid_nodes=request.avoid_nodes | away)
+            spread = place_with_preferences(snapshot, narrowed, config, spot)
+            if spread.placement is not None:
+                return spread
+        request = anywhere
     if spot and request.workload_class in PREFERS_SPOT | AVOIDS_SPOT:
         others = frozenset(snapshot.nodes) - spot
         avoid = others if request.workload_class in PREFERS_SPOT else spot

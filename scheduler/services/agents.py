@@ -250,6 +250,9 @@ class AgentHub:
         self.prepare_allocations: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] = (
             lambda rows: rows
         )
+        # Engine metrics an agent scraped on its node: (node, samples); wired
+        # to DeploymentService.record_metrics (issue 13); dropped until then.
+        self.engine_metrics: Callable[[str, list[Any]], object] = lambda node, samples: None
 
     def start(self) -> None:
         self._pusher.start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpupool.v1 import admin_pb2, agents_pb2, scheduler_pb2
+from gpupool.v1 import admin_pb2, agents_pb2, cost_pb2, deployments_pb2, router_pb2, scheduler_pb2
 from scheduler.api.access import AUDITED, RULES
 from scheduler.domain.callers import (
     Caller,
@@ -22,6 +22,9 @@ SERVICES = [
     scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],
     admin_pb2.DESCRIPTOR.services_by_name["Admin"],
     agents_pb2.DESCRIPTOR.services_by_name["Agents"],
+    cost_pb2.DESCRIPTOR.services_by_name["Cost"],
+    deployments_pb2.DESCRIPTOR.services_by_name["Deployments"],
+    router_pb2.DESCRIPTOR.services_by_name["Router"],
 ]
 ALL_METHODS = {f"/{s.full_name}/{m.name}" for s in SERVICES for m in s.methods}
 

@@ -120,6 +120,32 @@ class LogChunk(_message.Message):
     error: str
     def __init__(self, request_id: _Optional[str] = ..., data: _Optional[bytes] = ..., eof: _Optional[bool] = ..., error: _Optional[str] = ...) -> None: ...
 
+class EngineMetricsReport(_message.Message):
+    __slots__ = ("engines",)
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
+    engines: _containers.RepeatedCompositeFieldContainer[EngineMetrics]
+    def __init__(self, engines: _Optional[_Iterable[_Union[EngineMetrics, _Mapping]]] = ...) -> None: ...
+
+class EngineMetrics(_message.Message):
+    __slots__ = ("allocation_id", "ok", "error", "kv_cache_usage", "num_requests_running", "num_requests_waiting", "prompt_tokens_total", "generation_tokens_total")
+    ALLOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    KV_CACHE_USAGE_FIELD_NUMBER: _ClassVar[int]
+    NUM_REQUESTS_RUNNING_FIELD_NUMBER: _ClassVar[int]
+    NUM_REQUESTS_WAITING_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_TOKENS_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    allocation_id: str
+    ok: bool
+    error: str
+    kv_cache_usage: float
+    num_requests_running: int
+    num_requests_waiting: int
+    prompt_tokens_total: int
+    generation_tokens_total: int
+    def __init__(self, allocation_id: _Optional[str] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., kv_cache_usage: _Optional[float] = ..., num_requests_running: _Optional[int] = ..., num_requests_waiting: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., generation_tokens_total: _Optional[int] = ...) -> None: ...
+
 class ObservedAllocations(_message.Message):
     __slots__ = ("running_allocation_ids",)
     RUNNING_ALLOCATION_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -133,7 +159,7 @@ class InterruptionNotice(_message.Message):
     def __init__(self, in_seconds: _Optional[int] = ...) -> None: ...
 
 class AgentMessage(_message.Message):
-    __slots__ = ("hello", "heartbeat", "observed", "interruption", "workers", "mig_device", "log_chunk")
+    __slots__ = ("hello", "heartbeat", "observed", "interruption", "workers", "mig_device", "log_chunk", "engine_metrics")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_FIELD_NUMBER: _ClassVar[int]
@@ -141,6 +167,7 @@ class AgentMessage(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     MIG_DEVICE_FIELD_NUMBER: _ClassVar[int]
     LOG_CHUNK_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_METRICS_FIELD_NUMBER: _ClassVar[int]
     hello: AgentHello
     heartbeat: HeartbeatRequest
     observed: ObservedAllocations
@@ -148,7 +175,8 @@ class AgentMessage(_message.Message):
     workers: WorkerReport
     mig_device: MigDeviceReport
     log_chunk: LogChunk
-    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ..., workers: _Optional[_Union[WorkerReport, _Mapping]] = ..., mig_device: _Optional[_Union[MigDeviceReport, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ...) -> None: ...
+    engine_metrics: EngineMetricsReport
+    def __init__(self, hello: _Optional[_Union[AgentHello, _Mapping]] = ..., heartbeat: _Optional[_Union[HeartbeatRequest, _Mapping]] = ..., observed: _Optional[_Union[ObservedAllocations, _Mapping]] = ..., interruption: _Optional[_Union[InterruptionNotice, _Mapping]] = ..., workers: _Optional[_Union[WorkerReport, _Mapping]] = ..., mig_device: _Optional[_Union[MigDeviceReport, _Mapping]] = ..., log_chunk: _Optional[_Union[LogChunk, _Mapping]] = ..., engine_metrics: _Optional[_Union[EngineMetricsReport, _Mapping]] = ...) -> None: ...
 
 class DesiredState(_message.Message):
     __slots__ = ("node", "node_state", "allocations", "heartbeat_interval_ms", "self_fence_after_ms", "self_fence_kill_after_ms")

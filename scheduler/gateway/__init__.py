@@ -1,0 +1,1 @@
+"""`gpupool gateway`: the OpenAI-compatible HTTP gateway in front of deployments' replicas."""

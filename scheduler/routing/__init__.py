@@ -1,0 +1,1 @@
+"""Request routing: pure policies over replica views, the router that books them, replay."""

@@ -1,0 +1,1 @@
+"""`gpupool route-sim`: replay an LLM request trace through the routing policies."""

@@ -1,0 +1,1 @@
+"""Serving models: engine performance, deployments, autoscaling, cost."""
