@@ -440,7 +440,10 @@ class Allocator:
             self._shape_changed = True
             self._spot = None
             # The snapshot is long-lived: keep the collector from rescanning it
-            # on every cycle (cuts placement's tail latency).
+            # on every cycle (cuts placement's tail latency). Unfreeze first:
+            # what the last freeze kept (the old snapshot among it) is never
+            # collected otherwise, and memory would grow with every reload.
+            gc.unfreeze()
             gc.collect()
             gc.freeze()
             return
