@@ -17,19 +17,19 @@ import random
 import time
 
 from bench.placement_micro import TARGET_USE, build_fleet, gpu_share, percentile, random_request
-from scheduler.cli.sim_command import DEFAULT_NODES, DEFAULT_PODS
 from scheduler.domain.fleet import Claim, FleetSnapshot
 from scheduler.domain.requests import MigDemand, PlacementRequest
 from scheduler.placement import PlacementConfig, place
 from scheduler.placement.fragmentation import RequestMix
 from scheduler.sim.run import simulate
 from scheduler.sim.trace import read_nodes, read_pods
+from scheduler.sim.traces import default_nodes, resolve_pods
 
 TRACE_POLICIES = "random,bestfit,packing,dotprod,fgd,fgd+used,fgd+niche"
 
 
 def trace_seconds(policies: list[str], seed: int) -> dict[str, dict[str, float]]:
-    nodes, pods = read_nodes(DEFAULT_NODES), read_pods(DEFAULT_PODS)
+    nodes, pods = read_nodes(default_nodes()), read_pods(resolve_pods("default"))
     figures = {}
     for policy in policies:
         result = simulate(nodes, pods, policy, seed)

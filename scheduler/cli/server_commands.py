@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from scheduler.fleetfile import load_fleet
-from scheduler.placement.policies import POLICY_NAMES
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY, POLICY_NAMES
 
 if TYPE_CHECKING:
     from scheduler.app import SchedulerApp
@@ -102,9 +102,10 @@ _packing_option = click.option(
     "--packing-policy",
     type=click.Choice(POLICY_NAMES),
     envvar="GPUPOOL_PACKING_POLICY",
-    default="default",
+    default=DEFAULT_PACKING_POLICY,
     show_default=True,
-    help="How fractional and whole-GPU requests are packed (fgd: fragmentation-aware).",
+    help="How fractional, whole-GPU and host-only requests are packed (fgd…: "
+    "fragmentation-aware; default: the best-fit walk).",
 )
 
 
@@ -156,7 +157,7 @@ def _start(
     placement_policy: Path | None = None,
     worker_templates: Path | None = None,
     rendezvous_ports: tuple[int, int] | None = None,
-    packing_policy: str = "default",
+    packing_policy: str = DEFAULT_PACKING_POLICY,
     max_pending_per_tenant: int | None = None,
 ) -> SchedulerApp:
     # Imported here, not at the top: the admin commands share this CLI and

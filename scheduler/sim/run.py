@@ -84,6 +84,8 @@ def simulate(
                 request.cpu_milli,
                 request.host_memory_mib,
             )
+            if config.policy_state is not None:
+                config.policy_state.placed(outcome.placement.node, request)
             allocated += pod.gpu_request
             placed += 1
         arrived += pod.gpu_request
