@@ -11,7 +11,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from scheduler.cli.admin_commands import CliContext
-from scheduler.placement.policies import DEFAULT_PACKING_POLICY, SIM_POLICY_NAMES
+from scheduler.placement.fragmentation import RequestMix
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY, SIM_POLICY_NAMES, make_scorer
 from scheduler.sim.batch import Job, run_jobs
 from scheduler.sim.report import (
     PUBLISHED_POLICY,
@@ -61,7 +62,7 @@ def _policies(text: str) -> list[str]:
         part = part.strip()
         if part == "all":
             names.extend(p for p in ALL_POLICIES if p not in names)
-        elif part in SIM_POLICY_NAMES:
+        elif part in SIM_POLICY_NAMES or _is_fgd_variant(part):
             if part not in names:
                 names.append(part)
         elif part:
@@ -72,6 +73,15 @@ def _policies(text: str) -> list[str]:
     if not names:
         raise click.BadParameter("no policy given", param_hint="--policy")
     return names
+
+
+def _is_fgd_variant(name: str) -> bool:
+    """fgd with options not listed in SIM_POLICY_NAMES (fgd+mem+all, ...: see policies.py)."""
+    try:
+        make_scorer(name, RequestMix())
+    except ValueError:
+        return False
+    return name.startswith("fgd")
 
 
 def _traces(values: tuple[str, ...]) -> list[tuple[str, Path]]:
@@ -143,6 +153,14 @@ def _traces(values: tuple[str, ...]) -> list[tuple[str, Path]]:
     help="Inflate the workload to this multiple of GPU capacity.",
 )
 @click.option(
+    "--cache",
+    "cache_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep each finished run here and reuse kept ones (build a long table in parts; "
+    "empty it after changing a policy).",
+)
+@click.option(
     "--markdown",
     is_flag=True,
     help="Print the traces x policies table at 100 % arrival as Markdown (the README's).",
@@ -165,6 +183,7 @@ def sim(
     jobs: int,
     mix: str | None,
     tune: float,
+    cache_dir: Path | None,
     markdown: bool,
     plot_path: Path | None,
 ) -> None:
@@ -206,7 +225,7 @@ def sim(
         def done(job: Job, result: SeedResult) -> None:
             progress.update(task, advance=1, description=f"{job.trace} {job.policy} {job.seed}")
 
-        results = run_jobs(work, jobs, done)
+        results = run_jobs(work, jobs, done, cache_dir)
     if len(trace_list) == 1 and not markdown:
         name, _ = trace_list[0]
         runs = {p: results[name, p] for p in policies}
@@ -248,6 +267,8 @@ def _table(
         table.add_row(*cells)
     seconds = [f"{summary(n, r)['seconds_per_seed']} s" for n, r in results.items()]
     table.add_row("s/seed", *seconds)
+    cpu = [f"{summary(n, r)['cpu_seconds_per_seed']} s" for n, r in results.items()]
+    table.add_row("CPU s/seed", *cpu)
     return table
 
 

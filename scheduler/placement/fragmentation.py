@@ -232,6 +232,34 @@ def node_fragment_by_capacity(
     return fragment
 
 
+def node_fragment_with_resources(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """node_fragment, plus the GPU that CPU or memory strands: a type with room for k
+    more of it by CPU and memory (free // its request) cannot use more than k times
+    its GPU request here, whatever the GPUs could take.
+    """
+    total = sum(free for _, free in gpus)
+    if total == 0:
+        return 0.0
+    fragment = 0.0
+    for pod_type, share in types:
+        plain = node_fragment(((pod_type, 1.0),), gpus, free_cpu, free_memory)
+        if pod_type.num_gpu and plain < total:
+            room = UNTRACKED_CPU
+            if pod_type.cpu_milli:
+                room = free_cpu // pod_type.cpu_milli
+            if pod_type.memory_mib:
+                room = min(room, free_memory // pod_type.memory_mib)
+            usable = room * pod_type.num_gpu * pod_type.gpu_milli
+            plain = max(plain, total - usable)
+        fragment += share * plain
+    return fragment
+
+
 def node_versatility(
     types: Sequence[tuple[PodType, float]],
     gpus: GpuState,
@@ -287,7 +315,9 @@ class FragmentationScorer:
         empty_mix: EmptyMixScorer | None = None,
         by_demand: bool = False,
         by_capacity: bool = False,
+        by_resources: bool = False,
     ) -> None:
+        self.by_resources = by_resources  # node_fragment_with_resources
         self.by_demand = by_demand  # popularity by GPU asked for, not by count
         self.by_capacity = by_capacity  # node_fragment_by_capacity instead of node_fragment
         self.mix = mix
@@ -334,6 +364,8 @@ class FragmentationScorer:
             if len(self._memo) >= MAX_MEMO:
                 self._memo.clear()
             measure = node_fragment_by_capacity if self.by_capacity else node_fragment
+            if self.by_resources:
+                measure = node_fragment_with_resources
             value = self._memo[key] = measure(self._types, key[0], free_cpu, free_memory)
         return value
 

@@ -281,6 +281,8 @@ class FragmentationNiche(FragmentationUsedFirst):
 
 POLICY_NAMES = (
     "default",
+    "fgd+mem+niche",
+    "fgd+mem",
     "fgd",
     "fgd+used",
     "fgd+niche",
@@ -291,7 +293,7 @@ POLICY_NAMES = (
     "dotprod",
 )
 # What a user gets without choosing (see the README's "Fragmentation-aware packing").
-DEFAULT_PACKING_POLICY = "fgd+mem"
+DEFAULT_PACKING_POLICY = "fgd+mem+niche"
 # Policies the simulator can run; Clustering needs every committed placement observed.
 SIM_POLICY_NAMES = (*POLICY_NAMES, "clustering")
 
@@ -319,7 +321,7 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
     """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
     parts = policy.split("+")
     flags = set(parts[1:])
-    options = {"mem", "all", "xg", "dw", "cap"}
+    options = {"mem", "all", "xg", "dw", "cap", "res"}
     rules = flags - options
     fgd = FragmentationScorer(
         mix,
@@ -329,6 +331,7 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
         empty_mix=GpuPacking(),
         by_demand="dw" in flags,
         by_capacity="cap" in flags,
+        by_resources="res" in flags,
     )
     if parts[0] != "fgd" or len(rules) > 1:
         raise ValueError(f"unknown packing policy {policy!r}")

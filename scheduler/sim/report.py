@@ -60,6 +60,7 @@ def summary(policy: str, results: Sequence[SeedResult]) -> dict[str, object]:
         "unallocated_pct_at_100": None if at100 is None else round(at100, 2),
         "unallocated_pct_at_130": None if at130 is None else round(at130, 2),
         "seconds_per_seed": round(seconds, 2),
+        "cpu_seconds_per_seed": round(statistics.fmean(r.cpu_seconds for r in results), 2),
     }
 
 
@@ -107,6 +108,7 @@ def matrix_rows(
             paper = figures.get((trace, PUBLISHED_POLICY.get(policy, "")))
             row[policy] = text if paper is None else f"{text} [{paper.at_100:.2f}]"
             row[f"{policy}:seeds"] = len(runs)
+            row[f"{policy}:cpu"] = statistics.fmean(r.cpu_seconds for r in runs) if runs else 0.0
         fgd = figures.get((trace, PUBLISHED_POLICY["fgd"]))
         last = mean_unallocated(results.get((trace, policies[-1]), ()), 100)
         row["paper_fgd"] = "-" if fgd is None else f"{fgd.at_100:.2f}"
@@ -137,4 +139,10 @@ def markdown_matrix(
             cells.append(f"{row[policy]}{mark}")
         cells += [str(row["paper_fgd"]), f"**{row['gap']}**"]
         lines.append("| " + " | ".join(cells) + " |")
+    cpu = [statistics.fmean(_number(row.get(f"{p}:cpu")) for row in rows) for p in policies]
+    lines.append("| CPU s/seed (mean) | " + " | ".join(f"{c:.1f}" for c in cpu) + " | | |")
     return "\n".join(lines)
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from scheduler.cli.main import cli
 from scheduler.domain.requests import FractionDemand, WholeDemand
+from scheduler.sim.batch import Job, run_jobs
 from scheduler.sim.inflate import inflate
 from scheduler.sim.report import markdown_matrix, matrix_rows, parse_seeds
 from scheduler.sim.run import SeedResult, simulate
@@ -175,3 +176,16 @@ def test_cli_runs_every_trace_on_disk_into_one_markdown_table(
     rows = [line for line in lines if line.startswith(("| default", "| cpu050"))]
     assert [row.split(" | ")[0] for row in rows] == ["| default", "| cpu050"]
     assert "50.00 [5.00] | 50.00 [6.48] (1) | 5.00 | **+45.00** |" in rows[1]
+
+
+def test_a_cache_keeps_finished_runs_for_the_next_command(tmp_path: Path) -> None:
+    nodes = read_nodes(write(tmp_path, "nodes.csv", NODES_CSV))
+    pods_path = write(tmp_path, "pods.csv", PODS_CSV)
+    job = Job("pods", tmp_path / "nodes.csv", pods_path, "fgd", 3, 1.0)
+    cache = tmp_path / "cache"
+    first = run_jobs([job], cache=cache)
+    assert len(list(cache.iterdir())) == 1
+    seen: list[SeedResult] = []
+    again = run_jobs([job], done=lambda _, result: seen.append(result), cache=cache)
+    assert again == first and seen == first["pods", "fgd"]
+    assert simulate(nodes, read_pods(pods_path), "fgd", 3, 1.0).allocation == seen[0].allocation
