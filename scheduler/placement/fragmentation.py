@@ -26,6 +26,8 @@ UNTRACKED_CPU = 1 << 60
 # each time 1/REFRESH_FRACTION of them are new.
 DEFAULT_WINDOW = 10_000
 REFRESH_FRACTION = 100
+# Typical types whose popularities all moved less than this are kept as they were.
+REFRESH_TOLERANCE = 0.01
 # Bound on the memo of fragmentation per node state, so a long-lived server stays small.
 MAX_MEMO = 500_000
 
@@ -102,8 +104,26 @@ class RequestMix:
         self._pending += 1
         if self._pending >= max(1, len(recent) // REFRESH_FRACTION):
             self._pending = 0
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Re-derive the typical types in use; bump `version` only if they moved.
+
+        Scores are integers, so a popularity that drifts by under REFRESH_TOLERANCE
+        changes next to none of them: keeping the old types then keeps the scorers'
+        memos, which re-scoring a 10,000-GPU fleet after every step would not.
+        """
+        old = dict(self._typical)
+        self._typical.clear()
+        moved = not old
+        for key, types in old.items():
+            fresh = self.typical(*key)
+            if not _close(types, fresh):
+                moved = True
+        if moved:
             self.version += 1
-            self._typical.clear()
+        else:
+            self._typical = old
 
     @property
     def total(self) -> int:
@@ -159,6 +179,14 @@ class RequestMix:
             typical = tuple((pod_type, weight / covered) for pod_type, weight in kept)
         self._typical[key] = typical
         return typical
+
+
+def _close(old: tuple[tuple[PodType, float], ...], new: tuple[tuple[PodType, float], ...]) -> bool:
+    """The same types with popularities within REFRESH_TOLERANCE of each other."""
+    before, after = dict(old), dict(new)
+    if before.keys() != after.keys():
+        return False
+    return all(abs(before[t] - after[t]) <= REFRESH_TOLERANCE for t in before)
 
 
 def node_fragment(

@@ -240,3 +240,23 @@ def test_with_no_history_fgd_packs_plainly() -> None:
     )
     outcome = place(snapshot, PlacementRequest(FractionDemand(500, 0)), config)
     assert outcome.placement is not None and outcome.placement.node == "half-used"
+
+
+def test_a_live_mix_keeps_its_types_while_their_popularity_holds() -> None:
+    mix = RequestMix(window=1000)
+    half = PlacementRequest(FractionDemand(500, 0))
+    whole = PlacementRequest(WholeDemand(1))
+    for i in range(1000):
+        mix.record(half if i % 2 else whole)
+    assert dict(mix.typical(1.0)) == pytest.approx(
+        {PodType(0, 1, 500): 0.5, PodType(0, 1, 1000): 0.5}
+    )
+    version = mix.version
+    for i in range(1000):  # the same 50/50 mix: nothing moved, the scorers keep their memos
+        mix.record(half if i % 2 else whole)
+    assert mix.version == version
+    for _ in range(300):  # now 80/20 over the window: the types are re-derived
+        mix.record(whole)
+    assert mix.version > version
+    # Re-derived in steps, so within the tolerance of the window's 65 %.
+    assert dict(mix.typical(1.0))[PodType(0, 1, 1000)] == pytest.approx(0.65, abs=0.01)
