@@ -281,8 +281,8 @@ class FragmentationNiche(FragmentationUsedFirst):
 
 POLICY_NAMES = (
     "default",
-    "fgd+mem+niche",
     "fgd+mem",
+    "fgd+mem+niche",
     "fgd",
     "fgd+used",
     "fgd+niche",
@@ -293,7 +293,7 @@ POLICY_NAMES = (
     "dotprod",
 )
 # What a user gets without choosing (see the README's "Fragmentation-aware packing").
-DEFAULT_PACKING_POLICY = "fgd+mem+niche"
+DEFAULT_PACKING_POLICY = "fgd+mem"
 # Policies the simulator can run; Clustering needs every committed placement observed.
 SIM_POLICY_NAMES = (*POLICY_NAMES, "clustering")
 

@@ -173,16 +173,18 @@ def test_clustering_in_place_reads_what_was_observed_per_node() -> None:
     assert outcome.placement is not None and outcome.placement.node == "a"
 
 
-def test_the_default_a_user_gets_is_memory_aware_fgd_with_the_niche_rule() -> None:
+def test_the_default_a_user_gets_is_memory_aware_fgd() -> None:
     from scheduler.cli.server_commands import _packing_option
-    from scheduler.placement.policies import DEFAULT_PACKING_POLICY, FragmentationNiche
+    from scheduler.placement.fragmentation import FragmentationScorer
+    from scheduler.placement.policies import DEFAULT_PACKING_POLICY
 
-    assert DEFAULT_PACKING_POLICY == "fgd+mem+niche"
-    scorer = make_scorer(DEFAULT_PACKING_POLICY, config_for_policy("fgd+mem+niche").request_mix)
-    assert isinstance(scorer, FragmentationNiche) and scorer.fgd.memory_aware
+    assert DEFAULT_PACKING_POLICY == "fgd+mem"
+    scorer = make_scorer(DEFAULT_PACKING_POLICY, config_for_policy("fgd+mem").request_mix)
+    assert isinstance(scorer, FragmentationScorer) and scorer.memory_aware
 
     @_packing_option
     def command(packing_policy: str) -> None: ...
 
-    option = next(p for p in command.__click_params__ if p.name == "packing_policy")  # type: ignore[attr-defined]
+    params = command.__click_params__  # type: ignore[attr-defined]
+    option = next(p for p in params if p.name == "packing_policy")
     assert option.default == DEFAULT_PACKING_POLICY
