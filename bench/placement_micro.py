@@ -1,8 +1,12 @@
 """Microbenchmark of place() on a 10,000-GPU mixed fleet under churn at ~70% use.
 
 Run: python -m bench.placement_micro [--gpus 10000] [--ops 20000] [--seed 1]
-Prints p50/p99 of place() (successful and failed separately) and placements
-per second counting place()+reserve()+release(); the last line is JSON.
+     [--policies default,fgd+mem]
+For each packing policy in the same run (the old default walk first, then the
+default a user gets now, fed the request mix live as the allocator does), on the
+same fleet and requests: p50/p99 of place() (successful and failed separately)
+and placements per second counting place()+reserve()+release(); the last line is
+JSON, keyed by policy, the first policy's figures also at the top level.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from scheduler.domain.requests import (
     PlacementRequest,
     WholeDemand,
 )
-from scheduler.placement import place
+from scheduler.placement import PlacementConfig, config_for_policy, place
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY
 
 GPUS_PER_NODE = 8
 # (model, share of nodes, share of those nodes in MIG mode)
@@ -116,9 +121,12 @@ class Figures:
 class Churn:
     """Places random requests while use is under the target, releases at random above it."""
 
-    def __init__(self, snapshot: FleetSnapshot, rng: random.Random) -> None:
+    def __init__(
+        self, snapshot: FleetSnapshot, rng: random.Random, config: PlacementConfig
+    ) -> None:
         self.snapshot = snapshot
         self.rng = rng
+        self.config = config
         self.live: list[tuple[Claim, ...]] = []
         self.used = 0.0
 
@@ -131,8 +139,11 @@ class Churn:
                 figures.busy_s += self._release_one()
                 continue
             request = random_request(self.rng)
+            mix = self.config.request_mix
             started = clock()
-            outcome = place(self.snapshot, request)
+            if mix is not None:  # as the allocator records each new request
+                mix.record(request)
+            outcome = place(self.snapshot, request, self.config)
             elapsed = clock() - started
             if outcome.placement is None:
                 figures.failed_us.append(elapsed * 1e6)
@@ -166,27 +177,22 @@ def percentile(values: list[float], q: int) -> float:
     )
 
 
-def churned_fleet(gpus: int, seed: int, warmup_ops: int) -> Churn:
-    """A fleet of `gpus` GPUs churned up to the target use."""
+def churned_fleet(gpus: int, seed: int, warmup_ops: int, policy: str = "default") -> Churn:
+    """A fleet of `gpus` GPUs churned up to the target use under `policy`."""
     rng = random.Random(seed)
     snapshot = build_fleet(gpus, rng)
     # The fleet is long-lived: keep the cyclic GC from re-walking it (a server would too).
     gc.freeze()
-    churn = Churn(snapshot, rng)
+    churn = Churn(snapshot, rng, config_for_policy(policy))
     churn.run(warmup_ops)
     return churn
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--gpus", type=int, default=10_000)
-    parser.add_argument("--ops", type=int, default=20_000)
-    parser.add_argument("--seed", type=int, default=1)
-    args = parser.parse_args()
-    churn = churned_fleet(args.gpus, args.seed, args.ops)
+def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | int]:
+    churn = churned_fleet(gpus, seed, ops, policy)
     snapshot = churn.snapshot
-    figures = churn.run(args.ops)
-    result = {
+    figures = churn.run(ops)
+    result: dict[str, float | int] = {
         "gpus": len(snapshot.gpus),
         "place_p50_us": round(percentile(figures.ok_us, 50), 1),
         "place_p99_us": round(percentile(figures.ok_us, 99), 1),
@@ -197,14 +203,34 @@ def main() -> None:
         "placements_per_s": round(figures.placed / figures.busy_s),
     }
     use = churn.used / len(snapshot.gpus)
-    print(f"fleet: {result['gpus']} GPUs, {len(snapshot.nodes)} nodes, {use:.0%} in use")
-    print(f"successful place(): p50 {result['place_p50_us']} us, p99 {result['place_p99_us']} us")
+    print(f"[{policy}] fleet: {result['gpus']} GPUs, {len(snapshot.nodes)} nodes, {use:.0%} in use")
     print(
-        f"failed place() (explained): p50 {result['failed_place_p50_us']} us, "
+        f"[{policy}] successful place(): p50 {result['place_p50_us']} us, "
+        f"p99 {result['place_p99_us']} us"
+    )
+    print(
+        f"[{policy}] failed place() (explained): p50 {result['failed_place_p50_us']} us, "
         f"share {result['failed_share']}"
     )
-    print(f"placements per second (place+reserve+release): {result['placements_per_s']}")
-    print(json.dumps(result))
+    print(f"[{policy}] placements per second (place+reserve+release): {result['placements_per_s']}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--gpus", type=int, default=10_000)
+    parser.add_argument("--ops", type=int, default=20_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--policies", default=f"default,{DEFAULT_PACKING_POLICY}")
+    args = parser.parse_args()
+    policies = [p for p in args.policies.split(",") if p]
+    by_policy = {p: measure(args.gpus, args.ops, args.seed, p) for p in policies}
+    first = by_policy[policies[0]]
+    if len(policies) > 1:
+        last = by_policy[policies[-1]]
+        ratio = last["place_p50_us"] / max(first["place_p50_us"], 1e-9)
+        print(f"{policies[-1]} / {policies[0]} place() median: {ratio:.2f}x")
+    print(json.dumps({**first, "policies": by_policy}))
 
 
 if __name__ == "__main__":

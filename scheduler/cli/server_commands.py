@@ -104,13 +104,17 @@ _placement_policy_option = click.option(
     help="YAML of GPU model tiers per workload class (see deploy/placement-policy.yaml) "
     "[default: the built-in matrix].",
 )
+# The live default keeps the best-fit walk: it is the one that prefers warm
+# nodes and NVLink pairs (the packing policies, fgd+mem among them, do not yet).
+LIVE_PACKING_POLICY = "default"
 _packing_option = click.option(
     "--packing-policy",
     type=click.Choice(POLICY_NAMES),
     envvar="GPUPOOL_PACKING_POLICY",
-    default="default",
+    default=LIVE_PACKING_POLICY,
     show_default=True,
-    help="How fractional and whole-GPU requests are packed (fgd: fragmentation-aware).",
+    help="How fractional, whole-GPU and host-only requests are packed (fgd…: "
+    "fragmentation-aware; default: the best-fit walk).",
 )
 
 
@@ -233,7 +237,7 @@ def _start(
     placement_policy: Path | None = None,
     worker_templates: Path | None = None,
     rendezvous_ports: tuple[int, int] | None = None,
-    packing_policy: str = "default",
+    packing_policy: str = LIVE_PACKING_POLICY,
     max_pending_per_tenant: int | None = None,
     metrics: Metrics | None = None,
     liveness: Liveness = Liveness(),

@@ -10,10 +10,10 @@ equal placements tie and the fixed node order decides.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, replace
+from typing import ClassVar, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
@@ -22,6 +22,12 @@ from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDem
 DEFAULT_COVERAGE = 0.95
 # Stands in for "CPU not tracked": larger than any request.
 UNTRACKED_CPU = 1 << 60
+# A live mix counts this many of the latest requests, and re-derives its typical types
+# each time 1/REFRESH_FRACTION of them are new.
+DEFAULT_WINDOW = 10_000
+REFRESH_FRACTION = 100
+# Typical types whose popularities all moved less than this are kept as they were.
+REFRESH_TOLERANCE = 0.01
 # Bound on the memo of fragmentation per node state, so a long-lived server stays small.
 MAX_MEMO = 500_000
 
@@ -37,71 +43,158 @@ class PodType:
     num_gpu: int
     gpu_milli: int
     gpu_models: frozenset[str] = frozenset()
+    memory_mib: int = 0  # host memory
 
 
 def pod_type_of(request: PlacementRequest) -> PodType | None:
     """The type of a fractional, whole-GPU or host-only request; None for MIG."""
     demand = request.demand
+    memory = request.host_memory_mib
     if isinstance(demand, FractionDemand):
-        return PodType(request.cpu_milli, 1, demand.milli, request.gpu_models)
+        return PodType(request.cpu_milli, 1, demand.milli, request.gpu_models, memory)
     if isinstance(demand, WholeDemand):
         milli = 1000 if demand.count else 0
-        return PodType(request.cpu_milli, demand.count, milli, request.gpu_models)
+        return PodType(request.cpu_milli, demand.count, milli, request.gpu_models, memory)
     return None
 
 
 class RequestMix:
-    """How often each pod type was asked for: built from a trace or recorded live."""
+    """How often each pod type was asked for: built from a trace or recorded live.
 
-    def __init__(self, counts: Iterable[tuple[PodType, int]] = ()) -> None:
+    Live, only the last `window` recorded requests count (older ones drop out), so
+    the mix follows the workload and its memory stays bounded. The typical types
+    are re-derived (bumping `version`, which voids the scorers' memos) once 1 % of
+    the window has changed, not on every request: a 10,000-GPU fleet is not
+    re-scored for each arrival. Counts given at construction never drop out.
+    """
+
+    def __init__(
+        self, counts: Iterable[tuple[PodType, int]] = (), window: int = DEFAULT_WINDOW
+    ) -> None:
         self._counts: Counter[PodType] = Counter()
         for pod_type, count in counts:
             self._counts[pod_type] += count
-        self.version = 0  # bumped on every change, so scorers know to drop their memos
-        self._typical: tuple[float, tuple[tuple[PodType, float], ...]] | None = None
+        self._recent: deque[PodType] = deque(maxlen=max(1, window))
+        self._pending = 0  # records since version last changed
+        self.version = 0  # bumped when the typical types may have changed
+        self._typical: dict[tuple[float, bool, bool], tuple[tuple[PodType, float], ...]] = {}
 
     @classmethod
     def from_requests(cls, requests: Iterable[PlacementRequest]) -> RequestMix:
-        mix = cls()
+        """A fixed mix (a trace's): every request counts, whatever the window."""
+        counts: Counter[PodType] = Counter()
         for request in requests:
-            mix.record(request)
-        return mix
+            pod_type = pod_type_of(request)
+            if pod_type is not None:
+                counts[pod_type] += 1
+        return cls(counts.items())
 
     def record(self, request: PlacementRequest) -> None:
         pod_type = pod_type_of(request)
         if pod_type is None:
             return
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            old = recent.popleft()
+            self._counts[old] -= 1
+            if not self._counts[old]:
+                del self._counts[old]
+        recent.append(pod_type)
         self._counts[pod_type] += 1
-        self.version += 1
-        self._typical = None
+        self._pending += 1
+        if self._pending >= max(1, len(recent) // REFRESH_FRACTION):
+            self._pending = 0
+            self._refresh()
+
+    def _refresh(self) -> None:
+        """Re-derive the typical types in use; bump `version` only if they moved.
+
+        Scores are integers, so a popularity that drifts by under REFRESH_TOLERANCE
+        changes next to none of them: keeping the old types then keeps the scorers'
+        memos, which re-scoring a 10,000-GPU fleet after every step would not.
+        """
+        old = dict(self._typical)
+        self._typical.clear()
+        moved = not old
+        for key, types in old.items():
+            fresh = self.typical(*key)
+            if not _close(types, fresh):
+                moved = True
+        if moved:
+            self.version += 1
+        else:
+            self._typical = old
 
     @property
     def total(self) -> int:
         return sum(self._counts.values())
 
-    def typical(self, coverage: float = DEFAULT_COVERAGE) -> tuple[tuple[PodType, float], ...]:
+    def typical(
+        self,
+        coverage: float = DEFAULT_COVERAGE,
+        memory_aware: bool = False,
+        by_demand: bool = False,
+    ) -> tuple[tuple[PodType, float], ...]:
         """The most popular types until they cover `coverage` of requests, with popularity.
 
         Popularity is renormalised over the kept types (they sum to 1): with it, our
         FGD lands within 0.02 points of the published 10-seed mean on the default
         trace; shares of all requests (summing to 0.95) land 0.2 points worse.
+        Without `memory_aware`, types that differ only in host memory are one type
+        (the paper's FGD); with it, each kept type is split by the memory its
+        requests asked for. `by_demand` weighs a type by the GPU it asks for in all
+        (count x GPUs x milli) rather than by its count, so host-only types drop out
+        and multi-GPU ones, rare by count, weigh what they ask for.
         """
-        if self._typical is not None and self._typical[0] == coverage:
-            return self._typical[1]
-        total = self.total
+        key = (coverage, memory_aware, by_demand)
+        cached = self._typical.get(key)
+        if cached is not None:
+            return cached
+        # Types are told apart as the paper does (without memory) to choose the typical
+        # ones; a memory-aware mix then splits each by the memory its requests asked for.
+        weights: Counter[PodType] = Counter()
+        by_memory: dict[PodType, Counter[int]] = {}
+        for pod_type, count in self._counts.items():
+            plain = replace(pod_type, memory_mib=0)
+            weight = count * (plain.num_gpu * plain.gpu_milli if by_demand else 1)
+            if weight:
+                weights[plain] += weight
+                by_memory.setdefault(plain, Counter())[pod_type.memory_mib] += weight
+        total = sum(weights.values())
         kept: list[tuple[PodType, int]] = []
         covered = 0
-        for pod_type, count in self._counts.most_common():
+        for pod_type, weight in weights.most_common():
             if covered >= coverage * total:
                 break
-            kept.append((pod_type, count))
-            covered += count
-        typical = tuple((pod_type, count / covered) for pod_type, count in kept)
-        self._typical = (coverage, typical)
+            kept.append((pod_type, weight))
+            covered += weight
+        typical: tuple[tuple[PodType, float], ...]
+        if memory_aware:
+            typical = tuple(
+                (replace(pod_type, memory_mib=memory), n / covered)
+                for pod_type, _ in kept
+                for memory, n in by_memory[pod_type].items()
+            )
+        else:
+            typical = tuple((pod_type, weight / covered) for pod_type, weight in kept)
+        self._typical[key] = typical
         return typical
 
 
-def node_fragment(types: Sequence[tuple[PodType, float]], gpus: GpuState, free_cpu: int) -> float:
+def _close(old: tuple[tuple[PodType, float], ...], new: tuple[tuple[PodType, float], ...]) -> bool:
+    """The same types with popularities within REFRESH_TOLERANCE of each other."""
+    before, after = dict(old), dict(new)
+    if before.keys() != after.keys():
+        return False
+    return all(abs(before[t] - after[t]) <= REFRESH_TOLERANCE for t in before)
+
+
+def node_fragment(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
     """Popularity-weighted free milli-GPU that each typical type cannot use on this node."""
     total = sum(free for _, free in gpus)
     if total == 0:
@@ -109,7 +202,11 @@ def node_fragment(types: Sequence[tuple[PodType, float]], gpus: GpuState, free_c
     fragment = 0.0
     for pod_type, share in types:
         need = pod_type.gpu_milli
-        if pod_type.num_gpu == 0 or free_cpu < pod_type.cpu_milli:
+        if (
+            pod_type.num_gpu == 0
+            or free_cpu < pod_type.cpu_milli
+            or free_memory < pod_type.memory_mib
+        ):
             fragment += share * total
             continue
         allowed = pod_type.gpu_models
@@ -124,8 +221,78 @@ def node_fragment(types: Sequence[tuple[PodType, float]], gpus: GpuState, free_c
     return fragment
 
 
+def node_fragment_by_capacity(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """Popularity-weighted free milli-GPU left over once the node is filled with each type.
+
+    For a type, the node holds k more of it: as many as its allowed GPUs have room
+    for (sharing: free // milli summed per GPU; whole: idle GPUs // count), capped by
+    free CPU // its CPU and free memory // its memory. Its fragment is what those k
+    leave of the free GPU. Unlike node_fragment, the remainder on a GPU the type fits
+    (1000 free, 400 asked: 200) and GPU that only CPU or memory shortage strands count.
+    """
+    total = sum(free for _, free in gpus)
+    if total == 0:
+        return 0.0
+    fragment = 0.0
+    for pod_type, share in types:
+        need = pod_type.gpu_milli
+        if pod_type.num_gpu == 0 or need == 0:
+            fragment += share * total
+            continue
+        allowed = pod_type.gpu_models
+        if need < 1000:
+            room = sum(free // need for model, free in gpus if not allowed or model in allowed)
+        else:
+            idle = sum(
+                1 for model, free in gpus if free >= 1000 and (not allowed or model in allowed)
+            )
+            room = idle // pod_type.num_gpu
+        if pod_type.cpu_milli:
+            room = min(room, free_cpu // pod_type.cpu_milli)
+        if pod_type.memory_mib:
+            room = min(room, free_memory // pod_type.memory_mib)
+        fragment += share * (total - room * pod_type.num_gpu * need)
+    return fragment
+
+
+def node_fragment_with_resources(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """node_fragment, plus the GPU that CPU or memory strands: a type with room for k
+    more of it by CPU and memory (free // its request) cannot use more than k times
+    its GPU request here, whatever the GPUs could take.
+    """
+    total = sum(free for _, free in gpus)
+    if total == 0:
+        return 0.0
+    fragment = 0.0
+    for pod_type, share in types:
+        plain = node_fragment(((pod_type, 1.0),), gpus, free_cpu, free_memory)
+        if pod_type.num_gpu and plain < total:
+            room = UNTRACKED_CPU
+            if pod_type.cpu_milli:
+                room = free_cpu // pod_type.cpu_milli
+            if pod_type.memory_mib:
+                room = min(room, free_memory // pod_type.memory_mib)
+            usable = room * pod_type.num_gpu * pod_type.gpu_milli
+            plain = max(plain, total - usable)
+        fragment += share * plain
+    return fragment
+
+
 def node_versatility(
-    types: Sequence[tuple[PodType, float]], gpus: GpuState, free_cpu: int
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
 ) -> float:
     """The popularity share of typical types that could still go on this node (0..1).
 
@@ -134,7 +301,7 @@ def node_versatility(
     """
     share_fitting = 0.0
     for pod_type, share in types:
-        if free_cpu < pod_type.cpu_milli:
+        if free_cpu < pod_type.cpu_milli or free_memory < pod_type.memory_mib:
             continue
         if pod_type.num_gpu:
             allowed = pod_type.gpu_models
@@ -156,55 +323,96 @@ def fgd_score(delta: float) -> int:
     return int(100.0 / (1.0 + math.exp(x)))
 
 
+class EmptyMixScorer(Protocol):
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]: ...
+
+
 class FragmentationScorer:
     """FGD as a node scorer: the best GPU choice on a node and its integer score."""
 
     name: ClassVar[str] = "fgd"
 
-    def __init__(self, mix: RequestMix, coverage: float = DEFAULT_COVERAGE) -> None:
+    def __init__(
+        self,
+        mix: RequestMix,
+        coverage: float = DEFAULT_COVERAGE,
+        memory_aware: bool = False,
+        exact_gpu: bool = False,
+        empty_mix: EmptyMixScorer | None = None,
+        by_demand: bool = False,
+        by_capacity: bool = False,
+        by_resources: bool = False,
+    ) -> None:
+        self.by_resources = by_resources  # node_fragment_with_resources
+        self.by_demand = by_demand  # popularity by GPU asked for, not by count
+        self.by_capacity = by_capacity  # node_fragment_by_capacity instead of node_fragment
         self.mix = mix
         self.coverage = coverage
+        # On one node, pick the GPU by the exact fragmentation change, not its integer score.
+        self.exact_gpu = exact_gpu
+        # What scores while the mix is empty (policies.py passes GpuPacking); None: FGD's
+        # own answer, every node 50, so the node order decides.
+        self.empty_mix = empty_mix
+        # Count host memory as FGD counts CPU: a type short of it on a node cannot go there.
+        self.memory_aware = memory_aware
         self._version = -1
         self._types: tuple[tuple[PodType, float], ...] = ()
-        self._memo: dict[tuple[GpuState, int], float] = {}
-        self._versatility: dict[tuple[GpuState, int], float] = {}
+        self._memo: dict[tuple[GpuState, int, int], float] = {}
+        self._versatility: dict[tuple[GpuState, int, int], float] = {}
 
     def _refresh(self) -> None:
         if self._version != self.mix.version:
             self._version = self.mix.version
-            self._types = self.mix.typical(self.coverage)
+            self._types = self.mix.typical(self.coverage, self.memory_aware, self.by_demand)
             self._memo.clear()
             self._versatility.clear()
 
-    def versatility(self, gpus: GpuState, free_cpu: int) -> float:
+    def versatility(self, gpus: GpuState, free_cpu: int, free_memory: int = UNTRACKED_CPU) -> float:
         """Memoised node_versatility of a node state (GPUs in any order)."""
         self._refresh()
-        key = (tuple(sorted(gpus)), free_cpu)
+        key = (tuple(sorted(gpus)), free_cpu, free_memory)
         value = self._versatility.get(key)
         if value is None:
             if len(self._versatility) >= MAX_MEMO:
                 self._versatility.clear()
-            value = self._versatility[key] = node_versatility(self._types, key[0], free_cpu)
+            value = node_versatility(self._types, key[0], free_cpu, free_memory)
+            self._versatility[key] = value
         return value
 
-    def fragmentation(self, gpus: GpuState, free_cpu: int) -> float:
+    def fragmentation(
+        self, gpus: GpuState, free_cpu: int, free_memory: int = UNTRACKED_CPU
+    ) -> float:
         """Memoised node_fragment of a node state (GPUs in any order)."""
         self._refresh()
-        key = (tuple(sorted(gpus)), free_cpu)
+        key = (tuple(sorted(gpus)), free_cpu, free_memory)
         value = self._memo.get(key)
         if value is None:
             if len(self._memo) >= MAX_MEMO:
                 self._memo.clear()
-            value = self._memo[key] = node_fragment(self._types, key[0], free_cpu)
+            measure = node_fragment_by_capacity if self.by_capacity else node_fragment
+            if self.by_resources:
+                measure = node_fragment_with_resources
+            value = self._memo[key] = measure(self._types, key[0], free_cpu, free_memory)
         return value
 
     def best(
         self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
     ) -> tuple[int, tuple[GpuView, ...]]:
+        self._refresh()
+        if not self._types and self.empty_mix is not None:
+            # No history yet (a fresh server): pack plainly rather than let every node tie.
+            return self.empty_mix.best(request, node, fitting)
         usable = [g for g in node.gpus if g.healthy and not g.mig_enabled]
         state = [(g.model, g.free_milli) for g in usable]
         cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
-        before = self.fragmentation(tuple(state), cpu)
+        memory = UNTRACKED_CPU
+        memory_after = memory
+        if self.memory_aware and node.memory_mib:
+            memory = node.free_memory_mib
+            memory_after = memory - request.host_memory_mib
+        before = self.fragmentation(tuple(state), cpu, memory)
         cpu_after = cpu - request.cpu_milli if node.cpu_milli else cpu
         demand = request.demand
         if not isinstance(demand, FractionDemand):
@@ -213,15 +421,18 @@ class FragmentationScorer:
             chosen = tuple(fitting[: demand.count]) if isinstance(demand, WholeDemand) else ()
             taken = {g.id for g in chosen}
             after = [(g.model, 0 if g.id in taken else g.free_milli) for g in usable]
-            delta = self.fragmentation(tuple(after), cpu_after) - before
+            delta = self.fragmentation(tuple(after), cpu_after, memory_after) - before
             return fgd_score(delta), chosen
         position = {g.id: i for i, g in enumerate(usable)}
-        best_score, best_gpu = -1, fitting[0]
+        best_score, best_gpu = -1.0, fitting[0]
         for gpu in fitting:  # index order: the first GPU with the best score wins
             i = position[gpu.id]
             after = list(state)
             after[i] = (gpu.model, gpu.free_milli - demand.milli)
-            score = fgd_score(self.fragmentation(tuple(after), cpu_after) - before)
+            delta = self.fragmentation(tuple(after), cpu_after, memory_after) - before
+            score = -delta if self.exact_gpu else float(fgd_score(delta))
             if score > best_score:
                 best_score, best_gpu = score, gpu
-        return best_score, (best_gpu,)
+        if self.exact_gpu:
+            return fgd_score(-best_score), (best_gpu,)
+        return int(best_score), (best_gpu,)

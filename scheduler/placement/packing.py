@@ -11,7 +11,7 @@ change (a new snapshot) or the scorer's inputs do (the request mix).
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
@@ -21,6 +21,7 @@ from scheduler.placement.pipeline import Pipeline, gpu_rejection, passing_gpus
 from scheduler.placement.plugins import CycleContext, NodeReserved, Option
 from scheduler.placement.policies import (
     FragmentationTieBreak,
+    GpuClustering,
     NodeScorer,
     RandomFit,
     make_scorer,
@@ -42,11 +43,17 @@ class PolicyState:
         self.rng = random.Random(seed)
         self.mix = mix
         # request key -> class id -> verdict; one hash of the request per place().
-        self._verdicts: dict[object, dict[int, Verdict]] = {}
+        self._verdicts: dict[object, dict[Hashable, Verdict]] = {}
         self._token: object = None
         self._mix_version = -1
 
-    def verdicts_for(self, snapshot: FleetSnapshot, key: object) -> dict[int, Verdict]:
+    def placed(self, node: str, request: PlacementRequest) -> None:
+        """Tell a scorer that reads history (Clustering) that a placement was committed."""
+        if isinstance(self.scorer, GpuClustering):
+            # Verdicts are memoised by (class, kinds on the node), so none goes stale.
+            self.scorer.observe(node, request)
+
+    def verdicts_for(self, snapshot: FleetSnapshot, key: object) -> dict[Hashable, Verdict]:
         """The memo of class verdicts for one request key on this snapshot."""
         mix_version = self.mix.version if self.mix is not None else 0
         if snapshot.class_token is not self._token or mix_version != self._mix_version:
@@ -81,18 +88,18 @@ def place_by_policy(
     verdicts = state.verdicts_for(snapshot, key)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
-    for class_id, members in snapshot.node_classes().items():
-        verdict = verdicts.get(class_id)
+    for class_key, members in _groups(snapshot, state.scorer):
+        verdict = verdicts.get(class_key)
         if verdict is None:
             node = snapshot.nodes[next(iter(members))]
-            verdict = verdicts[class_id] = _judge(ctx, pipeline, state.scorer, node)
+            verdict = verdicts[class_key] = _judge(ctx, pipeline, state.scorer, node)
         if type(verdict) is int:
             scored.append((verdict, members))
             if verdict > best:
                 best = verdict
     name = _pick(state, scored, best, request.avoid_nodes, order)
     if name is None:
-        return PolicyChoice(None, 0.0, _tally(ctx, verdicts) if explain else ())
+        return PolicyChoice(None, 0.0, _tally(ctx, state.scorer, verdicts) if explain else ())
     node = snapshot.nodes[name]
     fitting = _fitting(ctx, pipeline, node)
     assert fitting is not None  # the node's class passed every filter
@@ -102,6 +109,21 @@ def place_by_policy(
     if isinstance(state.scorer, FragmentationTieBreak):
         score //= state.scorer.span  # report the FGD part, 0..100
     return PolicyChoice(Option(node, gpus), float(score))
+
+
+def _groups(
+    snapshot: FleetSnapshot, scorer: NodeScorer
+) -> Iterator[tuple[Hashable, dict[str, None]]]:
+    """Nodes that score alike: the snapshot's classes, split by history for a scorer
+    that reads it (Clustering)."""
+    if not isinstance(scorer, GpuClustering):
+        yield from snapshot.node_classes().items()
+        return
+    for class_id, members in snapshot.node_classes().items():
+        split: dict[Hashable, dict[str, None]] = {}
+        for name in members:
+            split.setdefault((class_id, scorer.node_tag(name)), {})[name] = None
+        yield from split.items()
 
 
 def _judge(ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, node: NodeView) -> Verdict:
@@ -192,12 +214,14 @@ def _random_gpus(
     return ()
 
 
-def _tally(ctx: CycleContext, verdicts: Mapping[int, Verdict]) -> tuple[tuple[str, str, int], ...]:
+def _tally(
+    ctx: CycleContext, scorer: NodeScorer, verdicts: Mapping[Hashable, Verdict]
+) -> tuple[tuple[str, str, int], ...]:
     """Every class's rejections times its members, plus reserved nodes, largest first."""
     tally: dict[tuple[str, str], int] = {}
     avoid = ctx.request.avoid_nodes
-    for class_id, members in ctx.snapshot.node_classes().items():
-        verdict = verdicts[class_id]
+    for class_key, members in _groups(ctx.snapshot, scorer):
+        verdict = verdicts[class_key]
         reserved = [n for n in members if n in avoid]
         if reserved:
             reason = NodeReserved().filter_node(ctx, ctx.snapshot.nodes[reserved[0]]) or ""

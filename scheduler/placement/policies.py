@@ -8,12 +8,18 @@ packing.py), which is how the published baselines were produced.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement.fragmentation import UNTRACKED_CPU, FragmentationScorer, RequestMix
+from scheduler.placement.fragmentation import (
+    DEFAULT_COVERAGE,
+    UNTRACKED_CPU,
+    FragmentationScorer,
+    RequestMix,
+)
 
 # BestFit normalises leftovers by a 128-core, 8-GPU node, as the paper's simulator does.
 BESTFIT_CPU_MILLI = 128_000
@@ -138,14 +144,73 @@ class DotProduct:
         return max(0, min(100, 100 - alignment)), tightest(request, fitting)
 
 
+# Clustering's scores are tiers of 25 points, each spread over the node's free GPU by a
+# full 8-GPU node's milli, as in the paper's simulator.
+CLUSTERING_TIER = 25
+CLUSTERING_GPU_MILLI = 8_000
+
+
+def affinity_of(request: PlacementRequest) -> str | None:
+    """Clustering's kind of a request: "share", "N-gpu", or None for host-only and MIG."""
+    demand = request.demand
+    if isinstance(demand, FractionDemand):
+        return "share"
+    if isinstance(demand, WholeDemand) and demand.count:
+        return f"{demand.count}-gpu"
+    return None
+
+
+class GpuClustering:
+    """The paper's Clustering baseline: a GPU request goes first to a node that runs only
+    its kind (sharing, or N whole GPUs), then to a node that runs its kind among others,
+    then to an idle node, then to any; within a tier, the node with the least free GPU.
+
+    The kinds on each node are history, not state, so this scorer keeps them itself:
+    whoever commits a placement calls observe() (the simulator does; the live
+    allocator does not, so it is a simulator baseline). Host-only requests score 0.
+    """
+
+    name: ClassVar[str] = "clustering"
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, Counter[str]] = {}
+
+    def observe(self, node: str, request: PlacementRequest) -> None:
+        kind = affinity_of(request)
+        if kind is not None:
+            self._kinds.setdefault(node, Counter())[kind] += 1
+
+    def node_tag(self, node: str) -> frozenset[str]:
+        """What besides the node's state decides its score: the kinds running there."""
+        kinds = self._kinds.get(node)
+        return frozenset(kinds) if kinds else frozenset()
+
+    def best(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        kind = affinity_of(request)
+        if kind is None:
+            return 0, tightest(request, fitting)
+        kinds = self.node_tag(node.name)
+        if kind in kinds:
+            tier = 3 if len(kinds) == 1 else 2  # only its kind, or its kind among others
+        elif kinds:
+            tier = 0  # other kinds only
+        else:
+            tier = 1  # an idle node
+        used = CLUSTERING_GPU_MILLI - free_gpu_milli(node)
+        spread = CLUSTERING_TIER * used // CLUSTERING_GPU_MILLI
+        return max(0, min(100, tier * CLUSTERING_TIER + spread)), tightest(request, fitting)
+
+
 class FragmentationTieBreak:
     """FGD first; equal FGD scores go by a secondary score in 0..span-1 (then node order)."""
 
     name: ClassVar[str] = "fgd+tiebreak"
     span: ClassVar[int] = 1
 
-    def __init__(self, mix: RequestMix) -> None:
-        self.fgd = FragmentationScorer(mix)
+    def __init__(self, fgd: FragmentationScorer) -> None:
+        self.fgd = fgd
 
     def secondary(
         self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
@@ -206,13 +271,18 @@ class FragmentationNiche(FragmentationUsedFirst):
             (g.model, g.free_milli) for g in node.gpus if g.healthy and not g.mig_enabled
         )
         cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
-        versatility = self.fgd.versatility(usable, cpu)
+        memory = UNTRACKED_CPU
+        if self.fgd.memory_aware and node.memory_mib:
+            memory = node.free_memory_mib
+        versatility = self.fgd.versatility(usable, cpu, memory)
         niche = VERSATILITY_STEPS - round(versatility * VERSATILITY_STEPS)
         return super().secondary(request, node, fitting) * (VERSATILITY_STEPS + 1) + niche
 
 
 POLICY_NAMES = (
     "default",
+    "fgd+mem",
+    "fgd+mem+niche",
     "fgd",
     "fgd+used",
     "fgd+niche",
@@ -222,6 +292,10 @@ POLICY_NAMES = (
     "packing",
     "dotprod",
 )
+# What a user gets without choosing (see the README's "Fragmentation-aware packing").
+DEFAULT_PACKING_POLICY = "fgd+mem"
+# Policies the simulator can run; Clustering needs every committed placement observed.
+SIM_POLICY_NAMES = (*POLICY_NAMES, "clustering")
 
 
 def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
@@ -229,21 +303,46 @@ def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
     if policy.startswith("fgd"):
         if mix is None:
             raise ValueError(f"packing policy {policy} needs a request mix")
-        if policy == "fgd":
-            return FragmentationScorer(mix)
-        if policy == "fgd+used":
-            return FragmentationUsedFirst(mix)
-        if policy == "fgd+niche":
-            return FragmentationNiche(mix)
-        if policy == "fgd+bf":
-            return FragmentationBestFit(mix)
+        return _fragmentation_scorer(policy, mix)
     scorers: dict[str, NodeScorer] = {
         "default": FirstFit(),
         "random": RandomFit(),
         "bestfit": BestFit(),
         "packing": GpuPacking(),
         "dotprod": DotProduct(),
+        "clustering": GpuClustering(),
     }
     if policy not in scorers:
         raise ValueError(f"unknown packing policy {policy!r} (one of {', '.join(POLICY_NAMES)})")
     return scorers[policy]
+
+
+def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
+    """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
+    parts = policy.split("+")
+    flags = set(parts[1:])
+    options = {"mem", "all", "xg", "dw", "cap", "res"}
+    rules = flags - options
+    fgd = FragmentationScorer(
+        mix,
+        coverage=1.0 if "all" in flags else DEFAULT_COVERAGE,
+        memory_aware="mem" in flags,
+        exact_gpu="xg" in flags,
+        empty_mix=GpuPacking(),
+        by_demand="dw" in flags,
+        by_capacity="cap" in flags,
+        by_resources="res" in flags,
+    )
+    if parts[0] != "fgd" or len(rules) > 1:
+        raise ValueError(f"unknown packing policy {policy!r}")
+    rule = next(iter(rules), "")
+    tie_rules: dict[str, type[FragmentationTieBreak]] = {
+        "used": FragmentationUsedFirst,
+        "niche": FragmentationNiche,
+        "bf": FragmentationBestFit,
+    }
+    if not rule:
+        return fgd
+    if rule not in tie_rules:
+        raise ValueError(f"unknown packing policy {policy!r}")
+    return tie_rules[rule](fgd)

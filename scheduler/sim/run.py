@@ -31,6 +31,8 @@ class SeedResult:
     placed: int
     failed: int
     seconds: float
+    # CPU time of the run: on a shared machine, wall time also counts other processes.
+    cpu_seconds: float = 0.0
 
     def unallocated(self, level: int) -> float | None:
         """Unallocated GPU % at `level`, from the nearest level at or below with arrivals."""
@@ -57,7 +59,7 @@ def simulate(
     progress: Callable[[int, int], None] | None = None,
 ) -> SeedResult:
     """Replay `pods` (inflated for `seed`) on `nodes` under `policy`."""
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     snapshot = build_fleet(nodes)
     capacity = sum(n.gpus for n in nodes) * 1000
     arrivals = inflate(pods, capacity, seed, tune)
@@ -84,6 +86,8 @@ def simulate(
                 request.cpu_milli,
                 request.host_memory_mib,
             )
+            if config.policy_state is not None:
+                config.policy_state.placed(outcome.placement.node, request)
             allocated += pod.gpu_request
             placed += 1
         arrived += pod.gpu_request
@@ -94,4 +98,12 @@ def simulate(
         if progress is not None and i % 500 == 0:
             progress(i, len(arrivals))
     allocation = tuple(s / c if c else None for s, c in zip(sums, counts, strict=True))
-    return SeedResult(policy, seed, allocation, placed, failed, time.perf_counter() - started)
+    return SeedResult(
+        policy,
+        seed,
+        allocation,
+        placed,
+        failed,
+        time.perf_counter() - started,
+        time.process_time() - cpu_started,
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
@@ -158,3 +160,103 @@ def test_fgd_niche_puts_a_node_in_use_before_a_niche_idle_node() -> None:
     outcome = place(snapshot, PlacementRequest(WholeDemand(1)), config)
     assert outcome.placement is not None and outcome.placement.node == "used-big"
     assert outcome.placement.score == 62
+
+
+def test_a_memory_aware_fragment_counts_free_gpus_a_type_lacks_memory_for() -> None:
+    # HALF asks for 32 GiB of host memory: on a node with 16 GiB free it cannot go, so all
+    # 1300 free milli are a fragment for it, as when it lacks CPU.
+    half_32g = PodType(4000, 1, 500, memory_mib=32_768)
+    mix = ((half_32g, 1.0),)
+    gpus = (("G2", 1000), ("G2", 300))
+    assert node_fragment(mix, gpus, free_cpu=8000, free_memory=65_536) == 300
+    assert node_fragment(mix, gpus, free_cpu=8000, free_memory=16_384) == 1300
+    assert node_fragment(mix, gpus, free_cpu=8000) == 300  # memory not tracked
+
+
+def test_a_memory_aware_mix_picks_types_as_fgd_does_then_splits_them_by_memory() -> None:
+    requests = (
+        [PlacementRequest(FractionDemand(500, 0), cpu_milli=4000, host_memory_mib=8192)] * 3
+        + [PlacementRequest(FractionDemand(500, 0), cpu_milli=4000, host_memory_mib=4096)] * 3
+        + [PlacementRequest(WholeDemand(1), cpu_milli=1000, host_memory_mib=1024)] * 4
+    )
+    mix = RequestMix.from_requests(requests)
+    plain = mix.typical(1.0)
+    assert plain == ((PodType(4000, 1, 500), 0.6), (PodType(1000, 1, 1000), 0.4))
+    split = dict(mix.typical(1.0, memory_aware=True))
+    assert split == pytest.approx(
+        {
+            PodType(4000, 1, 500, memory_mib=8192): 0.3,
+            PodType(4000, 1, 500, memory_mib=4096): 0.3,
+            PodType(1000, 1, 1000, memory_mib=1024): 0.4,
+        }
+    )
+    # Coverage is decided on the plain types: at 60 % only the half-GPU type is kept.
+    assert {t.gpu_milli for t, _ in mix.typical(0.6, memory_aware=True)} == {500}
+
+
+def test_memory_aware_fgd_avoids_the_node_where_a_request_would_strand_gpus() -> None:
+    # Both nodes have two idle GPUs. Typical pods take one GPU and 40 GiB. On "tight"
+    # (64 GiB free) a 30 GiB request leaves too little memory for any of them, so both
+    # of its GPUs become a fragment; "roomy" (128 GiB) keeps room for two. Plain FGD
+    # sees no difference and follows the node order to "tight".
+    snapshot = FleetSnapshot()
+    for name, memory in (("tight", 65_536), ("roomy", 131_072)):
+        node = sim_node(name, [1000, 1000])
+        snapshot.upsert_node(replace(node, memory_mib=memory))
+    mix = RequestMix([(PodType(0, 1, 1000, memory_mib=40_960), 1)])
+    order = {"tight": 0, "roomy": 1}
+    request = PlacementRequest(FractionDemand(200, 0), host_memory_mib=30_720)
+    plain = PlacementConfig(packing_policy="fgd", request_mix=mix, node_order=order)
+    aware = PlacementConfig(packing_policy="fgd+mem", request_mix=mix, node_order=order)
+    first, second = place(snapshot, request, plain), place(snapshot, request, aware)
+    assert first.placement is not None and first.placement.node == "tight"
+    assert second.placement is not None and second.placement.node == "roomy"
+
+
+def test_a_live_mix_forgets_old_requests_and_refreshes_in_steps() -> None:
+    mix = RequestMix(window=200)
+    half = PlacementRequest(FractionDemand(500, 0))
+    whole = PlacementRequest(WholeDemand(1))
+    for _ in range(200):
+        mix.record(half)
+    assert mix.total == 200
+    version = mix.version
+    for _ in range(200):
+        mix.record(whole)
+    assert mix.total == 200  # the window: the half-GPU requests have all dropped out
+    assert [t.gpu_milli for t, _ in mix.typical(1.0)] == [1000]
+    # A full window of 200 re-derives its types every 2 records (1 %), not on each.
+    assert mix.version == version + 100
+
+
+def test_with_no_history_fgd_packs_plainly() -> None:
+    # An empty mix would make every node tie at 50 (node order); until there is history,
+    # the packing tiers decide, so a 500-milli request fills the half-used GPU.
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("idle", [1000]))
+    snapshot.upsert_node(sim_node("half-used", [500]))
+    config = PlacementConfig(
+        packing_policy="fgd+mem", request_mix=RequestMix(), node_order={"idle": 0, "half-used": 1}
+    )
+    outcome = place(snapshot, PlacementRequest(FractionDemand(500, 0)), config)
+    assert outcome.placement is not None and outcome.placement.node == "half-used"
+
+
+def test_a_live_mix_keeps_its_types_while_their_popularity_holds() -> None:
+    mix = RequestMix(window=1000)
+    half = PlacementRequest(FractionDemand(500, 0))
+    whole = PlacementRequest(WholeDemand(1))
+    for i in range(1000):
+        mix.record(half if i % 2 else whole)
+    assert dict(mix.typical(1.0)) == pytest.approx(
+        {PodType(0, 1, 500): 0.5, PodType(0, 1, 1000): 0.5}
+    )
+    version = mix.version
+    for i in range(1000):  # the same 50/50 mix: nothing moved, the scorers keep their memos
+        mix.record(half if i % 2 else whole)
+    assert mix.version == version
+    for _ in range(300):  # now 80/20 over the window: the types are re-derived
+        mix.record(whole)
+    assert mix.version > version
+    # Re-derived in steps, so within the tolerance of the window's 65 %.
+    assert dict(mix.typical(1.0))[PodType(0, 1, 1000)] == pytest.approx(0.65, abs=0.01)

@@ -7,7 +7,13 @@ import pytest
 from scheduler.domain.fleet import Claim, FleetSnapshot
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
 from scheduler.placement import PlacementConfig, Rejection, config_for_policy, place
-from scheduler.placement.policies import BestFit, DotProduct, GpuPacking, make_scorer
+from scheduler.placement.policies import (
+    BestFit,
+    DotProduct,
+    GpuClustering,
+    GpuPacking,
+    make_scorer,
+)
 from tests.unit.test_fragmentation import sim_node
 
 
@@ -129,3 +135,58 @@ def test_dotprod_prefers_the_smallest_alignment_with_free_resources() -> None:
     request = PlacementRequest(WholeDemand(1), cpu_milli=32_000)
     # GPU 1/8 * 8/8, CPU 1/2 * 1, memory 0: alignment (0.125 + 0.5 + 0) / 3 = 0.208
     assert DotProduct().best(request, node, node.gpus)[0] == 80
+
+
+def test_clustering_prefers_nodes_running_only_the_same_kind_then_idle_ones() -> None:
+    scorer = make_scorer("clustering", None)
+    assert isinstance(scorer, GpuClustering)
+    share = PlacementRequest(FractionDemand(300, 0))
+    whole = PlacementRequest(WholeDemand(1))
+    nodes = {name: sim_node(name, [1000] * 8) for name in ("shares", "mixed", "idle", "wholes")}
+    scorer.observe("shares", share)
+    scorer.observe("mixed", share)
+    scorer.observe("mixed", whole)
+    scorer.observe("wholes", whole)
+    scorer.observe("idle", PlacementRequest(WholeDemand(0), cpu_milli=1000))  # not a GPU kind
+    scores = {name: scorer.best(share, node, node.gpus)[0] for name, node in nodes.items()}
+    # Tiers of 25: only its kind (75), its kind among others (50), idle (25), others (0);
+    # every GPU here is free, so nothing is added within the tier.
+    assert scores == {"shares": 75, "mixed": 50, "idle": 25, "wholes": 0}
+    busy = sim_node("busy", [0, 0, 0, 0, 1000, 1000, 1000, 1000])
+    scorer.observe("busy", share)
+    assert scorer.best(share, busy, busy.gpus[4:])[0] == 75 + 25 * 4000 // 8000
+    assert scorer.best(PlacementRequest(WholeDemand(0), cpu_milli=1), busy, [])[0] == 0
+
+
+def test_clustering_in_place_reads_what_was_observed_per_node() -> None:
+    snapshot = fleet_of(sim_node("a", [1000, 1000]), sim_node("b", [1000, 1000]))
+    config = PlacementConfig(packing_policy="clustering", node_order={"a": 0, "b": 1})
+    share = PlacementRequest(FractionDemand(300, 0))
+    whole = PlacementRequest(WholeDemand(1))
+    assert config.policy_state is not None
+    config.policy_state.placed("a", whole)
+    config.policy_state.placed("b", share)
+    # "a" and "b" are in one node class (same state); their history tells them apart.
+    outcome = place(snapshot, share, config)
+    assert outcome.placement is not None and outcome.placement.node == "b"
+    outcome = place(snapshot, whole, config)
+    assert outcome.placement is not None and outcome.placement.node == "a"
+
+
+def test_the_simulator_defaults_to_memory_aware_fgd_and_serve_to_the_walk() -> None:
+    """sim runs fgd+mem; the live default stays the walk, which alone keeps warm
+    placement and NVLink pairs (see the README's packing section)."""
+    from scheduler.cli.server_commands import LIVE_PACKING_POLICY, _packing_option
+    from scheduler.placement.fragmentation import FragmentationScorer
+    from scheduler.placement.policies import DEFAULT_PACKING_POLICY
+
+    assert DEFAULT_PACKING_POLICY == "fgd+mem"
+    scorer = make_scorer(DEFAULT_PACKING_POLICY, config_for_policy("fgd+mem").request_mix)
+    assert isinstance(scorer, FragmentationScorer) and scorer.memory_aware
+
+    @_packing_option
+    def command(packing_policy: str) -> None: ...
+
+    params = command.__click_params__  # type: ignore[attr-defined]
+    option = next(p for p in params if p.name == "packing_policy")
+    assert option.default == LIVE_PACKING_POLICY == "default"

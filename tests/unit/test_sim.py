@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +10,19 @@ from click.testing import CliRunner
 
 from scheduler.cli.main import cli
 from scheduler.domain.requests import FractionDemand, WholeDemand
+from scheduler.sim.batch import Job, run_jobs
 from scheduler.sim.inflate import inflate
-from scheduler.sim.report import parse_seeds
-from scheduler.sim.run import simulate
+from scheduler.sim.report import markdown_matrix, matrix_rows, parse_seeds
+from scheduler.sim.run import SeedResult, simulate
 from scheduler.sim.trace import TraceNode, TracePod, build_fleet, read_nodes, read_pods
+from scheduler.sim.traces import (
+    BUNDLED_DIR,
+    available_traces,
+    default_nodes,
+    published_figures,
+    resolve_pods,
+    trace_name,
+)
 from scheduler.sim.variants import derive
 
 NODES_CSV = "sn,cpu_milli,memory_mib,gpu,model\nn0,4000,8192,1,T4\nn1,4000,8192,1,T4\n"
@@ -100,30 +105,87 @@ def test_cli_prints_a_json_summary_last(tmp_path: Path) -> None:
     pods = write(tmp_path, "pods.csv", PODS_CSV)
     result = CliRunner().invoke(
         cli,
-        ["-o", "json", "sim", "--nodes", str(nodes), "--pods", str(pods), "--policy", "fgd",
+        ["-o", "json", "sim", "--nodes", str(nodes), "--trace", str(pods), "--policy", "fgd",
          "--seeds", "1-2", "--tune", "1.0"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["policy"] == "fgd"
+    assert summary["trace"] == "pods"
     assert summary["seeds"] == [1, 2]
     assert summary["unallocated_pct_at_100"] == 50.0
     assert summary["unallocated_pct_at_130"] == 50.0
     assert summary["seconds_per_seed"] >= 0
 
 
-def test_the_default_trace_ships_with_the_repository(tmp_path: Path) -> None:
-    """`gpupool sim` runs in a fresh clone: its default lists are in the package."""
-    shipped = Path(__file__).resolve().parents[2] / "scheduler" / "sim" / "traces"
-    digests = {
-        "openb_node_list_gpu_node.csv": "2beca64b4d3dfa342036a34b56a495c6",
-        "openb_pod_list_default.csv": "1ee7ed79c27a3b0861cda8ddba86a004",
+def test_traces_resolve_by_name_in_the_shared_folder_then_the_shipped_copies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPUPOOL_TRACE_DIR", str(tmp_path))
+    # Nothing shared: the default list and node list come with the repository.
+    assert resolve_pods("default") == BUNDLED_DIR / "openb_pod_list_default.csv"
+    assert default_nodes() == BUNDLED_DIR / "openb_node_list_gpu_node.csv"
+    assert available_traces() == ["default"]
+    with pytest.raises(ValueError, match="unknown trace 'gpushare40'"):
+        resolve_pods("gpushare40")
+    shared = write(tmp_path, "openb_pod_list_gpushare40.csv", PODS_CSV)
+    assert resolve_pods("gpushare40") == shared
+    assert resolve_pods("openb_pod_list_gpushare40") == shared
+    assert resolve_pods(str(shared)) == shared
+    assert available_traces() == ["default", "gpushare40"]
+    assert trace_name(shared) == "gpushare40"
+
+
+def test_the_shipped_published_figures_match_the_paper() -> None:
+    figures = published_figures()
+    assert figures["default", "06-FGD"].at_100 == pytest.approx(4.77, abs=0.005)
+    assert figures["gpushare60", "06-FGD"].at_100 == pytest.approx(8.745, abs=0.001)
+    assert figures["cpu200", "03-GpuClustering"].at_100 == pytest.approx(10.33, abs=0.005)
+    assert {seeds for seeds in (f.seeds for f in figures.values())} == {10}
+
+
+def test_the_matrix_puts_ours_against_the_published_fgd() -> None:
+    runs = {
+        ("default", "fgd"): [SeedResult("fgd", 1, (None,) * 100 + (95.0,) * 31, 1, 0, 0.1)],
+        ("default", "ours"): [SeedResult("ours", 1, (None,) * 100 + (95.5,) * 31, 1, 0, 0.1)],
     }
-    for name, prefix in digests.items():
-        assert hashlib.sha256((shipped / name).read_bytes()).hexdigest().startswith(prefix)
-    env = {**os.environ, "GPUPOOL_TRACE_DIR": str(tmp_path)}  # a folder without the trace
-    code = "from scheduler.cli import sim_command as s; print(s.DEFAULT_NODES, s.DEFAULT_PODS)"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
-    )
-    assert done.stdout.split() == [str(shipped / name) for name in digests]
+    rows = matrix_rows(runs, ["default"], ["fgd", "ours"])
+    assert rows[0]["fgd"] == "5.00 [4.77]"
+    assert rows[0]["ours"] == "4.50"
+    assert rows[0]["paper_fgd"] == "4.77"
+    assert rows[0]["gap"] == "-0.27"
+    table = markdown_matrix(rows, ["fgd", "ours"], [1])
+    assert "| default | 5.00 [4.77] | 4.50 | 4.77 | **-0.27** |" in table
+
+
+def test_cli_runs_every_trace_on_disk_into_one_markdown_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GPUPOOL_TRACE_DIR", str(tmp_path))
+    nodes = write(tmp_path, "nodes.csv", NODES_CSV)
+    write(tmp_path, "openb_pod_list_cpu050.csv", PODS_CSV)
+    result = CliRunner().invoke(
+        cli,
+        ["sim", "--nodes", str(nodes), "--trace", "all", "--policy", "fgd,clustering",
+         "--seeds", "1-2", "--baseline-seeds", "1", "--tune", "1.0", "--markdown"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "| trace | fgd | clustering | paper FGD | clustering - paper FGD |" in lines
+    # The shipped default trace, then the shared one; clustering ran one seed only.
+    rows = [line for line in lines if line.startswith(("| default", "| cpu050"))]
+    assert [row.split(" | ")[0] for row in rows] == ["| default", "| cpu050"]
+    assert "50.00 [5.00] | 50.00 [6.48] (1) | 5.00 | **+45.00** |" in rows[1]
+
+
+def test_a_cache_keeps_finished_runs_for_the_next_command(tmp_path: Path) -> None:
+    nodes = read_nodes(write(tmp_path, "nodes.csv", NODES_CSV))
+    pods_path = write(tmp_path, "pods.csv", PODS_CSV)
+    job = Job("pods", tmp_path / "nodes.csv", pods_path, "fgd", 3, 1.0)
+    cache = tmp_path / "cache"
+    first = run_jobs([job], cache=cache)
+    assert len(list(cache.iterdir())) == 1
+    seen: list[SeedResult] = []
+    again = run_jobs([job], done=lambda _, result: seen.append(result), cache=cache)
+    assert again == first and seen == first["pods", "fgd"]
+    assert simulate(nodes, read_pods(pods_path), "fgd", 3, 1.0).allocation == seen[0].allocation
