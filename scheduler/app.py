@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from scheduler.allocator.allocator import DEFAULT_MAX_PENDING_PER_TENANT, Allocator
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
-from scheduler.api.server import Listeners, create_server, set_serving
+from scheduler.api.server import Listeners, create_server
 from scheduler.api.validation import validate_request
 from scheduler.background.db_health import DatabaseHealthLoop
 from scheduler.background.leader import DEFAULT_LEASE_TTL_S, LeaderLease
@@ -234,7 +234,7 @@ class SchedulerApp:
         self._loops: BackgroundScheduler | None = None
         self._stopped = False
         self.database_health = DatabaseHealthLoop(
-            self.engine, lambda serving: set_serving(self._health, serving)
+            self.engine, lambda serving: self.servers.set_serving(serving)
         )
         self.tls = _server_tls(settings)
         # Written at start() when the local CA is in use (no operator credentials).
@@ -242,7 +242,7 @@ class SchedulerApp:
         interceptor = ApiInterceptor(
             self.tokens.authenticate, self.audit, validate_request, settings.insecure
         )
-        self.server, (self.port, self.agent_port), self._health = create_server(
+        self.servers = create_server(
             Listeners(settings.listen, settings.agent_listen, self.tls),
             interceptor,
             self.allocations,
@@ -255,6 +255,7 @@ class SchedulerApp:
             self.tokens,
             self.audit,
         )
+        self.port, self.agent_port = self.servers.ports
 
     @property
     def address(self) -> str:
@@ -295,7 +296,7 @@ class SchedulerApp:
                 self.settings.heartbeat_interval_s,
                 self.database_health,
             )
-        self.server.start()
+        self.servers.start()
         log.info("scheduler %s listening on %s", self.settings.replica_id, self.address)
 
     def stop(self, grace: float = 5.0) -> None:
@@ -303,10 +304,10 @@ class SchedulerApp:
         if self._stopped:
             return
         self._stopped = True
-        self._health.enter_graceful_shutdown()
+        self.servers.enter_graceful_shutdown()
         self.notifier.close()  # ends open WatchAllocation streams
         self.agents.close_all()  # ends agent streams; agents reconnect elsewhere
-        self.server.stop(grace).wait()
+        self.servers.stop(grace)
         if self._loops is not None:
             self._loops.shutdown(wait=False)
         self.listener.stop()
@@ -318,7 +319,7 @@ class SchedulerApp:
             self.embedded.stop()
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self.servers.wait()
 
     def _capacity_changed(self) -> None:
         self.allocator.mark_stale()
