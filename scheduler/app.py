@@ -83,9 +83,12 @@ class SchedulerSettings:
     )
     run_loops: bool = True
     # Agents heartbeat this often; a node silent for heartbeat_timeout_s is
-    # unreachable, and failover_grace_s later its allocations move.
-    heartbeat_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 10.0
+    # unreachable, and failover_grace_s later its allocations move. The
+    # kubelet's figures: node status every 10 s, unreachable after 40 s (four
+    # missed beats). Agents then fence themselves after 50 s without an
+    # acknowledgement, 20 s before their work may move (self_fence_after).
+    heartbeat_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 40.0
     failover_grace_s: float = 30.0
     # A leader that has not renewed its lease for this long is replaced.
     leader_lease_ttl_s: float = DEFAULT_LEASE_TTL_S
