@@ -97,6 +97,8 @@ class Shared:
     beats: Any  # RawArray('q', procs): heartbeats written
     probed: Any  # RawArray('q', procs): 1 once a worker's probes are done
     window: Any  # RawArray('d', 2): steady-state window [start, end) in time.monotonic()
+    ready: Any  # RawArray('q', procs): 1 once a worker has built its agents
+    go: Any  # Event: every worker is ready, connect now
     stop: Any  # Event: cancel every stream
     results: Any  # Queue: one WorkerResult per worker
 
@@ -115,9 +117,10 @@ class SimAgent:
     def __init__(
         self, node: SimulatedNode, target: str, credentials: ClientCredentials, state_dir: Path
     ) -> None:
-        settings = AgentSettings(
-            target, node.name, credentials, labels=node.labels, state_dir=state_dir
-        )
+        # No worker runs here: an empty templates file spares a YAML parse per agent.
+        templates = state_dir / "templates.yaml"
+        settings = AgentSettings(target, node.name, credentials, labels=node.labels,
+                                 state_dir=state_dir, worker_templates_file=templates)  # fmt: skip
         self.target = target  # both replicas, or one for the probing agent
         self.credentials = credentials
         real = Agent(settings, SimulatedNvml(node))
@@ -297,12 +300,16 @@ def worker_main(index: int, endpoints: Endpoints, args: Any, sh: Shared) -> None
     credentials = endpoints.agent_credentials()
     pinned = endpoints.agents[pinned_replica(index, len(endpoints.agents))]
     with tempfile.TemporaryDirectory() as state_dir:  # the agents write nothing there
+        (Path(state_dir) / "templates.yaml").write_text("")
         agents = [
             SimAgent(n, pinned if i == 0 else endpoints.every_replica, credentials(n.name),
                      Path(state_dir))
             for i, n in enumerate(nodes)
         ]  # fmt: skip
     worker = Worker(index, agents, endpoints, args, sh)
+    sh.ready[index] = 1  # the clock for connect_s starts once every worker is here
+    while not sh.go.is_set() and not sh.stop.is_set():
+        sh.go.wait(0.2)
     asyncio.run(worker.run())
     sh.results.put(worker.result)
 
@@ -362,8 +369,9 @@ def run(
 ) -> tuple[dict[str, Any], WorkerResult]:
     ctx = mp.get_context("spawn")  # not fork: grpc must not be live across a fork
     procs, total = args.processes, WorkerResult()
-    c = [ctx.RawArray("q", procs) for _ in range(3)]  # connected, beats, probed
-    sh = Shared(c[0], c[1], c[2], ctx.RawArray("d", 2), ctx.Event(), ctx.Queue())
+    c = [ctx.RawArray("q", procs) for _ in range(4)]  # connected, beats, probed, ready
+    sh = Shared(c[0], c[1], c[2], ctx.RawArray("d", 2), c[3], ctx.Event(), ctx.Event(),
+                ctx.Queue())  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[info]}"))  # fmt: skip
     serve = [sys.executable, "-m", "scheduler.cli.main", "serve",
@@ -392,6 +400,12 @@ def run(
                        for i in range(procs)]  # fmt: skip
             for w in workers:
                 w.start()
+            with console.status("workers building their agents' messages…"):
+                while sum(sh.ready) < procs:
+                    if not all(w.is_alive() for w in workers):
+                        raise SystemExit("a worker process died before connecting")
+                    time.sleep(0.2)
+            sh.go.set()
             with Progress(*columns, console=console, transient=True) as bar:
                 task = bar.add_task(f"connecting {args.agents} agents", total=args.agents, info="")
                 started = time.monotonic()

@@ -229,6 +229,7 @@ class SchedulerApp:
             on_nodes=self.agents.nodes_changed,
             on_command=self.relay.claim,
             on_log_chunk=self.relay.received_log_chunk,
+            on_fleet=self._fleet_changed_elsewhere,
         )
         self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
         self.preemption = PreemptionDeadlineLoop(
@@ -326,6 +327,11 @@ class SchedulerApp:
 
     def _capacity_changed(self) -> None:
         self.allocator.mark_stale()
+        if self.leader.is_leader:
+            self.allocator.request_pending_pass()
+
+    def _fleet_changed_elsewhere(self, nodes: list[str]) -> None:
+        self.allocator.refresh_nodes(nodes)
         if self.leader.is_leader:
             self.allocator.request_pending_pass()
 
