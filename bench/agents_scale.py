@@ -337,9 +337,12 @@ def log_errors(text: str) -> str:
 
 
 def node_states(address: str, credentials: ClientCredentials) -> str:
-    with open_channel(address, credentials) as channel:
-        request = admin_pb2.ListNodesRequest()
-        nodes = admin_pb2_grpc.AdminStub(channel).ListNodes(request, timeout=30).nodes
+    try:
+        with open_channel(address, credentials) as channel:
+            request = admin_pb2.ListNodesRequest()
+            nodes = admin_pb2_grpc.AdminStub(channel).ListNodes(request, timeout=60).nodes
+    except grpc.RpcError as exc:  # the figures stand without it
+        return f"ListNodes failed: {exc.code().name}: {exc.details()}"
     states = Counter(types_pb2.NodeState.Name(n.state).removeprefix("NODE_STATE_") for n in nodes)
     return ", ".join(f"{k}: {v}" for k, v in states.items())
 
@@ -436,6 +439,11 @@ def run(
                     bar.update(task, completed=warmup + args.seconds - left, info=info)
                     time.sleep(min(0.25, left))
                 cpu_used, beats = cpu_seconds(pids) - cpu0, sum(sh.beats) - beats0
+                console.print(
+                    f"steady state: {agents_connected} connected in {connect_s:.1f} s, "
+                    f"replicas' CPU {100 * cpu_used / args.seconds:.1f} % of one core, "
+                    f"threads {max_threads}, RSS {[round(m) for m in max_rss]} MiB"
+                )
                 bar.add_task(f"health probes ({args.probes} per process)", total=None, info="")
                 deadline = time.monotonic() + args.probes * 4 * PROBE_TIMEOUT_S
                 while sum(sh.probed) < procs and time.monotonic() < deadline:

@@ -85,6 +85,7 @@ class AioAgentsServicer(AgentsServicer):
         reader: asyncio.Task[None] | None = None
         try:
             await self._blocking(self._workers.report, hello.node, hello.workers)
+            del first, hello  # a stream lives for days: keep no copy of its hello
             reader = asyncio.create_task(self._read_stream(request_iterator, session))
             while (message := await outbound.get()) is not None:
                 yield converters.scheduler_message(message)
