@@ -21,7 +21,7 @@ from scheduler.placement.plugins import CycleContext
 
 UNSCHEDULABLE = "Unschedulable"
 SAMPLED = "Sampled"
-EXPLAIN_NODES = 256
+EXPLAIN_NODES = 128
 
 
 def explain(ctx: CycleContext, pipeline: Pipeline) -> tuple[list[tuple[str, str, int]], bool]:
