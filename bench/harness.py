@@ -117,17 +117,25 @@ def _admin_token(database_url: str, ca_pem: bytes) -> ClientCredentials:
 
 @contextmanager
 def scheduler_process(
-    database_url: str, console: Console, command: list[str] | None = None, secure: bool = True
+    database_url: str,
+    console: Console,
+    command: list[str] | None = None,
+    secure: bool = True,
+    pki: BenchPki | None = None,
 ) -> Iterator[BenchServer]:
     """`gpupool serve` (or `command` + its flags) on free loopback ports: TLS
-    with a throwaway CA and an admin token, or plaintext with secure=False.
-    SIGTERM (then SIGKILL) on exit."""
+    with a throwaway CA (or `pki`, which replicas of one run share) and an
+    admin token, or plaintext with secure=False. SIGTERM (then SIGKILL) on
+    exit. The scheduler runs in a session of its own, so a Ctrl-C at the
+    terminal reaches only the benchmark, which then stops it."""
     address, agent_address = _free_address(), _free_address() if secure else ""
     with (
         tempfile.TemporaryDirectory(prefix="gpupool-bench-") as tmp,
         tempfile.TemporaryFile() as log,
     ):
-        pki = BenchPki.create(Path(tmp)) if secure else None
+        if secure and pki is None:
+            pki = BenchPki.create(Path(tmp))
+        pki = pki if secure else None
         flags = ["--listen", address, "--agent-listen", agent_address]
         flags += pki.server_args() if pki else ["--insecure"]
         argv = [*(command or [sys.executable, "-m", "scheduler.cli.main", "serve"]), *flags]
@@ -136,6 +144,7 @@ def scheduler_process(
             env={**os.environ, "GPUPOOL_DATABASE_URL": database_url},
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             with console.status("starting the scheduler (migrations first)…"):

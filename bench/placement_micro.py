@@ -184,6 +184,11 @@ def churned_fleet(gpus: int, seed: int, warmup_ops: int, policy: str = "default"
     # The fleet is long-lived: keep the cyclic GC from re-walking it (a server would too).
     gc.freeze()
     churn = Churn(snapshot, rng, config_for_policy(policy))
+    # Up to the target use first (a bigger fleet needs more placements for it),
+    # then `warmup_ops` of churn there.
+    total = len(snapshot.gpus)
+    while churn.used / total < TARGET_USE - 0.01:
+        churn.run(1000)
     churn.run(warmup_ops)
     return churn
 
@@ -197,6 +202,7 @@ def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | in
         "place_p50_us": round(percentile(figures.ok_us, 50), 1),
         "place_p99_us": round(percentile(figures.ok_us, 99), 1),
         "failed_place_p50_us": round(percentile(figures.failed_us, 50), 1),
+        "failed_place_p99_us": round(percentile(figures.failed_us, 99), 1),
         "failed_share": round(
             len(figures.failed_us) / max(1, len(figures.failed_us) + figures.placed), 3
         ),
@@ -210,7 +216,7 @@ def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | in
     )
     print(
         f"[{policy}] failed place() (explained): p50 {result['failed_place_p50_us']} us, "
-        f"share {result['failed_share']}"
+        f"p99 {result['failed_place_p99_us']} us, share {result['failed_share']}"
     )
     print(f"[{policy}] placements per second (place+reserve+release): {result['placements_per_s']}")
     return result

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from scheduler.allocator.allocator import DEFAULT_MAX_PENDING_PER_TENANT, Allocator
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
-from scheduler.api.server import Listeners, create_server, set_serving
+from scheduler.api.server import Listeners, create_server
 from scheduler.api.validation import validate_request
 from scheduler.background.db_health import DatabaseHealthLoop
 from scheduler.background.deployments import DeploymentLoop
@@ -95,9 +95,12 @@ class SchedulerSettings:
     )
     run_loops: bool = True
     # Agents heartbeat this often; a node silent for heartbeat_timeout_s is
-    # unreachable, and failover_grace_s later its allocations move.
-    heartbeat_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 10.0
+    # unreachable, and failover_grace_s later its allocations move. The
+    # kubelet's figures: node status every 10 s, unreachable after 40 s (four
+    # missed beats). Agents then fence themselves after 50 s without an
+    # acknowledgement, 20 s before their work may move (self_fence_after).
+    heartbeat_interval_s: float = 10.0
+    heartbeat_timeout_s: float = 40.0
     failover_grace_s: float = 30.0
     # A leader that has not renewed its lease for this long is replaced.
     leader_lease_ttl_s: float = DEFAULT_LEASE_TTL_S
@@ -254,6 +257,7 @@ class SchedulerApp:
             on_nodes=self.agents.nodes_changed,
             on_command=self.relay.claim,
             on_log_chunk=self.relay.received_log_chunk,
+            on_fleet=self._fleet_changed_elsewhere,
         )
         self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
         self.preemption = PreemptionDeadlineLoop(
@@ -282,7 +286,7 @@ class SchedulerApp:
         self._loops: BackgroundScheduler | None = None
         self._stopped = False
         self.database_health = DatabaseHealthLoop(
-            self.engine, lambda serving: set_serving(self._health, serving)
+            self.engine, lambda serving: self.servers.set_serving(serving)
         )
         self.metrics_registry = scheduler_registry(
             SchedulerStateCollector(
@@ -300,7 +304,7 @@ class SchedulerApp:
         interceptor = ApiInterceptor(
             self.tokens.authenticate, self.audit, validate_request, settings.insecure
         )
-        self.server, (self.port, self.agent_port), self._health = create_server(
+        self.servers = create_server(
             Listeners(settings.listen, settings.agent_listen, self.tls),
             interceptor,
             self.allocations,
@@ -317,6 +321,7 @@ class SchedulerApp:
             cost=self.cost,
             routing=self.routing,
         )
+        self.port, self.agent_port = self.servers.ports
 
     @property
     def address(self) -> str:
@@ -365,7 +370,7 @@ class SchedulerApp:
                 max_instances=1,
                 coalesce=True,
             )
-        self.server.start()
+        self.servers.start()
         if self.settings.metrics_listen:
             cert, key = self.settings.metrics_tls_cert, self.settings.metrics_tls_key
             self.metrics = serve_metrics(
@@ -381,10 +386,10 @@ class SchedulerApp:
         if self._stopped:
             return
         self._stopped = True
-        self._health.enter_graceful_shutdown()
+        self.servers.enter_graceful_shutdown()
         self.notifier.close()  # ends open WatchAllocation streams
         self.agents.close_all()  # ends agent streams; agents reconnect elsewhere
-        self.server.stop(grace).wait()
+        self.servers.stop(grace)
         if self.metrics is not None:
             self.metrics.stop()
         self.routing.stop()
@@ -399,10 +404,15 @@ class SchedulerApp:
             self.embedded.stop()
 
     def wait(self) -> None:
-        self.server.wait_for_termination()
+        self.servers.wait()
 
     def _capacity_changed(self) -> None:
         self.allocator.mark_stale()
+        if self.leader.is_leader:
+            self.allocator.request_pending_pass()
+
+    def _fleet_changed_elsewhere(self, nodes: list[str]) -> None:
+        self.allocator.refresh_nodes(nodes)
         if self.leader.is_leader:
             self.allocator.request_pending_pass()
 

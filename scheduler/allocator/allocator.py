@@ -41,7 +41,7 @@ from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.clock import Clock
 from scheduler.domain.errors import Aborted, InvalidArgument, LeaseLost, Unavailable
-from scheduler.domain.fleet import FleetSnapshot
+from scheduler.domain.fleet import FleetSnapshot, SnapshotConflict
 from scheduler.domain.quotas import TenantQuota
 from scheduler.logs import allocation_changed
 from scheduler.metrics import instruments
@@ -413,9 +413,11 @@ class Allocator:
                     for command in commands:
                         self._run_live([command])
                     return
-                if isinstance(first, IntegrityError):
-                    # Another replica took the capacity this snapshot thought free.
-                    log.info("a command lost a race (%s); reloading", type(first.orig).__name__)
+                if isinstance(first, IntegrityError | SnapshotConflict):
+                    # Another replica took the capacity this snapshot thought free,
+                    # or changed claims it has not heard of yet.
+                    kind = type(getattr(first, "orig", first)).__name__
+                    log.info("a command lost a race (%s); reloading", kind)
                     time.sleep(0.01 * (attempt + 1))
                     continue
                 _fail(commands, _own_error(first))
@@ -433,10 +435,16 @@ class Allocator:
         with self._stale_lock:
             nodes, self._stale_nodes = self._stale_nodes, set()
         if self._stale:
-            with snapshot_connection(self._engine) as conn:
-                self._snapshot = load_snapshot(conn)
-                self._usage = load_usage(conn)
+            # Cleared before the read: a change notified while it runs marks
+            # the snapshot stale again instead of being lost with the flag.
             self._stale = False
+            try:
+                with snapshot_connection(self._engine) as conn:
+                    self._snapshot = load_snapshot(conn)
+                    self._usage = load_usage(conn)
+            except BaseException:
+                self._stale = True
+                raise
             self._shape_changed = True
             self._spot = None
             # The snapshot is long-lived: keep the collector from rescanning it

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf.message import Message
@@ -43,6 +43,22 @@ def current_caller() -> Caller:
     return _current.get()
 
 
+def set_current_caller(caller: Caller) -> None:
+    """For the aio interceptor: the caller of the call this task or thread serves."""
+    _current.set(caller)
+
+
+class CallContext(Protocol):
+    """What authentication reads of a call: the sync and the aio
+    ServicerContext both have it."""
+
+    def peer(self) -> str: ...
+
+    def auth_context(self) -> Mapping[str, Any]: ...
+
+    def invocation_metadata(self) -> Any: ...
+
+
 def _target(request: Any, response: Any) -> str:
     allocation_id: object = getattr(getattr(response, "allocation", None), "id", "")
     if isinstance(allocation_id, str) and allocation_id:
@@ -54,7 +70,13 @@ def _target(request: Any, response: Any) -> str:
     return ""
 
 
-class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+class CallGuard:
+    """What every server interceptor does around a call, whatever its server
+    (the sync one here, grpc.aio's in api/aio_interceptor.py): who is
+    calling, may they, is the request well-formed, and what status and audit
+    record a call's outcome gives. It never aborts: each server aborts its
+    own way (the aio context's abort is a coroutine)."""
+
     def __init__(
         self,
         authenticate_token: Authenticate,
@@ -64,12 +86,13 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
     ) -> None:
         self._authenticate_token = authenticate_token
         self._audit = audit
-        self._validate = validate
+        self.validate = validate
         self._insecure = insecure
 
     # -- who is calling --------------------------------------------------------
 
-    def _caller(self, method: str, context: grpc.ServicerContext) -> Caller:
+    def authenticate(self, method: str, context: CallContext) -> Caller:
+        """Who is calling (Unauthenticated if that cannot be told)."""
         peer = context.peer()
         if self._insecure:
             return Caller(name="anonymous", role=Role.ADMIN, credential="insecure", peer=peer)
@@ -78,7 +101,7 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         if sans:
             return self._certificate_caller(sans, peer)
         token = ""
-        for key, value in context.invocation_metadata():
+        for key, value in context.invocation_metadata() or ():
             if key == "authorization" and isinstance(value, str):
                 scheme, _, token = value.partition(" ")
                 if scheme.lower() != "bearer":
@@ -113,7 +136,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         )
 
     @staticmethod
-    def _authorise(method: str, caller: Caller) -> None:
+    def authorise(method: str, caller: Caller) -> None:
+        """PermissionDenied unless the caller's role may call `method`."""
         roles = RULES.get(method)
         if roles is None:
             raise errors.PermissionDenied(f"{short_name(method)} is not open to any caller")
@@ -125,6 +149,50 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
     # -- answers ---------------------------------------------------------------
 
+    def conclude(
+        self,
+        method: str,
+        caller: Caller | None,
+        peer: str,
+        request: Any,
+        response: Any,
+        exc: BaseException | None,
+    ) -> tuple[grpc.StatusCode, str]:
+        """Audit the call; the status it ends with (OK when exc is None)."""
+        code, message = (grpc.StatusCode.OK, "") if exc is None else status_of(exc)
+        if self._audit is not None and method in AUDITED:
+            who = caller or Caller(name="unauthenticated", role=Role.VIEWER, peer=peer)
+            self._audit.record(
+                who, short_name(method), _target(request, response), code.name, message
+            )
+        return code, message
+
+    def keep_stream_message(self, n: int, request: Any) -> bool:
+        """The first message (an agent's hello) must be valid or the stream
+        fails (raises); a bad later one is dropped (False) and logged: ending
+        the stream would only bring the same agent back with the same report."""
+        try:
+            self.validate(request)
+        except errors.InvalidArgument as exc:
+            if n == 0:
+                raise
+            log.warning("dropped an invalid stream message: %s", exc.message)
+            return False
+        return True
+
+
+class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
+    """The sync server's interceptor: CallGuard around every handler."""
+
+    def __init__(
+        self,
+        authenticate_token: Authenticate,
+        audit: AuditLog | None,
+        validate: Validate,
+        insecure: bool = False,
+    ) -> None:
+        self.guard = CallGuard(authenticate_token, audit, validate, insecure)
+
     def _finish(
         self,
         method: str,
@@ -134,13 +202,7 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         response: Any,
         exc: BaseException | None,
     ) -> None:
-        """Audit the call, then turn an exception into the call's status."""
-        code, message = (grpc.StatusCode.OK, "") if exc is None else status_of(exc)
-        if self._audit is not None and method in AUDITED:
-            who = caller or Caller(name="unauthenticated", role=Role.VIEWER, peer=context.peer())
-            self._audit.record(
-                who, short_name(method), _target(request, response), code.name, message
-            )
+        code, message = self.guard.conclude(method, caller, context.peer(), request, response, exc)
         if exc is not None:
             context.abort(code, message)
 
@@ -184,9 +246,9 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
             started = time.perf_counter()
             try:
                 try:
-                    caller = self._caller(method, context)
-                    self._authorise(method, caller)
-                    self._validate(request)
+                    caller = self.guard.authenticate(method, context)
+                    self.guard.authorise(method, caller)
+                    self.guard.validate(request)
                     _current.set(caller)
                     response = inner(request, context)
                 except Exception as exc:
@@ -207,9 +269,9 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             caller: Caller | None = None
             try:
-                caller = self._caller(method, context)
-                self._authorise(method, caller)
-                self._validate(request)
+                caller = self.guard.authenticate(method, context)
+                self.guard.authorise(method, caller)
+                self.guard.validate(request)
                 _current.set(caller)
                 yield from inner(request, context)
             except Exception as exc:
@@ -226,8 +288,8 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         def bidi(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             caller: Caller | None = None
             try:
-                caller = self._caller(method, context)
-                self._authorise(method, caller)
+                caller = self.guard.authenticate(method, context)
+                self.guard.authorise(method, caller)
                 _current.set(caller)
                 yield from inner(self._validated(requests), context)
             except Exception as exc:
@@ -239,18 +301,9 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return bidi
 
     def _validated(self, requests: Iterator[Any]) -> Iterator[Any]:
-        """The first message (an agent's hello) must be valid or the stream
-        fails; a bad later one is dropped and logged: ending the stream would
-        only bring the same agent back with the same report."""
         for n, request in enumerate(requests):
-            try:
-                self._validate(request)
-            except errors.InvalidArgument as exc:
-                if n == 0:
-                    raise
-                log.warning("dropped an invalid stream message: %s", exc.message)
-                continue
-            yield request
+            if self.guard.keep_stream_message(n, request):
+                yield request
 
 
 def _aborted(context: grpc.ServicerContext) -> bool:

@@ -1,10 +1,13 @@
-"""The gRPC server: the three services plus health checking and reflection,
-on an API port (TLS, tokens) and an agent port (mutual TLS)."""
+"""The gRPC servers: the three services plus health checking and reflection,
+on an API port (TLS, tokens; a sync server) and an agent port (mutual TLS;
+a grpc.aio server, api/aio_server.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +27,7 @@ from gpupool.v1 import (
     scheduler_pb2,
     scheduler_pb2_grpc,
 )
+from scheduler.api.aio_server import AgentPortServer
 from scheduler.api.cost_servicer import CostServicer
 from scheduler.api.deployments_servicer import DeploymentsServicer
 from scheduler.api.interceptor import ApiInterceptor
@@ -61,6 +65,53 @@ class Listeners:
     tls: ServerTls | None  # None: plaintext (--insecure)
 
 
+# Agents ping every 10 s to find a replica that vanished without closing its
+# connection; both servers allow it rather than answer "too many pings".
+# Requests keep gRPC's 4 MiB cap: nothing a caller sends needs more.
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_ping_strikes", 0),
+]
+
+
+@dataclass
+class Servers:
+    """The sync server on the API port and the aio server on the agent port
+    (None when agents share the API port: then their streams hold threads of
+    the sync server, which is for small setups only)."""
+
+    api: grpc.Server
+    agents: AgentPortServer | None
+    ports: tuple[int, int]
+    health: health.HealthServicer
+
+    def start(self) -> None:
+        if self.agents is not None:
+            self.agents.start()
+        self.api.start()
+
+    def set_serving(self, serving: bool) -> None:
+        set_serving(self.health, serving)
+        if self.agents is not None:
+            self.agents.set_serving(serving)
+
+    def enter_graceful_shutdown(self) -> None:
+        self.health.enter_graceful_shutdown()
+        if self.agents is not None:
+            self.agents.enter_graceful_shutdown()
+
+    def stop(self, grace: float) -> None:
+        stopped = self.api.stop(grace)
+        if self.agents is not None:
+            self.agents.stop(grace)
+        stopped.wait()
+
+    def wait(self) -> None:
+        self.api.wait_for_termination()
+
+
 def create_server(
     listeners: Listeners,
     interceptor: ApiInterceptor,
@@ -79,39 +130,44 @@ def create_server(
     deployments: DeploymentService | None = None,
     cost: CostService | None = None,
     routing: RoutingService | None = None,
-) -> tuple[grpc.Server, tuple[int, int], health.HealthServicer]:
-    """Build and bind (not start) the server; returns it with the bound ports."""
+) -> Servers:
+    """Build and bind (not start) the servers; returns them with the bound ports.
+
+    max_agents: threads for agent streams on the API port, used only when
+    agents have no port of their own."""
     server = grpc.server(
-        # Each agent's stream holds a thread for its lifetime; the executor
-        # only starts threads as they are needed.
+        # An agent's stream on this server holds a thread for its lifetime; the
+        # executor only starts threads as they are needed.
         futures.ThreadPoolExecutor(max_workers=max_workers + max_agents, thread_name_prefix="grpc"),
         interceptors=[interceptor],
-        # Requests keep gRPC's 4 MiB cap: nothing a caller sends needs more.
-        options=[
-            ("grpc.so_reuseport", 0),
-            # Agents ping every 10 s to find a replica that vanished without
-            # closing its connection; allow it rather than answer "too many pings".
-            ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.http2.max_ping_strikes", 0),
-        ],
+        options=SERVER_OPTIONS,
     )
-    scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(allocations), server)
-    admin_pb2_grpc.add_AdminServicer_to_server(
-        AdminServicer(fleet, allocations, agents, tenants, models, logs, tokens, audit, fleet_view),
-        server,
+    scheduler = SchedulerServicer(allocations)
+    admin = AdminServicer(
+        fleet, allocations, agents, tenants, models, logs, tokens, audit, fleet_view
     )
+    scheduler_pb2_grpc.add_SchedulerServicer_to_server(scheduler, server)
+    admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
     agents_pb2_grpc.add_AgentsServicer_to_server(
         AgentsServicer(fleet, agents, workers, logs), server
     )
+    # The serving services, on both ports (admins with certificates use the agent port).
+    serving: list[Callable[[Any], None]] = []
     if deployments is not None:
-        deployments_pb2_grpc.add_DeploymentsServicer_to_server(
-            DeploymentsServicer(deployments), server
+        deployments_servicer = DeploymentsServicer(deployments)
+        serving.append(
+            lambda s: deployments_pb2_grpc.add_DeploymentsServicer_to_server(
+                deployments_servicer, s
+            )
         )
     if cost is not None:
-        cost_pb2_grpc.add_CostServicer_to_server(CostServicer(cost), server)
+        cost_servicer = CostServicer(cost)
+        serving.append(lambda s: cost_pb2_grpc.add_CostServicer_to_server(cost_servicer, s))
     if routing is not None:
-        router_pb2_grpc.add_RouterServicer_to_server(RouterServicer(routing), server)
+        router_servicer = RouterServicer(routing)
+        serving.append(lambda s: router_pb2_grpc.add_RouterServicer_to_server(router_servicer, s))
+    for register in serving:
+        register(server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in (*SERVICE_NAMES, ""):
@@ -119,8 +175,25 @@ def create_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    ports = add_ports(server, listeners.api, listeners.agents, listeners.tls)
-    return server, ports, health_servicer
+    api_port, _ = add_ports(server, listeners.api, "", listeners.tls)
+    agent_server = None
+    if listeners.agents:
+        agent_server = AgentPortServer(
+            listeners.agents,
+            listeners.tls,
+            interceptor.guard,
+            SERVER_OPTIONS,
+            SERVICE_NAMES,
+            scheduler,
+            admin,
+            fleet,
+            agents,
+            workers,
+            logs,
+            serving,
+        )
+    ports = (api_port, agent_server.port if agent_server else 0)
+    return Servers(server, agent_server, ports, health_servicer)
 
 
 def set_serving(health_servicer: health.HealthServicer, serving: bool) -> None:

@@ -50,6 +50,43 @@ def _require(value: str, what: str) -> str:
     return value
 
 
+def handle_agent_message(
+    fleet: FleetService,
+    agents: AgentHub,
+    workers: WorkerService,
+    logs: LogRelay,
+    session: AgentSession,
+    message: agents_pb2.AgentMessage,
+) -> None:
+    """One message of an agent's stream, whichever server carries it."""
+    body = message.WhichOneof("body")
+    if body == "heartbeat":
+        reports = converters.health_reports(message.heartbeat.health)
+        residency = converters.heartbeat_residency(message.heartbeat)
+        agents.heartbeat(session, reports, residency, message.heartbeat.seq)
+    elif body == "observed":
+        agents.observed(session, message.observed.running_allocation_ids)
+    elif body == "interruption":
+        fleet.interrupt(session.node, message.interruption.in_seconds)
+    elif body == "workers":
+        statuses = converters.worker_reports(message.workers.workers)
+        workers.report(session.node, statuses)
+    elif body == "mig_device":
+        device = message.mig_device
+        workers.mig_device(
+            session.node,
+            device.allocation_id,
+            device.gpu_uuid,
+            device.mig_start,
+            device.mig_device_uuid,
+        )
+    elif body == "log_chunk":
+        logs.deliver(converters.log_chunk(message.log_chunk))
+    elif body == "engine_metrics":
+        samples = deployments_servicer.engine_samples(message.engine_metrics)
+        agents.engine_metrics(session.node, samples)
+
+
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
     def __init__(self, allocations: AllocationService) -> None:
         self._allocations = allocations
@@ -199,32 +236,7 @@ class AgentsServicer(agents_pb2_grpc.AgentsServicer):
             session.close()
 
     def _handle(self, session: AgentSession, message: agents_pb2.AgentMessage) -> None:
-        body = message.WhichOneof("body")
-        if body == "heartbeat":
-            reports = converters.health_reports(message.heartbeat.health)
-            residency = converters.heartbeat_residency(message.heartbeat)
-            self._agents.heartbeat(session, reports, residency, message.heartbeat.seq)
-        elif body == "observed":
-            self._agents.observed(session, message.observed.running_allocation_ids)
-        elif body == "interruption":
-            self._fleet.interrupt(session.node, message.interruption.in_seconds)
-        elif body == "workers":
-            statuses = converters.worker_reports(message.workers.workers)
-            self._workers.report(session.node, statuses)
-        elif body == "mig_device":
-            device = message.mig_device
-            self._workers.mig_device(
-                session.node,
-                device.allocation_id,
-                device.gpu_uuid,
-                device.mig_start,
-                device.mig_device_uuid,
-            )
-        elif body == "log_chunk":
-            self._logs.deliver(converters.log_chunk(message.log_chunk))
-        elif body == "engine_metrics":
-            samples = deployments_servicer.engine_samples(message.engine_metrics)
-            self._agents.engine_metrics(session.node, samples)
+        handle_agent_message(self._fleet, self._agents, self._workers, self._logs, session, message)
 
     def RegisterNode(
         self, request: agents_pb2.RegisterNodeRequest, context: grpc.ServicerContext

@@ -43,8 +43,9 @@ def start_loops(
     every = leader.renew_every_s
     scheduler.add_job(leader.run_once, "interval", seconds=every, jitter=every / 10, **defaults)
     scheduler.add_job(queue_loop.run_once, "interval", seconds=5, jitter=1, **defaults)
-    # Heartbeats are written in one batch per period; liveness checks as often.
-    period = max(0.2, heartbeat_interval_s / 2)
+    # Heartbeats are written in one batch per period, at most a second apart
+    # (the acknowledgement waits for it); liveness checks as often.
+    period = min(1.0, max(0.2, heartbeat_interval_s / 2))
     scheduler.add_job(heartbeats.run_once, "interval", seconds=period, **defaults)
     scheduler.add_job(liveness.run_once, "interval", seconds=period, jitter=period / 4, **defaults)
     scheduler.add_job(preemption.run_once, "interval", seconds=1, **defaults)

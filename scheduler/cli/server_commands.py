@@ -184,8 +184,8 @@ def _transport_options(command: Callable[..., None]) -> Callable[..., None]:
 class Liveness:
     """How fast silent nodes and a silent leader are given up on (serve's options)."""
 
-    heartbeat_interval_s: float = 2.0
-    node_timeout_s: float = 10.0
+    heartbeat_interval_s: float = 10.0
+    node_timeout_s: float = 40.0
     node_grace_s: float = 30.0
     leader_lease_ttl_s: float = 5.0
 
@@ -193,11 +193,16 @@ class Liveness:
 def _liveness_options(command: Callable[..., None]) -> Callable[..., None]:
     seconds = click.FloatRange(min=0.1, max=3600)
     options = (
-        ("--heartbeat-interval", "heartbeat_interval", 2.0, "Agents heartbeat this often."),
+        (
+            "--heartbeat-interval",
+            "heartbeat_interval",
+            10.0,
+            "Agents heartbeat this often (health changes go at once).",
+        ),
         (
             "--node-timeout",
             "node_timeout",
-            10.0,
+            40.0,
             "A node silent this long is unreachable.",
         ),
         (

@@ -454,6 +454,13 @@ def _copy_gpu(gpu: GpuView) -> GpuView:
     return replace(gpu, mig_profile_counts=dict(gpu.mig_profile_counts))
 
 
+class SnapshotConflict(ValueError):
+    """Claims that do not fit what the snapshot holds: over capacity, or the
+    release of a claim it does not know. To a replica's allocator that means
+    its snapshot is behind the database (another replica's change not yet
+    notified): reload and retry, as for a lost race."""
+
+
 def _plan_share(gpu: GpuView, usage: _Usage, claim: Claim, sign: int) -> None:
     """A whole or fractional claim: counters stay within 0..1000 milli and 0..memory."""
     if gpu.mig_enabled:
@@ -463,9 +470,9 @@ def _plan_share(gpu: GpuView, usage: _Usage, claim: Claim, sign: int) -> None:
     usage.milli += sign * claim.milli
     usage.memory_mib += sign * claim.memory_mib
     if not 0 <= usage.milli <= 1000:
-        raise ValueError(f"GPU {gpu.id} would have {usage.milli} of 1000 milli-GPU in use")
+        raise SnapshotConflict(f"GPU {gpu.id} would have {usage.milli} of 1000 milli-GPU in use")
     if not 0 <= usage.memory_mib <= gpu.memory_mib:
-        raise ValueError(
+        raise SnapshotConflict(
             f"GPU {gpu.id} would have {usage.memory_mib} of {gpu.memory_mib} MiB in use"
         )
 
@@ -486,7 +493,7 @@ def _plan_mig(gpu: GpuView, usage: _Usage, claim: Claim, release: bool) -> None:
     count = usage.mig_counts.get(name, 0)
     if release:
         if usage.mig_mask & slots != slots or count == 0:
-            raise ValueError(f"GPU {gpu.id} holds no {name} at slot {claim.mig_start}")
+            raise SnapshotConflict(f"GPU {gpu.id} holds no {name} at slot {claim.mig_start}")
         usage.mig_mask &= ~slots
         usage.mig_compute -= profile.compute_slices
         if count == 1:

@@ -1,7 +1,8 @@
 """The one place gRPC transports are made: client channels for the CLI,
 agents, benchmarks and tests, and the scheduler's listening ports.
 
-A scheduler listens on two ports of one server:
+A scheduler listens on two ports (the agent port on a grpc.aio server of
+its own, api/aio_server.py):
 - the API port: TLS; callers present a bearer token;
 - the agent port: mutual TLS; agents (and admins) present a client
   certificate from the cluster CA, whose URI SAN names who they are.
@@ -106,18 +107,31 @@ def add_ports(
     An empty agent_address serves agents on no port of their own."""
     if tls is None:
         api_port = server.add_insecure_port(api_address)
-        agent_port = server.add_insecure_port(agent_address) if agent_address else 0
+    else:
+        api = grpc.ssl_server_credentials([(tls.serving.key_pem, tls.serving.cert_pem)])
+        api_port = server.add_secure_port(api_address, api)
+    agent_port = add_agent_port(server, agent_address, tls) if agent_address else 0
+    if api_port == 0:
+        raise OSError(f"cannot listen on {api_address}")
+    return api_port, agent_port
+
+
+def add_agent_port(
+    server: grpc.Server | grpc.aio.Server, address: str, tls: ServerTls | None
+) -> int:
+    """Bind the agent port (mutual TLS; plaintext when tls is None) on a sync
+    or a grpc.aio server; returns it."""
+    if tls is None:
+        port = server.add_insecure_port(address)
     else:
         pairs = [(tls.serving.key_pem, tls.serving.cert_pem)]
-        api = grpc.ssl_server_credentials(pairs)
         mutual = grpc.ssl_server_credentials(
             pairs, root_certificates=tls.client_ca_pem, require_client_auth=True
         )
-        api_port = server.add_secure_port(api_address, api)
-        agent_port = server.add_secure_port(agent_address, mutual) if agent_address else 0
-    if api_port == 0 or (agent_address and agent_port == 0):
-        raise OSError(f"cannot listen on {api_address} / {agent_address}")
-    return api_port, agent_port
+        port = server.add_secure_port(address, mutual)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port
 
 
 def channel_ready(target: str, credentials: ClientCredentials, timeout: float = 10.0) -> bool:

@@ -124,14 +124,17 @@ class AgentSession:
     # Each GPU's memory as the hello registered it, to bound heartbeats' used figures.
     gpu_memory_mib: dict[str, int] = field(default_factory=dict)
     closed: bool = False
+    # Where pushed messages go instead of `outbound`, called from any thread
+    # (an aio stream hands them to its event loop); None marks the end.
+    sink: Callable[[OutboundMessage | None], None] | None = None
 
     def push(self, message: OutboundMessage) -> None:
         if not self.closed:
-            self.outbound.put(message)
+            (self.sink or self.outbound.put)(message)
 
     def close(self) -> None:
         self.closed = True
-        self.outbound.put(None)
+        (self.sink or self.outbound.put)(None)
 
     def messages(self, poll_seconds: float = 1.0) -> Iterator[OutboundMessage]:
         """Outbound messages until the session closes."""
@@ -287,8 +290,13 @@ class AgentHub:
             except Exception:  # a failed read must not end pushes for good
                 log.exception("pushing desired state to %s failed", sorted(nodes))
 
-    def connect(self, hello: AgentHello) -> AgentSession:
-        """Register what the agent observes and queue the full desired state.
+    def connect(
+        self,
+        hello: AgentHello,
+        sink: Callable[[OutboundMessage | None], None] | None = None,
+    ) -> AgentSession:
+        """Register what the agent observes and queue the full desired state
+        (on the session's queue, or into `sink`).
 
         The whole hello is checked first: InvalidArgument, and nothing stored,
         for any part of it that cannot be right.
@@ -304,7 +312,7 @@ class AgentHub:
             info = {"version": hello.agent_version, "simulated": hello.simulated}
             liveness.set_agent_info(conn, hello.node, info)
         self._models.report_residency(hello.node, hello.residency)
-        session = AgentSession(hello.node, hello.simulated, gpu_memory_mib=memory)
+        session = AgentSession(hello.node, hello.simulated, gpu_memory_mib=memory, sink=sink)
         with self._lock:
             previous = self._sessions.get(hello.node)
             self._sessions[hello.node] = session

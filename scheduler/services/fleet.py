@@ -44,7 +44,7 @@ class FleetService:
         self._move_work_off_departed_gpus(name, resolved)
         with self._engine.begin() as conn:
             store.register_node(conn, name, hostname, dict(labels), resolved, self._clock.now())
-            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:{name}"])
         self.fleet_changed([name])
         return self.get_node(name)
 
@@ -56,7 +56,7 @@ class FleetService:
             departed = store.mark_departed_gpus(conn, name, gpus)
             victims = liveness.active_allocations_on_gpus(conn, [g.gpu_id for g in departed])
             if departed:
-                allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+                allocation_store.notify(conn, [f"fleet:{self._replica_id}:{name}"])
         if not departed:
             return
         # The snapshot must know before the requeue, or the work lands right back.
@@ -69,7 +69,7 @@ class FleetService:
         with self._engine.begin() as conn:
             was = store.node_admin_state(conn, name)
             store.set_admin_state(conn, name, admin_state)
-            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:{name}"])
             moving = (
                 liveness.active_allocations_on_node(conn, name) if admin_state == "draining" else []
             )
@@ -89,7 +89,7 @@ class FleetService:
         with self._engine.begin() as conn:
             was = store.node_admin_state(conn, name)
             store.set_admin_state(conn, name, "cordoned")
-            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:{name}"])
             running = liveness.active_allocations_on_node(conn, name)
         node_changed(name, was, "cordoned", f"spot interruption in {in_seconds:.0f}s")
         self._allocator.refresh_nodes([name])
@@ -123,7 +123,7 @@ class FleetService:
                 )
             if not live:
                 store.mark_node_deleted(conn, name, self._clock.now())
-                allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+                allocation_store.notify(conn, [f"fleet:{self._replica_id}:{name}"])
         if live:
             # The node is unreachable, so unschedulable: nothing lands back on it.
             self._allocator.requeue(live, f"node {name} was deleted")
@@ -133,7 +133,7 @@ class FleetService:
                         f"node {quoted(name)} still holds {_named(left)} after the requeue; retry"
                     )
                 store.mark_node_deleted(conn, name, self._clock.now())
-                allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+                allocation_store.notify(conn, [f"fleet:{self._replica_id}:{name}"])
         log.info("node %s deleted (%d allocations moved off it)", name, len(live))
         self._allocator.refresh_nodes([name])
         if live:

@@ -30,7 +30,11 @@ class NotificationListener:
         on_nodes: Callable[[list[str]], None] = lambda nodes: None,
         on_command: Callable[[int], None] = lambda command_id: None,
         on_log_chunk: Callable[[str], None] = lambda body: None,
+        on_fleet: Callable[[list[str]], None] | None = None,
     ) -> None:
+        # Nodes registered, cordoned, deleted… elsewhere: reload just those
+        # (a full reload per hello is what capped a replica's connect rate).
+        self._on_fleet = on_fleet
         self._on_command = on_command
         self._on_log_chunk = on_log_chunk
         self._conninfo = conninfo
@@ -56,6 +60,8 @@ class NotificationListener:
             return  # our own change; already applied locally
         if kind == "alloc":
             self._on_allocations([i for i in ids.split(",") if i])
+        elif kind == "fleet" and ids and self._on_fleet is not None:
+            self._on_fleet([n for n in ids.split(",") if n])
         elif kind in ("capacity", "fleet"):
             self._on_capacity()
         elif kind == "nodes":

@@ -66,7 +66,7 @@ class ModelService:
             clean = validate_residency(node, entries, uuids)
             store.replace_node_residency(conn, node, clean, self._clock.now())
             # Other replicas reload the node's residency with its GPUs.
-            allocation_store.notify(conn, [f"fleet:{self._replica_id}:"])
+            allocation_store.notify(conn, [f"fleet:{self._replica_id}:{node}"])
         self._fleet.fleet_changed([node])
 
     def list_models(self, model: str = "") -> list[ModelInfo]:

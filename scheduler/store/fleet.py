@@ -354,16 +354,23 @@ def list_gpus(conn: Connection, node: str | None = None) -> list[GpuRecord]:
     if node:
         query = query.where(nodes_t.c.name == node)
     rows = conn.execute(query).mappings().all()
-    gpu_ids = [row["id"] for row in rows]
-    claims = conn.execute(
+    # The claims of the same GPUs by the same join, not by a list of their ids:
+    # 100,000 GPUs are more bind parameters than PostgreSQL takes (65,535).
+    claims_query = (
         select(
             claims_t.c.gpu_id,
             claims_t.c.allocation_id,
             claims_t.c.mig_profile,
             claims_t.c.mig_start,
             claims_t.c.mig_size,
-        ).where(claims_t.c.gpu_id.in_(gpu_ids))
-    ).all()
+        )
+        .join(gpus_t, gpus_t.c.id == claims_t.c.gpu_id)
+        .join(nodes_t, nodes_t.c.id == gpus_t.c.node_id)
+        .where(nodes_t.c.deleted_at.is_(None))
+    )
+    if node:
+        claims_query = claims_query.where(nodes_t.c.name == node)
+    claims = conn.execute(claims_query).all()
     per_gpu: dict[int, list[Any]] = defaultdict(list)
     for claim in claims:
         per_gpu[claim.gpu_id].append(claim)

@@ -107,7 +107,8 @@ def test_faults_only_reach_simulated_connected_agents(cluster: Cluster, client: 
     assert "no node named 'b200'" in (info.value.details() or "")
     _start(cluster, ["b200"])
     cluster.kill_agent("b200")
-    wait_for(lambda: not cluster.connected(["b200"]), what="the stream to end")
+    # The stream's end reaches the scheduler's event loop a moment after the kill.
+    wait_for(lambda: not cluster.connected(["b200"]), what="the scheduler to see the stream end")
     with pytest.raises(grpc.RpcError) as info:
         client.admin.InjectFault(fault)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION, "known, not connected"
