@@ -3,6 +3,7 @@ and simulated agents as separate processes (`gpupool agent run --simulate`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -44,6 +45,15 @@ def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def kill_workers(state_dir: Path) -> None:
+    """Agents leave workers running for the next agent to adopt; tests clean up."""
+    for path in state_dir.glob("*-workers.json"):
+        for gang in json.loads(path.read_text()).values():
+            for proc in gang["procs"]:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc["pid"], signal.SIGKILL)
 
 
 def free_port() -> int:

@@ -5,7 +5,6 @@ runs them again once a replica answers."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from tests.e2e.conftest import (
     WORKER_TEMPLATES,
     Cluster,
     free_port,
+    kill_workers,
     wait_for,
 )
 from tests.integration.conftest import Client
@@ -127,7 +127,7 @@ def test_a_node_cut_off_from_every_replica_stops_its_workers(
         )
         client.close()
     finally:
-        _kill_workers(tmp_path)
+        kill_workers(tmp_path)
 
 
 def test_any_replica_reaches_any_agent(
@@ -172,16 +172,7 @@ def test_any_replica_reaches_any_agent(
         assert "READY" in text
     finally:
         other.close()
-        _kill_workers(tmp_path)
-
-
-def _kill_workers(state_dir: Path) -> None:
-    """Agents leave workers running for the next agent to adopt; tests clean up."""
-    for path in state_dir.glob("*-workers.json"):
-        for gang in json.loads(path.read_text()).values():
-            for proc in gang["procs"]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc["pid"], signal.SIGKILL)
+        kill_workers(tmp_path)
 
 
 def test_a_frozen_agents_workers_stop_before_their_work_moves(
@@ -236,4 +227,4 @@ def test_a_frozen_agents_workers_stop_before_their_work_moves(
     finally:
         os.kill(agent.pid, signal.SIGCONT)
         client.close()
-        _kill_workers(tmp_path)
+        kill_workers(tmp_path)

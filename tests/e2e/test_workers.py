@@ -7,7 +7,6 @@ processes finding each other through the environment the agents give them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import grpc
 import pytest
 
 from gpupool.v1 import admin_pb2, scheduler_pb2, types_pb2
-from tests.e2e.conftest import Cluster, free_port, wait_for
+from tests.e2e.conftest import Cluster, free_port, kill_workers, wait_for
 from tests.integration.conftest import Client
 
 pytest.importorskip("torch")
@@ -49,16 +48,7 @@ def workers_cluster(clean_database: str, tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.stop()
-        _kill_workers(tmp_path)
-
-
-def _kill_workers(state_dir: Path) -> None:
-    """Agents leave workers running for the next agent to adopt; tests clean up."""
-    for path in state_dir.glob("*-workers.json"):
-        for gang in json.loads(path.read_text()).values():
-            for proc in gang["procs"]:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc["pid"], signal.SIGKILL)
+        kill_workers(tmp_path)
 
 
 @pytest.fixture
@@ -343,4 +333,4 @@ def test_tp2_pp2_across_two_nodes_matches_the_single_process_result(
     finally:
         client.close()
         cluster.stop()
-        _kill_workers(tmp_path)
+        kill_workers(tmp_path)
