@@ -46,7 +46,7 @@ from scheduler.domain.quotas import TenantQuota
 from scheduler.logs import allocation_changed
 from scheduler.metrics import instruments
 from scheduler.placement import PlacementConfig
-from scheduler.store import allocations as store
+from scheduler.store.batch_sql import BatchStatements, translated
 from scheduler.store.database import snapshot_connection
 from scheduler.store.fleet import load_nodes, load_snapshot
 from scheduler.store.records import AllocationRecord
@@ -487,12 +487,14 @@ class Allocator:
     def _execute_in(
         self, conn: Connection, transaction: RootTransaction, commands: Sequence[cmd.Command]
     ) -> Batch:
+        driver = conn.connection.driver_connection
+        assert driver is not None, "a checked-out connection has its psycopg connection"
         batch = Batch(
             usage=dict(self._usage),
             shape_changed=self._shape_changed,
             max_pending_per_tenant=self.max_pending_per_tenant,
-            round_trips=1,  # BEGIN; each statement adds one
             conn=conn,
+            sql=BatchStatements(driver, lambda: batch.round_trip()),
             snapshot=self._snapshot,
             config=self._config,
             now=self._clock.now(),
@@ -513,6 +515,7 @@ class Allocator:
         batch.open(
             [c.allocation_id for c in releases],
             [(c.spec.tenant, c.spec.request_id) for c in allocates],
+            sorted({c.spec.tenant for c in allocates}),
         )
         apply_releases(batch, releases)
         requeues, revokes = _of(commands, cmd.Requeue), _of(commands, cmd.Revoke)
@@ -546,18 +549,16 @@ class Allocator:
         # Everything left to write, and the commit, in one round trip:
         # nothing below reads, so psycopg's pipeline sends it all at once.
         # A constraint that refuses a claim surfaces at the commit.
-        batch.pipelined = True
-        driver = conn.connection.driver_connection
-        assert driver is not None, "a checked-out connection has its psycopg connection"
-        with driver.pipeline():
+        batch.pipelined = batch.sql.pipelined = True
+        with translated("COMMIT"), driver.pipeline():
             for write in batch.closing_writes:
                 write()
-            store.insert_allocations(conn, batch.new_rows)
-            store.insert_claims(conn, batch.new_claims)
-            store.insert_events(conn, batch.events)
-            store.notify(conn, batch.payloads(self._replica_id))
+            batch.sql.insert_allocations(batch.new_rows)
+            batch.sql.insert_claims(batch.new_claims)
+            batch.sql.insert_events(batch.events)
+            batch.sql.notify(batch.payloads(self._replica_id))
             transaction.commit()
-        batch.round_trips += 1
+        batch.pipelined_round_trip()
         return batch
 
     def _fenced(self, batch: Batch, conn: Connection) -> bool:

@@ -20,6 +20,7 @@ from scheduler.placement import PlacementConfig, PlacementOutcome
 from scheduler.placement.preferences import place_with_preferences, spot_nodes
 from scheduler.store import allocations as store
 from scheduler.store import tenants
+from scheduler.store.batch_sql import BatchStatements
 
 TERMINAL_STATES = ("released", "failed")
 ACTIVE_STATES = ("placed", "running", "preempting")
@@ -34,6 +35,8 @@ def new_allocation_id() -> str:
 @dataclass
 class Batch:
     conn: Connection
+    # The hot statements, plain psycopg on the same connection and transaction.
+    sql: BatchStatements
     snapshot: FleetSnapshot
     config: PlacementConfig
     now: datetime
@@ -63,6 +66,7 @@ class Batch:
     max_pending_per_tenant: int = 1000
     passes_run: int = 0
     round_trips: int = 0  # counted where the batch talks to the database
+    begun: bool = False  # BEGIN has gone out (psycopg sends it with the first statement)
     asking_tenants: set[str] = field(default_factory=set)  # of this batch's allocates
     _pending_counts: dict[str, int] = field(default_factory=dict)
     _weighed: set[PlacementRequest] = field(default_factory=set)
@@ -87,9 +91,17 @@ class Batch:
             self.cached_quotas = tenants.load_quotas(self.conn)
         return self.cached_quotas
 
-    def open(self, release_ids: Sequence[str], keys: Sequence[tuple[str, str]]) -> None:
-        """The batch's one opening read: lock what it releases, find what retries ask."""
-        self.locked, self.found = store.lock_and_find(self.conn, release_ids, keys)
+    def open(
+        self,
+        release_ids: Sequence[str],
+        keys: Sequence[tuple[str, str]],
+        tenants: Sequence[str],
+    ) -> None:
+        """The batch's one opening read, BEGIN included: lock what it releases,
+        find what retries ask, count what the asking tenants have waiting."""
+        self.locked, self.found, counts = self.sql.open(release_ids, keys, tenants)
+        if counts is not None:
+            self._pending_counts.update({t: counts.get(t, 0) for t in tenants})
 
     def claims_of(self, row: dict[str, Any]) -> list[Claim]:
         """The claims a placed row holds, from its bindings (one per claim)."""
@@ -122,7 +134,17 @@ class Batch:
         (an executemany is pipelined by psycopg: also one); in the final
         pipeline the statements share one round trip, counted by the allocator."""
         if not self.pipelined:
-            self.round_trips += 1
+            self.round_trip()
+
+    def round_trip(self) -> None:
+        """One round trip to the database, and one more for a BEGIN sent alone
+        (in a pipeline psycopg sends BEGIN with what follows)."""
+        self.round_trips += 1 if self.begun else 2
+        self.begun = True
+
+    def pipelined_round_trip(self) -> None:
+        self.round_trips += 1
+        self.begun = True
 
     def may_weigh(self, request: PlacementRequest) -> bool:
         """Whether to weigh preemption for this request now: once per distinct
@@ -139,7 +161,7 @@ class Batch:
         if tenant not in self._pending_counts:
             # Once per batch: every tenant asking in it, in one query.
             tenants = {tenant, *self.asking_tenants} - set(self._pending_counts)
-            counts = store.pending_counts(self.conn, sorted(tenants))
+            counts = self.sql.pending_counts(sorted(tenants))
             self._pending_counts.update({t: counts.get(t, 0) for t in tenants})
         if self._pending_counts[tenant] >= self.max_pending_per_tenant:
             return False

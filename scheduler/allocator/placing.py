@@ -192,8 +192,9 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
         placed_updates.append(
             {"b_id": row["id"], **_placed_columns(batch, row, outcome.placement, True)}
         )
-    store.apply_updates(batch.conn, placed_updates)
-    store.apply_updates(batch.conn, reason_updates)
+    # Nothing later in the batch reads these rows back: write them with the
+    # batch's closing pipeline instead of a round trip of their own.
+    batch.closing_writes.append(lambda: batch.sql.update_rows(placed_updates + reason_updates))
     if everything and len(rows) < PASS_LIMIT:
         # This pass saw the whole queue: what still waits, and for which models.
         batch.waiting = still_waiting

@@ -70,6 +70,6 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
         updates.append(ask_to_checkpoint(batch, victim, grace, row["id"], reason))
         for node in victim["nodes"] or [victim["node"]]:
             batch.reserve_node(node, row["id"], request.priority)
-    store.apply_updates(batch.conn, updates)
+    batch.sql.update_rows(updates)
     lost = f"{choice.lost_gpu_seconds:.0f} GPU-seconds of work since their checkpoints"
     return f"preempting {len(victims)} lower-priority allocation(s) ({lost})"

@@ -20,15 +20,6 @@ def _not_found(allocation_id: str) -> NotFound:
     return NotFound(f"no allocation with id {allocation_id!r}")
 
 
-def _write(batch: Batch, updates: Sequence[dict[str, Any]]) -> None:
-    """apply_updates wants one key set per call: group by keys."""
-    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for update in updates:
-        groups.setdefault(tuple(sorted(update)), []).append(update)
-    for group in groups.values():
-        store.apply_updates(batch.conn, group)
-
-
 def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
     if not releases:
         return
@@ -70,8 +61,8 @@ def apply_releases(batch: Batch, releases: Sequence[Release]) -> None:
     # rows change in the closing pipeline; the snapshot is freed from the
     # locked rows' bindings, which record exactly the claims they hold.
     batch.freed(rows, [(i, c) for i in to_free for c in batch.claims_of(rows[i])])
-    batch.closing_writes.append(lambda: store.delete_claims_of(batch.conn, to_free))
-    batch.closing_writes.append(lambda: _write(batch, updates))
+    batch.closing_writes.append(lambda: batch.sql.delete_claims_of(to_free))
+    batch.closing_writes.append(lambda: batch.sql.update_rows(updates))
 
 
 def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
@@ -110,7 +101,7 @@ def apply_requeues(batch: Batch, requeues: Sequence[Requeue]) -> None:
             count += 1
         batch.results[id(command)] = count
     batch.freed(rows, store.delete_claims(batch.conn, sorted(moved)))
-    _write(batch, updates)
+    batch.sql.update_rows(updates)
 
 
 def ask_to_checkpoint(
@@ -157,7 +148,7 @@ def apply_preempts(batch: Batch, preempts: Sequence[Preempt]) -> None:
             )
             count += 1
         batch.results.setdefault(id(command), count)
-    _write(batch, updates)
+    batch.sql.update_rows(updates)
 
 
 def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
@@ -209,4 +200,4 @@ def apply_revokes(batch: Batch, revokes: Sequence[Revoke]) -> None:
         for allocation_id in revoked:
             batch.waiting.add(rows[allocation_id]["gpu_models"])
     batch.freed(rows, store.delete_claims(batch.conn, revoked))
-    _write(batch, updates)
+    batch.sql.update_rows(updates)

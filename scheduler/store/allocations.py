@@ -15,14 +15,11 @@ from sqlalchemy import (
     Connection,
     Table,
     and_,
-    bindparam,
     delete,
     func,
-    insert,
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql
@@ -45,88 +42,6 @@ events_t = cast(Table, AllocationEventRow.__table__)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 NOTIFY_CHANNEL = "gpupool"
-
-
-def lock_and_find(
-    conn: Connection, ids: Sequence[str], keys: Sequence[tuple[str, str]]
-) -> tuple[dict[str, dict[str, Any]], dict[tuple[str, str], dict[str, Any]]]:
-    """One read for a batch: lock the rows it releases and find the rows of
-    retried requests, by id and by (tenant, request_id); locked in id order
-    (a fixed order, so two batches never deadlock)."""
-    if not ids and not keys:
-        return {}, {}
-    wanted = []
-    if ids:
-        wanted.append(allocations_t.c.id.in_(sorted(set(ids))))
-    if keys:
-        wanted.append(tuple_(allocations_t.c.tenant, allocations_t.c.request_id).in_(list(keys)))
-    query = select(allocations_t).where(or_(*wanted)).order_by(allocations_t.c.id)
-    rows = [dict(r) for r in conn.execute(query.with_for_update()).mappings()]
-    by_id, by_key = {r["id"]: r for r in rows}, {(r["tenant"], r["request_id"]): r for r in rows}
-    wanted_ids, wanted_keys = set(ids), set(keys)
-    return (
-        {i: r for i, r in by_id.items() if i in wanted_ids},
-        {k: r for k, r in by_key.items() if k in wanted_keys},
-    )
-
-
-def delete_claims_of(conn: Connection, allocation_ids: Sequence[str]) -> None:
-    """Remove the live claims of these allocations (the trigger frees the counters)."""
-    if allocation_ids:
-        conn.execute(delete(claims_t).where(claims_t.c.allocation_id.in_(list(allocation_ids))))
-
-
-def insert_allocations(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(allocations_t), list(rows))
-
-
-# The allocator's closing inserts, as fixed SQL run with the driver's
-# executemany: no statement to compile per batch size (SQLAlchemy would compile
-# a multi-row VALUES anew for each), and nothing fetched, so they can run in
-# the closing pipeline.
-_INSERT_CLAIMS = (
-    "INSERT INTO gpu_claims (allocation_id, gpu_id, milli, memory_mib, mig_profile, mig_start,"
-    " mig_size, mig_compute) VALUES (%(allocation_id)s, %(gpu_id)s, %(milli)s, %(memory_mib)s,"
-    " %(mig_profile)s, %(mig_start)s, %(mig_size)s, %(mig_compute)s)"
-)
-_INSERT_SLOTS = (
-    "INSERT INTO mig_slots (gpu_id, slot, mig_enabled, allocation_id)"
-    " VALUES (%(gpu_id)s, %(slot)s, %(mig_enabled)s, %(allocation_id)s)"
-)
-_INSERT_EVENTS = (
-    "INSERT INTO allocation_events (allocation_id, seq, state, reason, message, deadline, at)"
-    " VALUES (%(allocation_id)s, %(seq)s, %(state)s, %(reason)s, %(message)s, %(deadline)s,"
-    " %(at)s)"
-)
-
-
-def insert_claims(conn: Connection, allocation_id_by_claim: Sequence[tuple[str, Claim]]) -> None:
-    """Insert live claims (the trigger moves the GPU counters) and MIG slot rows."""
-    if not allocation_id_by_claim:
-        return
-    claims = [
-        {
-            "allocation_id": allocation_id,
-            "gpu_id": c.gpu_id,
-            "milli": c.milli,
-            "memory_mib": c.memory_mib,
-            "mig_profile": c.mig_profile,
-            "mig_start": c.mig_start,
-            "mig_size": c.mig_size,
-            "mig_compute": c.mig_compute,
-        }
-        for allocation_id, c in allocation_id_by_claim
-    ]
-    conn.exec_driver_sql(_INSERT_CLAIMS, claims)
-    slots = [
-        {"gpu_id": c.gpu_id, "slot": slot, "mig_enabled": True, "allocation_id": allocation_id}
-        for allocation_id, c in allocation_id_by_claim
-        if c.mig_profile is not None and c.mig_start is not None
-        for slot in range(c.mig_start, c.mig_start + c.mig_size)
-    ]
-    if slots:
-        conn.exec_driver_sql(_INSERT_SLOTS, slots)
 
 
 def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[tuple[str, Claim]]:
@@ -198,16 +113,6 @@ def pending_candidates(
     return [dict(row) for row in rows]
 
 
-def pending_counts(conn: Connection, tenants: Sequence[str]) -> dict[str, int]:
-    """How many allocations of each tenant wait (ix_allocations_tenant_pending)."""
-    query = (
-        select(allocations_t.c.tenant, func.count())
-        .where(allocations_t.c.tenant.in_(list(tenants)), allocations_t.c.state == "pending")
-        .group_by(allocations_t.c.tenant)
-    )
-    return {tenant: int(count) for tenant, count in conn.execute(query).all()}
-
-
 def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
     """Pending allocations in the order a pass tries them (read only)."""
     rows = conn.execute(
@@ -217,27 +122,6 @@ def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
         .limit(limit)
     ).mappings()
     return [AllocationRecord.from_mapping(row) for row in rows]
-
-
-def apply_updates(conn: Connection, updates: Sequence[dict[str, Any]]) -> None:
-    """Write state changes: each dict has `b_id` plus the columns to set.
-
-    All dicts of one call must carry the same keys (one executemany).
-    """
-    if not updates:
-        return
-    columns = [k for k in updates[0] if k != "b_id"]
-    stmt = (
-        update(allocations_t)
-        .where(allocations_t.c.id == bindparam("b_id"))
-        .values({c: bindparam(c) for c in columns})
-    )
-    conn.execute(stmt, list(updates))
-
-
-def insert_events(conn: Connection, events: Sequence[dict[str, Any]]) -> None:
-    if events:
-        conn.exec_driver_sql(_INSERT_EVENTS, list(events))
 
 
 def notify(conn: Connection, payloads: Iterable[str]) -> None:
