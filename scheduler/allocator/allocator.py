@@ -494,7 +494,7 @@ class Allocator:
             shape_changed=self._shape_changed,
             max_pending_per_tenant=self.max_pending_per_tenant,
             conn=conn,
-            sql=BatchStatements(driver, lambda: batch.round_trip()),
+            sql=BatchStatements(driver),
             snapshot=self._snapshot,
             config=self._config,
             now=self._clock.now(),
@@ -558,7 +558,7 @@ class Allocator:
             batch.sql.insert_events(batch.events)
             batch.sql.notify(batch.payloads(self._replica_id))
             transaction.commit()
-        batch.pipelined_round_trip()
+        batch.sql.round_trip(in_pipeline=True)
         return batch
 
     def _fenced(self, batch: Batch, conn: Connection) -> bool:

@@ -65,8 +65,6 @@ class Batch:
     closing_writes: list[Callable[[], None]] = field(default_factory=list)
     max_pending_per_tenant: int = 1000
     passes_run: int = 0
-    round_trips: int = 0  # counted where the batch talks to the database
-    begun: bool = False  # BEGIN has gone out (psycopg sends it with the first statement)
     asking_tenants: set[str] = field(default_factory=set)  # of this batch's allocates
     _pending_counts: dict[str, int] = field(default_factory=dict)
     _weighed: set[PlacementRequest] = field(default_factory=set)
@@ -134,17 +132,11 @@ class Batch:
         (an executemany is pipelined by psycopg: also one); in the final
         pipeline the statements share one round trip, counted by the allocator."""
         if not self.pipelined:
-            self.round_trip()
+            self.sql.round_trip()
 
-    def round_trip(self) -> None:
-        """One round trip to the database, and one more for a BEGIN sent alone
-        (in a pipeline psycopg sends BEGIN with what follows)."""
-        self.round_trips += 1 if self.begun else 2
-        self.begun = True
-
-    def pipelined_round_trip(self) -> None:
-        self.round_trips += 1
-        self.begun = True
+    @property
+    def round_trips(self) -> int:
+        return self.sql.round_trips
 
     def may_weigh(self, request: PlacementRequest) -> bool:
         """Whether to weigh preemption for this request now: once per distinct

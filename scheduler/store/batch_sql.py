@@ -134,22 +134,26 @@ def _update_sql(columns: tuple[str, ...]) -> str:
 
 
 class BatchStatements:
-    """One allocator transaction's statements on its psycopg connection.
+    """One allocator transaction's statements on its psycopg connection, and
+    the round trips they cost (counted, for Admin.GetAllocatorStats)."""
 
-    `on_round_trip` is told of each round trip a statement costs when it
-    runs alone; inside a pipeline the pipeline's sync is the round trip.
-    """
-
-    def __init__(self, driver: psycopg.Connection[Any], on_round_trip: Callable[[], None]) -> None:
+    def __init__(self, driver: psycopg.Connection[Any]) -> None:
         self.driver = driver
-        self._on_round_trip = on_round_trip
-        self.pipelined = False
+        self.pipelined = False  # inside the closing pipeline: its sync is the round trip
+        self.round_trips = 0
+        self._begun = False  # BEGIN has gone out
+
+    def round_trip(self, in_pipeline: bool = False) -> None:
+        """One more round trip; psycopg sends BEGIN before the transaction's
+        first statement, alone unless a pipeline carries both."""
+        self.round_trips += 1 if self._begun or in_pipeline else 2
+        self._begun = True
 
     def _execute(self, query: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
         with translated(query):
             cursor = self.driver.execute(query, params, prepare=True)
         if not self.pipelined:
-            self._on_round_trip()
+            self.round_trip()
         return cursor
 
     # -- the opening read -------------------------------------------------------
@@ -184,7 +188,7 @@ class BatchStatements:
                 found = {(r["tenant"], r["request_id"]): r for r in find.fetchall()}
             if count is not None:
                 counts = {str(t): int(n) for t, n in count.fetchall()}
-        self._on_round_trip()
+        self.round_trip(in_pipeline=True)
         return locked, found, counts
 
     def pending_counts(self, tenants: Sequence[str]) -> dict[str, int]:
