@@ -50,6 +50,11 @@ class ThreadContext:
         return self._context.invocation_metadata()
 
 
+def _peer(caller: Caller | None, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The caller carries its peer; only a caller not told apart needs gRPC's."""
+    return caller.peer if caller is not None else context.peer()
+
+
 class AioApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, guard: CallGuard, pool: Executor) -> None:
         self._guard = guard
@@ -99,7 +104,9 @@ class AioApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> None:
         if isinstance(exc, grpc.aio.AbortError):
             raise exc  # the servicer aborted the call itself: its status stands
-        code, message = self._guard.conclude(method, caller, context.peer(), request, None, exc)
+        code, message = self._guard.conclude(
+            method, caller, _peer(caller, context), request, None, exc
+        )
         await context.abort(code, message)
 
     def _admit(self, method: str, caller: Caller, request: Any | None) -> None:
@@ -124,7 +131,7 @@ class AioApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except Exception as exc:
                 await self._fail(method, caller, context, request, exc)
                 raise  # not reached: abort raises
-            self._guard.conclude(method, caller, context.peer(), request, response, None)
+            self._guard.conclude(method, caller, _peer(caller, context), request, response, None)
             return response
 
         return unary
@@ -152,7 +159,7 @@ class AioApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         yield response
             except Exception as exc:
                 await self._fail(method, caller, context, request, exc)
-            self._guard.conclude(method, caller, context.peer(), request, None, None)
+            self._guard.conclude(method, caller, _peer(caller, context), request, None, None)
 
         return stream
 
@@ -168,7 +175,7 @@ class AioApiInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                     yield response
             except Exception as exc:
                 await self._fail(method, caller, context, None, exc)
-            self._guard.conclude(method, caller, context.peer(), None, None, None)
+            self._guard.conclude(method, caller, _peer(caller, context), None, None, None)
 
         return bidi
 

@@ -202,7 +202,9 @@ class ApiInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         response: Any,
         exc: BaseException | None,
     ) -> None:
-        code, message = self.guard.conclude(method, caller, context.peer(), request, response, exc)
+        # The caller already carries the peer: asking gRPC again costs a lock in its core.
+        peer = caller.peer if caller is not None else context.peer()
+        code, message = self.guard.conclude(method, caller, peer, request, response, exc)
         if exc is not None:
             context.abort(code, message)
 
