@@ -28,7 +28,7 @@ from sqlalchemy import Connection, Engine, RootTransaction, event
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 
 from scheduler.allocator import commands as cmd
-from scheduler.allocator.batch import Batch
+from scheduler.allocator.batch import Batch, no_room_memo
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.allocator.placing import apply_allocates, apply_pending_pass
 from scheduler.allocator.revoking import (
@@ -189,6 +189,9 @@ class Allocator:
         self._usage: dict[str, float] = {}  # units per tenant, reloaded with the snapshot
         self._shape_changed = True  # nodes came, went or changed since the last pass
         self._waiting = WaitingModels()  # what waits may use any model until a pass sees
+        # Requests preemption could not help lately, timed by the scheduler's clock.
+        self._no_room = no_room_memo(lambda: self._clock.now().timestamp())
+        self._forget_no_room = False  # set from other threads; cleared on the allocator's
         self._spot: frozenset[str] | None = None  # spot nodes of the snapshot (None: work out)
         # Tenant quotas, read at most every QUOTAS_TTL_S (at once after quotas_changed).
         self._quotas: dict[str, TenantQuota] | None = None
@@ -307,6 +310,7 @@ class Allocator:
     def quotas_changed(self) -> None:
         """A tenant's quota or weight changed: read them again before the next pass."""
         self._quotas_read_at = -math.inf
+        self._forget_no_room = True  # entitlement to preempt may have changed
 
     def refresh_nodes(self, names: Sequence[str]) -> None:
         """These nodes changed (state, health, GPUs): reload just them before
@@ -447,6 +451,7 @@ class Allocator:
                 raise
             self._shape_changed = True
             self._spot = None
+            self._no_room.clear()
             # The snapshot is long-lived: keep the collector from rescanning it
             # on every cycle (cuts placement's tail latency). Unfreeze first:
             # what the last freeze kept (the old snapshot among it) is never
@@ -489,6 +494,9 @@ class Allocator:
     ) -> Batch:
         driver = conn.connection.driver_connection
         assert driver is not None, "a checked-out connection has its psycopg connection"
+        if self._forget_no_room:
+            self._forget_no_room = False
+            self._no_room.clear()
         batch = Batch(
             usage=dict(self._usage),
             shape_changed=self._shape_changed,
@@ -506,6 +514,7 @@ class Allocator:
                 self._quotas if time.monotonic() - self._quotas_read_at < QUOTAS_TTL_S else None
             ),
             maybe_reserved=self._maybe_reserved,
+            no_room=self._no_room,
         )
         event.listen(conn, "before_cursor_execute", batch.count_statement)
         if self._config.request_mix is not None:  # FGD learns the mix it packs for

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from cachetools import TTLCache
 from sqlalchemy import Connection
 
 from scheduler.allocator.waiting import WaitingModels
@@ -26,6 +28,17 @@ TERMINAL_STATES = ("released", "failed")
 ACTIVE_STATES = ("placed", "running", "preempting")
 NOTIFY_PAYLOAD_LIMIT = 7000  # PostgreSQL caps a payload at 8000 bytes
 MAKE_ROOM_PER_BATCH = 8
+# A request preemption could not make room for is not weighed again for this
+# long: during a flood of requests that cannot fit, every batch would otherwise
+# read all running work below their priority again (O(running) per batch).
+NO_ROOM_MEMO_S = 2.0
+
+
+def no_room_memo(
+    timer: Callable[[], float] = time.monotonic,
+) -> TTLCache[tuple[str, PlacementRequest], bool]:
+    """Keyed by (tenant, request): entitlement to reclaim borrowed GPUs is per tenant."""
+    return TTLCache(maxsize=4096, ttl=NO_ROOM_MEMO_S, timer=timer)
 
 
 def new_allocation_id() -> str:
@@ -68,6 +81,8 @@ class Batch:
     asking_tenants: set[str] = field(default_factory=set)  # of this batch's allocates
     _pending_counts: dict[str, int] = field(default_factory=dict)
     _weighed: set[PlacementRequest] = field(default_factory=set)
+    # Requests preemption found no room for lately: the allocator's, kept across batches.
+    no_room: TTLCache[tuple[str, PlacementRequest], bool] = field(default_factory=no_room_memo)
     touched_nodes: set[str] = field(default_factory=set)  # their agents need a new desired state
     _reserved: dict[str, dict[str, int]] | None = None
     cached_quotas: dict[str, TenantQuota] | None = None  # the allocator's, if fresh
@@ -138,12 +153,15 @@ class Batch:
     def round_trips(self) -> int:
         return self.sql.round_trips
 
-    def may_weigh(self, request: PlacementRequest) -> bool:
+    def may_weigh(self, tenant: str, request: PlacementRequest) -> bool:
         """Whether to weigh preemption for this request now: once per distinct
         request, at most MAKE_ROOM_PER_BATCH per batch (victim choice queries
-        the running work; a flood of identical requests must not repeat it)."""
+        the running work; a flood of identical requests must not repeat it),
+        and not again soon for a tenant's request it could not help."""
         if request in self._weighed or len(self._weighed) >= MAKE_ROOM_PER_BATCH:
             return False
+        if (tenant, request) in self.no_room:
+            return False  # nothing to preempt for it a moment ago
         self._weighed.add(request)
         return True
 

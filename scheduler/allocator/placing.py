@@ -172,7 +172,7 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
             message = summarise(outcome)
             if not outcome.unschedulable:
                 still_waiting.add(row["gpu_models"])
-                if not batch.may_weigh(request):
+                if not batch.may_weigh(row["tenant"], request):
                     continue  # preemption not weighed for it this pass: its reasons stand
                 message = make_room(batch, row, request) or message
             if (reasons, outcome.unschedulable, message) != (
@@ -251,7 +251,7 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
                 batch.results[id(command)] = error
                 continue
             # A flood of identical requests weighs preemption once per batch.
-            weigh = not outcome.unschedulable and batch.may_weigh(request)
+            weigh = not outcome.unschedulable and batch.may_weigh(spec.tenant, request)
             making_room = make_room(batch, row, request) if weigh else None
             row.update(
                 state="pending",

@@ -61,6 +61,7 @@ def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> s
         running.append(allocation)
     choice = choose_victims(batch.snapshot, request, running, now, batch.config)
     if choice is None or not choice.victims:
+        batch.no_room[(row["tenant"], request)] = True
         return None
     victims = store.lock_allocations(batch.conn, list(choice.victims))
     reason = f"making room for {row['priority_class']} allocation {row['id']}"

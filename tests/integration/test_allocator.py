@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.allocator.allocator import Allocator
+from scheduler.allocator.batch import NO_ROOM_MEMO_S
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.converters import allocation_spec
 from scheduler.app import SchedulerApp
@@ -24,6 +25,7 @@ from scheduler.domain.callers import SYSTEM
 from scheduler.domain.clock import ManualClock
 from scheduler.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from scheduler.fleetfile import SimulatedNode
+from scheduler.store import allocations as allocations_store
 from scheduler.store.records import AllocationRecord
 from tests.integration.conftest import Client, register_fleet
 
@@ -195,3 +197,29 @@ def test_releasing_what_another_replica_placed_before_hearing_of_it(
         assert again.state == "placed", "the reloaded snapshot places as usual"
     finally:
         admin.close()
+
+
+def test_preemption_that_cannot_help_is_not_weighed_again_for_a_while(
+    app: SchedulerApp, fleet_client: Client, clock: ManualClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flood of requests no preemption can help reads the running work once
+    per tenant and shape, not once per batch."""
+    reads: list[int] = []
+    running_below = allocations_store.running_below
+
+    def counted(*args: Any) -> Any:
+        reads.append(1)
+        return running_below(*args)
+
+    monkeypatch.setattr(allocations_store, "running_below", counted)
+    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    assert app.allocator.allocate(spec("hold", **big)).state == "placed"
+    # Same priority as the holder: nothing to preempt, in three batches.
+    for i in range(3):
+        assert app.allocator.allocate(spec(f"wait-{i}", **big)).state == "pending"
+    assert len(reads) == 1
+    app.allocator.allocate(spec("other", tenant="team-b", **big))
+    assert len(reads) == 2, "another tenant's entitlement is weighed on its own"
+    clock.advance(NO_ROOM_MEMO_S + 1)
+    app.allocator.allocate(spec("wait-3", **big))
+    assert len(reads) == 3, "weighed again once the memo expired"
