@@ -230,8 +230,11 @@ class AgentHub:
         self._interval_ms = int(heartbeat_interval_s * 1000)
         self._lock = threading.Lock()
         self._sessions: dict[str, AgentSession] = {}
-        # For unary heartbeats: node -> (state, when read), and last health sent.
-        self._unary_nodes: dict[str, tuple[str, float]] = {}
+        # For unary heartbeats: every node's state, read at once at most every
+        # NODE_STATE_CACHE_S (one query per interval, not one per node).
+        self._unary_states: dict[str, str] = {}
+        self._unary_states_at = -float("inf")
+        self._unary_states_lock = threading.Lock()
         self._unary_sessions: dict[str, AgentSession] = {}
         # Desired-state pushes run on their own thread: the allocator that
         # reports changed nodes must not wait on these reads.
@@ -373,18 +376,27 @@ class AgentHub:
         validate_health(node, reports)
         if residency is not None:
             validate_residency_bounds(node, residency)
-        now = time.monotonic()
-        cached = self._unary_nodes.get(node)
-        if cached is None or now - cached[1] > NODE_STATE_CACHE_S:
-            with self._engine.connect() as conn:
-                state = fleet_store.node_admin_state(conn, node)
-            cached = self._unary_nodes[node] = ({"active": "ready"}.get(state, state), now)
+        state = self._unary_node_state(node)
         self._heartbeats.record(node, self._clock.now())
         session = self._unary_sessions.setdefault(node, AgentSession(node, simulated=False))
         self.report_health(session, reports)
         if residency is not None:
             self._models.report_residency(node, residency)
-        return cached[0]
+        return {"active": "ready"}.get(state, state)
+
+    def _unary_node_state(self, node: str) -> str:
+        """The node's admin state as of at most NODE_STATE_CACHE_S ago; NotFound
+        for a node never registered. One thread reads for all; the rest wait."""
+        with self._unary_states_lock:
+            if time.monotonic() - self._unary_states_at > NODE_STATE_CACHE_S:
+                with self._engine.connect() as conn:
+                    self._unary_states = fleet_store.node_admin_states(conn)
+                self._unary_states_at = time.monotonic()
+            state = self._unary_states.get(node)
+            if state is None:  # registered since the last read (or never)
+                with self._engine.connect() as conn:
+                    state = self._unary_states[node] = fleet_store.node_admin_state(conn, node)
+            return state
 
     def report_health(self, session: AgentSession, reports: list[GpuHealthReport]) -> None:
         changed = [r for r in reports if session.last_health.get(r.uuid) != (r.health, r.reasons)]

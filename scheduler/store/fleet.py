@@ -319,6 +319,11 @@ def node_admin_state(conn: Connection, name: str) -> str:
     return str(state)
 
 
+def node_admin_states(conn: Connection) -> dict[str, str]:
+    """Every node's admin state, by name (one read for a whole fleet's heartbeats)."""
+    return {str(n): str(s) for n, s in conn.execute(select(nodes_t.c.name, nodes_t.c.admin_state))}
+
+
 def set_admin_state(conn: Connection, name: str, admin_state: str) -> None:
     result = conn.execute(
         update(nodes_t)
