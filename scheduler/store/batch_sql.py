@@ -96,11 +96,16 @@ _INSERT_EVENTS = (
 )
 _DELETE_CLAIMS = "DELETE FROM gpu_claims WHERE allocation_id = ANY(%s::text[])"
 _NOTIFY = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+# Columns named, not `*`: a prepared `SELECT *` fails ("cached plan must not
+# change result type") once a rolling upgrade's migration adds a column.
+_COLUMNS = ", ".join(f"a.{c.name}" for c in _allocations.columns)
 # Locked in id order (a fixed order, so two batches never deadlock).
-_LOCK = "SELECT * FROM allocations WHERE id = ANY(%s::text[]) ORDER BY id FOR UPDATE"
+_LOCK = (
+    f"SELECT {_COLUMNS} FROM allocations a WHERE a.id = ANY(%s::text[]) ORDER BY a.id FOR UPDATE"
+)
 # Retries are answered from the stored row; no lock needed to read it.
 _FIND = (
-    "SELECT a.* FROM unnest(%s::text[], %s::text[]) AS k(tenant, request_id)"
+    f"SELECT {_COLUMNS} FROM unnest(%s::text[], %s::text[]) AS k(tenant, request_id)"
     " JOIN allocations a ON a.tenant = k.tenant AND a.request_id = k.request_id"
 )
 # ix_allocations_tenant_pending: never touches released history.
