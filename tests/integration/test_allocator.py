@@ -223,3 +223,18 @@ def test_preemption_that_cannot_help_is_not_weighed_again_for_a_while(
     clock.advance(NO_ROOM_MEMO_S + 1)
     app.allocator.allocate(spec("wait-3", **big))
     assert len(reads) == 3, "weighed again once the memo expired"
+
+
+def test_a_batch_costs_two_round_trips(app: SchedulerApp, fleet_client: Client) -> None:
+    """BEGIN with the opening read, then the writes with COMMIT: nothing else
+    for allocations that place or releases, whichever comes."""
+    allocator = app.allocator
+    held = allocator.allocate(spec("warm-up"))  # the first batch also loads quotas
+    allocator.release(held.id, "done")
+    batches, trips = allocator.batches_committed, allocator.round_trips
+    for i in range(5):
+        placed = allocator.allocate(spec(f"rt-{i}"))
+        assert placed.state == "placed"
+        allocator.release(placed.id, "done")
+    assert allocator.batches_committed - batches == 10
+    assert allocator.round_trips - trips == 20
