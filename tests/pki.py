@@ -115,4 +115,8 @@ def scheduler_settings(database_url: str, **overrides: Any) -> SchedulerSettings
         **session_pki().server_files(),
     }
     values.update(overrides)
+    if not values["run_loops"]:
+        # Nothing renews the leader lease without the loops: let it outlive the
+        # test, or leader-only work stops after a few seconds on a busy machine.
+        values.setdefault("leader_lease_ttl_s", 600.0)
     return SchedulerSettings(**values)
