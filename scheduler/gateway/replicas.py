@@ -197,6 +197,11 @@ class Pools:
         where `TENANT/NAME` picks one tenant's."""
         if tenant is None and "/" in model:
             tenant, model = model.split("/", 1)
+        if tenant is not None:
+            # A deployment's name is unique per tenant: one lookup on the request path.
+            pool = self.pools.get((tenant, model))
+            if pool is not None:
+                return pool
         mine = self.visible(tenant)
         named = [p for p in mine if p.deployment == model]
         if len(named) == 1:
