@@ -158,6 +158,14 @@ class _Metrics:
         )
 
 
+class _SseResponse(web.StreamResponse):
+    """A streamed response whose headers leave with its first event, in one write
+    (one TLS record, one send), not on their own before it. (aiohttp's switch for
+    this, the one its plain `Response` uses; older aiohttp ignores it.)"""
+
+    _send_headers_immediately = False
+
+
 class Gateway:
     def __init__(
         self,
@@ -449,7 +457,7 @@ class Gateway:
                 status=upstream.status,
                 headers={**headers, "Content-Type": content_type},
             )
-        response = web.StreamResponse(status=upstream.status, headers={**headers, **_SSE})
+        response = _SseResponse(status=upstream.status, headers={**headers, **_SSE})
         await response.prepare(request)
         generated = 0
         finished = False

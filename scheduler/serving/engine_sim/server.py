@@ -215,6 +215,8 @@ async def _stream(
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    # The headers leave with the first event, in one write (aiohttp's own switch).
+    response._send_headers_immediately = False
     await response.prepare(request)
     kind = "chat.completion.chunk" if chat else "text_completion"
 
