@@ -210,6 +210,9 @@ class Gateway:
                 connector=connector,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
+                headers=_JSON,
+                # Engines need none of these; each costs header work per request.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             )
             if source is not None:
                 self._spawn(self._follow(source))
@@ -398,7 +401,7 @@ class Gateway:
             gauge = self.metrics.child(self.metrics.in_flight, pool.deployment, replica)
             gauge.inc()
             try:
-                upstream = await self._session.post(url, data=data, headers=_JSON)
+                upstream = await self._session.post(url, data=data)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 gauge.dec()
                 router.finish(ticket)
