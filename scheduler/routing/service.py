@@ -28,7 +28,7 @@ from scheduler.domain.errors import (
     Unavailable,
     quoted,
 )
-from scheduler.gateway.replicas import Pool, Pools, ReplicaUpdate, Synced
+from scheduler.gateway.replicas import Pool, Pools, ReplicaUpdate, Resync, SourceEvent, Synced
 from scheduler.routing.router import Ticket, check_policy
 from scheduler.routing.view import Decision, EngineMetrics, RouteRequest
 
@@ -111,7 +111,7 @@ class RoutingService:
         self._thread: threading.Thread | None = None
 
     # -- the replica feed ------------------------------------------------------
-    def apply(self, update: ReplicaUpdate | Synced) -> None:
+    def apply(self, update: SourceEvent) -> None:
         with self._lock:
             self.pools.apply(update)
 
@@ -122,6 +122,9 @@ class RoutingService:
         def run() -> None:
             while self._running:
                 try:
+                    # Every (re)start is a fresh snapshot: replicas that went away while
+                    # the feed was down are dropped at its Synced (as the gateway's watch).
+                    self.apply(Resync())
                     for row in feed(caller, "", "", lambda: self._running):
                         self.apply(Synced() if row is None else update_from_row(row))
                 except Exception:  # the database went away: retry, as the gateway's watch does
