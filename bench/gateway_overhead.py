@@ -3,23 +3,32 @@ to simulated engines, against the same clients straight to the same engines in
 the same run; and the routing decision's own cost with 64 replicas.
 
     python -m bench.gateway_overhead [--clients 64] [--duration 10] [--engines 4]
-        [--max-tokens 8] [--client-procs 2] [--insecure] [--database-url URL]
+        [--max-tokens 8] [--client-procs 2] [--paced-rate 300] [--insecure]
+        [--profile FILE] [--database-url URL]
 
 1. `route_decision_p99_us`: the default policy's Router.route (+ finish) over 64
    replicas of mixed hardware with load booked and prefixes indexed, in this
    process, timed per call.
 2. Engines: `gpupool engine simulate --speedup 1000` processes (the real
-   simulated engine), one gateway process in front of them (HTTPS from a
-   throwaway local CA unless --insecure, tokens in a scratch database
-   gpupool_bench_<random> that is dropped afterwards).
-3. The same client processes run `direct` (round robin over the engines) then
-   `gateway`; each client streams /v1/completions back to back for --duration
-   seconds. Time to first byte (the first SSE chunk) per request.
+   simulated engine, all one GPU model), one gateway process in front of them
+   (HTTPS from a throwaway local CA unless --insecure, tokens in a scratch
+   database gpupool_bench_<random> that is dropped afterwards).
+3. The same client processes (bare asyncio protocols on keep-alive
+   connections, one prompt per user) run four phases, `direct` (round robin
+   over the engines) then `gateway` each time:
+   - saturated: closed loop, every client sends its next request when the last
+     one ends, for --duration seconds -> requests_per_s, direct_requests_per_s;
+   - paced: open loop at --paced-rate requests/s (below saturation) over a pool
+     of --clients connections -> added_latency_p50_ms / added_latency_p99_ms:
+     time from each request's due time to its first SSE byte, gateway
+     percentile minus direct's.
 
-JSON (last line): requests_per_s (through the gateway), direct_requests_per_s,
-added_latency_p50_ms / added_latency_p99_ms (gateway TTFB percentile minus
-direct's), route_decision_p99_us, and the inputs. Targets: >= 1,000 requests/s,
-added p99 < 5 ms, decision p99 < 200 µs. Everything talks to 127.0.0.1 only.
+JSON (last line): those, the gateway's CPU per streamed request (saturated),
+the TTFB percentiles of each phase, route_decision_p50_us / _p99_us, the
+inputs and the load average. Each phase also logs CPU ms per request of the
+gateway, the engines and the clients and how busy the machine was. Targets:
+>= 1,000 requests/s, added p99 < 5 ms, decision p99 < 200 µs. Everything talks
+to 127.0.0.1 only.
 """
 
 from __future__ import annotations
