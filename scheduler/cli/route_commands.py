@@ -262,7 +262,12 @@ def _tenant_limits(values: tuple[str, ...]) -> dict[str, Limits]:
     default=None,
     help="A fixed replica list (YAML) instead of the scheduler's WatchReplicas stream.",
 )
-@click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Default policy.")
+@click.option(
+    "--policy",
+    default=DEFAULT_POLICY,
+    show_default=True,
+    help="Default policy (a deployment's own `routing` wins).",
+)
 @click.option(
     "--deployment-policy",
     multiple=True,

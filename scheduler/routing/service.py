@@ -64,6 +64,7 @@ def update_from_row(row: Mapping[str, Any]) -> ReplicaUpdate:
         gpu_model=str(row["gpu_model"] or ""),
         gpu_count=int(row["gpu_count"] or 1),
         metrics=metrics,
+        routing=str(row.get("routing") or ""),
     )
 
 

@@ -75,6 +75,20 @@ def test_pools_follow_snapshots_and_scope_by_tenant() -> None:
     assert other is not None and other.router.views() == []
 
 
+def test_a_deployments_own_routing_wins_over_the_gateways_flags() -> None:
+    pools = Pools(policies={"batch": "least_request"}, default_policy="weighted")
+    pools.apply(ReplicaUpdate("r1", "chat", "t", "ready", "h:1", routing="prefix"))
+    pools.apply(ReplicaUpdate("r2", "batch", "t", "ready", "h:2"))
+    pools.apply(ReplicaUpdate("r3", "other", "t", "ready", "h:3"))
+    policy = {name: p.router.policy for (_, name), p in pools.pools.items()}
+    assert policy == {"chat": "prefix", "batch": "least_request", "other": "weighted"}
+    with pytest.raises(InvalidArgument, match="replica 0: policy 'fastest'"):
+        read_replicas_file(
+            {"replicas": [{"id": "a", "deployment": "d", "tenant": "t", "endpoint": "h:1",
+                           "routing": "fastest"}]}
+        )  # fmt: skip
+
+
 def test_replica_speed_comes_from_the_performance_model() -> None:
     h100 = replica_speed(
         ReplicaUpdate("r", "d", "t", "ready", model="llama-3.1-8b", gpu_model="H100-80GB")
@@ -137,9 +151,11 @@ def test_watch_messages_become_updates() -> None:
         metrics=pb.ReplicaMetrics(
             kv_cache_usage=0.5, num_requests_running=3, num_requests_waiting=1
         ),
+        routing="prefix",
     )
     update = replica_update(message)
     assert (update.state, update.gpu_count, update.variant) == ("draining", 2, "fp16")
+    assert update.routing == "prefix"
     assert update.metrics is not None and update.metrics.num_requests_waiting == 1
     assert replica_update(pb.Replica(id="r2")).metrics is None
 
@@ -172,9 +188,10 @@ def test_token_checks_are_shared_and_refreshed_in_the_background() -> None:
         # Past half its life the entry is still used, and re-checked once meanwhile.
         clock.now = REFRESH_AFTER_S + 0.1
         await asyncio.gather(*(auth.authenticate("gpp_x", "p") for _ in range(5)))
-        assert tokens.checks == 2
+        assert len(auth._checks) == 1  # one re-check started, nobody waited for it
         while auth._checks:
             await asyncio.sleep(0.01)
+        assert tokens.checks == 2
         # A check that finds the token revoked drops it: the next request is refused.
         tokens.revoked = True
         clock.now = 2 * REFRESH_AFTER_S + 0.2
