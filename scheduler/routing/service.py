@@ -121,11 +121,14 @@ class RoutingService:
         self._running = True
 
         def run() -> None:
+            restarted = False
             while self._running:
                 try:
-                    # Every (re)start is a fresh snapshot: replicas that went away while
-                    # the feed was down are dropped at its Synced (as the gateway's watch).
-                    self.apply(Resync())
+                    if restarted:
+                        # A restart is a fresh snapshot: replicas that went away while the
+                        # feed was down are dropped at its Synced (as the gateway's watch).
+                        self.apply(Resync())
+                    restarted = True
                     for row in feed(caller, "", "", lambda: self._running):
                         self.apply(Synced() if row is None else update_from_row(row))
                 except Exception:  # the database went away: retry, as the gateway's watch does
