@@ -81,6 +81,7 @@ def deployment_spec(wire: pb.DeploymentSpec) -> DeploymentSpec:
         context_tokens=wire.context_tokens,
         concurrent_sequences=wire.concurrent_sequences,
         metrics_window_s=wire.metrics_window_s,
+        routing=wire.routing,
     )
 
 
@@ -124,6 +125,7 @@ def spec_message(spec: DeploymentSpec) -> pb.DeploymentSpec:
         context_tokens=spec.context_tokens,
         concurrent_sequences=spec.concurrent_sequences,
         metrics_window_s=spec.metrics_window_s,
+        routing=spec.routing,
     )
 
 
@@ -155,6 +157,7 @@ def replica_message(row: Mapping[str, Any]) -> pb.Replica:
         state_changed_at=timestamp(row["state_changed_at"]),
         reason=row["reason"],
         expected_cold_start_s=row["expected_cold_start_s"],
+        routing=row.get("routing") or "",
     )
     if row.get("observed_at") is not None:
         message.metrics.CopyFrom(

@@ -18,6 +18,7 @@ from gpupool.v1 import deployments_pb2_grpc, types_pb2
 from scheduler.cli.admin_commands import CliContext, pass_state
 from scheduler.cli.client import CALL_TIMEOUT_S, CliError, translate_rpc_error
 from scheduler.cli.render import format_time
+from scheduler.routing.policies import POLICIES
 from scheduler.security.channels import open_channel
 
 WORKLOAD_CLASSES = {
@@ -209,6 +210,12 @@ def deploy() -> None:
 @click.option("--engine-arg", "engine_args", multiple=True, help="KEY=VALUE template argument.")
 @click.option("--advisory", is_flag=True, help="Decide and record; never act.")
 @click.option("--scale-to-zero", is_flag=True)
+@click.option(
+    "--routing",
+    type=click.Choice(sorted(POLICIES)),
+    default=None,
+    help="The gateway's routing policy for it [default: the gateway's --policy].",
+)
 @pass_state
 def create(
     state: CliContext,
@@ -231,6 +238,7 @@ def create(
     engine_args: tuple[str, ...],
     advisory: bool,
     scale_to_zero: bool,
+    routing: str | None,
 ) -> None:
     """Create deployment NAME."""
     minimums = {}
@@ -256,6 +264,7 @@ def create(
         advisory=advisory,
         scale_to_zero=scale_to_zero,
         metrics_window_s=metrics_window,
+        routing=routing or "",
     )
     if scale_up:
         spec.scale_up.CopyFrom(parse_behavior(scale_up))

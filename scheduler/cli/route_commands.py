@@ -4,6 +4,7 @@ explain` and `gpupool gateway` (the OpenAI-compatible gateway)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -261,7 +262,12 @@ def _tenant_limits(values: tuple[str, ...]) -> dict[str, Limits]:
     default=None,
     help="A fixed replica list (YAML) instead of the scheduler's WatchReplicas stream.",
 )
-@click.option("--policy", default=DEFAULT_POLICY, show_default=True, help="Default policy.")
+@click.option(
+    "--policy",
+    default=DEFAULT_POLICY,
+    show_default=True,
+    help="Default policy (a deployment's own `routing` wins).",
+)
 @click.option(
     "--deployment-policy",
     multiple=True,
@@ -343,6 +349,9 @@ def gateway(
 
     async def serve() -> None:
         runner, port = await start(app, host, int(port_text), tls, insecure=plaintext)
+        # What exists now lives as long as the process: the collector need not walk it
+        # again on every full collection (fewer, shorter pauses on the request path).
+        gc.freeze()
         scheme = "http" if plaintext else "https"
         click.echo(f"gateway listening on {scheme}://{host}:{port}", err=True)
         stop = asyncio.Event()

@@ -36,6 +36,7 @@ from scheduler.domain.model_loading import DEFAULT_BANDWIDTHS, GPU, HOST_RAM, LO
 from scheduler.domain.priorities import DEFAULT_PRIORITY_CLASS, PRIORITY_CLASSES
 from scheduler.domain.requests import WholeDemand
 from scheduler.domain.worker_templates import WorkerTemplate, check_args
+from scheduler.routing.policies import POLICIES
 
 DEFAULT_TARGET_KV = 0.70
 MAX_REPLICAS = 1000
@@ -94,6 +95,7 @@ class DeploymentSpec:
     context_tokens: int = 0
     concurrent_sequences: int = 0
     metrics_window_s: int = 0  # 0: the autoscaler's default
+    routing: str = ""  # the gateway's routing policy; "": the gateway's default
 
     def as_json(self) -> dict[str, Any]:
         body = asdict(self)
@@ -215,6 +217,9 @@ def validate_deployment(
     if spec.priority_class not in PRIORITY_CLASSES:
         known = ", ".join(PRIORITY_CLASSES)
         raise InvalidArgument(f"priority_class: unknown {quoted(spec.priority_class)} ({known})")
+    if spec.routing and spec.routing not in POLICIES:
+        known = ", ".join(POLICIES)
+        raise InvalidArgument(f"routing: unknown policy {quoted(spec.routing)} ({known})")
     lowest = 0 if spec.scale_to_zero else 1
     if not lowest <= spec.min_replicas <= MAX_REPLICAS:
         raise InvalidArgument(

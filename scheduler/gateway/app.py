@@ -26,6 +26,7 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from yarl import URL
 
 from scheduler.domain.callers import Caller
 from scheduler.domain.errors import PermissionDenied, Unauthenticated
@@ -44,6 +45,10 @@ MAX_HASHED_BLOCKS = 1024
 ROUTE_HEADER = "x-gpupool-route"
 SESSION_HEADER = "x-session-id"
 _HEADER_UNSAFE = re.compile(r"[^\x20-\x7e]")
+_JSON = {"Content-Type": "application/json"}
+_SSE = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+# Upstream URLs parsed once per (endpoint, path); cleared past this many (replicas churn).
+_MAX_CACHED_URLS = 4096
 
 
 @dataclass(frozen=True)
@@ -153,6 +158,14 @@ class _Metrics:
         )
 
 
+class _SseResponse(web.StreamResponse):
+    """A streamed response whose headers leave with its first event, in one write
+    (one TLS record, one send), not on their own before it. (aiohttp's switch for
+    this, the one its plain `Response` uses; older aiohttp ignores it.)"""
+
+    _send_headers_immediately = False
+
+
 class Gateway:
     def __init__(
         self,
@@ -170,6 +183,7 @@ class Gateway:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._probing: set[tuple[str, str, str]] = set()
+        self._urls: dict[tuple[str, str], URL] = {}
 
     # -- lifecycle ------------------------------------------------------------
     def app(self, source: ReplicaSource | None = None) -> web.Application:
@@ -186,9 +200,19 @@ class Gateway:
                 connect=self.settings.connect_timeout_s,
                 sock_read=self.settings.stream_idle_timeout_s,
             )
-            connector = aiohttp.TCPConnector(limit=self.settings.max_connections)
+            # One pool of keep-alive connections to the engines for every request;
+            # no cookies to keep between callers' requests.
+            connector = aiohttp.TCPConnector(
+                limit=self.settings.max_connections, keepalive_timeout=60
+            )
             self._session = aiohttp.ClientSession(
-                timeout=timeout, connector=connector, auto_decompress=False
+                timeout=timeout,
+                connector=connector,
+                auto_decompress=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                headers=_JSON,
+                # Engines need none of these; each costs header work per request.
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
             )
             if source is not None:
                 self._spawn(self._follow(source))
@@ -271,8 +295,9 @@ class Gateway:
             tenant = inference_tenant(caller)
         except PermissionDenied as exc:
             return error(403, exc.message, "permission_error", "permission_denied")
+        raw = await request.read()
         try:
-            body = json.loads(await request.read())
+            body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return error(
                 400, f"the body is not valid JSON: {exc}", "invalid_request_error", "invalid_json"
@@ -329,10 +354,25 @@ class Gateway:
                 {"Retry-After": str(retry_after)},
             )
         path = "/v1/chat/completions" if chat else "/v1/completions"
-        return await self._proxy(request, pool, body, route, path)
+        return await self._proxy(request, pool, raw, body, route, path)
+
+    def _url(self, endpoint: str, path: str) -> URL:
+        key = (endpoint, path)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) >= _MAX_CACHED_URLS:
+                self._urls.clear()
+            url = self._urls[key] = URL(f"http://{endpoint}{path}")
+        return url
 
     async def _proxy(
-        self, request: web.Request, pool: Pool, body: dict[str, Any], route: RouteRequest, path: str
+        self,
+        request: web.Request,
+        pool: Pool,
+        raw: bytes,
+        body: dict[str, Any],
+        route: RouteRequest,
+        path: str,
     ) -> web.StreamResponse:
         assert self._session is not None
         router = pool.router
@@ -352,12 +392,16 @@ class Gateway:
             self.metrics.child(
                 self.metrics.decisions, pool.deployment, decision.policy, replica
             ).inc()
-            forwarded = {**body, "model": pool.served_model.get(replica, pool.deployment)}
-            url = f"http://{pool.endpoints.get(replica, '')}{path}"
+            served = pool.served_model.get(replica, pool.deployment)
+            # The caller's bytes go through as they came unless the model name changes.
+            data = (
+                raw if body["model"] == served else json.dumps({**body, "model": served}).encode()
+            )
+            url = self._url(pool.endpoints.get(replica, ""), path)
             gauge = self.metrics.child(self.metrics.in_flight, pool.deployment, replica)
             gauge.inc()
             try:
-                upstream = await self._session.post(url, json=forwarded)
+                upstream = await self._session.post(url, data=data)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 gauge.dec()
                 router.finish(ticket)
@@ -416,10 +460,7 @@ class Gateway:
                 status=upstream.status,
                 headers={**headers, "Content-Type": content_type},
             )
-        response = web.StreamResponse(
-            status=upstream.status,
-            headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"},
-        )
+        response = _SseResponse(status=upstream.status, headers={**headers, **_SSE})
         await response.prepare(request)
         generated = 0
         finished = False
@@ -439,8 +480,12 @@ class Gateway:
                     generated += events
                     router.generated(ticket, events)
                 if b"data: [DONE]" in chunk:
+                    # The last event and the end of the body in one write (one TLS
+                    # record, one send); the upstream's own end is still read below.
                     finished = True
-                await response.write(chunk)
+                    await response.write_eof(chunk)
+                elif not finished:
+                    await response.write(chunk)
         except (asyncio.CancelledError, ConnectionError):
             # The client went away: closing the upstream response cancels the request.
             upstream.close()

@@ -19,7 +19,7 @@ from scheduler.domain.catalogue import resolve_model_name
 from scheduler.domain.errors import GpupoolError, InvalidArgument
 from scheduler.domain.llm_catalogue import DTYPE_BYTES
 from scheduler.routing.policies import DEFAULT_POLICY, PolicyConfig
-from scheduler.routing.router import Router, speed_of
+from scheduler.routing.router import Router, check_policy, speed_of
 from scheduler.routing.view import EngineMetrics, ReplicaSpeed
 from scheduler.serving.performance import DEFAULT_BLOCK_TOKENS, engine_performance
 
@@ -44,6 +44,8 @@ class ReplicaUpdate:
     gpu_model: str = ""
     gpu_count: int = 1
     metrics: EngineMetrics | None = None
+    # The deployment's routing policy (its spec); "": the gateway's default for it.
+    routing: str = ""
 
 
 @dataclass(frozen=True)
@@ -155,10 +157,12 @@ class Pools:
         if update.state == "stopped":
             self._remove(update.id)
             return
+        # The deployment's own policy; else the gateway's flags (per deployment, default).
+        policy = update.routing or self._policies.get(update.deployment, self._default_policy)
         pool = self.pools.get(key)
         if pool is None:
             router = Router(
-                self._policies.get(update.deployment, self._default_policy),
+                policy,
                 config=self._config,
                 block_tokens=DEFAULT_BLOCK_TOKENS,
                 session_ttl_s=self._session_ttl_s,
@@ -166,6 +170,8 @@ class Pools:
             )
             pool = Pool(update.deployment, update.tenant, router)
             self.pools[key] = pool
+        elif pool.router.policy != policy:
+            pool.router.policy = check_policy(policy)
         pool.router.upsert_replica(
             update.id,
             state=update.state,
@@ -197,6 +203,11 @@ class Pools:
         where `TENANT/NAME` picks one tenant's."""
         if tenant is None and "/" in model:
             tenant, model = model.split("/", 1)
+        if tenant is not None:
+            # A deployment's name is unique per tenant: one lookup on the request path.
+            pool = self.pools.get((tenant, model))
+            if pool is not None:
+                return pool
         mine = self.visible(tenant)
         named = [p for p in mine if p.deployment == model]
         if len(named) == 1:
@@ -246,5 +257,10 @@ def read_replicas_file(data: object) -> list[ReplicaUpdate]:
             )
         values = {k: str(v) if k != "gpu_count" else int(v) for k, v in item.items()}
         values.setdefault("state", "ready")
+        if values.get("routing"):
+            try:
+                check_policy(str(values["routing"]))
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"replicas file: replica {i}: {exc.message}") from None
         updates.append(ReplicaUpdate(**values))  # type: ignore[arg-type]
     return updates

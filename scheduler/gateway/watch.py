@@ -47,6 +47,7 @@ def replica_update(replica: pb.Replica) -> ReplicaUpdate:
         gpu_model=replica.gpu_model,
         gpu_count=replica.gpu_count or 1,
         metrics=metrics,
+        routing=replica.routing,
     )
 
 

@@ -239,47 +239,49 @@ def weighted(
         guard = "; all saturated"
     overlaps = ctx.prefix.overlaps([r.id for r in candidates], request.blocks)
     longest = max(overlaps.values(), default=0)
-    if longest < cfg.prefix_min_share * len(request.blocks):
+    if not longest or longest < cfg.prefix_min_share * len(request.blocks):
         longest = -1  # no replica holds enough of the prompt for an affinity bonus
     # The hot loop (64 replicas within a few tens of µs): a replica's cost is
     # w_load × pending work + w_prefill × this prompt's uncached prefill
     # + w_queue × requests other routers queued there × this prompt's prefill
     # - w_saved × prefill its cached prefix saves - the affinity bonus.
     prompt = request.prompt_tokens
+    block_tokens = request.block_tokens
+    w_load, w_prefill = cfg.weight_load, cfg.weight_prefill
+    w_saved, w_queue, bonus = cfg.weight_saved, cfg.weight_queue, cfg.prefix_penalty_s
+    # Per hardware kind (the router keeps one object per distinct speed): this
+    # prompt's full prefill, and per cached depth its prefill term.
     full_by_speed: dict[int, float] = {}
-    # (speed, cached blocks) -> cost terms: replicas share a few hardware kinds and depths.
-    hit_terms: dict[tuple[int, int], float] = {}
-    w_prefill, w_saved = cfg.weight_prefill, cfg.weight_saved
+    terms_by_speed: dict[int, dict[int, float]] = {}
+    hit_of = overlaps.get
     best_i = 0
     best_total = math.inf
     totals: list[float] = []
     for i, replica in enumerate(candidates):
         speed = replica.speed
-        full = full_by_speed.get(id(speed))
-        if full is None:
-            full = full_by_speed[id(speed)] = speed.prefill_s(prompt)
+        hit = hit_of(replica.id, 0)
+        terms = terms_by_speed.get(id(speed))
+        if terms is None:
+            terms = terms_by_speed[id(speed)] = {}
+            full_by_speed[id(speed)] = speed.prefill_s(prompt)
+        term = terms.get(hit)
+        if term is None:
+            full = full_by_speed[id(speed)]
+            cached = min(hit * block_tokens, prompt)
+            own = speed.prefill_s(prompt - cached, cached)
+            term = terms[hit] = w_prefill * own - w_saved * (full - own)
         load = replica.load
         pending = load.pending_prefill_s + load.pending_output_tokens * speed.decode_s_per_token
-        total = cfg.weight_load * pending
-        hit = overlaps.get(replica.id, 0) if overlaps else 0
-        if hit:
-            term = hit_terms.get((id(speed), hit))
-            if term is None:
-                cached = min(hit * request.block_tokens, prompt)
-                own = speed.prefill_s(prompt - cached, cached)
-                term = hit_terms[(id(speed), hit)] = w_prefill * own - w_saved * (full - own)
-            total += term
-            if hit == longest:
-                total -= cfg.prefix_penalty_s
-        else:
-            total += w_prefill * full
+        total = w_load * pending + term
+        if hit == longest:
+            total -= bonus
         metrics = replica.metrics
         # Requests the engine holds that this router did not send (other gateways).
         unseen = (
             metrics.num_requests_running + metrics.num_requests_waiting - load.in_flight_at_metrics
         )
         if unseen > 0:
-            total += cfg.weight_queue * unseen * full
+            total += w_queue * unseen * full_by_speed[id(speed)]
         totals.append(total)
         if total < best_total:
             best_i, best_total = i, total

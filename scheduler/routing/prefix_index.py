@@ -5,11 +5,14 @@ router sent there recently is what the engine most likely still holds. It is
 approximate (other routers and the engine's own evictions are not seen);
 exact engine KV events could feed the same `record` / `forget` calls.
 
-A second map, block -> replicas holding it, lets one walk down the prompt's
+A second map, block -> the replicas holding it, lets one walk down the prompt's
 chain find every replica's overlap at once (the set of holders only shrinks
-along a chain), instead of one lookup walk per replica: with 64 replicas that
-all hold a shared system prompt, this is what keeps a decision in microseconds.
-Memory is bounded by the replicas' cache sizes.
+along a chain), instead of one lookup walk per replica. The holder sets are
+bitmasks (a Python int, one bit per replica): intersecting 64 replicas is one
+integer AND, not a set built per block, and int -> int maps are not tracked by
+the garbage collector, so a large index adds no collection pauses. With 64
+replicas that all hold a shared system prompt, this is what keeps a decision in
+microseconds. Memory is bounded by the replicas' cache sizes.
 """
 
 from __future__ import annotations
@@ -19,26 +22,35 @@ from collections.abc import Iterable, Sequence
 
 
 class _ReplicaBlocks:
-    __slots__ = ("blocks", "capacity")
+    __slots__ = ("bit", "blocks", "capacity")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, bit: int) -> None:
         self.capacity = max(0, capacity)
+        self.bit = bit
         self.blocks: OrderedDict[int, None] = OrderedDict()
 
 
 class PrefixIndex:
     def __init__(self) -> None:
         self._replicas: dict[str, _ReplicaBlocks] = {}
-        self._holders: dict[int, set[str]] = {}
+        self._holders: dict[int, int] = {}  # block -> bitmask of the replicas holding it
+        self._by_bit: dict[int, str] = {}  # bit -> replica
+        self._bits: dict[str, int] = {}  # replica -> bit
 
     def ensure(self, replica: str, capacity_blocks: int) -> None:
         """Track `replica` with an LRU of `capacity_blocks` (resized if it changed)."""
         entry = self._replicas.get(replica)
         if entry is None:
-            self._replicas[replica] = _ReplicaBlocks(capacity_blocks)
+            # The lowest free bit: masks stay as small as the number of replicas.
+            bit = 1
+            while bit in self._by_bit:
+                bit <<= 1
+            self._by_bit[bit] = replica
+            self._bits[replica] = bit
+            self._replicas[replica] = _ReplicaBlocks(capacity_blocks, bit)
         elif entry.capacity != capacity_blocks:
             entry.capacity = max(0, capacity_blocks)
-            self._evict(replica, entry)
+            self._evict(entry)
 
     def forget(self, replica: str) -> None:
         """Drop a replica (gone, or restarted with a cold cache)."""
@@ -46,7 +58,9 @@ class PrefixIndex:
         if entry is None:
             return
         for block in entry.blocks:
-            self._drop_holder(block, replica)
+            self._drop_holder(block, entry.bit)
+        del self._by_bit[entry.bit]
+        del self._bits[replica]
 
     def overlap(self, replica: str, blocks: Sequence[int]) -> int:
         """Leading blocks of `blocks` that `replica` holds."""
@@ -62,28 +76,37 @@ class PrefixIndex:
         return n
 
     def overlaps(self, replicas: Iterable[str], blocks: Sequence[int]) -> dict[str, int]:
-        """Leading blocks held per replica (only replicas with at least one)."""
+        """Leading blocks held per replica of `replicas` (only replicas with at least one)."""
         if not blocks:
             return {}
         holders = self._holders
-        first = holders.get(blocks[0])
-        if not first:
+        alive = holders.get(blocks[0], 0)
+        if not alive:
             return {}
-        alive = first.intersection(replicas)
+        bits = self._bits
+        wanted = 0
+        for replica in replicas:
+            wanted |= bits.get(replica, 0)
+        alive &= wanted
         found: dict[str, int] = {}
+        by_bit = self._by_bit
         depth = 1
         for block in blocks[1:]:
             if not alive:
                 break
-            holding = holders.get(block)
-            following = alive & holding if holding else set()
-            if len(following) < len(alive):
-                for replica in alive - following:
-                    found[replica] = depth
-            alive = following
+            following = alive & holders.get(block, 0)
+            if following != alive:
+                dropped = alive ^ following
+                while dropped:
+                    low = dropped & -dropped
+                    found[by_bit[low]] = depth
+                    dropped ^= low
+                alive = following
             depth += 1
-        for replica in alive:
-            found[replica] = depth
+        while alive:
+            low = alive & -alive
+            found[by_bit[low]] = depth
+            alive ^= low
         return found
 
     def record(self, replica: str, blocks: Sequence[int]) -> None:
@@ -93,27 +116,26 @@ class PrefixIndex:
             return
         held = entry.blocks
         holders = self._holders
+        bit = entry.bit
         for block in blocks:
             if block in held:
                 held.move_to_end(block)
             else:
                 held[block] = None
-                holding = holders.get(block)
-                if holding is None:
-                    holders[block] = {replica}
-                else:
-                    holding.add(replica)
-        self._evict(replica, entry)
+                holders[block] = holders.get(block, 0) | bit
+        self._evict(entry)
 
-    def _evict(self, replica: str, entry: _ReplicaBlocks) -> None:
+    def _evict(self, entry: _ReplicaBlocks) -> None:
         held = entry.blocks
         while len(held) > entry.capacity:
             block, _ = held.popitem(last=False)
-            self._drop_holder(block, replica)
+            self._drop_holder(block, entry.bit)
 
-    def _drop_holder(self, block: int, replica: str) -> None:
+    def _drop_holder(self, block: int, bit: int) -> None:
         holding = self._holders.get(block)
         if holding is not None:
-            holding.discard(replica)
-            if not holding:
+            holding &= ~bit
+            if holding:
+                self._holders[block] = holding
+            else:
                 del self._holders[block]

@@ -112,6 +112,7 @@ class Router:
         self.block_tokens = block_tokens
         self._replicas: dict[str, _Replica] = {}
         self._views: list[ReplicaView] = []
+        self._speeds: dict[ReplicaSpeed, ReplicaSpeed] = {}
         self._tickets = itertools.count(1)
         self.outputs = OutputEstimator()
         timer = clock if clock is not None else time.monotonic
@@ -134,6 +135,9 @@ class Router:
         variant: str = "",
     ) -> None:
         """Add or update a replica from the scheduler's watch stream."""
+        # One object per distinct speed: policies cache per-hardware terms by identity,
+        # so 64 replicas of 3 GPU kinds cost 3 prefill estimates per decision, not 64.
+        speed = self._speeds.setdefault(speed, speed)
         known = self._replicas.get(replica_id)
         if known is None:
             load = ReplicaLoad()
@@ -189,6 +193,8 @@ class Router:
 
     def _rebuild(self) -> None:
         self._views = [r.view for r in self._replicas.values()]
+        # Only the speeds of current replicas stay interned (bounded by the replicas).
+        self._speeds = {v.speed: v.speed for v in self._views}
 
     # -- requests -----------------------------------------------------------
     def request(

@@ -28,7 +28,7 @@ from scheduler.domain.errors import (
     Unavailable,
     quoted,
 )
-from scheduler.gateway.replicas import Pool, Pools, ReplicaUpdate, Synced
+from scheduler.gateway.replicas import Pool, Pools, ReplicaUpdate, Resync, SourceEvent, Synced
 from scheduler.routing.router import Ticket, check_policy
 from scheduler.routing.view import Decision, EngineMetrics, RouteRequest
 
@@ -64,6 +64,7 @@ def update_from_row(row: Mapping[str, Any]) -> ReplicaUpdate:
         gpu_model=str(row["gpu_model"] or ""),
         gpu_count=int(row["gpu_count"] or 1),
         metrics=metrics,
+        routing=str(row.get("routing") or ""),
     )
 
 
@@ -111,7 +112,7 @@ class RoutingService:
         self._thread: threading.Thread | None = None
 
     # -- the replica feed ------------------------------------------------------
-    def apply(self, update: ReplicaUpdate | Synced) -> None:
+    def apply(self, update: SourceEvent) -> None:
         with self._lock:
             self.pools.apply(update)
 
@@ -120,8 +121,14 @@ class RoutingService:
         self._running = True
 
         def run() -> None:
+            restarted = False
             while self._running:
                 try:
+                    if restarted:
+                        # A restart is a fresh snapshot: replicas that went away while the
+                        # feed was down are dropped at its Synced (as the gateway's watch).
+                        self.apply(Resync())
+                    restarted = True
                     for row in feed(caller, "", "", lambda: self._running):
                         self.apply(Synced() if row is None else update_from_row(row))
                 except Exception:  # the database went away: retry, as the gateway's watch does

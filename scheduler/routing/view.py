@@ -73,10 +73,12 @@ class ReplicaView:
     variant: str = ""
     healthy: bool = True
     metrics: EngineMetrics = field(default_factory=EngineMetrics)
+    # Ready and healthy: computed once per view (policies read it for every replica
+    # on every request; a view is replaced, never changed, when either changes).
+    routable: bool = field(init=False, compare=False)
 
-    @property
-    def routable(self) -> bool:
-        return self.healthy and self.state in ROUTABLE_STATES
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routable", self.healthy and self.state in ROUTABLE_STATES)
 
     def pending_work_s(self) -> float:
         """Hardware-normalised outstanding work: pending prefill time plus pending

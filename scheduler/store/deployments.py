@@ -260,6 +260,8 @@ def _replica_query(live_only: bool) -> Any:
         replicas_t,
         deployments_t.c.name.label("deployment"),
         deployments_t.c.model.label("model"),
+        # The deployment's routing policy (spec.routing; absent in older specs: NULL).
+        deployments_t.c.spec["routing"].astext.label("routing"),
         metrics_t.c.observed_at,
         metrics_t.c.kv_cache_usage,
         metrics_t.c.num_requests_running,

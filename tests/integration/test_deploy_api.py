@@ -99,6 +99,7 @@ def test_create_get_list_with_defaults(stub: deployments_pb2_grpc.DeploymentsStu
         ({"cron_minimums": {"not a cron": 2}}, "cron_minimums: 'not a cron' is not a cron"),
         ({"name": "Bad_Name"}, "name 'Bad_Name'"),
         ({"priority_class": "vip"}, "priority_class: unknown 'vip'"),
+        ({"routing": "fastest"}, "routing: unknown policy 'fastest'"),
         ({"engine_args": {"port": "80"}}, "engine_args: port are set per replica"),
         (
             {"variants": [pb.DeploymentVariant(dtype="int4", gpu_models=["A100-41GB"])]},
@@ -277,13 +278,15 @@ def test_a_lost_replica_is_replaced(
 def test_watch_replicas_sends_the_snapshot_then_changes(
     app: SchedulerApp, stub: deployments_pb2_grpc.DeploymentsStub
 ) -> None:
-    _create(stub)
+    created = _create(stub, routing="prefix")
+    assert created.spec.routing == "prefix"  # kept with the spec
     app.deployment_loop.run_once()
     call = stub.WatchReplicas(pb.WatchReplicasRequest(deployment="chat"), timeout=20)
     stream = iter(call)
     first = next(stream)
     assert first.replica.state == pb.REPLICA_STATE_STARTING
     assert first.replica.model == "llama-3.1-8b"
+    assert first.replica.routing == "prefix"  # what the gateway routes it by
     assert next(stream).synced
     _ready(app, _get(stub))
     app.deployment_loop.run_once()

@@ -91,6 +91,7 @@ def test_a_replica_allocation_pins_its_gpu_model_and_fills_the_engine_arguments(
         ({"variants": (Variant("x", "fp5"),)}, "variants[0].dtype"),
         ({"variants": (Variant("x", "fp16", (), 3),)}, "variants[0].tp"),
         ({"engine_args": {"extra_args": "--trust-remote-code"}}, "engine_args"),
+        ({"routing": "fastest"}, "routing"),
     ],
 )
 def test_bad_specs_name_the_field(fields: dict[str, object], field: str) -> None:

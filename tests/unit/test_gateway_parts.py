@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import cast
+
 import pytest
 
 from gpupool.v1 import deployments_pb2 as pb
-from scheduler.domain.errors import InvalidArgument
+from scheduler.domain.callers import Caller, Role
+from scheduler.domain.errors import InvalidArgument, Unauthenticated
+from scheduler.gateway.auth import REFRESH_AFTER_S, TokenAuthenticator
 from scheduler.gateway.limits import Limits, TenantLimiter
 from scheduler.gateway.replicas import (
     Pools,
@@ -16,6 +22,7 @@ from scheduler.gateway.replicas import (
     replica_speed,
 )
 from scheduler.gateway.watch import replica_update
+from scheduler.services.tokens import TokenService
 
 
 class Clock:
@@ -66,6 +73,20 @@ def test_pools_follow_snapshots_and_scope_by_tenant() -> None:
     assert [v.id for v in mine.router.views()] == ["r1"]
     other = pools.find("chat", "t2")
     assert other is not None and other.router.views() == []
+
+
+def test_a_deployments_own_routing_wins_over_the_gateways_flags() -> None:
+    pools = Pools(policies={"batch": "least_request"}, default_policy="weighted")
+    pools.apply(ReplicaUpdate("r1", "chat", "t", "ready", "h:1", routing="prefix"))
+    pools.apply(ReplicaUpdate("r2", "batch", "t", "ready", "h:2"))
+    pools.apply(ReplicaUpdate("r3", "other", "t", "ready", "h:3"))
+    policy = {name: p.router.policy for (_, name), p in pools.pools.items()}
+    assert policy == {"chat": "prefix", "batch": "least_request", "other": "weighted"}
+    with pytest.raises(InvalidArgument, match="replica 0: policy 'fastest'"):
+        read_replicas_file(
+            {"replicas": [{"id": "a", "deployment": "d", "tenant": "t", "endpoint": "h:1",
+                           "routing": "fastest"}]}
+        )  # fmt: skip
 
 
 def test_replica_speed_comes_from_the_performance_model() -> None:
@@ -130,8 +151,54 @@ def test_watch_messages_become_updates() -> None:
         metrics=pb.ReplicaMetrics(
             kv_cache_usage=0.5, num_requests_running=3, num_requests_waiting=1
         ),
+        routing="prefix",
     )
     update = replica_update(message)
     assert (update.state, update.gpu_count, update.variant) == ("draining", 2, "fp16")
+    assert update.routing == "prefix"
     assert update.metrics is not None and update.metrics.num_requests_waiting == 1
     assert replica_update(pb.Replica(id="r2")).metrics is None
+
+
+class CountingTokens:
+    """A TokenService stand-in: each check takes a moment and is counted."""
+
+    def __init__(self) -> None:
+        self.checks = 0
+        self.revoked = False
+
+    def authenticate(self, token: str, peer: str) -> Caller:
+        self.checks += 1
+        time.sleep(0.05)
+        if self.revoked:
+            raise Unauthenticated("token revoked")
+        return Caller(name="svc", role=Role.SERVICE, tenant="acme", credential="token t1")
+
+
+def test_token_checks_are_shared_and_refreshed_in_the_background() -> None:
+    clock = Clock()
+    tokens = CountingTokens()
+    auth = TokenAuthenticator(cast(TokenService, tokens), clock=clock)
+
+    async def scenario() -> None:
+        # Twenty requests that miss together: one check.
+        callers = await asyncio.gather(*(auth.authenticate("gpp_x", "p") for _ in range(20)))
+        assert {c.tenant for c in callers} == {"acme"}
+        assert tokens.checks == 1
+        # Past half its life the entry is still used, and re-checked once meanwhile.
+        clock.now = REFRESH_AFTER_S + 0.1
+        await asyncio.gather(*(auth.authenticate("gpp_x", "p") for _ in range(5)))
+        assert len(auth._checks) == 1  # one re-check started, nobody waited for it
+        while auth._checks:
+            await asyncio.sleep(0.01)
+        assert tokens.checks == 2
+        # A check that finds the token revoked drops it: the next request is refused.
+        tokens.revoked = True
+        clock.now = 2 * REFRESH_AFTER_S + 0.2
+        await auth.authenticate("gpp_x", "p")  # served from the cache; re-checks
+        while auth._checks:
+            await asyncio.sleep(0.01)
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate("gpp_x", "p")
+
+    asyncio.run(scenario())

@@ -62,7 +62,7 @@ class ScalingBehavior(_message.Message):
     def __init__(self, stabilization_s: _Optional[int] = ..., max_step: _Optional[int] = ..., period_s: _Optional[int] = ...) -> None: ...
 
 class DeploymentSpec(_message.Message):
-    __slots__ = ("name", "tenant", "model", "params_billion", "variants", "engine", "engine_args", "workload_class", "priority_class", "min_replicas", "max_replicas", "target_kv_cache_usage", "scale_up", "scale_down", "standby_replicas", "cron_minimums", "advisory", "scale_to_zero", "context_tokens", "concurrent_sequences", "metrics_window_s")
+    __slots__ = ("name", "tenant", "model", "params_billion", "variants", "engine", "engine_args", "workload_class", "priority_class", "min_replicas", "max_replicas", "target_kv_cache_usage", "scale_up", "scale_down", "standby_replicas", "cron_minimums", "advisory", "scale_to_zero", "context_tokens", "concurrent_sequences", "metrics_window_s", "routing")
     class EngineArgsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -98,6 +98,7 @@ class DeploymentSpec(_message.Message):
     CONTEXT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CONCURRENT_SEQUENCES_FIELD_NUMBER: _ClassVar[int]
     METRICS_WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     name: str
     tenant: str
     model: str
@@ -119,7 +120,8 @@ class DeploymentSpec(_message.Message):
     context_tokens: int
     concurrent_sequences: int
     metrics_window_s: int
-    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., model: _Optional[str] = ..., params_billion: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[DeploymentVariant, _Mapping]]] = ..., engine: _Optional[str] = ..., engine_args: _Optional[_Mapping[str, str]] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., priority_class: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_kv_cache_usage: _Optional[float] = ..., scale_up: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., scale_down: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., standby_replicas: _Optional[int] = ..., cron_minimums: _Optional[_Mapping[str, int]] = ..., advisory: _Optional[bool] = ..., scale_to_zero: _Optional[bool] = ..., context_tokens: _Optional[int] = ..., concurrent_sequences: _Optional[int] = ..., metrics_window_s: _Optional[int] = ...) -> None: ...
+    routing: str
+    def __init__(self, name: _Optional[str] = ..., tenant: _Optional[str] = ..., model: _Optional[str] = ..., params_billion: _Optional[float] = ..., variants: _Optional[_Iterable[_Union[DeploymentVariant, _Mapping]]] = ..., engine: _Optional[str] = ..., engine_args: _Optional[_Mapping[str, str]] = ..., workload_class: _Optional[_Union[_types_pb2.WorkloadClass, str]] = ..., priority_class: _Optional[str] = ..., min_replicas: _Optional[int] = ..., max_replicas: _Optional[int] = ..., target_kv_cache_usage: _Optional[float] = ..., scale_up: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., scale_down: _Optional[_Union[ScalingBehavior, _Mapping]] = ..., standby_replicas: _Optional[int] = ..., cron_minimums: _Optional[_Mapping[str, int]] = ..., advisory: _Optional[bool] = ..., scale_to_zero: _Optional[bool] = ..., context_tokens: _Optional[int] = ..., concurrent_sequences: _Optional[int] = ..., metrics_window_s: _Optional[int] = ..., routing: _Optional[str] = ...) -> None: ...
 
 class ReplicaMetrics(_message.Message):
     __slots__ = ("kv_cache_usage", "num_requests_running", "num_requests_waiting", "prompt_tokens_total", "generation_tokens_total", "observed_at")
@@ -138,7 +140,7 @@ class ReplicaMetrics(_message.Message):
     def __init__(self, kv_cache_usage: _Optional[float] = ..., num_requests_running: _Optional[int] = ..., num_requests_waiting: _Optional[int] = ..., prompt_tokens_total: _Optional[int] = ..., generation_tokens_total: _Optional[int] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Replica(_message.Message):
-    __slots__ = ("id", "deployment", "tenant", "allocation_id", "state", "endpoint", "node", "gpu_model", "gpu_count", "model", "variant", "metrics", "created_at", "ready_at", "state_changed_at", "reason", "expected_cold_start_s")
+    __slots__ = ("id", "deployment", "tenant", "allocation_id", "state", "endpoint", "node", "gpu_model", "gpu_count", "model", "variant", "metrics", "created_at", "ready_at", "state_changed_at", "reason", "expected_cold_start_s", "routing")
     ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -156,6 +158,7 @@ class Replica(_message.Message):
     STATE_CHANGED_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_COLD_START_S_FIELD_NUMBER: _ClassVar[int]
+    ROUTING_FIELD_NUMBER: _ClassVar[int]
     id: str
     deployment: str
     tenant: str
@@ -173,7 +176,8 @@ class Replica(_message.Message):
     state_changed_at: _timestamp_pb2.Timestamp
     reason: str
     expected_cold_start_s: float
-    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., tenant: _Optional[str] = ..., allocation_id: _Optional[str] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., endpoint: _Optional[str] = ..., node: _Optional[str] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., metrics: _Optional[_Union[ReplicaMetrics, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., expected_cold_start_s: _Optional[float] = ...) -> None: ...
+    routing: str
+    def __init__(self, id: _Optional[str] = ..., deployment: _Optional[str] = ..., tenant: _Optional[str] = ..., allocation_id: _Optional[str] = ..., state: _Optional[_Union[ReplicaState, str]] = ..., endpoint: _Optional[str] = ..., node: _Optional[str] = ..., gpu_model: _Optional[str] = ..., gpu_count: _Optional[int] = ..., model: _Optional[str] = ..., variant: _Optional[str] = ..., metrics: _Optional[_Union[ReplicaMetrics, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ready_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_changed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reason: _Optional[str] = ..., expected_cold_start_s: _Optional[float] = ..., routing: _Optional[str] = ...) -> None: ...
 
 class Deployment(_message.Message):
     __slots__ = ("id", "spec", "state", "paused", "desired_replicas", "manual", "replicas", "last_decision", "created_at", "updated_at")

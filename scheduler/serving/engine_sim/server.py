@@ -215,35 +215,44 @@ async def _stream(
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
+    # The headers leave with the first event, in one write (aiohttp's own switch).
+    response._send_headers_immediately = False
     await response.prepare(request)
     kind = "chat.completion.chunk" if chat else "text_completion"
 
-    async def send(choice: dict[str, Any], usage: dict[str, Any] | None = None) -> None:
+    def event(choice: dict[str, Any], usage: dict[str, Any] | None = None) -> bytes:
         chunk: dict[str, Any] = {**ids, "object": kind, "choices": [choice] if choice else []}
         if usage is not None:
             chunk["usage"] = usage
-        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        return f"data: {json.dumps(chunk)}\n\n".encode()
 
+    # A token's event is the same bytes as event() would give, from a template made
+    # once per request (what a real engine's serializer costs is not simulated).
+    head = json.dumps({**ids, "object": kind})[:-1]
     if chat:
-        await send(
-            {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        prefix = f'data: {head}, "choices": [{{"index": 0, "delta": {{"content": '
+        suffix = '}, "finish_reason": null}]}\n\n'
+        await response.write(
+            event(
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            )
         )
+    else:
+        prefix = f'data: {head}, "choices": [{{"index": 0, "text": '
+        suffix = ', "finish_reason": null, "logprobs": null}]}\n\n'
     async for token in engine.tokens(sequence):
-        if chat:
-            await send({"index": 0, "delta": {"content": token}, "finish_reason": None})
-        else:
-            await send({"index": 0, "text": token, "finish_reason": None, "logprobs": None})
+        await response.write(f"{prefix}{json.dumps(token)}{suffix}".encode())
     last: dict[str, Any] = {"index": 0, "finish_reason": "length"}
     if chat:
         last["delta"] = {}
     else:
         last.update(text="", logprobs=None)
-    await send(last)
+    tail = event(last)
     options = body.get("stream_options") or {}
     if isinstance(options, dict) and options.get("include_usage"):
-        await send({}, _usage(sequence))
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+        tail += event({}, _usage(sequence))
+    # The last events and the end of the body in one write.
+    await response.write_eof(tail + b"data: [DONE]\n\n")
     return response
 
 
