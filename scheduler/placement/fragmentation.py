@@ -269,12 +269,93 @@ def node_fragment_sharing_by_capacity(
     free_cpu: int,
     free_memory: int = UNTRACKED_CPU,
 ) -> float:
-    """node_fragment_by_capacity for sharing types (under one GPU), node_fragment for the rest."""
-    sharing = [(t, s) for t, s in types if t.num_gpu and 0 < t.gpu_milli < 1000]
-    others = [(t, s) for t, s in types if not (t.num_gpu and 0 < t.gpu_milli < 1000)]
-    return node_fragment_by_capacity(sharing, gpus, free_cpu, free_memory) + node_fragment(
-        others, gpus, free_cpu, free_memory
-    )
+    """node_fragment_by_capacity for sharing types (under one GPU), node_fragment for the rest.
+
+    A sharing type's fragment is what filling the node with it would leave: the
+    remainder on each GPU (free % its milli) and the GPU that CPU or memory strands.
+    Whole-GPU types keep FGD's measure. Types differing only in CPU or memory share
+    one pass over the GPUs (151 types of the default trace have 25 GPU shapes).
+    """
+    frees = [free for _, free in gpus]
+    total = sum(frees)
+    if total == 0:
+        return 0.0
+    models = {model for model, _ in gpus}
+    by_shape: dict[tuple[int, frozenset[str]], tuple[int, int]] = {}
+    fragment = 0.0
+    for pod_type, share in types:
+        need = pod_type.gpu_milli
+        if (
+            pod_type.num_gpu == 0
+            or need == 0
+            or free_cpu < pod_type.cpu_milli
+            or free_memory < pod_type.memory_mib
+        ):
+            fragment += share * total
+            continue
+        allowed = pod_type.gpu_models
+        shape = by_shape.get((need, allowed))
+        if shape is None:
+            usable = frees
+            if allowed and not models <= allowed:
+                usable = [free for model, free in gpus if model in allowed]
+            if need < 1000:  # (room for the type by GPU, -)
+                shape = (sum(free // need for free in usable), 0)
+            else:  # (GPUs it fits, their free milli)
+                fitting = [free for free in usable if free >= need]
+                shape = (len(fitting), sum(fitting))
+            by_shape[need, allowed] = shape
+        if need < 1000:
+            room = shape[0]
+            if pod_type.cpu_milli:
+                room = min(room, free_cpu // pod_type.cpu_milli)
+            if pod_type.memory_mib:
+                room = min(room, free_memory // pod_type.memory_mib)
+            fragment += share * (total - room * need)
+        else:
+            fragment += share * (total - shape[1] if shape[0] >= pod_type.num_gpu else total)
+    return fragment
+
+
+def node_fragment_sharing_idle_whole(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """EXPERIMENT csi: node_fragment_sharing_by_capacity, but an idle GPU counts as wholly
+    usable by a sharing type (other types use it whole): remainders only on used GPUs."""
+    frees = [free for _, free in gpus]
+    total = sum(frees)
+    if total == 0:
+        return 0.0
+    models = {model for model, _ in gpus}
+    fragment = 0.0
+    for pod_type, share in types:
+        need = pod_type.gpu_milli
+        if (
+            pod_type.num_gpu == 0
+            or need == 0
+            or free_cpu < pod_type.cpu_milli
+            or free_memory < pod_type.memory_mib
+        ):
+            fragment += share * total
+            continue
+        allowed = pod_type.gpu_models
+        usable = frees
+        if allowed and not models <= allowed:
+            usable = [free for model, free in gpus if model in allowed]
+        if need < 1000:
+            room = sum(free if free >= 1000 else free - free % need for free in usable)
+            if pod_type.cpu_milli:
+                room = min(room, free_cpu // pod_type.cpu_milli * need)
+            if pod_type.memory_mib:
+                room = min(room, free_memory // pod_type.memory_mib * need)
+            fragment += share * (total - room)
+            continue
+        fitting = [free for free in usable if free >= need]
+        fragment += share * (total - sum(fitting) if len(fitting) >= pod_type.num_gpu else total)
+    return fragment
 
 
 def node_fragment_sharing_remainder(
@@ -455,6 +536,8 @@ class FragmentationScorer:
                 measure = node_fragment_with_resources
             if self.sharing_capacity:
                 measure = node_fragment_sharing_by_capacity
+            if self.experiment == "csi":
+                measure = node_fragment_sharing_idle_whole
             if self.experiment == "csg":
                 measure = node_fragment_sharing_remainder
             if self.experiment == "csc":

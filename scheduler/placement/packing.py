@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
@@ -130,7 +130,10 @@ def _scan(
     verdicts = state.verdicts_for(snapshot, key)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
-    for class_key, members in _groups(snapshot, state.scorer):
+    groups: Iterable[tuple[Hashable, dict[str, None]]] = snapshot.node_classes().items()
+    if isinstance(state.scorer, GpuClustering):
+        groups = _groups(snapshot, state.scorer)
+    for class_key, members in groups:  # the hot loop of every policy: no generator here
         verdict = verdicts.get(class_key)
         if verdict is None:
             node = snapshot.nodes[next(iter(members))]

@@ -280,6 +280,7 @@ class FragmentationNiche(FragmentationUsedFirst):
 
 
 POLICY_NAMES = (
+    "fgd+mem+cs+all+walk",
     "fgd+mem+walk",
     "default",
     "fgd+mem",
@@ -294,8 +295,9 @@ POLICY_NAMES = (
     "dotprod",
 )
 # What a user gets without choosing, live and in the simulator (see the README's
-# "Fragmentation-aware packing"): fgd+mem as a score plugin inside the best-fit walk.
-DEFAULT_PACKING_POLICY = "fgd+mem+walk"
+# "Fragmentation-aware packing"): memory-aware FGD over every observed type, sharing
+# types' fragments by capacity, as a score plugin inside the best-fit walk.
+DEFAULT_PACKING_POLICY = "fgd+mem+cs+all+walk"
 
 
 def in_walk(policy: str) -> bool:
@@ -330,7 +332,7 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
     """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
     parts = policy.split("+")
     flags = set(parts[1:])
-    options = {"mem", "all", "xg", "dw", "cap", "res", "cs", "csg", "csc", "walk"}
+    options = {"mem", "all", "xg", "dw", "cap", "res", "cs", "csg", "csc", "csi", "walk"}
     rules = flags - options
     fgd = FragmentationScorer(
         mix,
@@ -342,7 +344,7 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
         by_capacity="cap" in flags,
         by_resources="res" in flags,
         sharing_capacity="cs" in flags,
-        experiment="csg" if "csg" in flags else ("csc" if "csc" in flags else ""),
+        experiment=next((f for f in ("csg", "csc", "csi") if f in flags), ""),
     )
     if parts[0] != "fgd" or len(rules) > 1:
         raise ValueError(f"unknown packing policy {policy!r}")

@@ -1,5 +1,5 @@
-"""The default packing policy, fgd+mem inside the best-fit walk: one default live and in the
-simulator, packing as fgd+mem does, warm nodes and NVLink pairs still preferred."""
+"""The default packing policy, FGD inside the best-fit walk: one default live and in the
+simulator, packing as that FGD policy alone does, warm nodes and NVLink pairs still won."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from scheduler.domain.fleet import FleetSnapshot
 from scheduler.domain.requests import PlacementRequest, WholeDemand
 from scheduler.placement import PlacementConfig, config_for_policy, place
 from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY
 from scheduler.sim.inflate import inflate
 from scheduler.sim.run import node_order
 from scheduler.sim.trace import build_fleet, read_nodes, read_pods
@@ -17,7 +18,9 @@ from scheduler.sim.traces import default_nodes, resolve_pods
 from tests.unit.test_fleet_snapshot import fleet, make_node, whole
 from tests.unit.test_warm_placement import LLAMA_70B, warm
 
-DEFAULT = "fgd+mem+walk"
+DEFAULT = DEFAULT_PACKING_POLICY
+# The same FGD scorer as a packing policy, without the walk: what the default must equal.
+PACKING_TWIN = DEFAULT.replace("+walk", "")
 
 
 def _config(policy: str, mix: RequestMix) -> PlacementConfig:
@@ -28,9 +31,8 @@ def test_one_default_live_and_in_the_simulator() -> None:
     from scheduler.app import SchedulerSettings
     from scheduler.cli.server_commands import LIVE_PACKING_POLICY, _packing_option
     from scheduler.cli.sim_command import sim
-    from scheduler.placement.policies import DEFAULT_PACKING_POLICY
 
-    assert DEFAULT_PACKING_POLICY == LIVE_PACKING_POLICY == DEFAULT
+    assert DEFAULT.endswith("+walk") and DEFAULT == LIVE_PACKING_POLICY
     state = config_for_policy(DEFAULT).policy_state
     assert state is not None and isinstance(state.scorer, FragmentationScorer)
     assert state.scorer.memory_aware
@@ -44,7 +46,7 @@ def test_one_default_live_and_in_the_simulator() -> None:
     assert SchedulerSettings.__dataclass_fields__["packing_policy"].default == DEFAULT
 
 
-def test_without_warm_or_nvlink_differences_it_chooses_what_fgd_mem_chooses() -> None:
+def test_without_warm_or_nvlink_differences_it_chooses_what_fgd_alone_chooses() -> None:
     """A slice of the published default trace, step by step: same node, same GPUs."""
     nodes = read_nodes(default_nodes())[::10]  # 122 nodes, no NVLink topology
     pods = read_pods(resolve_pods("default"))
@@ -53,7 +55,7 @@ def test_without_warm_or_nvlink_differences_it_chooses_what_fgd_mem_chooses() ->
     mix = RequestMix.from_requests(p.request() for p in pods)
     order = node_order(nodes, 42)
     ours = config_for_policy(DEFAULT, request_mix=mix, node_order=order)
-    theirs = config_for_policy("fgd+mem", request_mix=mix, node_order=order)
+    theirs = config_for_policy(PACKING_TWIN, request_mix=mix, node_order=order)
     fleet_ours, fleet_theirs = build_fleet(nodes), build_fleet(nodes)
     multi_gpu = placed = 0
     for pod in arrivals:
@@ -83,8 +85,8 @@ def test_a_warm_node_still_wins() -> None:
     request = PlacementRequest(WholeDemand(1), model=LLAMA_70B)
     mix = RequestMix.from_requests([replace(request, model=None)] * 10)
     snapshot = _two_idle_nodes(second_warm=True)
-    # fgd+mem sees two equal nodes and takes the first; the default takes the standby GPU.
-    plain = place(snapshot, request, _config("fgd+mem", mix)).placement
+    # FGD sees two equal nodes and takes the first; the default takes the standby GPU.
+    plain = place(snapshot, request, _config(PACKING_TWIN, mix)).placement
     assert plain is not None and plain.node == "a"
     chosen = place(snapshot, request, _config(DEFAULT, mix)).placement
     assert chosen is not None and chosen.node == "b"
@@ -100,7 +102,7 @@ def test_a_warm_node_wins_over_a_better_fragmentation_score() -> None:
     # Node a runs work on 7 GPUs: taking b's would leave no node for 8 GPUs, so FGD
     # scores a far better (b's 7 idle GPUs become a fragment for the 8-GPU type).
     snapshot.reserve([whole(g) for g in snapshot.nodes["a"].gpus[:7]])
-    plain = place(snapshot, one, _config("fgd+mem", mix)).placement
+    plain = place(snapshot, one, _config(PACKING_TWIN, mix)).placement
     assert plain is not None and plain.node == "a"
     chosen = place(snapshot, one, _config(DEFAULT, mix)).placement
     assert chosen is not None and chosen.node == "b"
@@ -111,7 +113,7 @@ def test_nvlink_pairs_still_win_between_equal_nodes() -> None:
     snapshot = fleet(pcie, linked)
     request = PlacementRequest(WholeDemand(2))
     mix = RequestMix.from_requests([request] * 10)
-    plain = place(snapshot, request, _config("fgd+mem", mix)).placement
+    plain = place(snapshot, request, _config(PACKING_TWIN, mix)).placement
     assert plain is not None and plain.node == "a"
     chosen = place(snapshot, request, _config(DEFAULT, mix)).placement
     assert chosen is not None and chosen.node == "b"
@@ -123,7 +125,7 @@ def test_nvlink_pairs_still_win_inside_a_node() -> None:
     snapshot.reserve([whole(snapshot.nodes["n"].gpus[1])])
     request = PlacementRequest(WholeDemand(2))
     mix = RequestMix.from_requests([request] * 10)
-    plain = place(snapshot, request, _config("fgd+mem", mix)).placement
+    plain = place(snapshot, request, _config(PACKING_TWIN, mix)).placement
     assert plain is not None
     assert sorted(snapshot.gpus[c.gpu_id].index for c in plain.claims) == [0, 2]
     chosen = place(snapshot, request, _config(DEFAULT, mix)).placement
@@ -142,13 +144,13 @@ def test_an_empty_live_mix_packs_before_any_history() -> None:
     assert chosen is not None and chosen.node == "b"
 
 
-def test_random_requests_match_fgd_mem_on_a_fleet_without_topology() -> None:
+def test_random_requests_match_fgd_alone_on_a_fleet_without_topology() -> None:
     rng = random.Random(7)
     snapshot_a = fleet(*(make_node(f"n{i}", count=8, links="none") for i in range(6)))
     snapshot_b = snapshot_a.copy()
     requests = [PlacementRequest(WholeDemand(rng.choice((1, 2, 4)))) for _ in range(14)]
     mix = RequestMix.from_requests(requests)
-    ours, theirs = _config(DEFAULT, mix), _config("fgd+mem", mix)
+    ours, theirs = _config(DEFAULT, mix), _config(PACKING_TWIN, mix)
     for request in requests:
         a = place(snapshot_a, request, ours).placement
         b = place(snapshot_b, request, theirs).placement
