@@ -124,10 +124,15 @@ def best_nodes(
 def _scan(
     ctx: CycleContext, pipeline: Pipeline, state: PolicyState
 ) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
-    """Every class's verdict (memoised): the scored classes, the best score, the memo."""
+    """Every class's verdict (memoised): the scored classes, the best score, the memo.
+
+    Only the classes of the best score are kept unless nodes are reserved or the
+    policy is random (those look past the best): the simulator's hot loop.
+    """
     snapshot, request = ctx.snapshot, ctx.request
     key = (request.demand, request.cpu_milli, request.host_memory_mib, request.gpu_models)
     verdicts = state.verdicts_for(snapshot, key)
+    keep_all = bool(request.avoid_nodes) or isinstance(state.scorer, RandomFit)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
     groups: Iterable[tuple[Hashable, dict[str, None]]] = snapshot.node_classes().items()
@@ -139,9 +144,12 @@ def _scan(
             node = snapshot.nodes[next(iter(members))]
             verdict = verdicts[class_key] = _judge(ctx, pipeline, state.scorer, node)
         if type(verdict) is int:
-            scored.append((verdict, members))
             if verdict > best:
                 best = verdict
+                if not keep_all:
+                    scored = []
+            if keep_all or verdict == best:
+                scored.append((verdict, members))
     return scored, best, verdicts
 
 
