@@ -171,5 +171,3 @@ def test_clustering_in_place_reads_what_was_observed_per_node() -> None:
     assert outcome.placement is not None and outcome.placement.node == "b"
     outcome = place(snapshot, whole, config)
     assert outcome.placement is not None and outcome.placement.node == "a"
-
-
