@@ -83,7 +83,7 @@ def _two_idle_nodes(second_warm: bool = False) -> FleetSnapshot:
 
 def test_a_warm_node_still_wins() -> None:
     request = PlacementRequest(WholeDemand(1), model=LLAMA_70B)
-    mix = RequestMix.from_requests([replace(request, model=None)] * 10)
+    mix = RequestMix.from_requests([replace(request, model="")] * 10)
     snapshot = _two_idle_nodes(second_warm=True)
     # FGD sees two equal nodes and takes the first; the default takes the standby GPU.
     plain = place(snapshot, request, _config(PACKING_TWIN, mix)).placement
@@ -97,7 +97,7 @@ def test_a_warm_node_wins_over_a_better_fragmentation_score() -> None:
     """Weight 2 on WarmModel outweighs the FGD range: a standby copy beats packing."""
     one = PlacementRequest(WholeDemand(1), model=LLAMA_70B)
     eight = PlacementRequest(WholeDemand(8))
-    mix = RequestMix.from_requests([replace(one, model=None)] * 5 + [eight] * 5)
+    mix = RequestMix.from_requests([replace(one, model="")] * 5 + [eight] * 5)
     snapshot = _two_idle_nodes(second_warm=True)
     # Node a runs work on 7 GPUs: taking b's would leave no node for 8 GPUs, so FGD
     # scores a far better (b's 7 idle GPUs become a fragment for the 8-GPU type).
