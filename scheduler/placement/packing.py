@@ -130,7 +130,16 @@ def _scan(
     policy is random (those look past the best): the simulator's hot loop.
     """
     snapshot, request = ctx.snapshot, ctx.request
-    key = (request.demand, request.cpu_milli, request.host_memory_mib, request.gpu_models)
+    # Everything the filters read of the request (the class is the node's side): the
+    # models a workload class's generation policy rules out, too, as the memo outlives
+    # mix changes.
+    key = (
+        request.demand,
+        request.cpu_milli,
+        request.host_memory_mib,
+        request.gpu_models,
+        request.excluded_models,
+    )
     verdicts = state.verdicts_for(snapshot, key)
     keep_all = bool(request.avoid_nodes) or isinstance(state.scorer, RandomFit)
     scored: list[tuple[int, dict[str, None]]] = []

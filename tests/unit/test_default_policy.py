@@ -158,3 +158,14 @@ def test_random_requests_match_fgd_alone_on_a_fleet_without_topology() -> None:
         if a is not None:
             snapshot_a.reserve(a.claims)
             snapshot_b.reserve(a.claims)
+
+
+def test_a_class_rejected_for_one_workload_class_is_judged_again_for_another() -> None:
+    """The verdict memo outlives mix changes, so it must tell apart requests that the
+    generation policy restricts differently (excluded models)."""
+    snapshot = fleet(make_node("h", "H100-80GB", 8))
+    request = PlacementRequest(WholeDemand(1))
+    config = _config(DEFAULT, RequestMix.from_requests([request]))
+    ruled_out = replace(request, excluded_models=frozenset({"H100-80GB"}), excluded_reason="x")
+    assert place(snapshot, ruled_out, config).placement is None
+    assert place(snapshot, request, config).placement is not None
