@@ -39,6 +39,7 @@ from scheduler.metrics.state import (
     watch_database_errors,
 )
 from scheduler.placement import config_for_policy
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY
 from scheduler.routing.service import RoutingService
 from scheduler.security.bootstrap import (
     ensure_admin_config,
@@ -107,7 +108,7 @@ class SchedulerSettings:
     # YAML with `classes: [{name, value, preemptible, grace_s, min_runtime_s}]`.
     priority_classes_file: Path | None = None
     # How fractional and whole-GPU requests are packed (placement.policies.POLICY_NAMES).
-    packing_policy: str = "default"
+    packing_policy: str = DEFAULT_PACKING_POLICY
     # YAML with `workload_classes: {class: {primary, overflow, …}}`; None: the built-in matrix.
     placement_policy_file: Path | None = None
     # Worker templates the agents launch (deploy/worker-templates.yaml), and

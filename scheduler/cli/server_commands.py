@@ -22,7 +22,7 @@ from rich.progress import Progress
 from scheduler.cli.stopping import StopSignals, stop_processes
 from scheduler.fleetfile import SimulatedNode, load_fleet
 from scheduler.logs import LOG_FORMATS, configure_logging
-from scheduler.placement.policies import POLICY_NAMES
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY, POLICY_NAMES
 
 if TYPE_CHECKING:
     from scheduler.app import SchedulerApp
@@ -104,9 +104,9 @@ _placement_policy_option = click.option(
     help="YAML of GPU model tiers per workload class (see deploy/placement-policy.yaml) "
     "[default: the built-in matrix].",
 )
-# The live default keeps the best-fit walk: it is the one that prefers warm
-# nodes and NVLink pairs (the packing policies, fgd+mem among them, do not yet).
-LIVE_PACKING_POLICY = "default"
+# The live default is the simulator's: fgd+mem scored inside the best-fit walk, which
+# keeps preferring warm nodes and NVLink pairs.
+LIVE_PACKING_POLICY = DEFAULT_PACKING_POLICY
 _packing_option = click.option(
     "--packing-policy",
     type=click.Choice(POLICY_NAMES),
@@ -114,7 +114,8 @@ _packing_option = click.option(
     default=LIVE_PACKING_POLICY,
     show_default=True,
     help="How fractional, whole-GPU and host-only requests are packed (fgd…: "
-    "fragmentation-aware; default: the best-fit walk).",
+    "fragmentation-aware, +walk: inside the best-fit walk with warm-model and NVLink "
+    "preferences; default: the plain best-fit walk).",
 )
 
 

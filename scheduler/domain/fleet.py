@@ -316,6 +316,10 @@ class FleetSnapshot:
         for _, _, gpu_id in merged:
             yield self.gpus[gpu_id]
 
+    def largest_free_memory_mib(self, models: Iterable[str]) -> int:
+        """The most free memory on a GPU of `models` that could take a fraction (indexed)."""
+        return max((keys[-1][0] for m in models if (keys := self._fractions.get(m))), default=0)
+
     def iter_mig_gpus(self, models: Iterable[str], masks: Iterable[int]) -> Iterator[GpuView]:
         """MIG-mode GPUs of `models` whose used-slice mask is in `masks`, in mask order."""
         by_model = [self._mig[m] for m in models if m in self._mig]

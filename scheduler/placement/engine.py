@@ -31,10 +31,10 @@ from scheduler.domain.requests import (
     WholeDemand,
 )
 from scheduler.placement.explain import UNSCHEDULABLE, explain, unschedulable_reason
-from scheduler.placement.fragmentation import RequestMix
+from scheduler.placement.fragmentation import Fragmentation, FragmentationScorer, RequestMix
 from scheduler.placement.gang import layout_unschedulable, plan_layout
 from scheduler.placement.nvlink import choose_gpus
-from scheduler.placement.packing import PolicyState, place_by_policy
+from scheduler.placement.packing import PolicyState, best_nodes, fitting_gpus, place_by_policy
 from scheduler.placement.pipeline import (
     Pipeline,
     first_rejection,
@@ -42,7 +42,14 @@ from scheduler.placement.pipeline import (
     passing_gpus,
     pipeline_for,
 )
-from scheduler.placement.plugins import DEFAULT_SCORE_WEIGHTS, CycleContext, Option
+from scheduler.placement.plugins import (
+    DEFAULT_SCORE_WEIGHTS,
+    FRAGMENTATION_SCORE_WEIGHTS,
+    CycleContext,
+    Option,
+    ScorePlugin,
+)
+from scheduler.placement.policies import in_walk
 from scheduler.placement.warm import node_rank
 
 
@@ -103,13 +110,31 @@ class PlacementConfig:
 
 
 def config_for_policy(
-    policy: str, generation_policy: GenerationPolicy | None = None
+    policy: str,
+    generation_policy: GenerationPolicy | None = None,
+    *,
+    request_mix: RequestMix | None = None,
+    node_order: Mapping[str, int] | None = None,
+    seed: int = 0,
+    explain_failures: bool = True,
 ) -> PlacementConfig:
-    """A live config for a packing policy; FGD starts from an empty request mix that the
-    allocator records each new request into (until then every node ties, by name)."""
-    mix = RequestMix() if policy.startswith("fgd") else None
+    """The config for a packing policy, live and in the simulator alike.
+
+    An FGD policy without a given mix starts from an empty one that the allocator
+    records each new request into (until then FGD packs as GpuPacking does); a
+    +walk policy also swaps the walk's best-fit weights for the Fragmentation score.
+    """
+    if request_mix is None and policy.startswith("fgd"):
+        request_mix = RequestMix()
+    weights = FRAGMENTATION_SCORE_WEIGHTS if in_walk(policy) else DEFAULT_SCORE_WEIGHTS
     return PlacementConfig(
-        packing_policy=policy, request_mix=mix, generation_policy=generation_policy
+        score_weights=dict(weights),
+        packing_policy=policy,
+        request_mix=request_mix,
+        generation_policy=generation_policy,
+        node_order=node_order,
+        seed=seed,
+        explain_failures=explain_failures,
     )
 
 
@@ -162,6 +187,8 @@ def _place(
         request.host_only
         or (config.packing_policy != "default" and not isinstance(request.demand, MigDemand))
     ):
+        if in_walk(config.packing_policy) and not request.host_only:
+            return _place_fragmentation_walk(ctx, pipeline, state, config, explain_failure)
         return _place_by_policy(ctx, pipeline, state, config, explain_failure)
     limit = max(1, config.feasible_to_score)
     options: list[Option] = []
@@ -230,11 +257,58 @@ def _place_by_policy(
     return PlacementOutcome(None, tuple(Rejection(p, r, c) for p, r, c in choice.rejections))
 
 
+def _place_fragmentation_walk(
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    state: PolicyState,
+    config: PlacementConfig,
+    explain_failure: bool,
+) -> PlacementOutcome:
+    """The walk with the Fragmentation score: the nodes FGD rates best, plus the options
+    where the requested model is warm, scored by the weighted plugins.
+
+    FGD's best nodes come from the class scan every FGD policy makes (packing.py).
+    Only a multi-GPU request can tell equally rated nodes apart (by NVLink pairs),
+    so only then are up to feasible_to_score of them scored; otherwise the first in
+    node order is, exactly as fgd+mem would choose.
+    """
+    scorer = state.scorer
+    assert isinstance(scorer, FragmentationScorer)  # in_walk: a plain FGD scorer
+    demand = ctx.request.demand
+    limit = 1
+    if isinstance(demand, WholeDemand) and demand.count > 1:
+        limit = max(1, config.feasible_to_score)
+    names = best_nodes(ctx, pipeline, state, config.node_order, limit)
+    if not names:
+        return _place_by_policy(ctx, pipeline, state, config, explain_failure)
+    options: list[Option] = []
+    if ctx.request.model:
+        warm = itertools.islice(_warm_options(ctx, pipeline), max(1, config.feasible_to_score))
+        options.extend(warm)
+    for name in names:
+        node = ctx.snapshot.nodes[name]
+        fitting = fitting_gpus(ctx, pipeline, node)
+        assert fitting is not None  # best_nodes: its class passed every filter
+        if isinstance(demand, WholeDemand):
+            chosen, linked = choose_gpus(fitting, demand.count, len(node.gpus))
+            options.append(Option(node, chosen, linked_pairs=linked))
+        else:
+            options.append(Option(node, scorer.best(ctx.request, node, fitting)[1]))
+    options = list(_unique(iter(options)))
+    best, score = _best(ctx, pipeline, options, config.score_weights, (Fragmentation(scorer),))
+    return PlacementOutcome(Placement(best.node.name, _claims(demand, best), score))
+
+
 def _best(
-    ctx: CycleContext, pipeline: Pipeline, options: list[Option], weights: Mapping[str, float]
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    options: list[Option],
+    weights: Mapping[str, float],
+    extra: tuple[ScorePlugin, ...] = (),
 ) -> tuple[Option, float]:
     """The highest weighted score, normalised to 0..100; ties go to the earlier option."""
-    scorers = [(p.score, weights[p.name]) for p in pipeline.scorers if weights.get(p.name)]
+    plugins = (*pipeline.scorers, *extra)
+    scorers = [(p.score, weights[p.name]) for p in plugins if weights.get(p.name)]
     total_weight = sum(w for _, w in scorers)
     best = options[0]
     best_score = -1.0

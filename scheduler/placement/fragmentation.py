@@ -17,6 +17,7 @@ from typing import ClassVar, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
+from scheduler.placement.plugins import CycleContext, Option
 
 # Typical types cover this share of the observed requests (the paper's 95 %).
 DEFAULT_COVERAGE = 0.95
@@ -26,8 +27,11 @@ UNTRACKED_CPU = 1 << 60
 # each time 1/REFRESH_FRACTION of them are new.
 DEFAULT_WINDOW = 10_000
 REFRESH_FRACTION = 100
-# Typical types whose popularities all moved less than this are kept as they were.
-REFRESH_TOLERANCE = 0.01
+# Typical types are kept as they were while the fresh ones are within this total
+# variation distance of them (half the summed popularity changes, types entering or
+# leaving the 95 % cut included): a type near the cut flipping in and out moves it by
+# its own small share, not by re-scoring the fleet.
+REFRESH_TOLERANCE = 0.02
 # Bound on the memo of fragmentation per node state, so a long-lived server stays small.
 MAX_MEMO = 500_000
 
@@ -109,7 +113,7 @@ class RequestMix:
     def _refresh(self) -> None:
         """Re-derive the typical types in use; bump `version` only if they moved.
 
-        Scores are integers, so a popularity that drifts by under REFRESH_TOLERANCE
+        Scores are integers, so a mix within REFRESH_TOLERANCE (total variation)
         changes next to none of them: keeping the old types then keeps the scorers'
         memos, which re-scoring a 10,000-GPU fleet after every step would not.
         """
@@ -182,11 +186,10 @@ class RequestMix:
 
 
 def _close(old: tuple[tuple[PodType, float], ...], new: tuple[tuple[PodType, float], ...]) -> bool:
-    """The same types with popularities within REFRESH_TOLERANCE of each other."""
+    """Popularities within REFRESH_TOLERANCE total variation distance of each other."""
     before, after = dict(old), dict(new)
-    if before.keys() != after.keys():
-        return False
-    return all(abs(before[t] - after[t]) <= REFRESH_TOLERANCE for t in before)
+    moved = sum(abs(before.get(t, 0.0) - after.get(t, 0.0)) for t in before.keys() | after.keys())
+    return moved / 2 <= REFRESH_TOLERANCE
 
 
 def node_fragment(
@@ -258,6 +261,139 @@ def node_fragment_by_capacity(
             room = min(room, free_memory // pod_type.memory_mib)
         fragment += share * (total - room * pod_type.num_gpu * need)
     return fragment
+
+
+def node_fragment_sharing_by_capacity(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """node_fragment_by_capacity for sharing types (under one GPU), node_fragment for the rest.
+
+    A sharing type's fragment is what filling the node with it would leave: the
+    remainder on each GPU (free % its milli) and the GPU that CPU or memory strands.
+    Whole-GPU types keep FGD's measure. Types differing only in CPU or memory share
+    one pass over the GPUs (151 types of the default trace have 25 GPU shapes).
+    """
+    frees = [free for _, free in gpus]
+    total = sum(frees)
+    if total == 0:
+        return 0.0
+    models = {model for model, _ in gpus}
+    by_shape: dict[tuple[int, frozenset[str]], tuple[int, int]] = {}
+    fragment = 0.0
+    for pod_type, share in types:
+        need = pod_type.gpu_milli
+        if (
+            pod_type.num_gpu == 0
+            or need == 0
+            or free_cpu < pod_type.cpu_milli
+            or free_memory < pod_type.memory_mib
+        ):
+            fragment += share * total
+            continue
+        allowed = pod_type.gpu_models
+        shape = by_shape.get((need, allowed))
+        if shape is None:
+            usable = frees
+            if allowed and not models <= allowed:
+                usable = [free for model, free in gpus if model in allowed]
+            if need < 1000:  # (room for the type by GPU, -)
+                shape = (sum(free // need for free in usable), 0)
+            else:  # (GPUs it fits, their free milli)
+                fitting = [free for free in usable if free >= need]
+                shape = (len(fitting), sum(fitting))
+            by_shape[need, allowed] = shape
+        if need < 1000:
+            room = shape[0]
+            if pod_type.cpu_milli:
+                room = min(room, free_cpu // pod_type.cpu_milli)
+            if pod_type.memory_mib:
+                room = min(room, free_memory // pod_type.memory_mib)
+            fragment += share * (total - room * need)
+        else:
+            fragment += share * (total - shape[1] if shape[0] >= pod_type.num_gpu else total)
+    return fragment
+
+
+def node_fragment_sharing_idle_whole(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """EXPERIMENT csi: node_fragment_sharing_by_capacity, but an idle GPU counts as wholly
+    usable by a sharing type (other types use it whole): remainders only on used GPUs."""
+    frees = [free for _, free in gpus]
+    total = sum(frees)
+    if total == 0:
+        return 0.0
+    models = {model for model, _ in gpus}
+    fragment = 0.0
+    for pod_type, share in types:
+        need = pod_type.gpu_milli
+        if (
+            pod_type.num_gpu == 0
+            or need == 0
+            or free_cpu < pod_type.cpu_milli
+            or free_memory < pod_type.memory_mib
+        ):
+            fragment += share * total
+            continue
+        allowed = pod_type.gpu_models
+        usable = frees
+        if allowed and not models <= allowed:
+            usable = [free for model, free in gpus if model in allowed]
+        if need < 1000:
+            room = sum(free if free >= 1000 else free - free % need for free in usable)
+            if pod_type.cpu_milli:
+                room = min(room, free_cpu // pod_type.cpu_milli * need)
+            if pod_type.memory_mib:
+                room = min(room, free_memory // pod_type.memory_mib * need)
+            fragment += share * (total - room)
+            continue
+        fitting = [free for free in usable if free >= need]
+        fragment += share * (total - sum(fitting) if len(fitting) >= pod_type.num_gpu else total)
+    return fragment
+
+
+def node_fragment_sharing_remainder(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """EXPERIMENT csg: node_fragment, plus for sharing types the remainder they would leave
+    on partly used GPUs they fit (free % need)."""
+    fragment = node_fragment(types, gpus, free_cpu, free_memory)
+    for pod_type, share in types:
+        need = pod_type.gpu_milli
+        if not (pod_type.num_gpu and 0 < need < 1000):
+            continue
+        if free_cpu < pod_type.cpu_milli or free_memory < pod_type.memory_mib:
+            continue
+        allowed = pod_type.gpu_models
+        fragment += share * sum(
+            free % need
+            for model, free in gpus
+            if need <= free < 1000 and (not allowed or model in allowed)
+        )
+    return fragment
+
+
+def node_fragment_sharing_resources(
+    types: Sequence[tuple[PodType, float]],
+    gpus: GpuState,
+    free_cpu: int,
+    free_memory: int = UNTRACKED_CPU,
+) -> float:
+    """EXPERIMENT csc: node_fragment_with_resources for sharing types, node_fragment else."""
+    sharing = [(t, s) for t, s in types if t.num_gpu and 0 < t.gpu_milli < 1000]
+    others = [(t, s) for t, s in types if not (t.num_gpu and 0 < t.gpu_milli < 1000)]
+    return node_fragment_with_resources(sharing, gpus, free_cpu, free_memory) + node_fragment(
+        others, gpus, free_cpu, free_memory
+    )
 
 
 def node_fragment_with_resources(
@@ -344,7 +480,11 @@ class FragmentationScorer:
         by_demand: bool = False,
         by_capacity: bool = False,
         by_resources: bool = False,
+        sharing_capacity: bool = False,
+        experiment: str = "",
     ) -> None:
+        self.experiment = experiment
+        self.sharing_capacity = sharing_capacity  # node_fragment_sharing_by_capacity
         self.by_resources = by_resources  # node_fragment_with_resources
         self.by_demand = by_demand  # popularity by GPU asked for, not by count
         self.by_capacity = by_capacity  # node_fragment_by_capacity instead of node_fragment
@@ -394,6 +534,14 @@ class FragmentationScorer:
             measure = node_fragment_by_capacity if self.by_capacity else node_fragment
             if self.by_resources:
                 measure = node_fragment_with_resources
+            if self.sharing_capacity:
+                measure = node_fragment_sharing_by_capacity
+            if self.experiment == "csi":
+                measure = node_fragment_sharing_idle_whole
+            if self.experiment == "csg":
+                measure = node_fragment_sharing_remainder
+            if self.experiment == "csc":
+                measure = node_fragment_sharing_resources
             value = self._memo[key] = measure(self._types, key[0], free_cpu, free_memory)
         return value
 
@@ -404,25 +552,13 @@ class FragmentationScorer:
         if not self._types and self.empty_mix is not None:
             # No history yet (a fresh server): pack plainly rather than let every node tie.
             return self.empty_mix.best(request, node, fitting)
-        usable = [g for g in node.gpus if g.healthy and not g.mig_enabled]
-        state = [(g.model, g.free_milli) for g in usable]
-        cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
-        memory = UNTRACKED_CPU
-        memory_after = memory
-        if self.memory_aware and node.memory_mib:
-            memory = node.free_memory_mib
-            memory_after = memory - request.host_memory_mib
-        before = self.fragmentation(tuple(state), cpu, memory)
-        cpu_after = cpu - request.cpu_milli if node.cpu_milli else cpu
         demand = request.demand
         if not isinstance(demand, FractionDemand):
             # Whole GPUs or host-only: the first `count` fitting GPUs; which ones does not
             # change the node's state, as fitting GPUs are all idle and of one model.
             chosen = tuple(fitting[: demand.count]) if isinstance(demand, WholeDemand) else ()
-            taken = {g.id for g in chosen}
-            after = [(g.model, 0 if g.id in taken else g.free_milli) for g in usable]
-            delta = self.fragmentation(tuple(after), cpu_after, memory_after) - before
-            return fgd_score(delta), chosen
+            return self.score_choice(request, node, chosen), chosen
+        usable, state, before, cpu_after, memory_after = self._node_state(request, node)
         position = {g.id: i for i, g in enumerate(usable)}
         best_score, best_gpu = -1.0, fitting[0]
         for gpu in fitting:  # index order: the first GPU with the best score wins
@@ -436,3 +572,50 @@ class FragmentationScorer:
         if self.exact_gpu:
             return fgd_score(-best_score), (best_gpu,)
         return int(best_score), (best_gpu,)
+
+    def score_choice(
+        self, request: PlacementRequest, node: NodeView, chosen: Sequence[GpuView]
+    ) -> int:
+        """The integer FGD score of placing `request` on exactly these GPUs of `node`."""
+        self._refresh()
+        if not self._types and self.empty_mix is not None:
+            return self.empty_mix.best(request, node, chosen)[0]
+        usable, _, before, cpu_after, memory_after = self._node_state(request, node)
+        demand = request.demand
+        milli = demand.milli if isinstance(demand, FractionDemand) else 1000
+        taken = {g.id for g in chosen}
+        after = tuple(
+            (g.model, g.free_milli - milli if g.id in taken else g.free_milli) for g in usable
+        )
+        return fgd_score(self.fragmentation(after, cpu_after, memory_after) - before)
+
+    def _node_state(
+        self, request: PlacementRequest, node: NodeView
+    ) -> tuple[list[GpuView], list[tuple[str, int]], float, int, int]:
+        """The node's usable GPUs, their state, its fragmentation, free CPU/memory after."""
+        usable = [g for g in node.gpus if g.healthy and not g.mig_enabled]
+        state = [(g.model, g.free_milli) for g in usable]
+        cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
+        memory = UNTRACKED_CPU
+        memory_after = memory
+        if self.memory_aware and node.memory_mib:
+            memory = node.free_memory_mib
+            memory_after = memory - request.host_memory_mib
+        before = self.fragmentation(tuple(state), cpu, memory)
+        cpu_after = cpu - request.cpu_milli if node.cpu_milli else cpu
+        return usable, state, before, cpu_after, memory_after
+
+
+@dataclass(frozen=True)
+class Fragmentation:
+    """Score plugin: the FGD score (0..100) of an option, for the best-fit walk.
+
+    With it weighted and the walk's best-fit plugins not, the walk packs as the
+    FGD policy does while WarmModel and NvlinkLocality keep their say.
+    """
+
+    name: ClassVar[str] = "Fragmentation"
+    scorer: FragmentationScorer
+
+    def score(self, ctx: CycleContext, option: Option) -> float:
+        return float(self.scorer.score_choice(ctx.request, option.node, option.gpus))

@@ -10,8 +10,9 @@ change (a new snapshot) or the scorer's inputs do (the request mix).
 
 from __future__ import annotations
 
+import heapq
 import random
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
@@ -27,8 +28,9 @@ from scheduler.placement.policies import (
     make_scorer,
 )
 
-# A class's verdict: its score, or its rejections as (plugin, reason, count per member node).
-Verdict = int | tuple[tuple[str, str, int], ...]
+# A class's verdict: its score, or REJECTED (why is worked out only when explaining).
+Verdict = int | tuple[()]
+REJECTED: tuple[()] = ()
 # Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
 MAX_REQUEST_KINDS = 4_000
 MAX_CLASSES_PER_KIND = 200_000
@@ -42,10 +44,9 @@ class PolicyState:
         self.scorer: NodeScorer = make_scorer(policy, mix)
         self.rng = random.Random(seed)
         self.mix = mix
-        # request key -> class id -> verdict; one hash of the request per place().
-        self._verdicts: dict[object, dict[Hashable, Verdict]] = {}
+        # request key -> (mix version, class id -> verdict); one hash of the request per place().
+        self._verdicts: dict[object, tuple[int, dict[Hashable, Verdict]]] = {}
         self._token: object = None
-        self._mix_version = -1
 
     def placed(self, node: str, request: PlacementRequest) -> None:
         """Tell a scorer that reads history (Clustering) that a placement was committed."""
@@ -54,18 +55,25 @@ class PolicyState:
             self.scorer.observe(node, request)
 
     def verdicts_for(self, snapshot: FleetSnapshot, key: object) -> dict[Hashable, Verdict]:
-        """The memo of class verdicts for one request key on this snapshot."""
+        """The memo of class verdicts for one request key on this snapshot.
+
+        A new request mix changes scores, not feasibility: each request key drops its
+        scores (once, when next asked) and keeps its rejections, so a mix change costs
+        re-scoring the feasible classes only.
+        """
         mix_version = self.mix.version if self.mix is not None else 0
-        if snapshot.class_token is not self._token or mix_version != self._mix_version:
+        if snapshot.class_token is not self._token:
             self._verdicts = {}
             self._token = snapshot.class_token
-            self._mix_version = mix_version
-        memo = self._verdicts.get(key)
-        if memo is None or len(memo) >= MAX_CLASSES_PER_KIND:
+        entry = self._verdicts.get(key)
+        if entry is None or len(entry[1]) >= MAX_CLASSES_PER_KIND:
             if len(self._verdicts) >= MAX_REQUEST_KINDS:
                 self._verdicts.clear()
-            memo = self._verdicts[key] = {}
-        return memo
+            entry = self._verdicts[key] = (mix_version, {})
+        elif entry[0] != mix_version:
+            kept = {k: v for k, v in entry[1].items() if type(v) is not int}
+            entry = self._verdicts[key] = (mix_version, kept)
+        return entry[1]
 
 
 @dataclass(frozen=True)
@@ -84,24 +92,13 @@ def place_by_policy(
 ) -> PolicyChoice:
     """The best-scored feasible node (ties: lowest in `order`, else by name) and its GPUs."""
     snapshot, request = ctx.snapshot, ctx.request
-    key = (request.demand, request.cpu_milli, request.host_memory_mib, request.gpu_models)
-    verdicts = state.verdicts_for(snapshot, key)
-    scored: list[tuple[int, dict[str, None]]] = []
-    best = -1
-    for class_key, members in _groups(snapshot, state.scorer):
-        verdict = verdicts.get(class_key)
-        if verdict is None:
-            node = snapshot.nodes[next(iter(members))]
-            verdict = verdicts[class_key] = _judge(ctx, pipeline, state.scorer, node)
-        if type(verdict) is int:
-            scored.append((verdict, members))
-            if verdict > best:
-                best = verdict
+    scored, best, verdicts = _scan(ctx, pipeline, state)
     name = _pick(state, scored, best, request.avoid_nodes, order)
     if name is None:
-        return PolicyChoice(None, 0.0, _tally(ctx, state.scorer, verdicts) if explain else ())
+        rejections = _tally(ctx, pipeline, state.scorer, verdicts) if explain else ()
+        return PolicyChoice(None, 0.0, rejections)
     node = snapshot.nodes[name]
-    fitting = _fitting(ctx, pipeline, node)
+    fitting = fitting_gpus(ctx, pipeline, node)
     assert fitting is not None  # the node's class passed every filter
     score, gpus = state.scorer.best(request, node, fitting)
     if isinstance(state.scorer, RandomFit):
@@ -109,6 +106,60 @@ def place_by_policy(
     if isinstance(state.scorer, FragmentationTieBreak):
         score //= state.scorer.span  # report the FGD part, 0..100
     return PolicyChoice(Option(node, gpus), float(score))
+
+
+def best_nodes(
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    state: PolicyState,
+    order: Mapping[str, int] | None,
+    limit: int,
+) -> list[str]:
+    """Up to `limit` feasible nodes that share the best policy score, lowest in `order` first
+    (else by name); reserved nodes are passed over. Empty when nothing is feasible."""
+    scored, best, _ = _scan(ctx, pipeline, state)
+    return _ranked(scored, best, ctx.request.avoid_nodes, order, limit)
+
+
+def _scan(
+    ctx: CycleContext, pipeline: Pipeline, state: PolicyState
+) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
+    """Every class's verdict (memoised): the scored classes, the best score, the memo.
+
+    Only the classes of the best score are kept unless nodes are reserved or the
+    policy is random (those look past the best): the simulator's hot loop.
+    """
+    snapshot, request = ctx.snapshot, ctx.request
+    # Everything the filters read of the request (the class is the node's side): the
+    # models a workload class's generation policy rules out, too, as the memo outlives
+    # mix changes.
+    key = (
+        request.demand,
+        request.cpu_milli,
+        request.host_memory_mib,
+        request.gpu_models,
+        request.excluded_models,
+    )
+    verdicts = state.verdicts_for(snapshot, key)
+    keep_all = bool(request.avoid_nodes) or isinstance(state.scorer, RandomFit)
+    scored: list[tuple[int, dict[str, None]]] = []
+    best = -1
+    groups: Iterable[tuple[Hashable, dict[str, None]]] = snapshot.node_classes().items()
+    if isinstance(state.scorer, GpuClustering):
+        groups = _groups(snapshot, state.scorer)
+    for class_key, members in groups:  # the hot loop of every policy: no generator here
+        verdict = verdicts.get(class_key)
+        if verdict is None:
+            node = snapshot.nodes[next(iter(members))]
+            verdict = verdicts[class_key] = _judge(ctx, pipeline, state.scorer, node)
+        if type(verdict) is int:
+            if verdict > best:
+                best = verdict
+                if not keep_all:
+                    scored = []
+            if keep_all or verdict == best:
+                scored.append((verdict, members))
+    return scored, best, verdicts
 
 
 def _groups(
@@ -129,20 +180,31 @@ def _groups(
 def _judge(ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, node: NodeView) -> Verdict:
     """Score a class by its representative; node-name filters are left to _pick."""
     for node_filter in pipeline.node_filters:
+        if node_filter.name != NodeReserved.name and node_filter.filter_node(ctx, node):
+            return REJECTED
+    fitting = fitting_gpus(ctx, pipeline, node)
+    if fitting is None:
+        return REJECTED
+    score, _ = scorer.best(ctx.request, node, fitting)
+    return score
+
+
+def _rejections(
+    ctx: CycleContext, pipeline: Pipeline, node: NodeView
+) -> tuple[tuple[str, str, int], ...]:
+    """Why a rejected class's representative cannot take the request, (plugin, reason,
+    count per member node): only asked when a failed placement is explained."""
+    for node_filter in pipeline.node_filters:
         if node_filter.name == NodeReserved.name:
             continue
         reason = node_filter.filter_node(ctx, node)
         if reason is not None:
             count = 1 if isinstance(ctx.request.demand, WholeDemand) else max(1, len(node.gpus))
             return ((node_filter.name, reason, count),)
-    fitting = _fitting(ctx, pipeline, node)
-    if fitting is None:
-        return _gpu_rejections(ctx, pipeline, node)
-    score, _ = scorer.best(ctx.request, node, fitting)
-    return score
+    return _gpu_rejections(ctx, pipeline, node)
 
 
-def _fitting(ctx: CycleContext, pipeline: Pipeline, node: NodeView) -> list[GpuView] | None:
+def fitting_gpus(ctx: CycleContext, pipeline: Pipeline, node: NodeView) -> list[GpuView] | None:
     """The GPUs the request could take on this node (see NodeScorer.best), None if too few."""
     demand = ctx.request.demand
     if ctx.request.host_only:
@@ -195,12 +257,27 @@ def _pick(
     if isinstance(state.scorer, RandomFit):
         names = [n for _, members in scored for n in members if n not in avoid]
         return state.rng.choice(names) if names else None
-    # Highest score first; within a score, the lowest node in the fixed order.
+    ranked = _ranked(scored, best, avoid, order, 1)
+    return ranked[0] if ranked else None
+
+
+def _ranked(
+    scored: list[tuple[int, dict[str, None]]],
+    best: int,
+    avoid: frozenset[str],
+    order: Mapping[str, int] | None,
+    limit: int,
+) -> list[str]:
+    """Up to `limit` nodes of the highest score that has one not in `avoid`, in node order."""
+    # Highest score first; within a score, the lowest nodes in the fixed order.
     for score in sorted({s for s, _ in scored}, reverse=True) if avoid else [best]:
         names = [n for s, members in scored if s == score for n in members if n not in avoid]
         if names:
-            return min(names, key=order.__getitem__) if order is not None else min(names)
-    return None
+            if limit == 1:
+                return [min(names, key=order.__getitem__) if order is not None else min(names)]
+            key = order.__getitem__ if order is not None else None
+            return heapq.nsmallest(limit, names, key=key)
+    return []
 
 
 def _random_gpus(
@@ -215,7 +292,10 @@ def _random_gpus(
 
 
 def _tally(
-    ctx: CycleContext, scorer: NodeScorer, verdicts: Mapping[Hashable, Verdict]
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    scorer: NodeScorer,
+    verdicts: Mapping[Hashable, Verdict],
 ) -> tuple[tuple[str, str, int], ...]:
     """Every class's rejections times its members, plus reserved nodes, largest first."""
     tally: dict[tuple[str, str], int] = {}
@@ -228,9 +308,10 @@ def _tally(
             tally[NodeReserved.name, reason] = tally.get((NodeReserved.name, reason), 0) + len(
                 reserved
             )
-        if isinstance(verdict, int):
+        if isinstance(verdict, int) or len(reserved) == len(members):
             continue
-        for plugin, reason, count in verdict:
+        representative = ctx.snapshot.nodes[next(iter(members))]
+        for plugin, reason, count in _rejections(ctx, pipeline, representative):
             tally[plugin, reason] = tally.get((plugin, reason), 0) + count * (
                 len(members) - len(reserved)
             )

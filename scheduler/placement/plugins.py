@@ -44,17 +44,9 @@ class CycleContext:
 
     @cached_property
     def largest_free_memory_mib(self) -> int:
-        """Most free memory on a usable GPU outside MIG mode; only asked when explaining."""
-        return max(
-            (
-                gpu.free_memory_mib
-                for node in self.snapshot.nodes.values()
-                if node.schedulable
-                for gpu in node.gpus
-                if gpu.healthy and not gpu.mig_enabled and gpu.model in self.models
-            ),
-            default=0,
-        )
+        """Most free memory on a usable GPU outside MIG mode (from the snapshot's index: the
+        reason text is built for every class a policy rejects, not only when explaining)."""
+        return self.snapshot.largest_free_memory_mib(self.models)
 
 
 class Option(NamedTuple):
@@ -323,5 +315,19 @@ DEFAULT_SCORE_WEIGHTS: Mapping[str, float] = MappingProxyType(
         MigRoomLeft.name: 0.1,
         # placement/warm.py (named here, as it imports this module): see its docstring.
         "WarmModel": 2.0,
+    }
+)
+
+
+# The default packing policy (fgd+mem+walk): the Fragmentation plugin (fragmentation.py)
+# takes the best-fit plugins' place for fractional and whole-GPU requests, so equal FGD
+# scores are the only ties; NvlinkLocality (at most 1 point, less than one FGD point)
+# breaks them and WarmModel (up to 200) outweighs the whole FGD range. MIG is unchanged.
+FRAGMENTATION_SCORE_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {
+        **DEFAULT_SCORE_WEIGHTS,
+        BinPacking.name: 0.0,
+        MemoryBestFit.name: 0.0,
+        "Fragmentation": 1.0,
     }
 )

@@ -280,6 +280,8 @@ class FragmentationNiche(FragmentationUsedFirst):
 
 
 POLICY_NAMES = (
+    "fgd+mem+cs+all+walk",
+    "fgd+mem+walk",
     "default",
     "fgd+mem",
     "fgd+mem+niche",
@@ -292,8 +294,17 @@ POLICY_NAMES = (
     "packing",
     "dotprod",
 )
-# What a user gets without choosing (see the README's "Fragmentation-aware packing").
-DEFAULT_PACKING_POLICY = "fgd+mem"
+# What a user gets without choosing, live and in the simulator (see the README's
+# "Fragmentation-aware packing"): memory-aware FGD over every observed type, sharing
+# types' fragments by capacity, as a score plugin inside the best-fit walk.
+DEFAULT_PACKING_POLICY = "fgd+mem+cs+all+walk"
+
+
+def in_walk(policy: str) -> bool:
+    """An FGD policy scored inside the best-fit walk (+walk), beside WarmModel and NVLink."""
+    return policy.startswith("fgd") and "walk" in policy.split("+")[1:]
+
+
 # Policies the simulator can run; Clustering needs every committed placement observed.
 SIM_POLICY_NAMES = (*POLICY_NAMES, "clustering")
 
@@ -321,7 +332,7 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
     """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
     parts = policy.split("+")
     flags = set(parts[1:])
-    options = {"mem", "all", "xg", "dw", "cap", "res"}
+    options = {"mem", "all", "xg", "dw", "cap", "res", "cs", "csg", "csc", "csi", "walk"}
     rules = flags - options
     fgd = FragmentationScorer(
         mix,
@@ -332,10 +343,14 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
         by_demand="dw" in flags,
         by_capacity="cap" in flags,
         by_resources="res" in flags,
+        sharing_capacity="cs" in flags,
+        experiment=next((f for f in ("csg", "csc", "csi") if f in flags), ""),
     )
     if parts[0] != "fgd" or len(rules) > 1:
         raise ValueError(f"unknown packing policy {policy!r}")
     rule = next(iter(rules), "")
+    if rule and "walk" in flags:
+        raise ValueError(f"packing policy {policy!r}: +walk takes no tie rule")
     tie_rules: dict[str, type[FragmentationTieBreak]] = {
         "used": FragmentationUsedFirst,
         "niche": FragmentationNiche,

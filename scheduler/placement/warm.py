@@ -19,11 +19,12 @@ standby instance the clear first choice over a page-cache-warm GPU.
 `scale` = min(1, seconds(remote) / full_weight_cold_start_s): a small model
 starts in seconds anyway, so being warm matters less than packing well; a
 cold start of 60 s or more (a model of 40 GB in bf16 at 1 GB/s) counts
-fully. With the default weight (2, twice BinPacking's and MemoryBestFit's),
-every warm tier of a large model outweighs the whole range of the best-fit
-scores; for an 8B model a standby GPU still does, the other tiers tip
-closer calls. A model of unknown size counts as UNKNOWN_MODEL_BYTES.
-Without a model in the request every option scores 0.
+fully. With the default weight (2, twice Fragmentation's in the default
+policy, and BinPacking's and MemoryBestFit's in the plain walk), every warm
+tier of a large model outweighs the whole range of the packing scores; for
+an 8B model a standby GPU still does, the other tiers tip closer calls. A
+model of unknown size counts as UNKNOWN_MODEL_BYTES. Without a model in the
+request every option scores 0.
 """
 
 from __future__ import annotations

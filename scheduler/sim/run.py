@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from scheduler.placement import PlacementConfig, place
+from scheduler.placement import config_for_policy, place
 from scheduler.placement.fragmentation import RequestMix
 from scheduler.sim.inflate import DEFAULT_TUNE, inflate
 from scheduler.sim.trace import TraceNode, TracePod, build_fleet
@@ -63,9 +63,10 @@ def simulate(
     snapshot = build_fleet(nodes)
     capacity = sum(n.gpus for n in nodes) * 1000
     arrivals = inflate(pods, capacity, seed, tune)
-    config = PlacementConfig(
-        packing_policy=policy,
-        # FGD's typical types come from the trace as given, before inflation.
+    # The live scheduler's config for the policy (config_for_policy), with the trace's
+    # mix: FGD's typical types come from the trace as given, before inflation.
+    config = config_for_policy(
+        policy,
         request_mix=RequestMix.from_requests(p.request() for p in pods),
         node_order=node_order(nodes, seed),
         seed=seed,

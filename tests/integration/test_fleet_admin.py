@@ -120,12 +120,13 @@ def test_drain_moves_work_elsewhere_and_shows_drained_when_empty(fleet_client: C
         scheduler_pb2.AllocateRequest(
             tenant="t",
             request_id="fail-me",
-            whole=types_pb2.WholeGpus(count=2),
+            whole=types_pb2.WholeGpus(count=4),
             gpu_models=["H100-80GB"],
             on_failure=types_pb2.FAILURE_POLICY_FAIL,
         )
     ).allocation
-    assert kept_out.bindings[0].node == node, "best-fit packs the same node"
+    # FGD rates filling the node and taking half the idle one alike; ties go by name.
+    assert kept_out.bindings[0].node == node, "packed onto the same node"
     drained = fleet_client.admin.DrainNode(admin_pb2.NodeActionRequest(name=node)).node
     assert drained.state == types_pb2.NODE_STATE_DRAINED
 

@@ -258,5 +258,5 @@ def test_a_live_mix_keeps_its_types_while_their_popularity_holds() -> None:
     for _ in range(300):  # now 80/20 over the window: the types are re-derived
         mix.record(whole)
     assert mix.version > version
-    # Re-derived in steps, so within the tolerance of the window's 65 %.
-    assert dict(mix.typical(1.0))[PodType(0, 1, 1000)] == pytest.approx(0.65, abs=0.01)
+    # Re-derived in steps, so within the tolerance (total variation) of the window's 65 %.
+    assert dict(mix.typical(1.0))[PodType(0, 1, 1000)] == pytest.approx(0.65, abs=0.02)

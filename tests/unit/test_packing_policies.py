@@ -171,22 +171,3 @@ def test_clustering_in_place_reads_what_was_observed_per_node() -> None:
     assert outcome.placement is not None and outcome.placement.node == "b"
     outcome = place(snapshot, whole, config)
     assert outcome.placement is not None and outcome.placement.node == "a"
-
-
-def test_the_simulator_defaults_to_memory_aware_fgd_and_serve_to_the_walk() -> None:
-    """sim runs fgd+mem; the live default stays the walk, which alone keeps warm
-    placement and NVLink pairs (see the README's packing section)."""
-    from scheduler.cli.server_commands import LIVE_PACKING_POLICY, _packing_option
-    from scheduler.placement.fragmentation import FragmentationScorer
-    from scheduler.placement.policies import DEFAULT_PACKING_POLICY
-
-    assert DEFAULT_PACKING_POLICY == "fgd+mem"
-    scorer = make_scorer(DEFAULT_PACKING_POLICY, config_for_policy("fgd+mem").request_mix)
-    assert isinstance(scorer, FragmentationScorer) and scorer.memory_aware
-
-    @_packing_option
-    def command(packing_policy: str) -> None: ...
-
-    params = command.__click_params__  # type: ignore[attr-defined]
-    option = next(p for p in params if p.name == "packing_policy")
-    assert option.default == LIVE_PACKING_POLICY == "default"

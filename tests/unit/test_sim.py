@@ -172,10 +172,10 @@ def test_cli_runs_every_trace_on_disk_into_one_markdown_table(
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert "| trace | fgd | clustering | paper FGD | clustering - paper FGD |" in lines
-    # The shipped default trace, then the shared one; clustering ran one seed only.
+    # The shipped default trace, then the shared one; the paper's policies ran one seed only.
     rows = [line for line in lines if line.startswith(("| default", "| cpu050"))]
     assert [row.split(" | ")[0] for row in rows] == ["| default", "| cpu050"]
-    assert "50.00 [5.00] | 50.00 [6.48] (1) | 5.00 | **+45.00** |" in rows[1]
+    assert "50.00 [5.00] (1) | 50.00 [6.48] (1) | 5.00 | **+45.00** |" in rows[1]
 
 
 def test_a_cache_keeps_finished_runs_for_the_next_command(tmp_path: Path) -> None:
