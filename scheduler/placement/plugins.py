@@ -44,17 +44,11 @@ class CycleContext:
 
     @cached_property
     def largest_free_memory_mib(self) -> int:
-        """Most free memory on a usable GPU outside MIG mode; only asked when explaining."""
-        return max(
-            (
-                gpu.free_memory_mib
-                for node in self.snapshot.nodes.values()
-                if node.schedulable
-                for gpu in node.gpus
-                if gpu.healthy and not gpu.mig_enabled and gpu.model in self.models
-            ),
-            default=0,
-        )
+        """Most free memory on a GPU that could take a fraction; only asked when explaining.
+
+        Read off the snapshot's fraction index, not a scan: at 100,000 GPUs a scan
+        cost ~10 ms per failed fractional request."""
+        return self.snapshot.largest_fraction_memory_mib(self.models)
 
 
 class Option(NamedTuple):
