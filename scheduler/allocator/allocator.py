@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from scheduler.allocator import commands as cmd
 from scheduler.allocator.batch import Batch
+from scheduler.allocator.capacity import CapacityChange, TxSnapshot
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.allocator.placing import apply_allocates, apply_pending_pass
 from scheduler.allocator.revoking import (
@@ -46,8 +47,9 @@ from scheduler.domain.quotas import TenantQuota
 from scheduler.logs import allocation_changed
 from scheduler.metrics import instruments
 from scheduler.placement import PlacementConfig
+from scheduler.placement.preferences import is_spot
 from scheduler.store import allocations as store
-from scheduler.store.database import snapshot_connection
+from scheduler.store.database import current_snapshot, snapshot_connection
 from scheduler.store.fleet import load_nodes, load_snapshot
 from scheduler.store.records import AllocationRecord
 from scheduler.store.tenants import load_usage
@@ -175,6 +177,7 @@ class Allocator:
         self.batches_committed = 0
         self.commands_committed = 0
         self.round_trips = 0  # database round trips of committed batches
+        self.full_reloads = 0  # whole-snapshot loads (start, lost races, lost notifications)
         self._engine = engine
         self._notifier = notifier
         self._clock = clock
@@ -195,6 +198,9 @@ class Allocator:
         self._quotas_read_at = -math.inf
         self._stale = True
         self._stale_nodes: set[str] = set()
+        # Other replicas' usage deltas by transaction, and what the last full load saw.
+        self._usage_deltas: list[CapacityChange] = []
+        self._loaded_tx: TxSnapshot | None = None
         self._stale_lock = threading.Lock()
         self._maybe_pending = True
         self._maybe_reserved = True
@@ -254,6 +260,10 @@ class Allocator:
             self.passes_run,
         )
 
+    def tenant_usage(self) -> dict[str, float]:
+        """Units each tenant holds as this replica counts them (its quotas and fair share)."""
+        return dict(self._usage)
+
     def place_pending(self) -> int:
         """Run one pass over the pending queue now; returns how many were placed."""
         return self._submit(cmd.PendingPass(), 60.0)  # type: ignore[no-any-return]
@@ -303,6 +313,18 @@ class Allocator:
         if pending_may_exist:
             self._maybe_pending = True
             self._waiting.widen()
+
+    def capacity_changed(self, change: CapacityChange) -> None:
+        """Another replica's batch changed claims on these nodes: reload just them
+        and add its usage deltas before the next batch (not the whole snapshot)."""
+        with self._stale_lock:
+            self._stale_nodes.update(change.nodes)
+            if change.usage:
+                self._usage_deltas.append(change)
+        self._maybe_reserved = True  # another replica may have started a preemption
+        self._maybe_pending = True
+        self._waiting.widen()
+        self._notifier.publish_fleet()
 
     def quotas_changed(self) -> None:
         """A tenant's quota or weight changed: read them again before the next pass."""
@@ -434,14 +456,18 @@ class Allocator:
         """Bring the snapshot up to date: whole, or the nodes known to have changed."""
         with self._stale_lock:
             nodes, self._stale_nodes = self._stale_nodes, set()
+            deltas, self._usage_deltas = self._usage_deltas, []
         if self._stale:
             # Cleared before the read: a change notified while it runs marks
             # the snapshot stale again instead of being lost with the flag.
             self._stale = False
             try:
                 with snapshot_connection(self._engine) as conn:
+                    self._loaded_tx = TxSnapshot.parse(current_snapshot(conn))
                     self._snapshot = load_snapshot(conn)
                     self._usage = load_usage(conn)
+                self.full_reloads += 1
+                self._add_usage(deltas)  # skips what the load saw: normally all
             except BaseException:
                 self._stale = True
                 raise
@@ -455,6 +481,7 @@ class Allocator:
             gc.collect()
             gc.freeze()
             return
+        self._add_usage(deltas)
         if not nodes:
             return
         with snapshot_connection(self._engine) as conn:
@@ -465,7 +492,17 @@ class Allocator:
             if gone in self._snapshot.nodes:
                 self._snapshot.remove_node(gone)
         self._shape_changed = True
-        self._spot = None
+        if self._spot is not None:  # kept up to date: recomputing it is O(fleet)
+            self._spot = (self._spot - nodes) | {n.name for n in fresh if is_spot(n)}
+
+    def _add_usage(self, changes: Sequence[CapacityChange]) -> None:
+        """Other replicas' usage deltas, except those the last full load already saw."""
+        seen = self._loaded_tx
+        for change in changes:
+            if seen is not None and seen.sees(change.txid):
+                continue
+            for tenant, delta in change.usage.items():
+                self._usage[tenant] = self._usage.get(tenant, 0.0) + delta
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
         try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scheduler.domain.fleet import FleetSnapshot
+from scheduler.domain.fleet import FleetSnapshot, NodeView
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement.engine import PlacementConfig, PlacementOutcome, place
 
@@ -22,9 +22,11 @@ AVOIDS_SPOT = frozenset({"latency-critical"})
 
 
 def spot_nodes(snapshot: FleetSnapshot) -> frozenset[str]:
-    return frozenset(
-        name for name, node in snapshot.nodes.items() if node.labels.get(SPOT_LABEL) == "true"
-    )
+    return frozenset(name for name, node in snapshot.nodes.items() if is_spot(node))
+
+
+def is_spot(node: NodeView) -> bool:
+    return node.labels.get(SPOT_LABEL) == "true"
 
 
 def place_with_preferences(

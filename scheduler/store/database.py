@@ -10,7 +10,7 @@ from pathlib import Path
 import pgserver
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,12 @@ def snapshot_connection(engine: Engine) -> Iterator[Connection]:
     conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with conn, conn.begin():
         yield conn
+
+
+def current_snapshot(conn: Connection) -> str:
+    """The transaction's snapshot in text form ("xmin:xmax:xip,…"): which
+    transactions' writes it sees."""
+    return str(conn.execute(text("SELECT pg_current_snapshot()::text")).scalar_one())
 
 
 def migrate(url: str) -> None:

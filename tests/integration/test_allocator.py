@@ -195,3 +195,42 @@ def test_releasing_what_another_replica_placed_before_hearing_of_it(
         assert again.state == "placed", "the reloaded snapshot places as usual"
     finally:
         admin.close()
+
+
+def test_another_replicas_claims_reload_only_their_nodes(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A capacity notification names the nodes and the tenants' usage a batch
+    changed: the other replica reloads those nodes, not its whole snapshot
+    (8-9 s at 100,000 GPUs), and still sees the claim and counts its usage."""
+    taker, other = start_app(), start_app()
+    admin = Client.as_admin(taker)
+    register_fleet(admin, mixed_fleet)
+    whole8: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    whole1: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=1), "gpu_models": ["B200"]}
+
+    def other_counts(units: Callable[[float], bool]) -> bool:
+        """Whether the other replica, once it has heard, counts team-a's usage so."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            other.allocator.place_pending()  # a batch: applies what it heard
+            if units(other.allocator.tenant_usage().get("team-a", 0.0)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        other.allocator.allocate(spec("warm-up", tenant="team-b"))  # its snapshot is loaded
+        reloads = other.allocator.full_reloads
+        held = taker.allocator.allocate(spec("all-b200", **whole8))
+        assert held.state == "placed"
+        assert other_counts(lambda units: units > 0), "the other replica counts the claim"
+        late = other.allocator.allocate(spec("one-b200", **whole1))
+        assert late.state == "pending", "it saw the B200 node full, without a lost race"
+        taker.allocator.release(held.id, "done")
+        assert other_counts(lambda units: units == 0), "and the release"
+        again = other.allocator.allocate(spec("one-b200-again", **whole1))
+        assert again.state == "placed", "it saw the node free again"
+        assert other.allocator.full_reloads == reloads, "no full snapshot reload"
+    finally:
+        admin.close()
