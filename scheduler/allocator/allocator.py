@@ -49,7 +49,7 @@ from scheduler.metrics import instruments
 from scheduler.placement import PlacementConfig
 from scheduler.placement.preferences import is_spot
 from scheduler.store import allocations as store
-from scheduler.store.database import current_snapshot, snapshot_connection
+from scheduler.store.database import current_snapshot, refused_by_driver, snapshot_connection
 from scheduler.store.fleet import load_nodes, load_snapshot
 from scheduler.store.records import AllocationRecord
 from scheduler.store.tenants import load_usage
@@ -424,8 +424,11 @@ class Allocator:
                 # psycopg's own: a pipeline that lost its server mid-flight
                 # raises from its exit, where SQLAlchemy does not wrap it.
                 cause = exc.orig if isinstance(exc, DBAPIError) else exc
-                log.warning("allocator lost the database: %s", type(cause).__name__)
                 self._stale = True
+                if refused_by_driver(cause):  # a bug, not an outage: INTERNAL, logged
+                    _fail(commands, cause)
+                    return
+                log.warning("allocator lost the database: %s", type(cause).__name__)
                 _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
                 return
             except Exception as raised:

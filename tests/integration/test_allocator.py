@@ -24,6 +24,7 @@ from scheduler.domain.callers import SYSTEM
 from scheduler.domain.clock import ManualClock
 from scheduler.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from scheduler.fleetfile import SimulatedNode
+from scheduler.store.fleet import load_nodes
 from scheduler.store.records import AllocationRecord
 from tests.integration.conftest import Client, register_fleet
 
@@ -234,3 +235,14 @@ def test_another_replicas_claims_reload_only_their_nodes(
         assert other.allocator.full_reloads == reloads, "no full snapshot reload"
     finally:
         admin.close()
+
+
+def test_reloading_more_nodes_than_a_statement_has_parameters_for(
+    app: SchedulerApp, fleet_client: Client, mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A per-node reload names its nodes in one array parameter: more names
+    than PostgreSQL's 65,535 bind parameters is still one statement."""
+    names = [n.name for n in mixed_fleet] + [f"absent-{i}" for i in range(70_000)]
+    with app.engine.connect() as conn:
+        loaded = load_nodes(conn, names)
+    assert sorted(n.name for n in loaded) == sorted(n.name for n in mixed_fleet)
