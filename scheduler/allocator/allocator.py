@@ -425,8 +425,8 @@ class Allocator:
                 # raises from its exit, where SQLAlchemy does not wrap it.
                 cause = exc.orig if isinstance(exc, DBAPIError) else exc
                 self._stale = True
-                if refused_by_driver(cause):  # a bug, not an outage: INTERNAL, logged
-                    _fail(commands, cause)
+                if refused_by_driver(exc):  # a bug, not an outage: INTERNAL, logged
+                    _fail(commands, exc)
                     return
                 log.warning("allocator lost the database: %s", type(cause).__name__)
                 _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
