@@ -9,9 +9,11 @@ and placements per second counting place()+reserve()+release(); the last line is
 JSON, keyed by policy, the first policy's figures also at the top level.
 
 Latencies are wall clock (what a caller waits); failed place() is also given in
-CPU time of the thread (failed_place_cpu_p99_us) with the garbage collector's
-pauses in the measured window (gc_pause_ms, gc_full_collections): on a loaded
-machine the wall tail is the thread waiting for a core, which CPU time leaves out.
+CPU time of the thread (failed_place_cpu_p99_us), with the time the thread
+waited for a core during the slowest 1 % of failed calls (failed_tail_wait_share,
+from /proc/thread-self/schedstat, Linux) and the garbage collector's pauses in
+the measured window (gc_pause_ms, gc_full_collections): on a loaded machine the
+wall tail is mostly waiting for a core, which CPU time leaves out.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
+import os
 import random
 import statistics
 import time
@@ -120,6 +124,7 @@ class Figures:
     ok_us: list[float] = field(default_factory=list)
     failed_us: list[float] = field(default_factory=list)
     failed_cpu_us: list[float] = field(default_factory=list)
+    failed_wait_us: list[float] = field(default_factory=list)  # run-queue wait (NaN: unknown)
     placed: int = 0
     busy_s: float = 0.0
 
@@ -139,13 +144,14 @@ class Churn:
     def run(self, ops: int) -> Figures:
         figures = Figures()
         total = float(len(self.snapshot.gpus))
-        clock, cpu = time.perf_counter, time.thread_time
+        clock, cpu, waited = time.perf_counter, time.thread_time, RunQueueWait()
         for _ in range(ops):
             if self.used / total >= TARGET_USE and self.live:
                 figures.busy_s += self._release_one()
                 continue
             request = random_request(self.rng)
             mix = self.config.request_mix
+            wait_started = waited()
             started, cpu_started = clock(), cpu()
             if mix is not None:  # as the allocator records each new request
                 mix.record(request)
@@ -154,6 +160,7 @@ class Churn:
             if outcome.placement is None:
                 figures.failed_us.append(elapsed * 1e6)
                 figures.failed_cpu_us.append((cpu() - cpu_started) * 1e6)
+                figures.failed_wait_us.append((waited() - wait_started) / 1e3)
                 # A full pool: let something finish, as a waiting request would.
                 figures.busy_s += elapsed + (self._release_one() if self.live else 0.0)
                 continue
@@ -200,6 +207,30 @@ def churned_fleet(gpus: int, seed: int, warmup_ops: int, policy: str = "default"
     return churn
 
 
+class RunQueueWait:
+    """Nanoseconds this thread has waited for a core (schedstat's second field; NaN off Linux)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> float:
+        if self._fd is None:
+            return math.nan
+        return float(os.pread(self._fd, 128, 0).split()[1])
+
+
+def tail_wait_share(wall_us: list[float], wait_us: list[float]) -> float:
+    """Of the wall time of the slowest 1 % of calls, the share spent waiting for a core."""
+    slowest = sorted(zip(wall_us, wait_us, strict=True), reverse=True)[
+        : max(1, len(wall_us) // 100)
+    ]
+    wall = sum(w for w, _ in slowest)
+    return sum(q for _, q in slowest) / wall if wall else math.nan
+
+
 class GcPauses:
     """The garbage collector's pauses while active (gc.callbacks)."""
 
@@ -235,6 +266,9 @@ def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | in
         "failed_place_p50_us": round(percentile(figures.failed_us, 50), 1),
         "failed_place_p99_us": round(percentile(figures.failed_us, 99), 1),
         "failed_place_cpu_p99_us": round(percentile(figures.failed_cpu_us, 99), 1),
+        "failed_tail_wait_share": round(
+            tail_wait_share(figures.failed_us, figures.failed_wait_us), 2
+        ),
         "gc_pause_ms": round(pauses.seconds * 1000, 1),
         "gc_full_collections": pauses.full,
         "failed_share": round(
@@ -251,7 +285,8 @@ def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | in
     print(
         f"[{policy}] failed place() (explained): p50 {result['failed_place_p50_us']} us, "
         f"p99 {result['failed_place_p99_us']} us (CPU time p99 "
-        f"{result['failed_place_cpu_p99_us']} us), share {result['failed_share']}"
+        f"{result['failed_place_cpu_p99_us']} us), share {result['failed_share']}; "
+        f"the slowest 1 % waited for a core {result['failed_tail_wait_share']:.0%} of their time"
     )
     print(
         f"[{policy}] garbage collector in the window: {result['gc_pause_ms']} ms, "
