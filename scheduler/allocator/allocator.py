@@ -6,8 +6,8 @@ queued up and runs it as one database transaction — releases, requeues,
 revocations and preemption notices first, then (on the leader) the pending
 queue, then new requests — so throughput does not cost one round trip per
 request. PostgreSQL's constraints stay the judge: if another replica got
-there first the transaction fails, the snapshot is reloaded and the
-commands are retried one by one.
+there first the transaction fails, the nodes the batch touched are reloaded
+and the commands are retried one by one.
 """
 
 from __future__ import annotations
@@ -200,6 +200,7 @@ class Allocator:
         self._stale_nodes: set[str] = set()
         # Other replicas' usage deltas by transaction, and what the last full load saw.
         self._usage_deltas: list[CapacityChange] = []
+        self._open_batch: Batch | None = None  # the batch in flight (what a rollback undoes)
         self._loaded_tx: TxSnapshot | None = None
         self._stale_lock = threading.Lock()
         self._maybe_pending = True
@@ -433,7 +434,9 @@ class Allocator:
                 return
             except Exception as raised:
                 first = _first_error(raised)
-                self._stale = True  # the snapshot holds reservations that were rolled back
+                if not (isinstance(first, IntegrityError) and attempt == 0):
+                    # A bug, or a race lost again on the reloaded nodes: everything.
+                    self._stale = True
                 if len(commands) > 1:
                     for command in commands:
                         self._run_live([command])
@@ -442,7 +445,7 @@ class Allocator:
                     # Another replica took the capacity this snapshot thought free,
                     # or changed claims it has not heard of yet.
                     kind = type(getattr(first, "orig", first)).__name__
-                    log.info("a command lost a race (%s); reloading", kind)
+                    log.info("a command lost a race (%s); reloading its nodes", kind)
                     time.sleep(0.01 * (attempt + 1))
                     continue
                 _fail(commands, _own_error(first))
@@ -508,6 +511,7 @@ class Allocator:
                 self._usage[tenant] = self._usage.get(tenant, 0.0) + delta
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
+        self._open_batch = None
         try:
             with self._engine.connect() as conn:
                 transaction = conn.begin()
@@ -520,9 +524,20 @@ class Allocator:
                     conn.invalidate()
                     raise
         except BaseException:
-            self._stale = True  # the snapshot holds reservations that were rolled back
+            self._rolled_back()
             raise
         return batch
+
+    def _rolled_back(self) -> None:
+        """The batch's transaction failed, so what it reserved or released in the
+        snapshot never happened: reload the nodes it touched (they also hold the
+        claims of a race it lost), not the whole fleet (seconds at 100,000 GPUs)."""
+        batch, self._open_batch = self._open_batch, None
+        if batch is None:
+            self._stale = True
+            return
+        with self._stale_lock:
+            self._stale_nodes.update(batch.touched_nodes)
 
     def _execute_in(
         self, conn: Connection, transaction: RootTransaction, commands: Sequence[cmd.Command]
@@ -545,6 +560,7 @@ class Allocator:
             ),
             maybe_reserved=self._maybe_reserved,
         )
+        self._open_batch = batch
         event.listen(conn, "before_cursor_execute", batch.count_statement)
         if self._config.request_mix is not None:  # FGD learns the mix it packs for
             for allocate in _of(commands, cmd.Allocate):
@@ -613,8 +629,9 @@ class Allocator:
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._usage = batch.usage
-        if batch.snapshot_behind:
-            self._stale = True
+        if batch.snapshot_behind:  # it released claims it had not heard of: reload their nodes
+            with self._stale_lock:
+                self._stale_nodes.update(batch.touched_nodes)
         if batch.passes_run:
             self._shape_changed = False
         self.batches_committed += 1

@@ -246,3 +246,25 @@ def test_reloading_more_nodes_than_a_statement_has_parameters_for(
     with app.engine.connect() as conn:
         loaded = load_nodes(conn, names)
     assert sorted(n.name for n in loaded) == sorted(n.name for n in mixed_fleet)
+
+
+def test_a_lost_race_reloads_the_nodes_it_was_lost_on(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A replica that has not heard of the other's claim loses the race for it
+    at commit (the database's constraints), then reloads the nodes its batch
+    touched, not the whole fleet, and answers from what it finds there."""
+    deaf, other = start_app(), start_app()
+    admin = Client.as_admin(deaf)
+    register_fleet(admin, mixed_fleet)
+    whole8: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    try:
+        deaf.allocator.allocate(spec("warm-up"))  # its snapshot is loaded
+        deaf.listener.stop()  # from now on it hears nothing of the other replica
+        reloads = deaf.allocator.full_reloads
+        assert other.allocator.allocate(spec("first", **whole8)).state == "placed"
+        late = deaf.allocator.allocate(spec("second", **whole8))
+        assert late.state == "pending", "the B200 node is taken: it waits"
+        assert deaf.allocator.full_reloads == reloads, "only the lost node was reloaded"
+    finally:
+        admin.close()
