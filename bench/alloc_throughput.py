@@ -287,7 +287,11 @@ def size_run(args: argparse.Namespace, server: URL, console: Console, gpus: int)
             console.print(f"first Allocate (snapshot load) took {first_s:.1f}s")
             churn = Job("churn", sched.address, sched.admin, tag="g")
             label = f"churn, {total:,} GPUs"
+            profile = args.profile and gpus != BASE_GPUS  # --profile: the N-GPU churn
+            spy = profile and py_spy(sched.pid, args.profile, WARMUP_SECONDS + args.seconds)
             phase = measure(args, churn, args.seconds, label, console, meter)
+            if spy:
+                spy.wait(timeout=60)
             rss = rss_mib(sched.pid)
     return SizeRun(total, seed_s, first_s, rss, phase)
 
