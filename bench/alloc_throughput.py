@@ -31,9 +31,19 @@ scheduler's own work is free.
 Targets: ≥ 1,000 allocations/s, Allocate p99 < 25 ms, history_ratio ≥ 0.9
 at 1,000,000 rows, ≤ 3 round trips per batch. (Far from them today.)
 
+With --gpus N (issue 17: N = 100000) the run is another one: the same churn
+on a fresh database and scheduler per fleet size, first the 10,000-GPU fleet,
+then the same mix scaled to N GPUs, each written straight into the database
+before its scheduler starts (bench/support/fleet_scale.py) and with liveness
+off (no heartbeats: at 12,500 nodes they would cost more than the churn).
+It prints allocations/s at both sizes and gpus_ratio = allocations/s at N ÷
+at 10,000 (target ≥ 0.9), plus the first Allocate's seconds (the scheduler's
+first snapshot load) and the scheduler's RSS at each size.
+
 Run: python -m bench.alloc_throughput [--clients 32] [--seconds 20]
         [--history 1000000] [--batched] [--batch-size 16]
         [--database-url URL] [--plot latency.png] [--profile spy.svg] [--no-insecure]
+     python -m bench.alloc_throughput --gpus 100000 [--clients 32] [--seconds 20]
 Uses (and drops) fresh databases gpupool_bench_<random> and `gpupool serve`
 on free loopback ports. The last line printed is one JSON summary object.
 """
@@ -46,6 +56,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -77,6 +88,7 @@ from bench.support.clients import (
     run_phase,
 )
 from bench.support.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
+from bench.support.fleet_scale import BASE_GPUS, scaled_nodes, seed_fleet
 from bench.support.history import seed_history
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
 from scheduler.security.channels import open_channel
@@ -250,6 +262,90 @@ def secure_phases(args: argparse.Namespace, run: Run, sched: BenchServer, bench_
     run.batched = measure(args, batched, BATCHED_SECONDS, label, console, meter)
 
 
+@dataclass
+class SizeRun:
+    """The churn on one fleet size (--gpus)."""
+
+    gpus: int
+    seed_s: float
+    first_allocate_s: float  # includes the scheduler's first full snapshot load
+    rss_mib: float
+    phase: Phase
+
+
+def size_run(args: argparse.Namespace, server: URL, console: Console, gpus: int) -> SizeRun:
+    """A fresh database holding a fleet of `gpus` GPUs, a scheduler on it, the churn."""
+    nodes = scaled_nodes(gpus)
+    with scratch_database(server) as bench_url:
+        seed_s = seed_fleet(bench_url, nodes, console)
+        total = sum(len(n.gpus) for n in nodes)
+        console.print(f"wrote {len(nodes):,} nodes ({total:,} GPUs) in {seed_s:.1f}s")
+        command = [sys.executable, "-c", NO_LIVENESS_SERVER]
+        with scheduler_process(bench_url, console, command) as sched, \
+                scheduler_meter(sched) as meter:  # fmt: skip
+            first_s = first_allocate(sched)
+            console.print(f"first Allocate (snapshot load) took {first_s:.1f}s")
+            churn = Job("churn", sched.address, sched.admin, tag="g")
+            label = f"churn, {total:,} GPUs"
+            profile = args.profile and gpus != BASE_GPUS  # --profile: the N-GPU churn
+            spy = profile and py_spy(sched.pid, args.profile, WARMUP_SECONDS + args.seconds)
+            phase = measure(args, churn, args.seconds, label, console, meter)
+            if spy:
+                spy.wait(timeout=60)
+            rss = rss_mib(sched.pid)
+    return SizeRun(total, seed_s, first_s, rss, phase)
+
+
+def first_allocate(sched: BenchServer) -> float:
+    """Seconds for one Allocate and its Release: the first batch loads the fleet."""
+    started = time.perf_counter()
+    with closing(open_channel(sched.address, sched.admin)) as channel:
+        stub = scheduler_pb2_grpc.SchedulerStub(channel)
+        request = scheduler_pb2.AllocateRequest(request_id="first", tenant="bench-first")
+        request.fraction.milli_gpu, request.fraction.memory_mib = 100, 1024
+        answer = stub.Allocate(request, timeout=300)
+        stub.Release(scheduler_pb2.ReleaseRequest(allocation_id=answer.allocation.id), timeout=60)
+    return time.perf_counter() - started
+
+
+def rss_mib(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            line = next(line for line in fh if line.startswith("VmRSS:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration, ValueError):
+        return math.nan
+
+
+def scale_summary(args: argparse.Namespace, base: SizeRun, big: SizeRun) -> dict[str, Any]:
+    def figures(run: SizeRun, suffix: str) -> dict[str, Any]:
+        stats, phase = run.phase.stats, run.phase
+        return {
+            f"allocations_per_s{suffix}": round(phase.rate, 1),
+            f"allocate_p50_ms{suffix}": _r(percentile_ms(stats.alloc_lat, 0.50), 2),
+            f"allocate_p99_ms{suffix}": _r(percentile_ms(stats.alloc_lat, 0.99), 2),
+            f"placed_share{suffix}": round(stats.placed / max(1, stats.placed + stats.pending), 4),
+            f"errors{suffix}": sum(stats.errors.values()),
+            f"scheduler_cpu_ms_per_allocation{suffix}": _r(
+                1000 * phase.delta["cpu_s"] / max(1, stats.allocated), 2
+            ),
+            f"round_trips_per_batch{suffix}": _r(phase.per_batch("round_trips"), 2),
+            f"first_allocate_s{suffix}": round(run.first_allocate_s, 2),
+            f"rss_mib{suffix}": round(run.rss_mib, 1),
+            f"load_average{suffix}": round(phase.load, 2),
+        }
+
+    return {
+        "gpus": big.gpus,
+        "gpus_base": base.gpus,
+        "clients": args.clients,
+        **figures(big, ""),
+        **figures(base, "_10k"),
+        "gpus_ratio": _ratio(big.phase.rate, base.phase.rate),
+        "seed_s": round(big.seed_s, 1),
+    }
+
+
 def py_spy(pid: int, path: str, seconds: float) -> subprocess.Popen[bytes]:
     """py-spy record of the scheduler: per thread (-t) so the allocator stands out,
     and without pausing it (--nonblocking): blocking sampling halves throughput here."""
@@ -398,6 +494,13 @@ def main() -> None:
     parser.add_argument(
         "--database-url", default=os.environ.get("GPUPOOL_DATABASE_URL") or DEFAULT_URL
     )
+    parser.add_argument(
+        "--gpus",
+        type=int,
+        default=0,
+        metavar="N",
+        help="allocations/s at 10,000 GPUs and at N in one run, and their ratio (gpus_ratio)",
+    )
     parser.add_argument("--heartbeat-every", type=float, default=HEARTBEAT_EVERY, metavar="SECONDS")
     parser.add_argument(
         "--no-liveness", action="store_true", help="no heartbeats: the allocate path alone"
@@ -413,6 +516,14 @@ def main() -> None:
     stop_on_sigterm()
     console = Console(stderr=True)
     server = loopback_server(args.database_url)
+    if args.gpus:
+        base = size_run(args, server, console, BASE_GPUS)
+        big = size_run(args, server, console, args.gpus)
+        summary = scale_summary(args, base, big)
+        for key, value in summary.items():
+            console.print(f"{key}: {value}")
+        print(json.dumps(summary), flush=True)
+        return
     secure = scheduler_run(args, server, console, secure=True)
     insecure = None if args.no_insecure else scheduler_run(args, server, console, secure=False)
     summary = summarise(args, secure, insecure)

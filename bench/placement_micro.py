@@ -7,6 +7,13 @@ default a user gets now, fed the request mix live as the allocator does), on the
 same fleet and requests: p50/p99 of place() (successful and failed separately)
 and placements per second counting place()+reserve()+release(); the last line is
 JSON, keyed by policy, the first policy's figures also at the top level.
+
+Latencies are wall clock (what a caller waits); failed place() is also given in
+CPU time of the thread (failed_place_cpu_p99_us), with the time the thread
+waited for a core during the slowest 1 % of failed calls (failed_tail_wait_share,
+from /proc/thread-self/schedstat, Linux) and the garbage collector's pauses in
+the measured window (gc_pause_ms, gc_full_collections): on a loaded machine the
+wall tail is mostly waiting for a core, which CPU time leaves out.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
+import os
 import random
 import statistics
 import time
@@ -114,6 +123,8 @@ def gpu_share(claims: tuple[Claim, ...]) -> float:
 class Figures:
     ok_us: list[float] = field(default_factory=list)
     failed_us: list[float] = field(default_factory=list)
+    failed_cpu_us: list[float] = field(default_factory=list)
+    failed_wait_us: list[float] = field(default_factory=list)  # run-queue wait (NaN: unknown)
     placed: int = 0
     busy_s: float = 0.0
 
@@ -133,20 +144,23 @@ class Churn:
     def run(self, ops: int) -> Figures:
         figures = Figures()
         total = float(len(self.snapshot.gpus))
-        clock = time.perf_counter
+        clock, cpu, waited = time.perf_counter, time.thread_time, RunQueueWait()
         for _ in range(ops):
             if self.used / total >= TARGET_USE and self.live:
                 figures.busy_s += self._release_one()
                 continue
             request = random_request(self.rng)
             mix = self.config.request_mix
-            started = clock()
+            wait_started = waited()
+            started, cpu_started = clock(), cpu()
             if mix is not None:  # as the allocator records each new request
                 mix.record(request)
             outcome = place(self.snapshot, request, self.config)
             elapsed = clock() - started
             if outcome.placement is None:
                 figures.failed_us.append(elapsed * 1e6)
+                figures.failed_cpu_us.append((cpu() - cpu_started) * 1e6)
+                figures.failed_wait_us.append((waited() - wait_started) / 1e3)
                 # A full pool: let something finish, as a waiting request would.
                 figures.busy_s += elapsed + (self._release_one() if self.live else 0.0)
                 continue
@@ -193,16 +207,70 @@ def churned_fleet(gpus: int, seed: int, warmup_ops: int, policy: str = "default"
     return churn
 
 
+class RunQueueWait:
+    """Nanoseconds this thread has waited for a core (schedstat's second field; NaN off Linux)."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def __call__(self) -> float:
+        if self._fd is None:
+            return math.nan
+        return float(os.pread(self._fd, 128, 0).split()[1])
+
+
+def tail_wait_share(wall_us: list[float], wait_us: list[float]) -> float:
+    """Of the wall time of the slowest 1 % of calls, the share spent waiting for a core."""
+    slowest = sorted(zip(wall_us, wait_us, strict=True), reverse=True)[
+        : max(1, len(wall_us) // 100)
+    ]
+    wall = sum(w for w, _ in slowest)
+    return sum(q for _, q in slowest) / wall if wall else math.nan
+
+
+class GcPauses:
+    """The garbage collector's pauses while active (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        self.seconds += time.perf_counter() - self._started
+        self.full += info["generation"] == 2
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        gc.callbacks.remove(self)
+
+
 def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | int]:
     churn = churned_fleet(gpus, seed, ops, policy)
     snapshot = churn.snapshot
-    figures = churn.run(ops)
+    with GcPauses() as pauses:
+        figures = churn.run(ops)
     result: dict[str, float | int] = {
         "gpus": len(snapshot.gpus),
         "place_p50_us": round(percentile(figures.ok_us, 50), 1),
         "place_p99_us": round(percentile(figures.ok_us, 99), 1),
         "failed_place_p50_us": round(percentile(figures.failed_us, 50), 1),
         "failed_place_p99_us": round(percentile(figures.failed_us, 99), 1),
+        "failed_place_cpu_p99_us": round(percentile(figures.failed_cpu_us, 99), 1),
+        "failed_tail_wait_share": round(
+            tail_wait_share(figures.failed_us, figures.failed_wait_us), 2
+        ),
+        "gc_pause_ms": round(pauses.seconds * 1000, 1),
+        "gc_full_collections": pauses.full,
         "failed_share": round(
             len(figures.failed_us) / max(1, len(figures.failed_us) + figures.placed), 3
         ),
@@ -216,7 +284,13 @@ def measure(gpus: int, ops: int, seed: int, policy: str) -> dict[str, float | in
     )
     print(
         f"[{policy}] failed place() (explained): p50 {result['failed_place_p50_us']} us, "
-        f"p99 {result['failed_place_p99_us']} us, share {result['failed_share']}"
+        f"p99 {result['failed_place_p99_us']} us (CPU time p99 "
+        f"{result['failed_place_cpu_p99_us']} us), share {result['failed_share']}; "
+        f"the slowest 1 % waited for a core {result['failed_tail_wait_share']:.0%} of their time"
+    )
+    print(
+        f"[{policy}] garbage collector in the window: {result['gc_pause_ms']} ms, "
+        f"{result['gc_full_collections']} full collections"
     )
     print(f"[{policy}] placements per second (place+reserve+release): {result['placements_per_s']}")
     return result

@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine
 
 from scheduler.allocator.allocator import DEFAULT_MAX_PENDING_PER_TENANT, Allocator
+from scheduler.allocator.capacity import CapacityChange
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.api.interceptor import ApiInterceptor
 from scheduler.api.server import Listeners, create_server
@@ -259,6 +260,7 @@ class SchedulerApp:
             on_command=self.relay.claim,
             on_log_chunk=self.relay.received_log_chunk,
             on_fleet=self._fleet_changed_elsewhere,
+            on_capacity_nodes=self._capacity_changed_on_nodes,
         )
         self.queue_loop = PendingQueueLoop(self.allocator, self.leader)
         self.preemption = PreemptionDeadlineLoop(
@@ -409,6 +411,11 @@ class SchedulerApp:
 
     def _capacity_changed(self) -> None:
         self.allocator.mark_stale()
+        if self.leader.is_leader:
+            self.allocator.request_pending_pass()
+
+    def _capacity_changed_on_nodes(self, change: CapacityChange) -> None:
+        self.allocator.capacity_changed(change)
         if self.leader.is_leader:
             self.allocator.request_pending_pass()
 

@@ -6,8 +6,8 @@ queued up and runs it as one database transaction — releases, requeues,
 revocations and preemption notices first, then (on the leader) the pending
 queue, then new requests — so throughput does not cost one round trip per
 request. PostgreSQL's constraints stay the judge: if another replica got
-there first the transaction fails, the snapshot is reloaded and the
-commands are retried one by one.
+there first the transaction fails, the nodes the batch touched are reloaded
+and the commands are retried one by one.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 
 from scheduler.allocator import commands as cmd
 from scheduler.allocator.batch import Batch, no_room_memo
+from scheduler.allocator.capacity import CapacityChange, TxSnapshot
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.allocator.placing import apply_allocates, apply_pending_pass
 from scheduler.allocator.revoking import (
@@ -46,8 +47,9 @@ from scheduler.domain.quotas import TenantQuota
 from scheduler.logs import allocation_changed
 from scheduler.metrics import instruments
 from scheduler.placement import PlacementConfig
+from scheduler.placement.preferences import is_spot
 from scheduler.store.batch_sql import BatchStatements, translated
-from scheduler.store.database import snapshot_connection
+from scheduler.store.database import current_snapshot, refused_by_driver, snapshot_connection
 from scheduler.store.fleet import load_nodes, load_snapshot
 from scheduler.store.records import AllocationRecord
 from scheduler.store.tenants import load_usage
@@ -175,6 +177,7 @@ class Allocator:
         self.batches_committed = 0
         self.commands_committed = 0
         self.round_trips = 0  # database round trips of committed batches
+        self.full_reloads = 0  # whole-snapshot loads (start, lost races, lost notifications)
         self._engine = engine
         self._notifier = notifier
         self._clock = clock
@@ -198,6 +201,10 @@ class Allocator:
         self._quotas_read_at = -math.inf
         self._stale = True
         self._stale_nodes: set[str] = set()
+        # Other replicas' usage deltas by transaction, and what the last full load saw.
+        self._usage_deltas: list[CapacityChange] = []
+        self._open_batch: Batch | None = None  # the batch in flight (what a rollback undoes)
+        self._loaded_tx: TxSnapshot | None = None
         self._stale_lock = threading.Lock()
         self._maybe_pending = True
         self._maybe_reserved = True
@@ -257,6 +264,10 @@ class Allocator:
             self.passes_run,
         )
 
+    def tenant_usage(self) -> dict[str, float]:
+        """Units each tenant holds as this replica counts them (its quotas and fair share)."""
+        return dict(self._usage)
+
     def place_pending(self) -> int:
         """Run one pass over the pending queue now; returns how many were placed."""
         return self._submit(cmd.PendingPass(), 60.0)  # type: ignore[no-any-return]
@@ -306,6 +317,18 @@ class Allocator:
         if pending_may_exist:
             self._maybe_pending = True
             self._waiting.widen()
+
+    def capacity_changed(self, change: CapacityChange) -> None:
+        """Another replica's batch changed claims on these nodes: reload just them
+        and add its usage deltas before the next batch (not the whole snapshot)."""
+        with self._stale_lock:
+            self._stale_nodes.update(change.nodes)
+            if change.usage:
+                self._usage_deltas.append(change)
+        self._maybe_reserved = True  # another replica may have started a preemption
+        self._maybe_pending = True
+        self._waiting.widen()
+        self._notifier.publish_fleet()
 
     def quotas_changed(self) -> None:
         """A tenant's quota or weight changed: read them again before the next pass."""
@@ -406,13 +429,18 @@ class Allocator:
                 # psycopg's own: a pipeline that lost its server mid-flight
                 # raises from its exit, where SQLAlchemy does not wrap it.
                 cause = exc.orig if isinstance(exc, DBAPIError) else exc
-                log.warning("allocator lost the database: %s", type(cause).__name__)
                 self._stale = True
+                if refused_by_driver(exc):  # a bug, not an outage: INTERNAL, logged
+                    _fail(commands, exc)
+                    return
+                log.warning("allocator lost the database: %s", type(cause).__name__)
                 _fail(commands, Unavailable("the scheduler's database is unavailable; retry"))
                 return
             except Exception as raised:
                 first = _first_error(raised)
-                self._stale = True  # the snapshot holds reservations that were rolled back
+                if not (isinstance(first, IntegrityError) and attempt == 0):
+                    # A bug, or a race lost again on the reloaded nodes: everything.
+                    self._stale = True
                 if len(commands) > 1:
                     for command in commands:
                         self._run_live([command])
@@ -421,7 +449,7 @@ class Allocator:
                     # Another replica took the capacity this snapshot thought free,
                     # or changed claims it has not heard of yet.
                     kind = type(getattr(first, "orig", first)).__name__
-                    log.info("a command lost a race (%s); reloading", kind)
+                    log.info("a command lost a race (%s); reloading its nodes", kind)
                     time.sleep(0.01 * (attempt + 1))
                     continue
                 _fail(commands, _own_error(first))
@@ -438,14 +466,18 @@ class Allocator:
         """Bring the snapshot up to date: whole, or the nodes known to have changed."""
         with self._stale_lock:
             nodes, self._stale_nodes = self._stale_nodes, set()
+            deltas, self._usage_deltas = self._usage_deltas, []
         if self._stale:
             # Cleared before the read: a change notified while it runs marks
             # the snapshot stale again instead of being lost with the flag.
             self._stale = False
             try:
                 with snapshot_connection(self._engine) as conn:
+                    self._loaded_tx = TxSnapshot.parse(current_snapshot(conn))
                     self._snapshot = load_snapshot(conn)
                     self._usage = load_usage(conn)
+                self.full_reloads += 1
+                self._add_usage(deltas)  # skips what the load saw: normally all
             except BaseException:
                 self._stale = True
                 raise
@@ -460,6 +492,7 @@ class Allocator:
             gc.collect()
             gc.freeze()
             return
+        self._add_usage(deltas)
         if not nodes:
             return
         with snapshot_connection(self._engine) as conn:
@@ -470,9 +503,20 @@ class Allocator:
             if gone in self._snapshot.nodes:
                 self._snapshot.remove_node(gone)
         self._shape_changed = True
-        self._spot = None
+        if self._spot is not None:  # kept up to date: recomputing it is O(fleet)
+            self._spot = (self._spot - nodes) | {n.name for n in fresh if is_spot(n)}
+
+    def _add_usage(self, changes: Sequence[CapacityChange]) -> None:
+        """Other replicas' usage deltas, except those the last full load already saw."""
+        seen = self._loaded_tx
+        for change in changes:
+            if seen is not None and seen.sees(change.txid):
+                continue
+            for tenant, delta in change.usage.items():
+                self._usage[tenant] = self._usage.get(tenant, 0.0) + delta
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
+        self._open_batch = None
         try:
             with self._engine.connect() as conn:
                 transaction = conn.begin()
@@ -485,9 +529,20 @@ class Allocator:
                     conn.invalidate()
                     raise
         except BaseException:
-            self._stale = True  # the snapshot holds reservations that were rolled back
+            self._rolled_back()
             raise
         return batch
+
+    def _rolled_back(self) -> None:
+        """The batch's transaction failed, so what it reserved or released in the
+        snapshot never happened: reload the nodes it touched (they also hold the
+        claims of a race it lost), not the whole fleet (seconds at 100,000 GPUs)."""
+        batch, self._open_batch = self._open_batch, None
+        if batch is None:
+            self._stale = True
+            return
+        with self._stale_lock:
+            self._stale_nodes.update(batch.touched_nodes)
 
     def _execute_in(
         self, conn: Connection, transaction: RootTransaction, commands: Sequence[cmd.Command]
@@ -516,6 +571,7 @@ class Allocator:
             maybe_reserved=self._maybe_reserved,
             no_room=self._no_room,
         )
+        self._open_batch = batch
         event.listen(conn, "before_cursor_execute", batch.count_statement)
         if self._config.request_mix is not None:  # FGD learns the mix it packs for
             for allocate in _of(commands, cmd.Allocate):
@@ -583,8 +639,9 @@ class Allocator:
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._usage = batch.usage
-        if batch.snapshot_behind:
-            self._stale = True
+        if batch.snapshot_behind:  # it released claims it had not heard of: reload their nodes
+            with self._stale_lock:
+                self._stale_nodes.update(batch.touched_nodes)
         if batch.passes_run:
             self._shape_changed = False
         self.batches_committed += 1

@@ -12,6 +12,7 @@ from typing import Any
 from cachetools import TTLCache
 from sqlalchemy import Connection
 
+from scheduler.allocator.capacity import capacity_payloads
 from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE
@@ -68,6 +69,7 @@ class Batch:
     # from history), copied for this batch, which updates it as it goes; the
     # allocator keeps the copy if the batch commits.
     usage: dict[str, float] = field(default_factory=dict)
+    usage_delta: dict[str, float] = field(default_factory=dict)  # what this batch moved
     freed_models: set[str] = field(default_factory=set)  # GPU models this batch freed
     shape_changed: bool = False  # the fleet itself changed since the last pass
     pipelined: bool = False  # the closing writes share one round trip
@@ -254,6 +256,7 @@ class Batch:
             claim_units(self.snapshot.gpus[c.gpu_id].model, c.milli, c.mig_compute) for c in claims
         )
         self.usage[tenant] = self.usage.get(tenant, 0.0) + sign * units
+        self.usage_delta[tenant] = self.usage_delta.get(tenant, 0.0) + sign * units
 
     def bindings(self, claims: Sequence[Claim]) -> list[dict[str, Any]]:
         """What the allocation record keeps of its claims, also after release."""
@@ -282,7 +285,10 @@ class Batch:
         """NOTIFY payloads telling other replicas what changed."""
         payloads = []
         if self.freed_capacity or self.new_claims:
-            payloads.append(f"capacity:{replica_id}:")
+            # Named nodes and usage deltas: the others reload just those nodes.
+            payloads += capacity_payloads(
+                replica_id, self.touched_nodes, self.usage_delta, NOTIFY_PAYLOAD_LIMIT
+            )
         if self.touched_nodes:
             nodes = ",".join(sorted(self.touched_nodes))
             payloads.append(f"nodes:{replica_id}:{nodes}"[:NOTIFY_PAYLOAD_LIMIT])

@@ -12,6 +12,7 @@ import psycopg
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from scheduler.domain import errors
+from scheduler.store.database import refused_by_driver
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INTERNAL, exc.message
     if isinstance(exc, TimeoutError):
         return grpc.StatusCode.UNAVAILABLE, "the scheduler is overloaded; retry"
-    if isinstance(exc, OperationalError | psycopg.OperationalError | psycopg.InterfaceError) or (
+    if refused_by_driver(exc):
+        pass  # a bug (too many bind parameters, …): INTERNAL with a request id, below
+    elif isinstance(exc, OperationalError | psycopg.OperationalError | psycopg.InterfaceError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):
         log.warning("database unavailable: %s", exc.__class__.__name__)

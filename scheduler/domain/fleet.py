@@ -7,6 +7,7 @@ that make placement on a 10,000-GPU fleet fast in step with the counters.
 from __future__ import annotations
 
 import heapq
+import itertools
 from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -104,6 +105,27 @@ class FleetStructure:
     max_memory_mib: dict[str, int]  # per model, over GPUs not in MIG mode
     max_gpus_per_node: dict[str, int]  # per model, GPUs not in MIG mode on one node
     mig_models: frozenset[str]  # models with at least one GPU in MIG mode
+    # Per model: the nodes holding a GPU of it (fleet order), and its GPU count.
+    model_nodes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    model_gpus: dict[str, int] = field(default_factory=dict)
+    mixed_nodes: frozenset[str] = frozenset()  # nodes holding GPUs of more than one model
+    _holding: dict[tuple[str, ...], tuple[str, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def nodes_holding(self, models: tuple[str, ...]) -> tuple[str, ...]:
+        """Nodes holding a GPU of any of `models`, each once; memoised per models tuple
+        (a structure lives until the fleet's shape changes, and requests reuse few tuples)."""
+        found = self._holding.get(models)
+        if found is None:
+            runs = [self.model_nodes.get(m, ()) for m in models]
+            found = runs[0] if len(runs) == 1 else tuple(itertools.chain.from_iterable(runs))
+            if len(runs) > 1 and self.mixed_nodes:
+                found = tuple(dict.fromkeys(found))
+            if len(self._holding) >= 64:
+                self._holding.clear()
+            self._holding[models] = found
+        return found
 
 
 @dataclass(slots=True)
@@ -157,7 +179,11 @@ class FleetSnapshot:
             owner = self.gpus.get(gpu.id)
             if owner is not None and owner.node != node.name:
                 raise ValueError(f"GPU {gpu.id} already belongs to node {owner.node}")
-        if node.name in self.nodes:
+        old = self.nodes.get(node.name)
+        # A node reloaded for its usage keeps the fleet's structure: recomputing
+        # it is a scan of every GPU (tens of ms at 100,000), once per batch.
+        structure = self._structure if old is not None and _shape(old) == _shape(node) else None
+        if old is not None:
             self.remove_node(node.name)
         stored = _copy_node(node, [_copy_gpu(g) for g in node.gpus])
         self.nodes[stored.name] = stored
@@ -166,7 +192,7 @@ class FleetSnapshot:
             self._index(gpu)
         for model in stored.warm_models():
             self._warm.setdefault(model, {})[stored.name] = None
-        self._structure = None
+        self._structure = structure
         self._reclass(stored.name)
 
     def remove_node(self, name: str) -> None:
@@ -316,8 +342,9 @@ class FleetSnapshot:
         for _, _, gpu_id in merged:
             yield self.gpus[gpu_id]
 
-    def largest_free_memory_mib(self, models: Iterable[str]) -> int:
-        """The most free memory on a GPU of `models` that could take a fraction (indexed)."""
+    def largest_fraction_memory_mib(self, models: Iterable[str]) -> int:
+        """Most free memory on a GPU of `models` that could take a fraction now (healthy,
+        on a schedulable node, not in MIG mode, some compute free): read off the index."""
         return max((keys[-1][0] for m in models if (keys := self._fractions.get(m))), default=0)
 
     def iter_mig_gpus(self, models: Iterable[str], masks: Iterable[int]) -> Iterator[GpuView]:
@@ -450,6 +477,11 @@ class FleetSnapshot:
             del nodes[gpu.node]
 
 
+def _shape(node: NodeView) -> tuple[tuple[str, bool, int], ...]:
+    """What FleetStructure reads of a node."""
+    return tuple((g.model, g.mig_enabled, g.memory_mib) for g in node.gpus)
+
+
 def _copy_node(node: NodeView, gpus: list[GpuView]) -> NodeView:
     return replace(node, labels=dict(node.labels), gpus=gpus, model_sizes=dict(node.model_sizes))
 
@@ -525,13 +557,25 @@ def _structure_of(gpus: Iterable[GpuView], nodes: Iterable[NodeView]) -> FleetSt
         else:
             max_memory[gpu.model] = max(max_memory.get(gpu.model, 0), gpu.memory_mib)
     max_per_node: dict[str, int] = {}
+    model_nodes: dict[str, list[str]] = {}
+    model_gpus: Counter[str] = Counter()
+    mixed: set[str] = set()
     for node in nodes:
         on_node = Counter(g.model for g in node.gpus if not g.mig_enabled)
         for model, count in on_node.items():
             max_per_node[model] = max(max_per_node.get(model, 0), count)
+        held = Counter(g.model for g in node.gpus)
+        model_gpus.update(held)
+        for model in held:
+            model_nodes.setdefault(model, []).append(node.name)
+        if len(held) > 1:
+            mixed.add(node.name)
     return FleetStructure(
         models=frozenset(max_memory) | mig_models,
         max_memory_mib=max_memory,
         max_gpus_per_node=max_per_node,
         mig_models=frozenset(mig_models),
+        model_nodes={m: tuple(names) for m, names in model_nodes.items()},
+        model_gpus=dict(model_gpus),
+        mixed_nodes=frozenset(mixed),
     )

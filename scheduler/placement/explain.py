@@ -1,11 +1,17 @@
 """Why nothing fits: every candidate's first rejection, counted, and whether anything ever could.
 
 This is the slow path; place() takes it only when its index walk found
-nothing feasible. On a fleet of more than EXPLAIN_NODES nodes it scans that
-many, drawn at random from the fleet, and scales the counts up (saying so in a
-last reason): a failed placement then costs the same at 100,000 GPUs as at
-2,000, where a full scan took 200 ms (issue 17). Only when the sample holds no
-node of an allowed model at all (a rare model, say) is the whole fleet scanned.
+nothing feasible. Its work is bounded whatever the fleet's size (issue 17: a
+full scan took 200 ms at 100,000 GPUs):
+
+- nodes holding no GPU of a model the request may use are counted exactly,
+  model by model, from the fleet's structure (by the model filters alone: a
+  wrong-model GPU is reported as such even when it is also cordoned or
+  unhealthy), with no scan;
+- the nodes that do hold an allowed model are run through the filters, all of
+  them up to EXPLAIN_NODES, else that many drawn at random with the counts
+  scaled up (said so in a last reason). A rare model is therefore never
+  missed: its few nodes are scanned whole.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.mig import models_with_profile
 from scheduler.domain.requests import FractionDemand, WholeDemand
 from scheduler.placement.pipeline import Pipeline
-from scheduler.placement.plugins import CycleContext
+from scheduler.placement.plugins import CycleContext, GenerationAllowed, GpuModelAllowed
 
 UNSCHEDULABLE = "Unschedulable"
 SAMPLED = "Sampled"
-EXPLAIN_NODES = 128
+EXPLAIN_NODES = 64  # ~0.7 ms of CPU for 8-GPU nodes; the estimate is said to be one
+# The filters that judge a GPU by its model alone (counted exactly, see above).
+MODEL_FILTERS = frozenset({GpuModelAllowed.name, GenerationAllowed.name})
 
 
 def explain(ctx: CycleContext, pipeline: Pipeline) -> tuple[list[tuple[str, str, int]], bool]:
@@ -36,26 +44,64 @@ def explain(ctx: CycleContext, pipeline: Pipeline) -> tuple[list[tuple[str, str,
     why = unschedulable_reason(ctx)
     if why is not None:
         return [(UNSCHEDULABLE, why, 0)], True
-    every = list(ctx.snapshot.nodes.values())
-    nodes, step = _sample(every)
-    if step > 1 and not any(g.model in ctx.models for node in nodes for g in node.gpus):
-        nodes, step = every, 1.0  # the sample missed every node of an allowed model
-    tally = _tally(ctx, pipeline, nodes)
-    scaled = [(p, r, max(1, round(n * step))) for (p, r), n in tally.items()]
-    reasons = sorted(scaled, key=lambda r: (-r[2], r[0], r[1]))
+    snapshot = ctx.snapshot
+    if len(snapshot.nodes) <= EXPLAIN_NODES:
+        tally = _tally(ctx, pipeline, list(snapshot.nodes.values()))
+        return _sorted(tally.items()), False
+    holding = snapshot.structure.nodes_holding(ctx.models)
+    names, step = _sample(holding)
+    sampled = _tally(ctx, pipeline, [snapshot.nodes[name] for name in names])
+    counts = [(key, max(1, round(n * step))) for key, n in sampled.items()]
+    exact = _other_models(ctx, pipeline)
+    merged: Counter[tuple[str, str]] = Counter(dict(exact))
+    for key, n in counts:
+        merged[key] += n
+    reasons = _sorted(merged.items())
     if step > 1:
-        note = f"counts estimated from {len(nodes)} of {len(every)} nodes drawn at random"
+        note = (
+            f"counts estimated from {len(names)} of {len(holding)} nodes drawn at random "
+            "(of those holding an allowed GPU model)"
+        )
         reasons.append((SAMPLED, note, 0))
     return reasons, False
 
 
-def _sample(nodes: list[NodeView]) -> tuple[list[NodeView], float]:
-    """At most EXPLAIN_NODES nodes drawn at random (seeded by the fleet's size, so
-    the same fleet is explained the same way; a stride would alias with a
-    fleet laid out in a pattern), and how many nodes each stands for."""
-    if len(nodes) <= EXPLAIN_NODES:
-        return nodes, 1.0
-    return random.Random(len(nodes)).sample(nodes, EXPLAIN_NODES), len(nodes) / EXPLAIN_NODES
+def _sorted(tally: Iterable[tuple[tuple[str, str], int]]) -> list[tuple[str, str, int]]:
+    return sorted(((p, r, n) for (p, r), n in tally), key=lambda r: (-r[2], r[0], r[1]))
+
+
+def _sample(names: tuple[str, ...]) -> tuple[list[str], float]:
+    """At most EXPLAIN_NODES names drawn at random (seeded by their number, so the
+    same fleet is explained the same way; a stride would alias with a fleet laid
+    out in a pattern), and how many nodes each stands for."""
+    if len(names) <= EXPLAIN_NODES:
+        return list(names), 1.0
+    return random.Random(len(names)).sample(names, EXPLAIN_NODES), len(names) / EXPLAIN_NODES
+
+
+def _other_models(ctx: CycleContext, pipeline: Pipeline) -> Counter[tuple[str, str]]:
+    """The GPUs of models the request may not use on nodes holding none it may, per
+    model filter reason: O(models + mixed-model nodes), not O(fleet)."""
+    structure, nodes = ctx.snapshot.structure, ctx.snapshot.nodes
+    allowed = set(ctx.models)
+    # A node of several models that holds an allowed one was judged in the sample.
+    mixed = (nodes[name] for name in structure.mixed_nodes)
+    sampled_mixed = [n for n in mixed if any(g.model in allowed for g in n.gpus)]
+    filters = [f for f in pipeline.gpu_filters if f.name in MODEL_FILTERS]
+    tally: Counter[tuple[str, str]] = Counter()
+    for model in sorted(structure.model_gpus.keys() - allowed):
+        count = structure.model_gpus[model]
+        count -= sum(1 for node in sampled_mixed for g in node.gpus if g.model == model)
+        if count <= 0:
+            continue
+        node = nodes[structure.model_nodes[model][0]]
+        gpu = next(g for g in node.gpus if g.model == model)
+        for model_filter in filters:
+            reason = model_filter.filter_gpu(ctx, gpu)
+            if reason is not None:
+                tally[model_filter.name, reason] += count
+                break
+    return tally
 
 
 def _tally(

@@ -302,7 +302,12 @@ def _tally(
     avoid = ctx.request.avoid_nodes
     for class_key, members in _groups(ctx.snapshot, scorer):
         verdict = verdicts[class_key]
-        reserved = [n for n in members if n in avoid]
+        # The smaller side scanned: few reserved nodes are looked up in each class
+        # instead of every class's members (O(fleet) per failed placement).
+        if len(avoid) < len(members):
+            reserved = [n for n in avoid if n in members]
+        else:
+            reserved = [n for n in members if n in avoid]
         if reserved:
             reason = NodeReserved().filter_node(ctx, ctx.snapshot.nodes[reserved[0]]) or ""
             tally[NodeReserved.name, reason] = tally.get((NodeReserved.name, reason), 0) + len(

@@ -44,9 +44,11 @@ class CycleContext:
 
     @cached_property
     def largest_free_memory_mib(self) -> int:
-        """Most free memory on a usable GPU outside MIG mode (from the snapshot's index: the
-        reason text is built for every class a policy rejects, not only when explaining)."""
-        return self.snapshot.largest_free_memory_mib(self.models)
+        """Most free memory on a GPU that could take a fraction; only asked when explaining.
+
+        Read off the snapshot's fraction index, not a scan: at 100,000 GPUs a scan
+        cost ~10 ms per failed fractional request."""
+        return self.snapshot.largest_fraction_memory_mib(self.models)
 
 
 class Option(NamedTuple):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from scheduler.domain.fleet import FleetSnapshot
+from scheduler.domain.fleet import FleetSnapshot, NodeView
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement.engine import PlacementConfig, PlacementOutcome, place
 
@@ -22,9 +22,11 @@ AVOIDS_SPOT = frozenset({"latency-critical"})
 
 
 def spot_nodes(snapshot: FleetSnapshot) -> frozenset[str]:
-    return frozenset(
-        name for name, node in snapshot.nodes.items() if node.labels.get(SPOT_LABEL) == "true"
-    )
+    return frozenset(name for name, node in snapshot.nodes.items() if is_spot(node))
+
+
+def is_spot(node: NodeView) -> bool:
+    return node.labels.get(SPOT_LABEL) == "true"
 
 
 def place_with_preferences(
@@ -38,7 +40,7 @@ def place_with_preferences(
     if request.spread_away:
         anywhere = replace(request, spread_away=())
         for away in request.spread_away:
-            if away >= frozenset(snapshot.nodes):
+            if len(away) >= len(snapshot.nodes) and away.issuperset(snapshot.nodes):
                 continue
             narrowed = replace(anywhere, avoid_nodes=request.avoid_nodes | away)
             spread = place_with_preferences(snapshot, narrowed, config, spot)
@@ -48,7 +50,7 @@ def place_with_preferences(
     if spot and request.workload_class in PREFERS_SPOT | AVOIDS_SPOT:
         others = frozenset(snapshot.nodes) - spot
         avoid = others if request.workload_class in PREFERS_SPOT else spot
-        if avoid != frozenset(snapshot.nodes):
+        if len(avoid) < len(snapshot.nodes):  # both sets are of the snapshot's nodes
             narrowed = replace(request, avoid_nodes=request.avoid_nodes | avoid)
             preferred = place(snapshot, narrowed, config)
             if preferred.placement is not None:

@@ -1,8 +1,9 @@
 """LISTEN for changes other scheduler replicas made (DESIGN.md principle 5).
 
 Payloads are "kind:replica:ids": alloc (allocation ids changed: wake
-watchers), capacity (claims changed: our snapshot is stale and the queue may
-move), fleet (nodes changed), cmd (a command for an agent, see
+watchers), capacity (claims changed on the nodes it names, see
+allocator/capacity.py: reload those, and the queue may move; naming none: our
+whole snapshot is stale), fleet (nodes changed), cmd (a command for an agent, see
 services/relay.py) and log (a log chunk for the replica that asked).
 """
 
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from scheduler.allocator.capacity import CapacityChange, parse_capacity
 from scheduler.store.allocations import NOTIFY_CHANNEL
 
 log = logging.getLogger(__name__)
@@ -31,7 +33,10 @@ class NotificationListener:
         on_command: Callable[[int], None] = lambda command_id: None,
         on_log_chunk: Callable[[str], None] = lambda body: None,
         on_fleet: Callable[[list[str]], None] | None = None,
+        on_capacity_nodes: Callable[[CapacityChange], None] | None = None,
     ) -> None:
+        # Claims changed on named nodes elsewhere: reload just those (issue 17).
+        self._on_capacity_nodes = on_capacity_nodes
         # Nodes registered, cordoned, deleted… elsewhere: reload just those
         # (a full reload per hello is what capped a replica's connect rate).
         self._on_fleet = on_fleet
@@ -62,6 +67,12 @@ class NotificationListener:
             self._on_allocations([i for i in ids.split(",") if i])
         elif kind == "fleet" and ids and self._on_fleet is not None:
             self._on_fleet([n for n in ids.split(",") if n])
+        elif kind == "capacity" and self._on_capacity_nodes is not None:
+            change = parse_capacity(ids)
+            if change is None:
+                self._on_capacity()
+            else:
+                self._on_capacity_nodes(change)
         elif kind in ("capacity", "fleet"):
             self._on_capacity()
         elif kind == "nodes":

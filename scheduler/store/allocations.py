@@ -42,6 +42,8 @@ events_t = cast(Table, AllocationEventRow.__table__)
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 NOTIFY_CHANNEL = "gpupool"
+# Replaced by the notifying transaction's id in a payload (allocator/capacity.py).
+TXID_MARK = "@TXID@"
 
 
 def delete_claims(conn: Connection, allocation_ids: Sequence[str]) -> list[tuple[str, Claim]]:
@@ -126,12 +128,16 @@ def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
 
 def notify(conn: Connection, payloads: Iterable[str]) -> None:
     """NOTIFY other replicas; delivered at commit, dropped on rollback.
-    One statement for all payloads: one round trip on the commit path."""
+    One statement for all payloads: one round trip on the commit path. The
+    first TXID_MARK in a payload becomes this transaction's id (capacity.py)."""
     messages = list(payloads)
     if messages:
         conn.execute(
-            text("SELECT pg_notify(:c, p) FROM unnest(CAST(:ps AS text[])) AS p"),
-            {"c": NOTIFY_CHANNEL, "ps": messages},
+            text(
+                "SELECT pg_notify(:c, regexp_replace(p, :mark, pg_current_xact_id()::text)) "
+                "FROM unnest(CAST(:ps AS text[])) AS p"
+            ),
+            {"c": NOTIFY_CHANNEL, "ps": messages, "mark": TXID_MARK},
         )
 
 

@@ -28,7 +28,7 @@ from sqlalchemy import Table
 from sqlalchemy.exc import DBAPIError
 
 from scheduler.domain.fleet import Claim
-from scheduler.store.allocations import NOTIFY_CHANNEL
+from scheduler.store.allocations import NOTIFY_CHANNEL, TXID_MARK
 from scheduler.store.models import AllocationRow
 
 _allocations = cast(Table, AllocationRow.__table__)
@@ -95,7 +95,11 @@ _INSERT_EVENTS = (
     " FROM jsonb_populate_recordset(NULL::allocation_events, %s::jsonb)"
 )
 _DELETE_CLAIMS = "DELETE FROM gpu_claims WHERE allocation_id = ANY(%s::text[])"
-_NOTIFY = "SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p"
+# The first TXID_MARK in a payload becomes this transaction's id (allocator/capacity.py).
+_NOTIFY = (
+    "SELECT pg_notify(%s, regexp_replace(p, %s, pg_current_xact_id()::text))"
+    " FROM unnest(%s::text[]) AS p"
+)
 # Columns named, not `*`: a prepared `SELECT *` fails ("cached plan must not
 # change result type") once a rolling upgrade's migration adds a column.
 _COLUMNS = ", ".join(f"a.{c.name}" for c in _allocations.columns)
@@ -258,4 +262,4 @@ class BatchStatements:
     def notify(self, payloads: Sequence[str]) -> None:
         """NOTIFY other replicas; delivered at commit, dropped on rollback."""
         if payloads:
-            self._execute(_NOTIFY, (NOTIFY_CHANNEL, list(payloads)))
+            self._execute(_NOTIFY, (NOTIFY_CHANNEL, TXID_MARK, list(payloads)))

@@ -8,10 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pgserver
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,25 @@ def snapshot_connection(engine: Engine) -> Iterator[Connection]:
     conn = engine.connect().execution_options(isolation_level="REPEATABLE READ")
     with conn, conn.begin():
         yield conn
+
+
+# What libpq refuses before sending anything, raised as psycopg.OperationalError
+# though the connection is fine: a bug in the statement, not an outage.
+_REFUSED_BY_DRIVER = ("number of parameters must be between",)
+
+
+def refused_by_driver(exc: BaseException) -> bool:
+    """A statement the driver refused to send (over 65,535 bind parameters, …)."""
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    return isinstance(cause, psycopg.OperationalError) and any(
+        text in str(cause) for text in _REFUSED_BY_DRIVER
+    )
+
+
+def current_snapshot(conn: Connection) -> str:
+    """The transaction's snapshot in text form ("xmin:xmax:xip,…"): which
+    transactions' writes it sees."""
+    return str(conn.execute(text("SELECT pg_current_snapshot()::text")).scalar_one())
 
 
 def migrate(url: str) -> None:

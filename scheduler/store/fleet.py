@@ -32,6 +32,7 @@ from scheduler.store.models import (
 )
 from scheduler.store.records import GpuRecord, MigInstanceRecord, NodeRecord
 from scheduler.store.residency import NodeResidency, load_node_residency, residency_t
+from scheduler.store.sql import any_of
 
 nodes_t = cast(Table, NodeRow.__table__)
 gpus_t = cast(Table, GpuRow.__table__)
@@ -57,7 +58,7 @@ def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView
     deleted node is none of them (the allocator drops it from its snapshot)."""
     node_query = select(nodes_t).where(nodes_t.c.deleted_at.is_(None))
     if names is not None:
-        node_query = node_query.where(nodes_t.c.name.in_(list(names)))
+        node_query = node_query.where(any_of(nodes_t.c.name, names))
     node_rows = conn.execute(node_query).mappings().all()
     node_names = {row["id"]: row["name"] for row in node_rows}
     gpu_query = select(gpus_t)
@@ -65,9 +66,9 @@ def load_nodes(conn: Connection, names: Collection[str] | None) -> list[NodeView
         claims_t.c.gpu_id, claims_t.c.mig_profile, claims_t.c.mig_start, claims_t.c.mig_size
     ).where(claims_t.c.mig_profile.is_not(None))
     if names is not None:
-        gpu_query = gpu_query.where(gpus_t.c.node_id.in_(list(node_names)))
+        gpu_query = gpu_query.where(any_of(gpus_t.c.node_id, node_names))
         mig_query = mig_query.where(
-            claims_t.c.gpu_id.in_(select(gpus_t.c.id).where(gpus_t.c.node_id.in_(list(node_names))))
+            claims_t.c.gpu_id.in_(select(gpus_t.c.id).where(any_of(gpus_t.c.node_id, node_names)))
         )
     gpu_rows = conn.execute(gpu_query).mappings().all()
     masks: dict[int, int] = defaultdict(int)

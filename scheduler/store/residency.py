@@ -15,6 +15,7 @@ from scheduler.domain.errors import NotFound
 from scheduler.domain.model_loading import GPU, HOST_RAM, LOCAL_DISK
 from scheduler.domain.residency import ResidentModel
 from scheduler.store.models import GpuRow, ModelResidencyRow, NodeRow
+from scheduler.store.sql import any_of
 
 residency_t = cast(Table, ModelResidencyRow.__table__)
 nodes_t = cast(Table, NodeRow.__table__)
@@ -87,7 +88,7 @@ def load_node_residency(
         residency_t.c.size_bytes,
     )
     if node_ids is not None:
-        query = query.where(residency_t.c.node_id.in_(list(node_ids)))
+        query = query.where(any_of(residency_t.c.node_id, node_ids))
     result: dict[int, NodeResidency] = defaultdict(NodeResidency)
     for node_id, gpu_id, model, tier, standby, size in conn.execute(query).all():
         residency = result[node_id]

@@ -26,6 +26,7 @@ from scheduler.domain.clock import ManualClock
 from scheduler.domain.errors import InvalidArgument, ResourceExhausted, Unavailable
 from scheduler.fleetfile import SimulatedNode
 from scheduler.store import allocations as allocations_store
+from scheduler.store.fleet import load_nodes
 from scheduler.store.records import AllocationRecord
 from tests.integration.conftest import Client, register_fleet
 
@@ -238,3 +239,75 @@ def test_a_batch_costs_two_round_trips(app: SchedulerApp, fleet_client: Client) 
         allocator.release(placed.id, "done")
     assert allocator.batches_committed - batches == 10
     assert allocator.round_trips - trips == 20
+
+
+def test_another_replicas_claims_reload_only_their_nodes(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A capacity notification names the nodes and the tenants' usage a batch
+    changed: the other replica reloads those nodes, not its whole snapshot
+    (8-9 s at 100,000 GPUs), and still sees the claim and counts its usage."""
+    taker, other = start_app(), start_app()
+    admin = Client.as_admin(taker)
+    register_fleet(admin, mixed_fleet)
+    whole8: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    whole1: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=1), "gpu_models": ["B200"]}
+
+    def other_counts(units: Callable[[float], bool]) -> bool:
+        """Whether the other replica, once it has heard, counts team-a's usage so."""
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            other.allocator.place_pending()  # a batch: applies what it heard
+            if units(other.allocator.tenant_usage().get("team-a", 0.0)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    try:
+        other.allocator.allocate(spec("warm-up", tenant="team-b"))  # its snapshot is loaded
+        reloads = other.allocator.full_reloads
+        held = taker.allocator.allocate(spec("all-b200", **whole8))
+        assert held.state == "placed"
+        assert other_counts(lambda units: units > 0), "the other replica counts the claim"
+        late = other.allocator.allocate(spec("one-b200", **whole1))
+        assert late.state == "pending", "it saw the B200 node full, without a lost race"
+        taker.allocator.release(held.id, "done")
+        assert other_counts(lambda units: units == 0), "and the release"
+        again = other.allocator.allocate(spec("one-b200-again", **whole1))
+        assert again.state == "placed", "it saw the node free again"
+        assert other.allocator.full_reloads == reloads, "no full snapshot reload"
+    finally:
+        admin.close()
+
+
+def test_reloading_more_nodes_than_a_statement_has_parameters_for(
+    app: SchedulerApp, fleet_client: Client, mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A per-node reload names its nodes in one array parameter: more names
+    than PostgreSQL's 65,535 bind parameters is still one statement."""
+    names = [n.name for n in mixed_fleet] + [f"absent-{i}" for i in range(70_000)]
+    with app.engine.connect() as conn:
+        loaded = load_nodes(conn, names)
+    assert sorted(n.name for n in loaded) == sorted(n.name for n in mixed_fleet)
+
+
+def test_a_lost_race_reloads_the_nodes_it_was_lost_on(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> None:
+    """A replica that has not heard of the other's claim loses the race for it
+    at commit (the database's constraints), then reloads the nodes its batch
+    touched, not the whole fleet, and answers from what it finds there."""
+    deaf, other = start_app(), start_app()
+    admin = Client.as_admin(deaf)
+    register_fleet(admin, mixed_fleet)
+    whole8: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    try:
+        deaf.allocator.allocate(spec("warm-up"))  # its snapshot is loaded
+        deaf.listener.stop()  # from now on it hears nothing of the other replica
+        reloads = deaf.allocator.full_reloads
+        assert other.allocator.allocate(spec("first", **whole8)).state == "placed"
+        late = deaf.allocator.allocate(spec("second", **whole8))
+        assert late.state == "pending", "the B200 node is taken: it waits"
+        assert deaf.allocator.full_reloads == reloads, "only the lost node was reloaded"
+    finally:
+        admin.close()

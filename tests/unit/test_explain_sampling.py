@@ -52,3 +52,20 @@ def test_a_rare_model_missed_by_the_sample_is_found_by_a_full_scan() -> None:
     found = {(r.plugin, r.count) for r in outcome.reasons}
     assert ("NodeSchedulable", 1) in found, "the one H100 node is cordoned"
     assert SAMPLED not in {plugin for plugin, _ in found}
+
+
+def test_nodes_of_other_models_are_counted_exactly_and_only_allowed_ones_sampled() -> None:
+    others = 4 * EXPLAIN_NODES
+    allowed = EXPLAIN_NODES + EXPLAIN_NODES // 2
+    nodes = [make_node(f"l4-{i:04d}", "L4") for i in range(others)]
+    nodes += [make_node(f"h-{i:04d}") for i in range(allowed)]
+    snapshot = fleet(*nodes)
+    for i in range(allowed):
+        _busy(snapshot, f"h-{i:04d}", 6)
+    request = PlacementRequest(WholeDemand(4), gpu_models=frozenset({"H100-80GB"}))
+    outcome = place(snapshot, request)
+    assert outcome.placement is None and not outcome.unschedulable
+    counts = {(r.plugin, r.reason): r.count for r in outcome.reasons}
+    assert counts["GpuModelAllowed", "model L4 not in the allowed models"] == others * 8
+    assert counts["WholeGpusFree", "node has 2 free GPUs, needs 4"] == allowed
+    assert f"{EXPLAIN_NODES} of {allowed} nodes" in outcome.reasons[-1].reason
