@@ -33,7 +33,8 @@ class Screen:
         """Read until `text` shows (after the last `after`, when given)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.text[self.text.rfind(after) :]:
+            shown = self.text
+            if text in (shown[shown.rfind(after) :] if after else shown):
                 return self.text
             ready, _, _ = select.select([self.fd], [], [], 0.2)
             if ready:
