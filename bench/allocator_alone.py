@@ -8,7 +8,7 @@ threads straight into a real replica's Allocator, on a scratch database with
 the same 10,000-GPU fleet (bench.support.fleet), written in one transaction.
 
 Run: python -m bench.allocator_alone [--clients 32] [--seconds 20]
-        [--database-url URL]
+        [--packing-policy NAME] [--database-url URL]
 JSON (last line): allocations_per_s (with as many releases), allocate_p50_ms,
 allocate_p99_ms, cpu_ms_per_allocation (the whole process: allocator and client
 threads, from /proc), commands_per_batch, round_trips_per_batch (counted by the
@@ -37,6 +37,7 @@ from scheduler.api.converters import allocation_spec, gpu_specs
 from scheduler.app import SchedulerApp, SchedulerSettings
 from scheduler.domain.clock import SystemClock
 from scheduler.domain.node_reports import validate_registration
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY, POLICY_NAMES
 from scheduler.simfleet import register_request
 from scheduler.store import fleet as fleet_store
 from scheduler.store.database import migrate, normalise_url
@@ -113,6 +114,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--packing-policy", default=DEFAULT_PACKING_POLICY, choices=POLICY_NAMES)
     parser.add_argument(
         "--database-url", default=os.environ.get("GPUPOOL_DATABASE_URL") or DEFAULT_URL
     )
@@ -125,7 +127,12 @@ def main() -> None:
         gpus = seed_fleet(url)
         console.print(f"seeded {gpus:,} GPUs")
         settings = SchedulerSettings(
-            database_url=url, listen="127.0.0.1:0", agent_listen="", insecure=True, run_loops=False
+            database_url=url,
+            listen="127.0.0.1:0",
+            agent_listen="",
+            insecure=True,
+            run_loops=False,
+            packing_policy=args.packing_policy,
         )
         app = SchedulerApp(settings)
         app.start()
@@ -152,6 +159,7 @@ def main() -> None:
         batches = allocator.batches_committed - batches0
         summary: dict[str, Any] = {
             "gpus": gpus,
+            "packing_policy": args.packing_policy,
             "clients": args.clients,
             "allocations_per_s": round(len(churn.allocate_s) / wall, 1),
             "releases_per_s": round(churn.pairs / wall, 1),
