@@ -280,7 +280,17 @@ def _place_fragmentation_walk(
         limit = max(1, config.feasible_to_score)
     names = best_nodes(ctx, pipeline, state, config.node_order, limit)
     if not names:
-        return _place_by_policy(ctx, pipeline, state, config, explain_failure)
+        # Nothing FGD rates fits: the policy's own pass (host-only and reserved
+        # cases) without its full tally, then the walk's bounded explanation (its
+        # sampled nodes: the same reasons the walk gives, at any fleet size).
+        outcome = _place_by_policy(ctx, pipeline, state, config, explain_failure=False)
+        if outcome.placement is not None or outcome.unschedulable or not explain_failure:
+            return outcome
+        if not config.explain_failures:
+            return PlacementOutcome(None)
+        tally, unschedulable = explain(ctx, pipeline)
+        reasons = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
+        return PlacementOutcome(None, reasons, unschedulable)
     options: list[Option] = []
     if ctx.request.model:
         warm = itertools.islice(_warm_options(ctx, pipeline), max(1, config.feasible_to_score))
