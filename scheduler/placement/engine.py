@@ -197,13 +197,16 @@ def _place(
         if len(options) >= limit:
             break
     if not options:
-        if not explain_failure:
-            return PlacementOutcome(None)
-        tally, unschedulable = explain(ctx, pipeline)
-        reasons = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
-        return PlacementOutcome(None, reasons, unschedulable)
+        return _explained_failure(ctx, pipeline) if explain_failure else PlacementOutcome(None)
     best, score = _best(ctx, pipeline, options, config.score_weights)
     return PlacementOutcome(Placement(best.node.name, _claims(request.demand, best), score))
+
+
+def _explained_failure(ctx: CycleContext, pipeline: Pipeline) -> PlacementOutcome:
+    """Nothing fits: why, from the walk's bounded explanation (sampled on large fleets)."""
+    tally, unschedulable = explain(ctx, pipeline)
+    reasons = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
+    return PlacementOutcome(None, reasons, unschedulable)
 
 
 def _place_layout(
@@ -288,9 +291,7 @@ def _place_fragmentation_walk(
             return outcome
         if not config.explain_failures:
             return PlacementOutcome(None)
-        tally, unschedulable = explain(ctx, pipeline)
-        reasons = tuple(Rejection(plugin, reason, count) for plugin, reason, count in tally)
-        return PlacementOutcome(None, reasons, unschedulable)
+        return _explained_failure(ctx, pipeline)
     options: list[Option] = []
     if ctx.request.model:
         warm = itertools.islice(_warm_options(ctx, pipeline), max(1, config.feasible_to_score))
