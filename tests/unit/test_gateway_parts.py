@@ -96,7 +96,7 @@ def test_replica_speed_comes_from_the_performance_model() -> None:
     b200 = replica_speed(
         ReplicaUpdate("r", "d", "t", "ready", model="llama-3.1-8b", gpu_model="B200")
     )
-    assert b200.prefill_tokens_per_s > 2 * h100.prefill_tokens_per_s
+    assert b200.prefill_tokens_per_s > h100.prefill_tokens_per_s  # how much: bench/
     int4 = replica_speed(
         ReplicaUpdate(
             "r", "d", "t", "ready", model="llama-3.1-70b", variant="int4", gpu_model="A100-80GB"

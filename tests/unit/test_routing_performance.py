@@ -50,7 +50,7 @@ def test_int4_weights_decode_faster_but_prefill_at_the_same_flops() -> None:
     fp16 = engine_performance("A100-80GB", "llama-3.1-70b", dtype="fp16", gpu_count=2)
     int4 = engine_performance("A100-80GB", "llama-3.1-70b", dtype="int4", gpu_count=2)
     assert int4.prefill_tokens_per_s == pytest.approx(fp16.prefill_tokens_per_s)
-    assert int4.per_sequence_decode_tokens_per_s() > 3 * fp16.per_sequence_decode_tokens_per_s()
+    assert int4.per_sequence_decode_tokens_per_s() > fp16.per_sequence_decode_tokens_per_s()
     assert int4.kv_capacity_tokens > fp16.kv_capacity_tokens
 
 
