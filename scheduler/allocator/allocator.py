@@ -614,7 +614,7 @@ class Allocator:
         # Everything left to write, and the commit, in one round trip:
         # nothing below reads, so psycopg's pipeline sends it all at once.
         # A constraint that refuses a claim surfaces at the commit.
-        batch.pipelined = batch.sql.pipelined = True
+        batch.sql.pipelined = True
         with translated("COMMIT"), driver.pipeline():
             for write in batch.closing_writes:
                 write()

@@ -72,7 +72,6 @@ class Batch:
     usage_delta: dict[str, float] = field(default_factory=dict)  # what this batch moved
     freed_models: set[str] = field(default_factory=set)  # GPU models this batch freed
     shape_changed: bool = False  # the fleet itself changed since the last pass
-    pipelined: bool = False  # the closing writes share one round trip
     # Rows the opening read locked (releases) or found (retried requests).
     locked: dict[str, dict[str, Any]] = field(default_factory=dict)
     found: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
@@ -148,7 +147,7 @@ class Batch:
         """A SQLAlchemy before_cursor_execute hook: one statement, one round trip
         (an executemany is pipelined by psycopg: also one); in the final
         pipeline the statements share one round trip, counted by the allocator."""
-        if not self.pipelined:
+        if not self.sql.pipelined:
             self.sql.round_trip()
 
     @property

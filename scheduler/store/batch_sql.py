@@ -20,6 +20,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
@@ -129,6 +130,7 @@ def translated(statement: str) -> Iterator[None]:
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
+@lru_cache(maxsize=64)  # a handful of column sets, built once each
 def _update_sql(columns: tuple[str, ...]) -> str:
     unknown = set(columns) - _UPDATE_COLUMNS
     if unknown:
