@@ -12,7 +12,6 @@ and the commands are retried one by one.
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import queue
@@ -30,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, Operation
 from scheduler.allocator import commands as cmd
 from scheduler.allocator.batch import Batch, no_room_memo
 from scheduler.allocator.capacity import CapacityChange, TxSnapshot
+from scheduler.allocator.collector import FullPasses
 from scheduler.allocator.notifier import ChangeNotifier
 from scheduler.allocator.placing import apply_allocates, apply_pending_pass
 from scheduler.allocator.revoking import (
@@ -209,10 +209,15 @@ class Allocator:
         self._maybe_pending = True
         self._maybe_reserved = True
         self._pass_queued = threading.Event()
+        self._full_passes = FullPasses()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="allocator", daemon=True)
         # Called after each commit with the nodes whose allocations changed.
         self.on_nodes_changed: Callable[[set[str]], None] = lambda nodes: None
+        # One listener on the engine, not one per batch's connection: a listener on
+        # a connection ties it, its batch and all the batch held into a reference
+        # cycle, left to the collector (whose full passes stalled the allocator).
+        event.listen(engine, "before_cursor_execute", self._count_statement)
 
     # -- public API (called from RPC threads and loops) -------------------------
 
@@ -222,6 +227,13 @@ class Allocator:
     def stop(self) -> None:
         self._stopped.set()
         self._thread.join(timeout=10)
+        if event.contains(self._engine, "before_cursor_execute", self._count_statement):
+            event.remove(self._engine, "before_cursor_execute", self._count_statement)
+
+    def _count_statement(self, conn: Connection, *_: object) -> None:
+        batch = self._open_batch
+        if batch is not None and conn is batch.conn:
+            batch.count_statement()
 
     def allocate(self, spec: AllocationSpec, deadline: float | None = None) -> AllocationRecord:
         return self._submit(cmd.Allocate(spec), deadline=deadline)  # type: ignore[no-any-return]
@@ -395,6 +407,7 @@ class Allocator:
                 try:
                     waiting = [self._queue.get(timeout=0.2)]
                 except queue.Empty:
+                    self._full_passes.maybe_run(idle=True)
                     continue
             while len(waiting) < 4 * MAX_BATCH:
                 try:
@@ -403,6 +416,7 @@ class Allocator:
                     break
             batch, held = cmd.take_batch(waiting, MAX_BATCH, PER_TENANT_PER_BATCH)
             self._run_batch(batch)
+            self._full_passes.maybe_run(idle=False)
 
     def _run_batch(self, commands: Sequence[cmd.Command]) -> None:
         if _of(commands, cmd.PendingPass):
@@ -488,9 +502,7 @@ class Allocator:
             # on every cycle (cuts placement's tail latency). Unfreeze first:
             # what the last freeze kept (the old snapshot among it) is never
             # collected otherwise, and memory would grow with every reload.
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
+            self._full_passes.after_reload()
             return
         self._add_usage(deltas)
         if not nodes:
@@ -572,7 +584,6 @@ class Allocator:
             no_room=self._no_room,
         )
         self._open_batch = batch
-        event.listen(conn, "before_cursor_execute", batch.count_statement)
         if self._config.request_mix is not None:  # FGD learns the mix it packs for
             for allocate in _of(commands, cmd.Allocate):
                 self._config.request_mix.record(allocate.spec.placement_request())
@@ -618,6 +629,7 @@ class Allocator:
         with translated("COMMIT"), driver.pipeline():
             for write in batch.closing_writes:
                 write()
+            batch.closing_writes.clear()  # closures over the batch: no cycle left behind
             batch.sql.insert_allocations(batch.new_rows)
             batch.sql.insert_claims(batch.new_claims)
             batch.sql.insert_events(batch.events)

@@ -143,8 +143,8 @@ class Batch:
             )
         return claims
 
-    def count_statement(self, *_: object) -> None:
-        """A SQLAlchemy before_cursor_execute hook: one statement, one round trip
+    def count_statement(self) -> None:
+        """One SQLAlchemy statement of this batch (before_cursor_execute): one round trip
         (an executemany is pipelined by psycopg: also one); in the final
         pipeline the statements share one round trip, counted by the allocator."""
         if not self.sql.pipelined:

@@ -19,6 +19,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress
 
+from scheduler.allocator.collector import take_over_full_passes
 from scheduler.cli.stopping import StopSignals, stop_processes
 from scheduler.fleetfile import SimulatedNode, load_fleet
 from scheduler.logs import LOG_FORMATS, configure_logging
@@ -381,6 +382,7 @@ def serve(
             f"{rendezvous_ports!r} is not LOW-HIGH", param_hint="--rendezvous-ports"
         )
     transport = Transport(agent_listen, insecure, tls_cert, tls_key, client_ca, tls_sans)
+    take_over_full_passes()  # the allocator runs them when idle (allocator/collector.py)
     app = _start(
         console,
         database_url,
