@@ -23,6 +23,7 @@ on any GPU and releases it, one pair at a time, and records Allocate latency.
 
 JSON: probe_allocate_p50_ms/_p99_ms with _during and _after suffixes,
 idle_cpu_pct (scheduler CPU over step 4, % of one core, from /proc),
+idle_cpu_pct_queue (that minus idle_cpu_pct_empty_queue: the queue's own cost),
 passes_on_followers (the follower's Admin.GetAllocatorStats.pending_passes at
 the end: must be 0), pending_total (state 'pending' in the database).
 Targets: probe p99 < 50 ms during and after the flood, idle CPU < 5 %.
@@ -279,6 +280,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "probe_errors": sum(math.isnan(took) for _, took in samples),
         "idle_cpu_pct": round(idle, 1),
         "idle_cpu_pct_empty_queue": round(baseline[0], 1),
+        # What the full queue itself costs over the agents' heartbeats (same replica).
+        "idle_cpu_pct_queue": round(idle - baseline[0], 1),
         "follower_idle_cpu_pct": round(follower_idle, 1),
         "idle_pending_passes": stats["leader"].pending_passes - passes_before,
         "passes_on_leader": stats["leader"].pending_passes,
