@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
+from scheduler.placement.capacity_fragments import CapacityFragments
 from scheduler.placement.plugins import CycleContext, Option
 
 # Typical types cover this share of the observed requests (the paper's 95 %).
@@ -60,6 +61,10 @@ def pod_type_of(request: PlacementRequest) -> PodType | None:
         milli = 1000 if demand.count else 0
         return PodType(request.cpu_milli, demand.count, milli, request.gpu_models, memory)
     return None
+
+
+# node_fragment and its variants: (types, GPUs, free CPU, free memory) -> fragment.
+FragmentMeasure = Callable[[Sequence[tuple[PodType, float]], GpuState, int, int], float]
 
 
 class RequestMix:
@@ -501,6 +506,7 @@ class FragmentationScorer:
         self._types: tuple[tuple[PodType, float], ...] = ()
         self._memo: dict[tuple[GpuState, int, int], float] = {}
         self._versatility: dict[tuple[GpuState, int, int], float] = {}
+        self._measure: FragmentMeasure = node_fragment
 
     def _refresh(self) -> None:
         if self._version != self.mix.version:
@@ -508,6 +514,22 @@ class FragmentationScorer:
             self._types = self.mix.typical(self.coverage, self.memory_aware, self.by_demand)
             self._memo.clear()
             self._versatility.clear()
+            self._measure = self._measure_for(self._types)
+
+    def _measure_for(self, types: tuple[tuple[PodType, float], ...]) -> FragmentMeasure:
+        """The node_fragment variant the options name (for `types`, as some precompute)."""
+        if self.experiment == "csi":
+            return node_fragment_sharing_idle_whole
+        if self.experiment == "csg":
+            return node_fragment_sharing_remainder
+        if self.experiment == "csc":
+            return node_fragment_sharing_resources
+        if self.sharing_capacity:
+            # node_fragment_sharing_by_capacity, vectorised (the default policy's hot loop).
+            return CapacityFragments(types)
+        if self.by_resources:
+            return node_fragment_with_resources
+        return node_fragment_by_capacity if self.by_capacity else node_fragment
 
     def versatility(self, gpus: GpuState, free_cpu: int, free_memory: int = UNTRACKED_CPU) -> float:
         """Memoised node_versatility of a node state (GPUs in any order)."""
@@ -531,18 +553,7 @@ class FragmentationScorer:
         if value is None:
             if len(self._memo) >= MAX_MEMO:
                 self._memo.clear()
-            measure = node_fragment_by_capacity if self.by_capacity else node_fragment
-            if self.by_resources:
-                measure = node_fragment_with_resources
-            if self.sharing_capacity:
-                measure = node_fragment_sharing_by_capacity
-            if self.experiment == "csi":
-                measure = node_fragment_sharing_idle_whole
-            if self.experiment == "csg":
-                measure = node_fragment_sharing_remainder
-            if self.experiment == "csc":
-                measure = node_fragment_sharing_resources
-            value = self._memo[key] = measure(self._types, key[0], free_cpu, free_memory)
+            value = self._memo[key] = self._measure(self._types, key[0], free_cpu, free_memory)
         return value
 
     def best(
@@ -561,7 +572,11 @@ class FragmentationScorer:
         usable, state, before, cpu_after, memory_after = self._node_state(request, node)
         position = {g.id: i for i, g in enumerate(usable)}
         best_score, best_gpu = -1.0, fitting[0]
+        tried: set[tuple[str, int]] = set()
         for gpu in fitting:  # index order: the first GPU with the best score wins
+            if (gpu.model, gpu.free_milli) in tried:
+                continue  # the same node state after as an earlier GPU's: it cannot win
+            tried.add((gpu.model, gpu.free_milli))
             i = position[gpu.id]
             after = list(state)
             after[i] = (gpu.model, gpu.free_milli - demand.milli)
