@@ -15,6 +15,7 @@ import itertools
 import random
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
@@ -36,6 +37,9 @@ REJECTED = -1
 # Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
 MAX_REQUEST_KINDS = 4_000
 MAX_CLASSES_PER_KIND = 200_000
+# A request kind's memo is cut back to the classes in use once it holds this many times
+# as many (the rest are states no node is in now; a state seen again is judged again).
+STALE_VERDICTS = 4
 
 
 class PolicyState:
@@ -178,11 +182,18 @@ def _scan_best(
     class and the request only."""
     snapshot = ctx.snapshot
     classes = snapshot.node_classes()
-    if not classes.keys() <= verdicts.keys():  # classes new to this request: judge them
+    found = list(map(verdicts.get, classes))
+    if None in found:  # classes new to this request: judge them, then read again
         for class_key in set(classes).difference(verdicts):
             node = snapshot.nodes[next(iter(classes[class_key]))]
             verdicts[class_key] = _judge(ctx, pipeline, scorer, node)
-    scores = list(map(verdicts.__getitem__, classes))
+        if len(verdicts) > STALE_VERDICTS * len(classes):
+            # Mostly states no node is in any more: keep the memo small, so it stays fast.
+            kept = {k: verdicts[k] for k in classes}
+            verdicts.clear()
+            verdicts.update(kept)
+        found = list(map(verdicts.get, classes))
+    scores = cast(list[int], found)  # every class judged: no None left
     best = max(scores, default=REJECTED)
     if best == REJECTED:
         return [], -1, verdicts

@@ -349,8 +349,6 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
     if parts[0] != "fgd" or len(rules) > 1:
         raise ValueError(f"unknown packing policy {policy!r}")
     rule = next(iter(rules), "")
-    if rule and "walk" in flags:
-        raise ValueError(f"packing policy {policy!r}: +walk takes no tie rule")
     tie_rules: dict[str, type[FragmentationTieBreak]] = {
         "used": FragmentationUsedFirst,
         "niche": FragmentationNiche,
