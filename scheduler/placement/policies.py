@@ -332,7 +332,21 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
     """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
     parts = policy.split("+")
     flags = set(parts[1:])
-    options = {"mem", "all", "xg", "dw", "cap", "res", "cs", "csg", "csc", "csi", "walk"}
+    options = {
+        "mem",
+        "all",
+        "ud",
+        "xg",
+        "tg",
+        "dw",
+        "cap",
+        "res",
+        "cs",
+        "csg",
+        "csc",
+        "csi",
+        "walk",
+    }
     rules = flags - options
     fgd = FragmentationScorer(
         mix,
@@ -345,6 +359,8 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
         by_resources="res" in flags,
         sharing_capacity="cs" in flags,
         experiment=next((f for f in ("csg", "csc", "csi") if f in flags), ""),
+        tight_gpu="tg" in flags,
+        demand_cut="ud" in flags,
     )
     if parts[0] != "fgd" or len(rules) > 1:
         raise ValueError(f"unknown packing policy {policy!r}")
