@@ -189,7 +189,7 @@ def _scan_best(
             verdicts[class_key] = _judge(ctx, pipeline, scorer, node)
         if len(verdicts) > STALE_VERDICTS * len(classes):
             # Mostly states no node is in any more: keep the memo small, so it stays fast.
-            kept = {k: verdicts[k] for k in classes}
+            kept: dict[Hashable, Verdict] = {k: verdicts[k] for k in classes}
             verdicts.clear()
             verdicts.update(kept)
         found = list(map(verdicts.get, classes))
