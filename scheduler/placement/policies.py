@@ -329,7 +329,7 @@ def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
 
 
 def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
-    """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
+    """fgd[+used|+niche|+bf][+mem][+all|+ud][+cs][+xg|+tg][+walk]...: a tie rule and options."""
     parts = policy.split("+")
     flags = set(parts[1:])
     options = {
