@@ -49,7 +49,7 @@ from scheduler.placement.plugins import (
     Option,
     ScorePlugin,
 )
-from scheduler.placement.policies import in_walk
+from scheduler.placement.policies import FragmentationTieBreak, in_walk
 from scheduler.placement.warm import node_rank
 
 
@@ -254,10 +254,17 @@ def _place_by_policy(
     if choice.option is not None:
         claims = _claims(ctx.request.demand, choice.option)
         return PlacementOutcome(Placement(choice.option.node.name, claims, choice.score))
+    return _policy_failure(ctx, choice.rejections)
+
+
+def _policy_failure(
+    ctx: CycleContext, rejections: tuple[tuple[str, str, int], ...]
+) -> PlacementOutcome:
+    """No feasible node for a packing policy: unschedulable, or the rejections counted."""
     why = unschedulable_reason(ctx)
     if why is not None:
         return PlacementOutcome(None, (Rejection(UNSCHEDULABLE, why, 0),), unschedulable=True)
-    return PlacementOutcome(None, tuple(Rejection(p, r, c) for p, r, c in choice.rejections))
+    return PlacementOutcome(None, tuple(Rejection(p, r, c) for p, r, c in rejections))
 
 
 def _place_fragmentation_walk(
@@ -275,19 +282,21 @@ def _place_fragmentation_walk(
     so only then are up to feasible_to_score of them scored; otherwise the first in
     node order is, exactly as fgd+mem would choose.
     """
-    scorer = state.scorer
-    assert isinstance(scorer, FragmentationScorer)  # in_walk: a plain FGD scorer
+    # in_walk: an FGD scorer, or a tie rule over one (ties between nodes only)
+    scorer = state.scorer.fgd if isinstance(state.scorer, FragmentationTieBreak) else state.scorer
+    assert isinstance(scorer, FragmentationScorer)
     demand = ctx.request.demand
     limit = 1
     if isinstance(demand, WholeDemand) and demand.count > 1:
         limit = max(1, config.feasible_to_score)
     names = best_nodes(ctx, pipeline, state, config.node_order, limit)
     if not names:
-        # Nothing FGD rates fits: the policy's own pass (host-only and reserved
-        # cases) without its full tally, then the walk's bounded explanation (its
-        # sampled nodes: the same reasons the walk gives, at any fleet size).
-        outcome = _place_by_policy(ctx, pipeline, state, config, explain_failure=False)
-        if outcome.placement is not None or outcome.unschedulable or not explain_failure:
+        # Nothing FGD rates fits, reserved nodes passed over too (best_nodes looks past
+        # them as the policy's own pass would, so that pass is not repeated): without
+        # the policy's full tally, the walk's bounded explanation (its sampled nodes:
+        # the same reasons the walk gives, at any fleet size).
+        outcome = _policy_failure(ctx, ())
+        if outcome.unschedulable or not explain_failure:
             return outcome
         if not config.explain_failures:
             return PlacementOutcome(None)

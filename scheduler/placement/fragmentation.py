@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
+from scheduler.placement.capacity_fragments import CapacityFragments
 from scheduler.placement.plugins import CycleContext, Option
 
 # Typical types cover this share of the observed requests (the paper's 95 %).
@@ -62,6 +63,10 @@ def pod_type_of(request: PlacementRequest) -> PodType | None:
     return None
 
 
+# node_fragment and its variants: (types, GPUs, free CPU, free memory) -> fragment.
+FragmentMeasure = Callable[[Sequence[tuple[PodType, float]], GpuState, int, int], float]
+
+
 class RequestMix:
     """How often each pod type was asked for: built from a trace or recorded live.
 
@@ -81,7 +86,7 @@ class RequestMix:
         self._recent: deque[PodType] = deque(maxlen=max(1, window))
         self._pending = 0  # records since version last changed
         self.version = 0  # bumped when the typical types may have changed
-        self._typical: dict[tuple[float, bool, bool], tuple[tuple[PodType, float], ...]] = {}
+        self._typical: dict[tuple[float, bool, bool, bool], tuple[tuple[PodType, float], ...]] = {}
 
     @classmethod
     def from_requests(cls, requests: Iterable[PlacementRequest]) -> RequestMix:
@@ -138,6 +143,7 @@ class RequestMix:
         coverage: float = DEFAULT_COVERAGE,
         memory_aware: bool = False,
         by_demand: bool = False,
+        demand_cut: bool = False,
     ) -> tuple[tuple[PodType, float], ...]:
         """The most popular types until they cover `coverage` of requests, with popularity.
 
@@ -148,9 +154,11 @@ class RequestMix:
         (the paper's FGD); with it, each kept type is split by the memory its
         requests asked for. `by_demand` weighs a type by the GPU it asks for in all
         (count x GPUs x milli) rather than by its count, so host-only types drop out
-        and multi-GPU ones, rare by count, weigh what they ask for.
+        and multi-GPU ones, rare by count, weigh what they ask for. `demand_cut` also
+        keeps the types that cover `coverage` of the GPU asked for (multi-GPU types,
+        rare by count), still weighed by count.
         """
-        key = (coverage, memory_aware, by_demand)
+        key = (coverage, memory_aware, by_demand, demand_cut)
         cached = self._typical.get(key)
         if cached is not None:
             return cached
@@ -164,14 +172,13 @@ class RequestMix:
             if weight:
                 weights[plain] += weight
                 by_memory.setdefault(plain, Counter())[pod_type.memory_mib] += weight
-        total = sum(weights.values())
-        kept: list[tuple[PodType, int]] = []
-        covered = 0
-        for pod_type, weight in weights.most_common():
-            if covered >= coverage * total:
-                break
-            kept.append((pod_type, weight))
-            covered += weight
+        kept = _most_common_covering(weights, coverage)
+        if demand_cut:
+            demand = Counter({t: w * t.num_gpu * t.gpu_milli for t, w in weights.items()})
+            heavy = {t for t, _ in _most_common_covering(+demand, coverage)}
+            chosen = {t for t, _ in kept} | heavy
+            kept = [(t, w) for t, w in weights.most_common() if t in chosen]
+        covered = sum(w for _, w in kept)
         typical: tuple[tuple[PodType, float], ...]
         if memory_aware:
             typical = tuple(
@@ -183,6 +190,19 @@ class RequestMix:
             typical = tuple((pod_type, weight / covered) for pod_type, weight in kept)
         self._typical[key] = typical
         return typical
+
+
+def _most_common_covering(weights: Counter[PodType], coverage: float) -> list[tuple[PodType, int]]:
+    """The heaviest types, heaviest first, until they cover `coverage` of the weight."""
+    total = sum(weights.values())
+    kept: list[tuple[PodType, int]] = []
+    covered = 0
+    for pod_type, weight in weights.most_common():
+        if covered >= coverage * total:
+            break
+        kept.append((pod_type, weight))
+        covered += weight
+    return kept
 
 
 def _close(old: tuple[tuple[PodType, float], ...], new: tuple[tuple[PodType, float], ...]) -> bool:
@@ -482,16 +502,21 @@ class FragmentationScorer:
         by_resources: bool = False,
         sharing_capacity: bool = False,
         experiment: str = "",
+        tight_gpu: bool = False,
+        demand_cut: bool = False,
     ) -> None:
         self.experiment = experiment
         self.sharing_capacity = sharing_capacity  # node_fragment_sharing_by_capacity
         self.by_resources = by_resources  # node_fragment_with_resources
         self.by_demand = by_demand  # popularity by GPU asked for, not by count
+        self.demand_cut = demand_cut  # typical types cover the GPU asked for, too
         self.by_capacity = by_capacity  # node_fragment_by_capacity instead of node_fragment
         self.mix = mix
         self.coverage = coverage
         # On one node, pick the GPU by the exact fragmentation change, not its integer score.
         self.exact_gpu = exact_gpu
+        # Between GPUs of one node that score the same, the one with the least free milli.
+        self.tight_gpu = tight_gpu
         # What scores while the mix is empty (policies.py passes GpuPacking); None: FGD's
         # own answer, every node 50, so the node order decides.
         self.empty_mix = empty_mix
@@ -501,13 +526,32 @@ class FragmentationScorer:
         self._types: tuple[tuple[PodType, float], ...] = ()
         self._memo: dict[tuple[GpuState, int, int], float] = {}
         self._versatility: dict[tuple[GpuState, int, int], float] = {}
+        self._measure: FragmentMeasure = node_fragment
 
     def _refresh(self) -> None:
         if self._version != self.mix.version:
             self._version = self.mix.version
-            self._types = self.mix.typical(self.coverage, self.memory_aware, self.by_demand)
+            self._types = self.mix.typical(
+                self.coverage, self.memory_aware, self.by_demand, self.demand_cut
+            )
             self._memo.clear()
             self._versatility.clear()
+            self._measure = self._measure_for(self._types)
+
+    def _measure_for(self, types: tuple[tuple[PodType, float], ...]) -> FragmentMeasure:
+        """The node_fragment variant the options name (for `types`, as some precompute)."""
+        if self.experiment == "csi":
+            return node_fragment_sharing_idle_whole
+        if self.experiment == "csg":
+            return node_fragment_sharing_remainder
+        if self.experiment == "csc":
+            return node_fragment_sharing_resources
+        if self.sharing_capacity:
+            # node_fragment_sharing_by_capacity, vectorised (the default policy's hot loop).
+            return CapacityFragments(types)
+        if self.by_resources:
+            return node_fragment_with_resources
+        return node_fragment_by_capacity if self.by_capacity else node_fragment
 
     def versatility(self, gpus: GpuState, free_cpu: int, free_memory: int = UNTRACKED_CPU) -> float:
         """Memoised node_versatility of a node state (GPUs in any order)."""
@@ -531,18 +575,7 @@ class FragmentationScorer:
         if value is None:
             if len(self._memo) >= MAX_MEMO:
                 self._memo.clear()
-            measure = node_fragment_by_capacity if self.by_capacity else node_fragment
-            if self.by_resources:
-                measure = node_fragment_with_resources
-            if self.sharing_capacity:
-                measure = node_fragment_sharing_by_capacity
-            if self.experiment == "csi":
-                measure = node_fragment_sharing_idle_whole
-            if self.experiment == "csg":
-                measure = node_fragment_sharing_remainder
-            if self.experiment == "csc":
-                measure = node_fragment_sharing_resources
-            value = self._memo[key] = measure(self._types, key[0], free_cpu, free_memory)
+            value = self._memo[key] = self._measure(self._types, key[0], free_cpu, free_memory)
         return value
 
     def best(
@@ -561,13 +594,19 @@ class FragmentationScorer:
         usable, state, before, cpu_after, memory_after = self._node_state(request, node)
         position = {g.id: i for i, g in enumerate(usable)}
         best_score, best_gpu = -1.0, fitting[0]
+        tried: set[tuple[str, int]] = set()
         for gpu in fitting:  # index order: the first GPU with the best score wins
+            if (gpu.model, gpu.free_milli) in tried:
+                continue  # the same node state after as an earlier GPU's: it cannot win
+            tried.add((gpu.model, gpu.free_milli))
             i = position[gpu.id]
             after = list(state)
             after[i] = (gpu.model, gpu.free_milli - demand.milli)
             delta = self.fragmentation(tuple(after), cpu_after, memory_after) - before
             score = -delta if self.exact_gpu else float(fgd_score(delta))
-            if score > best_score:
+            if score > best_score or (
+                self.tight_gpu and score == best_score and gpu.free_milli < best_gpu.free_milli
+            ):
                 best_score, best_gpu = score, gpu
         if self.exact_gpu:
             return fgd_score(-best_score), (best_gpu,)

@@ -11,9 +11,11 @@ change (a new snapshot) or the scorer's inputs do (the request mix).
 from __future__ import annotations
 
 import heapq
+import itertools
 import random
 from collections.abc import Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import cast
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
@@ -28,12 +30,16 @@ from scheduler.placement.policies import (
     make_scorer,
 )
 
-# A class's verdict: its score, or REJECTED (why is worked out only when explaining).
-Verdict = int | tuple[()]
-REJECTED: tuple[()] = ()
+# A class's verdict: its score (0..), or REJECTED (why is worked out only when explaining).
+# Below every score, so the best verdict is a plain max() over the classes.
+Verdict = int
+REJECTED = -1
 # Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
 MAX_REQUEST_KINDS = 4_000
 MAX_CLASSES_PER_KIND = 200_000
+# A request kind's memo is cut back to the classes in use once it holds this many times
+# as many (the rest are states no node is in now; a state seen again is judged again).
+STALE_VERDICTS = 4
 
 
 class PolicyState:
@@ -71,7 +77,7 @@ class PolicyState:
                 self._verdicts.clear()
             entry = self._verdicts[key] = (mix_version, {})
         elif entry[0] != mix_version:
-            kept = {k: v for k, v in entry[1].items() if type(v) is not int}
+            kept = {k: v for k, v in entry[1].items() if v == REJECTED}
             entry = self._verdicts[key] = (mix_version, kept)
         return entry[1]
 
@@ -142,23 +148,62 @@ def _scan(
     )
     verdicts = state.verdicts_for(snapshot, key)
     keep_all = bool(request.avoid_nodes) or isinstance(state.scorer, RandomFit)
+    if not keep_all and not isinstance(state.scorer, GpuClustering):
+        return _scan_best(ctx, pipeline, state.scorer, verdicts)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
     groups: Iterable[tuple[Hashable, dict[str, None]]] = snapshot.node_classes().items()
     if isinstance(state.scorer, GpuClustering):
         groups = _groups(snapshot, state.scorer)
-    for class_key, members in groups:  # the hot loop of every policy: no generator here
+    for class_key, members in groups:
         verdict = verdicts.get(class_key)
         if verdict is None:
             node = snapshot.nodes[next(iter(members))]
             verdict = verdicts[class_key] = _judge(ctx, pipeline, state.scorer, node)
-        if type(verdict) is int:
+        if verdict != REJECTED:
             if verdict > best:
                 best = verdict
                 if not keep_all:
                     scored = []
             if keep_all or verdict == best:
                 scored.append((verdict, members))
+    return scored, best, verdicts
+
+
+def _scan_best(
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    scorer: NodeScorer,
+    verdicts: dict[Hashable, Verdict],
+) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
+    """_scan for the usual case (no reserved nodes, a state-only scorer): the simulator's
+    hot loop, so the ~1,000 classes are matched against the memo in C (map, max), not
+    one by one in Python. Judging order does not matter: a verdict depends on its
+    class and the request only."""
+    snapshot = ctx.snapshot
+    classes = snapshot.node_classes()
+    found = list(map(verdicts.get, classes))
+    if None in found:  # classes new to this request: judge them, then read again
+        for class_key in set(classes).difference(verdicts):
+            node = snapshot.nodes[next(iter(classes[class_key]))]
+            verdicts[class_key] = _judge(ctx, pipeline, scorer, node)
+        if len(verdicts) > STALE_VERDICTS * len(classes):
+            # Mostly states no node is in any more: keep the memo small, so it stays fast.
+            kept: dict[Hashable, Verdict] = {k: verdicts[k] for k in classes}
+            verdicts.clear()
+            verdicts.update(kept)
+        found = list(map(verdicts.get, classes))
+    scores = cast(list[int], found)  # every class judged: no None left
+    best = max(scores, default=REJECTED)
+    if best == REJECTED:
+        return [], -1, verdicts
+    # The few classes of the best score, found by list.index (in C), in class order.
+    values = list(classes.values())
+    scored = []
+    at = -1
+    for _ in range(scores.count(best)):
+        at = scores.index(best, at + 1)
+        scored.append((best, values[at]))
     return scored, best, verdicts
 
 
@@ -270,6 +315,9 @@ def _ranked(
 ) -> list[str]:
     """Up to `limit` nodes of the highest score that has one not in `avoid`, in node order."""
     # Highest score first; within a score, the lowest nodes in the fixed order.
+    if not avoid and limit == 1 and order is not None and scored:  # the usual case, in C
+        best_names = itertools.chain.from_iterable(m for s, m in scored if s == best)
+        return [min(best_names, key=order.__getitem__)]
     for score in sorted({s for s, _ in scored}, reverse=True) if avoid else [best]:
         names = [n for s, members in scored if s == score for n in members if n not in avoid]
         if names:
@@ -313,7 +361,7 @@ def _tally(
             tally[NodeReserved.name, reason] = tally.get((NodeReserved.name, reason), 0) + len(
                 reserved
             )
-        if isinstance(verdict, int) or len(reserved) == len(members):
+        if verdict != REJECTED or len(reserved) == len(members):
             continue
         representative = ctx.snapshot.nodes[next(iter(members))]
         for plugin, reason, count in _rejections(ctx, pipeline, representative):

@@ -329,10 +329,24 @@ def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
 
 
 def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
-    """fgd[+used|+niche|+bf][+mem][+all][+xg]: a tie rule and options of the fragmentation."""
+    """fgd[+used|+niche|+bf][+mem][+all|+ud][+cs][+xg|+tg][+walk]...: a tie rule and options."""
     parts = policy.split("+")
     flags = set(parts[1:])
-    options = {"mem", "all", "xg", "dw", "cap", "res", "cs", "csg", "csc", "csi", "walk"}
+    options = {
+        "mem",
+        "all",
+        "ud",
+        "xg",
+        "tg",
+        "dw",
+        "cap",
+        "res",
+        "cs",
+        "csg",
+        "csc",
+        "csi",
+        "walk",
+    }
     rules = flags - options
     fgd = FragmentationScorer(
         mix,
@@ -345,12 +359,12 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
         by_resources="res" in flags,
         sharing_capacity="cs" in flags,
         experiment=next((f for f in ("csg", "csc", "csi") if f in flags), ""),
+        tight_gpu="tg" in flags,
+        demand_cut="ud" in flags,
     )
     if parts[0] != "fgd" or len(rules) > 1:
         raise ValueError(f"unknown packing policy {policy!r}")
     rule = next(iter(rules), "")
-    if rule and "walk" in flags:
-        raise ValueError(f"packing policy {policy!r}: +walk takes no tie rule")
     tie_rules: dict[str, type[FragmentationTieBreak]] = {
         "used": FragmentationUsedFirst,
         "niche": FragmentationNiche,

@@ -8,7 +8,7 @@ import pytest
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement import PlacementConfig, place
+from scheduler.placement import PlacementConfig, config_for_policy, place
 from scheduler.placement.fragmentation import (
     FragmentationScorer,
     PodType,
@@ -100,6 +100,34 @@ def test_fgd_picks_the_first_gpu_index_with_the_best_score() -> None:
     score, chosen = scorer.best(request, node, fitting)
     assert [g.index for g in chosen] == [1]
     assert score == fgd_score(-400)
+
+
+def test_a_demand_cut_also_keeps_the_types_that_ask_for_most_gpu() -> None:
+    requests = (
+        [PlacementRequest(FractionDemand(500, 0), cpu_milli=4000)] * 6
+        + [PlacementRequest(WholeDemand(0), cpu_milli=2000)] * 3
+        + [PlacementRequest(WholeDemand(8), cpu_milli=1000)]
+    )
+    mix = RequestMix.from_requests(requests)
+    # By count the 8-GPU type is below the cut; by GPU asked for it is 8,000 of 11,000.
+    assert PodType(1000, 8, 1000) not in dict(mix.typical(0.85))
+    typical = dict(mix.typical(0.85, demand_cut=True))
+    assert list(typical) == [PodType(4000, 1, 500), PodType(2000, 0, 0), PodType(1000, 8, 1000)]
+    assert list(typical.values()) == pytest.approx([0.6, 0.3, 0.1])  # still by count
+
+
+def test_a_walk_policy_may_break_ties_by_a_rule() -> None:
+    snapshot = FleetSnapshot()
+    snapshot.upsert_node(sim_node("idle", [1000, 1000]))
+    snapshot.upsert_node(sim_node("used", [0, 1000, 1000]))
+    mix = RequestMix([(PodType(0, 1, 1000), 1)])
+    order = {"idle": 0, "used": 1}
+    request = PlacementRequest(WholeDemand(1))
+    plain = config_for_policy("fgd+walk", request_mix=mix, node_order=order)
+    used = config_for_policy("fgd+used+walk", request_mix=mix, node_order=order)
+    first, second = place(snapshot, request, plain), place(snapshot, request, used)
+    assert first.placement is not None and first.placement.node == "idle"
+    assert second.placement is not None and second.placement.node == "used"
 
 
 def test_fgd_used_breaks_equal_fgd_scores_towards_nodes_in_use() -> None:

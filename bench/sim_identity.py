@@ -1,0 +1,60 @@
+"""The default packing policy's placements, unchanged by a speed-up: a few simulated seeds
+against figures recorded before it.
+
+Run: python -m bench.sim_identity [--policy P]
+Replays each (trace, seed) below and compares its unallocated GPU % at 100 % arrival
+(exact float), its placed and failed pod counts and a hash of its whole allocation
+curve with the recorded ones; prints CPU seconds per seed. Exit status 1 on any
+difference. The figures were recorded at commit 0fb1b36 (before the vectorised
+fragment and the C-level class scan); a change meant to alter placements must
+re-record them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+
+from scheduler.placement.policies import DEFAULT_PACKING_POLICY
+from scheduler.sim.run import SeedResult, simulate
+from scheduler.sim.trace import read_nodes, read_pods
+from scheduler.sim.traces import default_nodes, resolve_pods
+
+# (trace, seed) -> (unallocated % at 100 %, placed, failed, allocation hash)
+RECORDED: dict[tuple[str, int], tuple[float, int, int, str]] = {
+    ("gpushare40", 42): (5.9656097753586295, 8994, 2732, "15eb19c8c894"),
+    ("gpushare40", 43): (5.886217769254387, 8969, 2710, "5e6169ae2288"),
+    ("gpuspec10", 42): (4.373631680618075, 8385, 2386, "55bbbc51b0ce"),
+    ("gpuspec10", 43): (4.405505473277344, 8404, 2388, "f934a9eeea07"),
+    ("default", 42): (4.371377978106736, 8357, 2414, "13d7bab1a7d3"),
+    ("default", 43): (4.343528654217835, 8386, 2406, "3d1e0d98dc93"),
+    ("multigpu30", 42): (3.665025423540726, 6619, 1871, "911e99b2a5fb"),
+    ("multigpu30", 43): (3.559273965960088, 6661, 1838, "8fd94543a003"),
+    ("cpu200", 42): (4.406716313446438, 9172, 2511, "de36a5073c56"),
+    ("cpu200", 43): (4.3370824281962115, 9168, 2409, "c7efbe063207"),
+}
+
+
+def fingerprint(result: SeedResult) -> tuple[float, int, int, str]:
+    curve = hashlib.sha256(repr(result.allocation).encode()).hexdigest()[:12]
+    return (result.unallocated(100) or 0.0, result.placed, result.failed, curve)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--policy", default=DEFAULT_PACKING_POLICY)
+    args = parser.parse_args()
+    nodes = read_nodes(default_nodes())
+    differences = 0
+    for (trace, seed), recorded in RECORDED.items():
+        result = simulate(nodes, read_pods(resolve_pods(trace)), args.policy, seed)
+        got = fingerprint(result)
+        verdict = "same" if got == recorded else f"DIFFERENT (recorded {recorded})"
+        differences += got != recorded
+        print(f"{trace} seed {seed}: {got[0]!r} {verdict}, {result.cpu_seconds:.2f} CPU s")
+    return 1 if differences else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
