@@ -4,7 +4,8 @@ against figures recorded before it.
 Run: python -m bench.sim_identity [--policy P]
 Replays each (trace, seed) below and compares its unallocated GPU % at 100 % arrival
 (exact float), its placed and failed pod counts and a hash of its whole allocation
-curve with the recorded ones; prints CPU seconds per seed. Exit status 1 on any
+curve with the recorded ones; prints CPU seconds per seed, and as its last line
+one JSON object (identical / different counts, CPU s per seed). Exit status 1 on any
 difference. The figures were recorded at commit 0fb1b36 (before the vectorised
 fragment and the C-level class scan); a change meant to alter placements must
 re-record them.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import sys
 
 from scheduler.placement.policies import DEFAULT_PACKING_POLICY
@@ -47,12 +49,24 @@ def main() -> int:
     args = parser.parse_args()
     nodes = read_nodes(default_nodes())
     differences = 0
+    cpu_seconds: dict[str, float] = {}
     for (trace, seed), recorded in RECORDED.items():
         result = simulate(nodes, read_pods(resolve_pods(trace)), args.policy, seed)
         got = fingerprint(result)
         verdict = "same" if got == recorded else f"DIFFERENT (recorded {recorded})"
         differences += got != recorded
-        print(f"{trace} seed {seed}: {got[0]!r} {verdict}, {result.cpu_seconds:.2f} CPU s")
+        cpu_seconds[f"{trace}/{seed}"] = round(result.cpu_seconds, 2)
+        line = f"{trace} seed {seed}: {got[0]!r} {verdict}, {result.cpu_seconds:.2f} CPU s"
+        print(line, flush=True)
+    summary = {
+        "policy": args.policy,
+        "seeds": len(RECORDED),
+        "identical": len(RECORDED) - differences,
+        "different": differences,
+        "cpu_s_per_seed_mean": round(sum(cpu_seconds.values()) / len(cpu_seconds), 2),
+        "cpu_s": cpu_seconds,
+    }
+    print(json.dumps(summary))
     return 1 if differences else 0
 
 
