@@ -58,13 +58,17 @@ def test_score_is_the_integer_sigmoid_of_the_growth() -> None:
     assert fgd_score(10**9) == 0
 
 
-def test_request_mix_keeps_the_most_popular_types_until_coverage() -> None:
-    requests = (
+def ten_request_mix(rare_gpus: int) -> RequestMix:
+    """Six half-GPU sharers, three CPU-only pods and one rare whole-GPU pod."""
+    return RequestMix.from_requests(
         [PlacementRequest(FractionDemand(500, 0), cpu_milli=4000)] * 6
         + [PlacementRequest(WholeDemand(0), cpu_milli=2000)] * 3
-        + [PlacementRequest(WholeDemand(2), cpu_milli=1000)]
+        + [PlacementRequest(WholeDemand(rare_gpus), cpu_milli=1000)]
     )
-    mix = RequestMix.from_requests(requests)
+
+
+def test_request_mix_keeps_the_most_popular_types_until_coverage() -> None:
+    mix = ten_request_mix(rare_gpus=2)
     # 90 % of requests are covered by two types; popularity is renormalised over them.
     typical = mix.typical(0.85)
     assert [t for t, _ in typical] == [PodType(4000, 1, 500), PodType(2000, 0, 0)]
@@ -103,12 +107,7 @@ def test_fgd_picks_the_first_gpu_index_with_the_best_score() -> None:
 
 
 def test_a_demand_cut_also_keeps_the_types_that_ask_for_most_gpu() -> None:
-    requests = (
-        [PlacementRequest(FractionDemand(500, 0), cpu_milli=4000)] * 6
-        + [PlacementRequest(WholeDemand(0), cpu_milli=2000)] * 3
-        + [PlacementRequest(WholeDemand(8), cpu_milli=1000)]
-    )
-    mix = RequestMix.from_requests(requests)
+    mix = ten_request_mix(rare_gpus=8)
     # By count the 8-GPU type is below the cut; by GPU asked for it is 8,000 of 11,000.
     assert PodType(1000, 8, 1000) not in dict(mix.typical(0.85))
     typical = dict(mix.typical(0.85, demand_cut=True))
