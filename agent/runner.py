@@ -207,7 +207,10 @@ class Agent:
             if time.monotonic() - started > 30:
                 backoff = 0.5  # the last session was healthy; start over
             self._stop.wait(random.uniform(0, backoff))  # full jitter
-            backoff = min(backoff * 2, self.settings.max_backoff_s)
+            # Never longer than a heartbeat interval between tries: a new
+            # leader judges silence a whole timeout (several intervals) after it
+            # takes over, so an agent retrying this often is back in time.
+            backoff = min(backoff * 2, self.settings.max_backoff_s, max(self._interval, 0.5))
         self.supervisor.close()  # workers keep running: the next agent adopts them
         self.engines.stop()
         self.logs.stop_all()

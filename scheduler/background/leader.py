@@ -116,11 +116,14 @@ class LeaderLease:
                     log.warning("this replica lost the leader lease (epoch %s)", self._epoch)
                 self._epoch = None
                 return False
-            self._epoch = int(row[0])
-            self._valid_until = started + self.ttl_s * 0.8
+            epoch = int(row[0])
             if held is None:
-                log.info("this replica is now the leader (epoch %d)", self._epoch)
-                self.on_elected(self._epoch)
+                log.info("this replica is now the leader (epoch %d)", epoch)
+                # Before the epoch is published: no loop may act as leader
+                # until what on_elected sets up (liveness's grace) is in place.
+                self.on_elected(epoch)
+            self._valid_until = started + self.ttl_s * 0.8
+            self._epoch = epoch
             return True
 
     def fence(self, conn: Connection) -> int:

@@ -94,3 +94,15 @@ def test_a_stale_leaders_allocator_places_nothing_from_the_queue(
     assert not app.leader.is_leader
     with pytest.raises(LeaseLost):
         app.allocator.requeue(["a-0000000000000000"], "node unreachable", leader_only=True)
+
+
+def test_loops_see_leadership_only_after_on_elected_ran(engine: Engine) -> None:
+    """A loop on another thread that sees is_leader must also see what
+    on_elected set up (liveness's grace after a takeover), or it judges every
+    node silent with the old leader's stale heartbeats."""
+    lease = LeaderLease(engine, "a")
+    seen: list[bool] = []
+    lease.on_elected = lambda epoch: seen.append(lease.is_leader)
+    assert lease.run_once()
+    assert seen == [False]
+    assert lease.is_leader
