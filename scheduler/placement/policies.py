@@ -24,6 +24,8 @@ from scheduler.placement.fragmentation import (
 # BestFit normalises leftovers by a 128-core, 8-GPU node, as the paper's simulator does.
 BESTFIT_CPU_MILLI = 128_000
 BESTFIT_GPU_MILLI = 8_000
+# +c99: typical types cover this share of requests.
+WIDE_COVERAGE = 0.99
 # fgd+niche compares how many of the typical types fit on a node in these steps.
 VERSATILITY_STEPS = 1000
 
@@ -328,8 +330,17 @@ def make_scorer(policy: str, mix: RequestMix | None) -> NodeScorer:
     return scorers[policy]
 
 
+def _coverage(flags: set[str]) -> float:
+    """The share of requests the typical types cover: the paper's 95 %, every type
+    (+all), or 99 % (+c99: all but the rarest types, those that together make 1 %
+    of requests)."""
+    if "all" in flags:
+        return 1.0
+    return WIDE_COVERAGE if "c99" in flags else DEFAULT_COVERAGE
+
+
 def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
-    """fgd[+used|+niche|+bf][+mem][+all|+ud][+cs][+xg|+tg][+walk]...: a tie rule and options."""
+    """fgd[+used|+niche|+bf][+mem][+all|+c99|+ud][+cs][+xg|+tg][+walk]: tie rule, options."""
     parts = policy.split("+")
     flags = set(parts[1:])
     options = {
@@ -346,11 +357,12 @@ def _fragmentation_scorer(policy: str, mix: RequestMix) -> NodeScorer:
         "csc",
         "csi",
         "walk",
+        "c99",
     }
     rules = flags - options
     fgd = FragmentationScorer(
         mix,
-        coverage=1.0 if "all" in flags else DEFAULT_COVERAGE,
+        coverage=_coverage(flags),
         memory_aware="mem" in flags,
         exact_gpu="xg" in flags,
         empty_mix=GpuPacking(),
