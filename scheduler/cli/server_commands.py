@@ -105,7 +105,7 @@ _placement_policy_option = click.option(
     help="YAML of GPU model tiers per workload class (see deploy/placement-policy.yaml) "
     "[default: the built-in matrix].",
 )
-# The live default is the simulator's: fgd+mem scored inside the best-fit walk, which
+# The live default is the simulator's: FGD scored inside the best-fit walk, which
 # keeps preferring warm nodes and NVLink pairs.
 LIVE_PACKING_POLICY = DEFAULT_PACKING_POLICY
 _packing_option = click.option(

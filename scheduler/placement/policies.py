@@ -282,6 +282,7 @@ class FragmentationNiche(FragmentationUsedFirst):
 
 
 POLICY_NAMES = (
+    "fgd+mem+cs+c99+walk",
     "fgd+mem+cs+all+walk",
     "fgd+mem+walk",
     "default",
@@ -297,9 +298,10 @@ POLICY_NAMES = (
     "dotprod",
 )
 # What a user gets without choosing, live and in the simulator (see the README's
-# "Fragmentation-aware packing"): memory-aware FGD over every observed type, sharing
-# types' fragments by capacity, as a score plugin inside the best-fit walk.
-DEFAULT_PACKING_POLICY = "fgd+mem+cs+all+walk"
+# "Fragmentation-aware packing"): memory-aware FGD over the types that make 99 % of
+# the observed requests, sharing types' fragments by capacity, as a score plugin
+# inside the best-fit walk.
+DEFAULT_PACKING_POLICY = "fgd+mem+cs+c99+walk"
 
 
 def in_walk(policy: str) -> bool:
