@@ -7,6 +7,7 @@ import pytest
 from scheduler.domain.fleet import Claim, FleetSnapshot
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
 from scheduler.placement import PlacementConfig, Rejection, config_for_policy, place
+from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
 from scheduler.placement.policies import (
     BestFit,
     DotProduct,
@@ -171,3 +172,21 @@ def test_clustering_in_place_reads_what_was_observed_per_node() -> None:
     assert outcome.placement is not None and outcome.placement.node == "b"
     outcome = place(snapshot, whole, config)
     assert outcome.placement is not None and outcome.placement.node == "a"
+
+
+def _typical_gpu_sizes(policy: str, mix: RequestMix) -> set[int]:
+    scorer = make_scorer(policy, mix)
+    assert isinstance(scorer, FragmentationScorer)
+    return {t.num_gpu * t.gpu_milli for t, _ in mix.typical(scorer.coverage)}
+
+
+def test_c99_keeps_the_types_of_99_percent_of_requests_and_drops_the_rarest() -> None:
+    """+c99 sits between the paper's 95 % cut and +all: a type that is one request in
+    200 (0.5 %) is dropped, one that is 4 % of requests is kept (95 % would drop it)."""
+    common = PlacementRequest(FractionDemand(500, 0))
+    uncommon = PlacementRequest(WholeDemand(2))
+    rare = PlacementRequest(WholeDemand(8))
+    mix = RequestMix.from_requests([common] * 191 + [uncommon] * 8 + [rare])
+    assert _typical_gpu_sizes("fgd+c99", mix) == {500, 2000}
+    assert _typical_gpu_sizes("fgd", mix) == {500}
+    assert _typical_gpu_sizes("fgd+all", mix) == {500, 2000, 8000}
