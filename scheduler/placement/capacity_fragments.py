@@ -13,7 +13,7 @@ an FGD score is an integer of a difference that is often exactly zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,15 @@ RESOURCE_CAP = 1 << 40
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+
+
+class _Resource(NamedTuple):
+    """CPU or memory as the types ask for it, with what _resource_limit needs ready."""
+
+    asked: IntArray
+    divisor: IntArray  # asked, 1 where none is asked
+    by_room: npt.NDArray[np.bool_]  # limited by free // asked: sharing types asking for some
+    fixed: IntArray  # the limit of the other types (when not short)
 
 
 class CapacityFragments:
@@ -61,8 +70,8 @@ class CapacityFragments:
         self._need = np.array([t.gpu_milli for t, _ in types], dtype=np.int64)
         self._sharing_type = self._gpu_type & (self._need < 1000)
         self._num_gpu = np.array([t.num_gpu for t, _ in types], dtype=np.int64)
-        self._cpu = np.array([t.cpu_milli for t, _ in types], dtype=np.int64)
-        self._memory = np.array([t.memory_mib for t, _ in types], dtype=np.int64)
+        self._cpu = self._resource([t.cpu_milli for t, _ in types])
+        self._memory = self._resource([t.memory_mib for t, _ in types])
         self._masks: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
         self._by_gpus: dict[GpuState, tuple[int, IntArray]] = {}
         self._by_cpu: dict[int, IntArray] = {}
@@ -120,17 +129,20 @@ class CapacityFragments:
         limit = np.where(self._sharing_type, room_milli, whole_milli)
         return total, np.where(self._gpu_type, limit, 0)
 
-    def _resource_limit(self, asked: IntArray, free: int) -> IntArray:
-        """Per type, the milli one resource (CPU or memory: `asked` per type, `free` on
-        the node) lets it take: 0 where it is short; for a sharing type asking for
-        some, free // asked x its milli; else no limit (RESOURCE_CAP). The minimum of
-        the CPU's and the memory's is the limit of both, as milli > 0."""
-        room = free // np.maximum(asked, 1)
-        room[asked == 0] = RESOURCE_CAP
-        np.minimum(room, RESOURCE_CAP, out=room)
-        limit = np.where(self._sharing_type, room * self._need, RESOURCE_CAP)
-        limit[asked > free] = 0
-        return limit
+    def _resource(self, asked_per_type: list[int]) -> _Resource:
+        asked = np.array(asked_per_type, dtype=np.int64)
+        # A sharing type asking for none, and every other type: no limit.
+        fixed = np.where(self._sharing_type, RESOURCE_CAP * self._need, RESOURCE_CAP)
+        return _Resource(asked, np.maximum(asked, 1), self._sharing_type & (asked > 0), fixed)
+
+    def _resource_limit(self, resource: _Resource, free: int) -> IntArray:
+        """Per type, the milli one resource (CPU or memory, `free` on the node) lets it
+        take: 0 where it is short; for a sharing type asking for some, free // asked x
+        its milli; else no limit (RESOURCE_CAP, x its milli for a sharing type). The
+        minimum of the CPU's and the memory's is the limit of both, as milli > 0."""
+        room = np.minimum(free // resource.divisor, RESOURCE_CAP)
+        limit = np.where(resource.by_room, room * self._need, resource.fixed)
+        return np.where(resource.asked > free, 0, limit)
 
     def _mask(self, models: tuple[str, ...]) -> npt.NDArray[np.bool_]:
         """(GPU, shape) -> may the shape's types use that GPU; memoised by the models."""
