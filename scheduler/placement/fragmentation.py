@@ -619,14 +619,15 @@ class FragmentationScorer:
         self._refresh()
         if not self._types and self.empty_mix is not None:
             return self.empty_mix.best(request, node, chosen)[0]
-        usable, _, before, cpu_after, memory_after = self._node_state(request, node)
-        demand = request.demand
-        milli = demand.milli if isinstance(demand, FractionDemand) else 1000
-        taken = {g.id for g in chosen}
-        after = tuple(
-            (g.model, g.free_milli - milli if g.id in taken else g.free_milli) for g in usable
-        )
-        return fgd_score(self.fragmentation(after, cpu_after, memory_after) - before)
+        usable, after, before, cpu_after, memory_after = self._node_state(request, node)
+        if chosen:  # else host-only: the GPUs stay as they are
+            demand = request.demand
+            milli = demand.milli if isinstance(demand, FractionDemand) else 1000
+            taken = {g.id for g in chosen}
+            for i, gpu in enumerate(usable):
+                if gpu.id in taken:
+                    after[i] = (gpu.model, after[i][1] - milli)
+        return fgd_score(self.fragmentation(tuple(after), cpu_after, memory_after) - before)
 
     def _node_state(
         self, request: PlacementRequest, node: NodeView

@@ -49,20 +49,24 @@ def test_a_reader_too_far_behind_or_from_before_a_start_over_rescans(
 
 def test_the_ranking_keeps_feasible_classes_by_verdict() -> None:
     ranking = ClassRanking()
-    assert ranking.best() == (REJECTED, [])
+    assert _best(ranking) == (REJECTED, [])
     ranking.add(1, 40)
     ranking.add(2, REJECTED)
     ranking.add(3, 70)
     ranking.add(4, 70)
     ranking.add(3, 70)  # already there: no change
-    best, classes = ranking.best()
-    assert (best, sorted(classes)) == (70, [3, 4])
+    assert _best(ranking) == (70, [3, 4])
     ranking.discard(3)
     ranking.discard(4)
     ranking.discard(2)  # never kept: nothing to do
-    assert ranking.best() == (40, [1])
+    assert _best(ranking) == (40, [1])
     ranking.clear()
-    assert ranking.best() == (REJECTED, []) and ranking.version == -1
+    assert _best(ranking) == (REJECTED, []) and ranking.version == -1
+
+
+def _best(ranking: ClassRanking) -> tuple[int, list[int]]:
+    best, classes = ranking.best()
+    return best, sorted(classes)
 
 
 def _random_requests(rng: random.Random) -> list[PlacementRequest]:
