@@ -113,16 +113,16 @@ class CapacityFragments:
         """The free milli of the GPUs, and per type the milli the GPUs let it take: a
         sharing type's room (free // milli over allowed GPUs) x its milli, a whole
         type the free milli of the allowed GPUs it fits (0 when too few fit)."""
-        frees = np.array([free for _, free in gpus], dtype=np.int64)
-        total = int(frees.sum())
+        total = sum(free for _, free in gpus)
         if not self._shapes or total == 0:
             return total, np.zeros(len(self._share), dtype=np.int64)
         allowed = self._mask(tuple(model for model, _ in gpus))
-        free = frees[:, None]
-        room = np.where(allowed, free // self._shape_need, 0).sum(axis=0)
+        free = np.array([free for _, free in gpus], dtype=np.int64)[:, None]
+        # np.add.reduce, not .sum(): the same integer sums without .sum's Python wrapper.
+        room = np.add.reduce(np.where(allowed, free // self._shape_need, 0), axis=0)
         fitting = allowed & (free >= self._shape_need)
-        count = fitting.sum(axis=0)
-        fitting_milli = np.where(fitting, free, 0).sum(axis=0)
+        count = np.add.reduce(fitting, axis=0)
+        fitting_milli = np.add.reduce(np.where(fitting, free, 0), axis=0)
         room_milli = (room * self._shape_need)[self._shape_index]
         enough = count[self._shape_index] >= self._num_gpu
         whole_milli = np.where(enough, fitting_milli[self._shape_index], 0)
