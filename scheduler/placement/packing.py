@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement.fragmentation import RequestMix
+from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
 from scheduler.placement.pipeline import Pipeline, gpu_rejection, passing_gpus
 from scheduler.placement.plugins import CycleContext, NodeReserved, Option
 from scheduler.placement.policies import (
@@ -241,7 +241,7 @@ def _scan_best(
     if changed is None or len(changed) > len(classes):
         ranking.clear()
         changed = list(classes)
-    judged = False
+    fresh: dict[int, None] = {}  # classes new to the memo, judged together below
     for class_id in changed:
         members = classes.get(class_id)
         if members is None:
@@ -249,16 +249,29 @@ def _scan_best(
             continue
         verdict = verdicts.get(class_id)
         if verdict is None:
-            node = snapshot.nodes[next(iter(members))]
-            verdict = verdicts[class_id] = _judge(ctx, pipeline, scorer, node)
-            judged = True
-        ranking.add(class_id, verdict)
+            fresh[class_id] = None
+        else:
+            ranking.add(class_id, verdict)
     ranking.version = version
-    if judged and len(verdicts) > STALE_VERDICTS * len(classes):
+    if not fresh:
+        return _best_of(ranking, classes, verdicts)
+    representatives = [snapshot.nodes[next(iter(classes[c]))] for c in fresh]
+    for class_id, verdict in zip(
+        fresh, _judge_all(ctx, pipeline, scorer, representatives), strict=True
+    ):
+        verdicts[class_id] = verdict
+        ranking.add(class_id, verdict)
+    if len(verdicts) > STALE_VERDICTS * len(classes):
         # Mostly states no node is in any more: keep the memo small.
         kept: dict[Hashable, Verdict] = {k: verdicts[k] for k in classes}
         verdicts.clear()
         verdicts.update(kept)
+    return _best_of(ranking, classes, verdicts)
+
+
+def _best_of(
+    ranking: ClassRanking, classes: dict[int, dict[str, None]], verdicts: dict[Hashable, Verdict]
+) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
     best, best_classes = ranking.best()
     if best == REJECTED:
         return [], -1, verdicts
@@ -284,14 +297,37 @@ def _groups(
 
 def _judge(ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, node: NodeView) -> Verdict:
     """Score a class by its representative; node-name filters are left to _pick."""
+    return _judge_all(ctx, pipeline, scorer, [node])[0]
+
+
+def _judge_all(
+    ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, nodes: list[NodeView]
+) -> list[Verdict]:
+    """_judge for each of `nodes`: filtered one by one, the feasible scored together
+    where the scorer can (FGD measures their node states in one pass)."""
+    verdicts = [REJECTED] * len(nodes)
+    feasible: list[tuple[int, NodeView, list[GpuView]]] = []
+    for i, node in enumerate(nodes):
+        fitting = _fitting_if_feasible(ctx, pipeline, node)
+        if fitting is not None:
+            feasible.append((i, node, fitting))
+    if isinstance(scorer, FragmentationScorer):
+        scores = scorer.best_scores(ctx.request, [(node, fitting) for _, node, fitting in feasible])
+    else:
+        scores = [scorer.best(ctx.request, node, fitting)[0] for _, node, fitting in feasible]
+    for (i, _, _), score in zip(feasible, scores, strict=True):
+        verdicts[i] = score
+    return verdicts
+
+
+def _fitting_if_feasible(
+    ctx: CycleContext, pipeline: Pipeline, node: NodeView
+) -> list[GpuView] | None:
+    """fitting_gpus of a node the node filters pass (but node-name ones), else None."""
     for node_filter in pipeline.node_filters:
         if node_filter.name != NodeReserved.name and node_filter.filter_node(ctx, node):
-            return REJECTED
-    fitting = fitting_gpus(ctx, pipeline, node)
-    if fitting is None:
-        return REJECTED
-    score, _ = scorer.best(ctx.request, node, fitting)
-    return score
+            return None
+    return fitting_gpus(ctx, pipeline, node)
 
 
 def _rejections(
