@@ -263,6 +263,13 @@ class FleetSnapshot:
                 self._classes.update(name, node)
         return self._classes.members
 
+    def node_class_changes(self, version: int) -> tuple[int, list[int] | None]:
+        """The classes' version now, and the ids of the classes that appeared or emptied
+        since `version` (None: too far back, look at every class): see NodeClasses."""
+        self.node_classes()
+        assert self._classes is not None
+        return self._classes.version, self._classes.changed_since(version)
+
     @property
     def class_token(self) -> object:
         """Changes whenever node_classes' ids could name other states."""

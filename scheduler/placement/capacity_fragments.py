@@ -13,7 +13,7 @@ an FGD score is an integer of a difference that is often exactly zero.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,15 @@ RESOURCE_CAP = 1 << 40
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
+
+
+class _Resource(NamedTuple):
+    """CPU or memory as the types ask for it, with what _resource_limit needs ready."""
+
+    asked: IntArray
+    divisor: IntArray  # asked, 1 where none is asked
+    by_room: npt.NDArray[np.bool_]  # limited by free // asked: sharing types asking for some
+    fixed: IntArray  # the limit of the other types (when not short)
 
 
 class CapacityFragments:
@@ -61,8 +70,8 @@ class CapacityFragments:
         self._need = np.array([t.gpu_milli for t, _ in types], dtype=np.int64)
         self._sharing_type = self._gpu_type & (self._need < 1000)
         self._num_gpu = np.array([t.num_gpu for t, _ in types], dtype=np.int64)
-        self._cpu = np.array([t.cpu_milli for t, _ in types], dtype=np.int64)
-        self._memory = np.array([t.memory_mib for t, _ in types], dtype=np.int64)
+        self._cpu = self._resource([t.cpu_milli for t, _ in types])
+        self._memory = self._resource([t.memory_mib for t, _ in types])
         self._masks: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
         self._by_gpus: dict[GpuState, tuple[int, IntArray]] = {}
         self._by_cpu: dict[int, IntArray] = {}
@@ -76,6 +85,43 @@ class CapacityFragments:
         free_memory: int,
     ) -> float:
         """The fragment of a node state; `types` must be those given at construction."""
+        return self.many([(gpus, free_cpu, free_memory)])[0]
+
+    def many(self, states: Sequence[tuple[GpuState, int, int]]) -> list[float]:
+        """The fragment of each (GPUs, free CPU, free memory), the last steps done for all
+        states at once: on ~150 types numpy's cost per call outweighs its work."""
+        fragments = [0.0] * len(states)
+        self._fill(self._by_cpu, self._cpu, [cpu for _, cpu, _ in states])
+        self._fill(self._by_memory, self._memory, [memory for _, _, memory in states])
+        at: list[int] = []
+        limits: list[tuple[int, IntArray, IntArray, IntArray]] = []
+        for i, (gpus, free_cpu, free_memory) in enumerate(states):
+            found = self._limits(gpus, free_cpu, free_memory)
+            if found is not None:
+                at.append(i)
+                limits.append(found)
+        if not limits or not len(self._share):
+            return fragments
+        if len(limits) == 1:  # no rows to stack
+            total, gpu_limit, cpu_limit, memory_limit = limits[0]
+            taken = np.minimum(np.minimum(gpu_limit, cpu_limit), memory_limit)
+            fragments[at[0]] = float((self._share * (total - taken)).cumsum()[-1])
+            return fragments
+        totals, gpu_limits, cpu_limits, memory_limits = zip(*limits, strict=True)
+        taken = np.minimum(
+            np.minimum(np.array(gpu_limits), np.array(cpu_limits)), np.array(memory_limits)
+        )
+        terms = self._share * (np.array(totals, dtype=np.int64)[:, None] - taken)
+        # Along each row, left to right: the same sums as one state's terms.cumsum().
+        for i, fragment in zip(at, terms.cumsum(axis=1)[:, -1].tolist(), strict=True):
+            fragments[i] = fragment
+        return fragments
+
+    def _limits(
+        self, gpus: GpuState, free_cpu: int, free_memory: int
+    ) -> tuple[int, IntArray, IntArray, IntArray] | None:
+        """The GPUs' free milli and each side's limit per type, memoised; None when no
+        GPU is free (no fragment)."""
         by_gpus = self._by_gpus.get(gpus)
         if by_gpus is None:
             if len(self._by_gpus) >= MAX_STATES:
@@ -83,7 +129,7 @@ class CapacityFragments:
             by_gpus = self._by_gpus[gpus] = self._gpu_limit(gpus)
         total, gpu_limit = by_gpus
         if total == 0:
-            return 0.0
+            return None
         cpu_limit = self._by_cpu.get(free_cpu)
         if cpu_limit is None:
             if len(self._by_cpu) >= MAX_STATES:
@@ -96,41 +142,53 @@ class CapacityFragments:
             memory_limit = self._by_memory[free_memory] = self._resource_limit(
                 self._memory, free_memory
             )
-        taken = np.minimum(np.minimum(gpu_limit, cpu_limit), memory_limit)
-        terms = self._share * (total - taken)
-        return float(terms.cumsum()[-1]) if len(terms) else 0.0
+        return total, gpu_limit, cpu_limit, memory_limit
 
     def _gpu_limit(self, gpus: GpuState) -> tuple[int, IntArray]:
         """The free milli of the GPUs, and per type the milli the GPUs let it take: a
         sharing type's room (free // milli over allowed GPUs) x its milli, a whole
         type the free milli of the allowed GPUs it fits (0 when too few fit)."""
-        frees = np.array([free for _, free in gpus], dtype=np.int64)
-        total = int(frees.sum())
+        total = sum(free for _, free in gpus)
         if not self._shapes or total == 0:
             return total, np.zeros(len(self._share), dtype=np.int64)
         allowed = self._mask(tuple(model for model, _ in gpus))
-        free = frees[:, None]
-        room = np.where(allowed, free // self._shape_need, 0).sum(axis=0)
+        free = np.array([free for _, free in gpus], dtype=np.int64)[:, None]
+        # np.add.reduce, not .sum(): the same integer sums without .sum's Python wrapper.
+        room = np.add.reduce(np.where(allowed, free // self._shape_need, 0), axis=0)
         fitting = allowed & (free >= self._shape_need)
-        count = fitting.sum(axis=0)
-        fitting_milli = np.where(fitting, free, 0).sum(axis=0)
+        count = np.add.reduce(fitting, axis=0)
+        fitting_milli = np.add.reduce(np.where(fitting, free, 0), axis=0)
         room_milli = (room * self._shape_need)[self._shape_index]
         enough = count[self._shape_index] >= self._num_gpu
         whole_milli = np.where(enough, fitting_milli[self._shape_index], 0)
         limit = np.where(self._sharing_type, room_milli, whole_milli)
         return total, np.where(self._gpu_type, limit, 0)
 
-    def _resource_limit(self, asked: IntArray, free: int) -> IntArray:
-        """Per type, the milli one resource (CPU or memory: `asked` per type, `free` on
-        the node) lets it take: 0 where it is short; for a sharing type asking for
-        some, free // asked x its milli; else no limit (RESOURCE_CAP). The minimum of
-        the CPU's and the memory's is the limit of both, as milli > 0."""
-        room = free // np.maximum(asked, 1)
-        room[asked == 0] = RESOURCE_CAP
-        np.minimum(room, RESOURCE_CAP, out=room)
-        limit = np.where(self._sharing_type, room * self._need, RESOURCE_CAP)
-        limit[asked > free] = 0
-        return limit
+    def _resource(self, asked_per_type: list[int]) -> _Resource:
+        asked = np.array(asked_per_type, dtype=np.int64)
+        # A sharing type asking for none, and every other type: no limit.
+        fixed = np.where(self._sharing_type, RESOURCE_CAP * self._need, RESOURCE_CAP)
+        return _Resource(asked, np.maximum(asked, 1), self._sharing_type & (asked > 0), fixed)
+
+    def _fill(self, memo: dict[int, IntArray], resource: _Resource, frees: list[int]) -> None:
+        """_resource_limit of each of `frees` not in `memo` yet, all in one pass."""
+        missing = list(dict.fromkeys(f for f in frees if f not in memo))
+        if not missing:
+            return
+        if len(memo) + len(missing) > MAX_STATES:
+            memo.clear()
+        limits = self._resource_limit(resource, np.array(missing, dtype=np.int64)[:, None])
+        memo.update(zip(missing, limits, strict=True))
+
+    def _resource_limit(self, resource: _Resource, free: int | IntArray) -> IntArray:
+        """Per type, the milli one resource (CPU or memory, `free` on the node) lets it
+        take: 0 where it is short; for a sharing type asking for some, free // asked x
+        its milli; else no limit (RESOURCE_CAP, x its milli for a sharing type). The
+        minimum of the CPU's and the memory's is the limit of both, as milli > 0. Given a
+        column of frees, a row of limits for each."""
+        room = np.minimum(free // resource.divisor, RESOURCE_CAP)
+        limit = np.where(resource.by_room, room * self._need, resource.fixed)
+        return np.where(resource.asked > free, 0, limit)
 
     def _mask(self, models: tuple[str, ...]) -> npt.NDArray[np.bool_]:
         """(GPU, shape) -> may the shape's types use that GPU; memoised by the models."""

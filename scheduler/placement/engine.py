@@ -181,7 +181,11 @@ def _place(
     if request.layout is not None:
         return _place_layout(snapshot, request, request.layout, explain_failure)
     ctx = CycleContext(snapshot, request)
-    pipeline = pipeline_for(request.demand, bool(request.cpu_milli or request.host_memory_mib))
+    pipeline = pipeline_for(
+        request.demand,
+        bool(request.cpu_milli or request.host_memory_mib),
+        bool(request.gpu_models or request.excluded_models),
+    )
     state = config.policy_state
     if state is not None and (
         request.host_only

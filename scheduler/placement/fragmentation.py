@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
@@ -38,6 +38,8 @@ MAX_MEMO = 500_000
 
 # A node's GPUs as (model, free milli), in index order or sorted.
 GpuState = tuple[tuple[str, int], ...]
+# A node state as FGD measures it: (GPUs sorted, free CPU, free memory).
+StateKey = tuple[GpuState, int, int]
 
 
 @dataclass(frozen=True)
@@ -524,7 +526,7 @@ class FragmentationScorer:
         self.memory_aware = memory_aware
         self._version = -1
         self._types: tuple[tuple[PodType, float], ...] = ()
-        self._memo: dict[tuple[GpuState, int, int], float] = {}
+        self._memo: dict[StateKey, float] = {}
         self._versatility: dict[tuple[GpuState, int, int], float] = {}
         self._measure: FragmentMeasure = node_fragment
 
@@ -571,12 +573,7 @@ class FragmentationScorer:
         """Memoised node_fragment of a node state (GPUs in any order)."""
         self._refresh()
         key = (tuple(sorted(gpus)), free_cpu, free_memory)
-        value = self._memo.get(key)
-        if value is None:
-            if len(self._memo) >= MAX_MEMO:
-                self._memo.clear()
-            value = self._memo[key] = self._measure(self._types, key[0], free_cpu, free_memory)
-        return value
+        return self._values((key,))[key]
 
     def best(
         self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
@@ -585,32 +582,21 @@ class FragmentationScorer:
         if not self._types and self.empty_mix is not None:
             # No history yet (a fresh server): pack plainly rather than let every node tie.
             return self.empty_mix.best(request, node, fitting)
-        demand = request.demand
-        if not isinstance(demand, FractionDemand):
-            # Whole GPUs or host-only: the first `count` fitting GPUs; which ones does not
-            # change the node's state, as fitting GPUs are all idle and of one model.
-            chosen = tuple(fitting[: demand.count]) if isinstance(demand, WholeDemand) else ()
-            return self.score_choice(request, node, chosen), chosen
-        usable, state, before, cpu_after, memory_after = self._node_state(request, node)
-        position = {g.id: i for i, g in enumerate(usable)}
-        best_score, best_gpu = -1.0, fitting[0]
-        tried: set[tuple[str, int]] = set()
-        for gpu in fitting:  # index order: the first GPU with the best score wins
-            if (gpu.model, gpu.free_milli) in tried:
-                continue  # the same node state after as an earlier GPU's: it cannot win
-            tried.add((gpu.model, gpu.free_milli))
-            i = position[gpu.id]
-            after = list(state)
-            after[i] = (gpu.model, gpu.free_milli - demand.milli)
-            delta = self.fragmentation(tuple(after), cpu_after, memory_after) - before
-            score = -delta if self.exact_gpu else float(fgd_score(delta))
-            if score > best_score or (
-                self.tight_gpu and score == best_score and gpu.free_milli < best_gpu.free_milli
-            ):
-                best_score, best_gpu = score, gpu
-        if self.exact_gpu:
-            return fgd_score(-best_score), (best_gpu,)
-        return int(best_score), (best_gpu,)
+        plan = self._plan(request, node, fitting)
+        return self._choose(plan, self._values(plan.states()))
+
+    def best_scores(
+        self, request: PlacementRequest, candidates: Sequence[tuple[NodeView, Sequence[GpuView]]]
+    ) -> list[int]:
+        """best()'s score for each (node, fitting GPUs), the node states not measured
+        yet measured together: the packing scan judges ~10 new node classes per
+        placement, and one numpy pass over all costs little more than one."""
+        self._refresh()
+        if not self._types and self.empty_mix is not None:
+            return [self.empty_mix.best(request, node, fitting)[0] for node, fitting in candidates]
+        plans = [self._plan(request, node, fitting) for node, fitting in candidates]
+        values = self._values(key for plan in plans for key in plan.states())
+        return [self._choose(plan, values)[0] for plan in plans]
 
     def score_choice(
         self, request: PlacementRequest, node: NodeView, chosen: Sequence[GpuView]
@@ -619,19 +605,22 @@ class FragmentationScorer:
         self._refresh()
         if not self._types and self.empty_mix is not None:
             return self.empty_mix.best(request, node, chosen)[0]
-        usable, _, before, cpu_after, memory_after = self._node_state(request, node)
-        demand = request.demand
-        milli = demand.milli if isinstance(demand, FractionDemand) else 1000
-        taken = {g.id for g in chosen}
-        after = tuple(
-            (g.model, g.free_milli - milli if g.id in taken else g.free_milli) for g in usable
-        )
-        return fgd_score(self.fragmentation(after, cpu_after, memory_after) - before)
+        plan = self._plan(request, node, chosen, fixed=True)
+        return self._choose(plan, self._values(plan.states()))[0]
 
-    def _node_state(
-        self, request: PlacementRequest, node: NodeView
-    ) -> tuple[list[GpuView], list[tuple[str, int]], float, int, int]:
-        """The node's usable GPUs, their state, its fragmentation, free CPU/memory after."""
+    def _plan(
+        self,
+        request: PlacementRequest,
+        node: NodeView,
+        fitting: Sequence[GpuView],
+        fixed: bool = False,
+    ) -> _Plan:
+        """The node states best() compares: the node's now, and after each choice.
+
+        A fraction may go on any fitting GPU (`fixed`: on exactly these), whole GPUs
+        on the first `count` fitting ones: which ones does not change the node's
+        state, as fitting GPUs are all idle and of one model.
+        """
         usable = [g for g in node.gpus if g.healthy and not g.mig_enabled]
         state = [(g.model, g.free_milli) for g in usable]
         cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
@@ -640,9 +629,86 @@ class FragmentationScorer:
         if self.memory_aware and node.memory_mib:
             memory = node.free_memory_mib
             memory_after = memory - request.host_memory_mib
-        before = self.fragmentation(tuple(state), cpu, memory)
         cpu_after = cpu - request.cpu_milli if node.cpu_milli else cpu
-        return usable, state, before, cpu_after, memory_after
+        before = (tuple(sorted(state)), cpu, memory)
+        demand = request.demand
+        if fixed or not isinstance(demand, FractionDemand):
+            chosen = tuple(fitting)
+            if not fixed:
+                chosen = chosen[: demand.count] if isinstance(demand, WholeDemand) else ()
+            milli = demand.milli if isinstance(demand, FractionDemand) else 1000
+            taken = {g.id for g in chosen}
+            for i, gpu in enumerate(usable):
+                if gpu.id in taken:
+                    state[i] = (gpu.model, state[i][1] - milli)
+            return _Plan(before, [(chosen, (tuple(sorted(state)), cpu_after, memory_after))], True)
+        position = {g.id: i for i, g in enumerate(usable)}
+        choices: list[tuple[tuple[GpuView, ...], StateKey]] = []
+        tried: set[tuple[str, int]] = set()
+        for gpu in fitting:  # index order: the first GPU with the best score wins
+            if (gpu.model, gpu.free_milli) in tried:
+                continue  # the same node state after as an earlier GPU's: it cannot win
+            tried.add((gpu.model, gpu.free_milli))
+            after = list(state)
+            after[position[gpu.id]] = (gpu.model, gpu.free_milli - demand.milli)
+            choices.append(((gpu,), (tuple(sorted(after)), cpu_after, memory_after)))
+        return _Plan(before, choices, False)
+
+    def _choose(
+        self, plan: _Plan, values: Mapping[StateKey, float]
+    ) -> tuple[int, tuple[GpuView, ...]]:
+        """The best choice of a plan and its integer score, from the states' fragments."""
+        before = values[plan.before]
+        if plan.fixed:
+            chosen, after = plan.choices[0]
+            return fgd_score(values[after] - before), chosen
+        best_score, best = -1.0, plan.choices[0][0]
+        for chosen, after in plan.choices:
+            delta = values[after] - before
+            score = -delta if self.exact_gpu else float(fgd_score(delta))
+            if score > best_score or (
+                self.tight_gpu and score == best_score and chosen[0].free_milli < best[0].free_milli
+            ):
+                best_score, best = score, chosen
+        if self.exact_gpu:
+            return fgd_score(-best_score), best
+        return int(best_score), best
+
+    def _values(self, keys: Iterable[StateKey]) -> dict[StateKey, float]:
+        """The fragment of each node state, memoised; those not yet known measured at once."""
+        found: dict[StateKey, float] = {}
+        missing: dict[StateKey, None] = {}
+        memo = self._memo
+        for key in keys:
+            value = memo.get(key)
+            if value is None:
+                missing[key] = None
+            else:
+                found[key] = value
+        if missing:
+            states = list(missing)
+            if isinstance(self._measure, CapacityFragments):
+                measured = self._measure.many(states)
+            else:
+                measured = [self._measure(self._types, *state) for state in states]
+            if len(memo) + len(states) > MAX_MEMO:
+                memo.clear()
+            for state, value in zip(states, measured, strict=True):
+                memo[state] = found[state] = value
+        return found
+
+
+class _Plan(NamedTuple):
+    """What best() compares on one node: the state keys before and after each choice."""
+
+    before: StateKey
+    choices: list[tuple[tuple[GpuView, ...], StateKey]]
+    fixed: bool  # one choice, given or the only one (whole GPUs, host-only)
+
+    def states(self) -> Iterator[StateKey]:
+        yield self.before
+        for _, after in self.choices:
+            yield after
 
 
 @dataclass(frozen=True)

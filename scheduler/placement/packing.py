@@ -5,7 +5,11 @@ policy (FGD, BestFit, ...) must see every feasible node. Scoring 1,000+ nodes
 per request is affordable because nodes in identical state score the same:
 the walk visits the snapshot's node classes, scores one representative per
 class, and memoises (class, request) -> score or rejection until the class ids
-change (a new snapshot) or the scorer's inputs do (the request mix).
+change (a new snapshot) or the scorer's inputs do (the request mix). In the
+usual case each request kind also keeps its feasible classes ranked by score,
+brought up to date from the classes that appeared or emptied since its last
+placement (the snapshot's class change log), so a placement costs the classes
+that changed, not all of them.
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Hashable, Iterable, Iterator, Mapping
+from collections.abc import Hashable, Iterable, Iterator, KeysView, Mapping
 from dataclasses import dataclass
-from typing import cast
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement.fragmentation import RequestMix
+from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
 from scheduler.placement.pipeline import Pipeline, gpu_rejection, passing_gpus
 from scheduler.placement.plugins import CycleContext, NodeReserved, Option
 from scheduler.placement.policies import (
@@ -31,7 +34,7 @@ from scheduler.placement.policies import (
 )
 
 # A class's verdict: its score (0..), or REJECTED (why is worked out only when explaining).
-# Below every score, so the best verdict is a plain max() over the classes.
+# Below every score.
 Verdict = int
 REJECTED = -1
 # Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
@@ -42,6 +45,55 @@ MAX_CLASSES_PER_KIND = 200_000
 STALE_VERDICTS = 4
 
 
+class ClassRanking:
+    """One request kind's feasible classes by verdict, kept up to date from the snapshot's
+    class change log, so a scan looks only at the classes that appeared or emptied since
+    the last one rather than at all of them."""
+
+    def __init__(self) -> None:
+        self.version = -1  # the class log's version it reflects (-1: none yet)
+        self._verdict: dict[int, Verdict] = {}  # feasible class in the fleet -> its verdict
+        self._by_verdict: dict[Verdict, dict[int, None]] = {}
+
+    def clear(self) -> None:
+        self.version = -1
+        self._verdict.clear()
+        self._by_verdict.clear()
+
+    def add(self, class_id: int, verdict: Verdict) -> None:
+        """A class now in the fleet, with its verdict (REJECTED ones are not kept)."""
+        if verdict == REJECTED or class_id in self._verdict:
+            return
+        self._verdict[class_id] = verdict
+        self._by_verdict.setdefault(verdict, {})[class_id] = None
+
+    def discard(self, class_id: int) -> None:
+        """A class no node is in now."""
+        verdict = self._verdict.pop(class_id, None)
+        if verdict is None:
+            return
+        same = self._by_verdict[verdict]
+        del same[class_id]
+        if not same:
+            del self._by_verdict[verdict]
+
+    def best(self) -> tuple[Verdict, KeysView[int]]:
+        """The best verdict and its classes (in no particular order); REJECTED if none."""
+        if not self._by_verdict:
+            return REJECTED, {}.keys()
+        best = max(self._by_verdict)
+        return best, self._by_verdict[best].keys()
+
+
+class KindMemo:
+    """What a packing policy keeps per request kind: class verdicts, and their ranking."""
+
+    def __init__(self, mix_version: int, verdicts: dict[Hashable, Verdict]) -> None:
+        self.mix_version = mix_version
+        self.verdicts = verdicts
+        self.ranking = ClassRanking()
+
+
 class PolicyState:
     """What a packing policy keeps between place() calls: its scorer, RNG and verdict memo."""
 
@@ -50,8 +102,8 @@ class PolicyState:
         self.scorer: NodeScorer = make_scorer(policy, mix)
         self.rng = random.Random(seed)
         self.mix = mix
-        # request key -> (mix version, class id -> verdict); one hash of the request per place().
-        self._verdicts: dict[object, tuple[int, dict[Hashable, Verdict]]] = {}
+        # request key -> its memo; one hash of the request per place().
+        self._memos: dict[object, KindMemo] = {}
         self._token: object = None
 
     def placed(self, node: str, request: PlacementRequest) -> None:
@@ -60,7 +112,7 @@ class PolicyState:
             # Verdicts are memoised by (class, kinds on the node), so none goes stale.
             self.scorer.observe(node, request)
 
-    def verdicts_for(self, snapshot: FleetSnapshot, key: object) -> dict[Hashable, Verdict]:
+    def memo_for(self, snapshot: FleetSnapshot, key: object) -> KindMemo:
         """The memo of class verdicts for one request key on this snapshot.
 
         A new request mix changes scores, not feasibility: each request key drops its
@@ -69,17 +121,17 @@ class PolicyState:
         """
         mix_version = self.mix.version if self.mix is not None else 0
         if snapshot.class_token is not self._token:
-            self._verdicts = {}
+            self._memos = {}
             self._token = snapshot.class_token
-        entry = self._verdicts.get(key)
-        if entry is None or len(entry[1]) >= MAX_CLASSES_PER_KIND:
-            if len(self._verdicts) >= MAX_REQUEST_KINDS:
-                self._verdicts.clear()
-            entry = self._verdicts[key] = (mix_version, {})
-        elif entry[0] != mix_version:
-            kept = {k: v for k, v in entry[1].items() if v == REJECTED}
-            entry = self._verdicts[key] = (mix_version, kept)
-        return entry[1]
+        memo = self._memos.get(key)
+        if memo is None or len(memo.verdicts) >= MAX_CLASSES_PER_KIND:
+            if len(self._memos) >= MAX_REQUEST_KINDS:
+                self._memos.clear()
+            memo = self._memos[key] = KindMemo(mix_version, {})
+        elif memo.mix_version != mix_version:
+            kept = {k: v for k, v in memo.verdicts.items() if v == REJECTED}
+            memo = self._memos[key] = KindMemo(mix_version, kept)
+        return memo
 
 
 @dataclass(frozen=True)
@@ -146,10 +198,11 @@ def _scan(
         request.gpu_models,
         request.excluded_models,
     )
-    verdicts = state.verdicts_for(snapshot, key)
+    memo = state.memo_for(snapshot, key)
+    verdicts = memo.verdicts
     keep_all = bool(request.avoid_nodes) or isinstance(state.scorer, RandomFit)
     if not keep_all and not isinstance(state.scorer, GpuClustering):
-        return _scan_best(ctx, pipeline, state.scorer, verdicts)
+        return _scan_best(ctx, pipeline, state.scorer, memo)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
     groups: Iterable[tuple[Hashable, dict[str, None]]] = snapshot.node_classes().items()
@@ -174,36 +227,56 @@ def _scan_best(
     ctx: CycleContext,
     pipeline: Pipeline,
     scorer: NodeScorer,
-    verdicts: dict[Hashable, Verdict],
+    memo: KindMemo,
 ) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
     """_scan for the usual case (no reserved nodes, a state-only scorer): the simulator's
-    hot loop, so the ~1,000 classes are matched against the memo in C (map, max), not
-    one by one in Python. Judging order does not matter: a verdict depends on its
-    class and the request only."""
+    hot loop. The kind's ranking is brought up to date with the classes that appeared
+    (judged, if new to the memo) or emptied since its last scan; all of them when it is
+    that far behind. Judging order does not matter: a verdict depends on its class and
+    the request only, and _ranked breaks ties by node, whatever the classes' order."""
     snapshot = ctx.snapshot
     classes = snapshot.node_classes()
-    found = list(map(verdicts.get, classes))
-    if None in found:  # classes new to this request: judge them, then read again
-        for class_key in set(classes).difference(verdicts):
-            node = snapshot.nodes[next(iter(classes[class_key]))]
-            verdicts[class_key] = _judge(ctx, pipeline, scorer, node)
-        if len(verdicts) > STALE_VERDICTS * len(classes):
-            # Mostly states no node is in any more: keep the memo small, so it stays fast.
-            kept: dict[Hashable, Verdict] = {k: verdicts[k] for k in classes}
-            verdicts.clear()
-            verdicts.update(kept)
-        found = list(map(verdicts.get, classes))
-    scores = cast(list[int], found)  # every class judged: no None left
-    best = max(scores, default=REJECTED)
+    ranking, verdicts = memo.ranking, memo.verdicts
+    version, changed = snapshot.node_class_changes(ranking.version)
+    if changed is None or len(changed) > len(classes):
+        ranking.clear()
+        changed = list(classes)
+    fresh: dict[int, None] = {}  # classes new to the memo, judged together below
+    for class_id in changed:
+        members = classes.get(class_id)
+        if members is None:
+            ranking.discard(class_id)
+            continue
+        verdict = verdicts.get(class_id)
+        if verdict is None:
+            fresh[class_id] = None
+        else:
+            ranking.add(class_id, verdict)
+    ranking.version = version
+    if not fresh:
+        return _best_of(ranking, classes, verdicts)
+    representatives = [snapshot.nodes[next(iter(classes[c]))] for c in fresh]
+    for class_id, verdict in zip(
+        fresh, _judge_all(ctx, pipeline, scorer, representatives), strict=True
+    ):
+        verdicts[class_id] = verdict
+        ranking.add(class_id, verdict)
+    if len(verdicts) > STALE_VERDICTS * len(classes):
+        # Mostly states no node is in any more: keep the memo small.
+        kept: dict[Hashable, Verdict] = {k: verdicts[k] for k in classes}
+        verdicts.clear()
+        verdicts.update(kept)
+    return _best_of(ranking, classes, verdicts)
+
+
+def _best_of(
+    ranking: ClassRanking, classes: dict[int, dict[str, None]], verdicts: dict[Hashable, Verdict]
+) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
+    best, best_classes = ranking.best()
     if best == REJECTED:
         return [], -1, verdicts
-    # The few classes of the best score, found by list.index (in C), in class order.
-    values = list(classes.values())
-    scored = []
-    at = -1
-    for _ in range(scores.count(best)):
-        at = scores.index(best, at + 1)
-        scored.append((best, values[at]))
+    # [(best, members) for each best class], built in C: ~20 classes, on every placement.
+    scored = list(zip(itertools.repeat(best), map(classes.__getitem__, best_classes)))
     return scored, best, verdicts
 
 
@@ -224,14 +297,37 @@ def _groups(
 
 def _judge(ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, node: NodeView) -> Verdict:
     """Score a class by its representative; node-name filters are left to _pick."""
+    return _judge_all(ctx, pipeline, scorer, [node])[0]
+
+
+def _judge_all(
+    ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, nodes: list[NodeView]
+) -> list[Verdict]:
+    """_judge for each of `nodes`: filtered one by one, the feasible scored together
+    where the scorer can (FGD measures their node states in one pass)."""
+    verdicts = [REJECTED] * len(nodes)
+    feasible: list[tuple[int, NodeView, list[GpuView]]] = []
+    for i, node in enumerate(nodes):
+        fitting = _fitting_if_feasible(ctx, pipeline, node)
+        if fitting is not None:
+            feasible.append((i, node, fitting))
+    if isinstance(scorer, FragmentationScorer):
+        scores = scorer.best_scores(ctx.request, [(node, fitting) for _, node, fitting in feasible])
+    else:
+        scores = [scorer.best(ctx.request, node, fitting)[0] for _, node, fitting in feasible]
+    for (i, _, _), score in zip(feasible, scores, strict=True):
+        verdicts[i] = score
+    return verdicts
+
+
+def _fitting_if_feasible(
+    ctx: CycleContext, pipeline: Pipeline, node: NodeView
+) -> list[GpuView] | None:
+    """fitting_gpus of a node the node filters pass (but node-name ones), else None."""
     for node_filter in pipeline.node_filters:
         if node_filter.name != NodeReserved.name and node_filter.filter_node(ctx, node):
-            return REJECTED
-    fitting = fitting_gpus(ctx, pipeline, node)
-    if fitting is None:
-        return REJECTED
-    score, _ = scorer.best(ctx.request, node, fitting)
-    return score
+            return None
+    return fitting_gpus(ctx, pipeline, node)
 
 
 def _rejections(

@@ -45,18 +45,25 @@ class Pipeline:
 
 
 @lru_cache(maxsize=1024)
-def pipeline_for(demand: Demand, host_resources: bool = False) -> Pipeline:
-    """`host_resources`: the request asks for host CPU or memory, so nodes must fit it too."""
+def pipeline_for(
+    demand: Demand, host_resources: bool = False, model_lists: bool = True
+) -> Pipeline:
+    """`host_resources`: the request asks for host CPU or memory, so nodes must fit it too.
+    `model_lists`: it names allowed models or has some ruled out; without, the filters
+    that read those lists are left out, as they would pass every GPU (the packing scan
+    runs the GPU filters over each node class it judges)."""
     node_filters: tuple[NodeFilter, ...] = (NodeSchedulable(), NodeReserved())
     if host_resources:
         node_filters = (*node_filters, NodeResourcesFit())
+    model_filters: tuple[GpuFilter, ...] = ()
+    if model_lists:
+        model_filters = (GpuModelAllowed(), GenerationAllowed())
     if isinstance(demand, WholeDemand):
         return Pipeline(
             node_filters,
             (
                 GpuHealthy(),
-                GpuModelAllowed(),
-                GenerationAllowed(),
+                *model_filters,
                 GpuMode(wants_mig=False),
                 GpuIdle(),
             ),
@@ -68,8 +75,7 @@ def pipeline_for(demand: Demand, host_resources: bool = False) -> Pipeline:
             node_filters,
             (
                 GpuHealthy(),
-                GpuModelAllowed(),
-                GenerationAllowed(),
+                *model_filters,
                 GpuMode(wants_mig=False),
                 FractionFits(demand),
             ),
@@ -80,8 +86,7 @@ def pipeline_for(demand: Demand, host_resources: bool = False) -> Pipeline:
         node_filters,
         (
             GpuHealthy(),
-            GpuModelAllowed(),
-            GenerationAllowed(),
+            *model_filters,
             GpuMode(wants_mig=True),
             MigProfileExists(demand.profile),
             MigSlotsFree(demand.profile),

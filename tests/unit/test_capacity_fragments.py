@@ -56,6 +56,17 @@ def test_equals_the_loop_for_the_default_traces_types(
     assert got == node_fragment_sharing_by_capacity(types, gpus, free_cpu, free_memory)
 
 
+@settings(max_examples=200, deadline=None)
+@given(states=st.lists(st.tuples(gpu_states, resources, resources), max_size=12))
+def test_many_states_at_once_equal_one_at_a_time(
+    states: list[tuple[tuple[tuple[str, int], ...], int, int]],
+) -> None:
+    types = _trace_types()
+    expected = [node_fragment_sharing_by_capacity(types, *state) for state in states]
+    assert CapacityFragments(types).many(states) == expected  # every memo empty
+    assert _trace_fragments().many(states) == expected  # memos of earlier examples
+
+
 def test_no_types_or_no_free_gpu_is_no_fragment() -> None:
     assert CapacityFragments(())((), (("G2", 500),), 1000, 1000) == 0.0
     assert CapacityFragments(TYPES)(TYPES, (("G2", 0), ("T4", 0)), 1000, 1000) == 0.0
