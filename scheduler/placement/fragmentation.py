@@ -527,7 +527,7 @@ class FragmentationScorer:
         self._version = -1
         self._types: tuple[tuple[PodType, float], ...] = ()
         self._memo: dict[StateKey, float] = {}
-        self._versatility: dict[tuple[GpuState, int, int], float] = {}
+        self._versatility: dict[StateKey, float] = {}
         self._measure: FragmentMeasure = node_fragment
 
     def _refresh(self) -> None:
