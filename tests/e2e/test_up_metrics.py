@@ -139,6 +139,11 @@ def test_up_serves_scheduler_and_agent_metrics(up: tuple[Path, str]) -> None:
     gpupool(home, "allocate", "--tenant", "demo", "--request-id", "w", "--whole", "1")
     # Waits (one H100 is left), and could be placed once one frees: not unschedulable.
     gpupool(home, "allocate", "--tenant", "demo", "--request-id", "two", "--whole", "2")
+    # The agents may still be (re)connecting on a busy machine: wait for both streams.
+    wait_for(
+        lambda: sum(v for _, _, v in scrape(address)["gpupool_connected_agents"]) == 2,
+        what="both agents connected",
+    )
     metrics = scrape(address)
     assert set(metrics) >= SCHEDULER_METRICS, sorted(SCHEDULER_METRICS - set(metrics))
 
