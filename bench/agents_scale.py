@@ -43,8 +43,6 @@ from rich.table import Table
 from sqlalchemy.engine import URL
 
 from agent.connection import AGENT_CHANNEL_OPTIONS
-from agent.nvml.simulated import SimulatedNvml
-from agent.runner import Agent, AgentSettings
 from bench.harness import (
     DEFAULT_URL,
     BenchPki,
@@ -54,8 +52,9 @@ from bench.harness import (
     scheduler_process,
     scratch_database,
 )
+from bench.support.stream_agents import SimAgent
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, agents_pb2, agents_pb2_grpc, types_pb2
-from scheduler.fleetfile import SimulatedNode, parse_fleet
+from scheduler.fleetfile import parse_fleet
 from scheduler.security.channels import ClientCredentials, open_aio_channel, open_channel
 from scheduler.security.pki import CertificateAuthority
 
@@ -110,32 +109,18 @@ class WorkerResult:
     errors: Counter[str] = field(default_factory=Counter)
 
 
-class SimAgent:
-    """One agent's protos, built once by the real agent code (agent/runner.py)
-    over a simulated NVML, and reused: the client side must stay cheap."""
+class ProbedAgent(SimAgent):
+    """A simulated agent whose stream also carries the prober's messages."""
 
-    def __init__(
-        self, node: SimulatedNode, target: str, credentials: ClientCredentials, state_dir: Path
-    ) -> None:
-        # No worker runs here: an empty templates file spares a YAML parse per agent.
-        templates = state_dir / "templates.yaml"
-        settings = AgentSettings(target, node.name, credentials, labels=node.labels,
-                                 state_dir=state_dir, worker_templates_file=templates)  # fmt: skip
-        self.target = target  # both replicas, or one for the probing agent
-        self.credentials = credentials
-        real = Agent(settings, SimulatedNvml(node))
-        self.name = node.name
-        self.hello = agents_pb2.AgentMessage(hello=real.hello())
-        self.beat = agents_pb2.AgentMessage(heartbeat=real.heartbeat())
-        self.extra: asyncio.Queue[tuple[agents_pb2.AgentMessage, asyncio.Future[float]]]
-        self.connected: asyncio.Event
+    extra: asyncio.Queue[tuple[agents_pb2.AgentMessage, asyncio.Future[float]]]
+    connected: asyncio.Event
 
 
 class Worker:
     """One process: an asyncio task per agent, each with its own channel (its
     own TCP connection, like a real host)."""
 
-    def __init__(self, index: int, agents: list[SimAgent], endpoints: Endpoints, args: Any,
+    def __init__(self, index: int, agents: list[ProbedAgent], endpoints: Endpoints, args: Any,
                  sh: Shared) -> None:  # fmt: skip
         self.index, self.agents, self.endpoints, self.sh = index, agents, endpoints, sh
         self.interval, self.wave, self.probes = args.interval, args.wave, args.probes
@@ -161,7 +146,7 @@ class Worker:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def agent(self, a: SimAgent) -> None:
+    async def agent(self, a: ProbedAgent) -> None:
         """Sessions until cancelled; like agent/runner.py, a broken stream is
         retried after a jittered, growing backoff (and counted)."""
         backoff = 0.5
@@ -177,7 +162,7 @@ class Worker:
             await asyncio.sleep(random.uniform(0, backoff))
             backoff = min(2 * backoff, 10.0)
 
-    async def session(self, a: SimAgent) -> None:
+    async def session(self, a: ProbedAgent) -> None:
         """Hello, then a heartbeat every interval (and probe messages)."""
         # The real agent's options (round robin, keepalive), and connections of its own.
         options = [*AGENT_CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
@@ -213,7 +198,7 @@ class Worker:
             await reader  # the read side's error says why the stream ended
             raise ConnectionError("the scheduler ended the stream")
 
-    async def read(self, call: Any, a: SimAgent) -> None:
+    async def read(self, call: Any, a: ProbedAgent) -> None:
         async for message in call:
             if message.WhichOneof("body") == "desired" and not a.connected.is_set():
                 a.connected.set()
@@ -302,7 +287,7 @@ def worker_main(index: int, endpoints: Endpoints, args: Any, sh: Shared) -> None
     with tempfile.TemporaryDirectory() as state_dir:  # the agents write nothing there
         (Path(state_dir) / "templates.yaml").write_text("")
         agents = [
-            SimAgent(n, pinned if i == 0 else endpoints.every_replica, credentials(n.name),
+            ProbedAgent(n, pinned if i == 0 else endpoints.every_replica, credentials(n.name),
                      Path(state_dir))
             for i, n in enumerate(nodes)
         ]  # fmt: skip

@@ -87,7 +87,7 @@ from bench.support.clients import (
     cpu_seconds,
     run_phase,
 )
-from bench.support.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
+from bench.support.fleet import HEARTBEAT_EVERY, fleet_agents, fleet_nodes
 from bench.support.fleet_scale import BASE_GPUS, scaled_nodes, seed_fleet
 from bench.support.history import seed_history
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc
@@ -217,10 +217,9 @@ def scheduler_run(args: argparse.Namespace, server: URL, console: Console, secur
                 f"scheduler pid {sched.pid} on {sched.address} ({sched.admin.describe()})"
             )
             every = math.inf if args.no_liveness else args.heartbeat_every
-            with closing(Heartbeats(sched.address, sched.admin, every)) as beats, \
+            with fleet_agents(sched, nodes, args.unary_heartbeats, console, every) as beats, \
                     scheduler_meter(sched) as meter:  # fmt: skip
-                reg_s, retries = register_fleet(sched.address, sched.admin, nodes, beats, console)
-                console.print(f"registered {len(nodes)} nodes in {reg_s:.1f}s, {retries} retried")
+                reg_s, retries = beats.registered_s, 0
                 churn = Job("churn", sched.address, sched.admin, tag="e")
                 how = sched.admin.describe()
                 empty = measure(args, churn, args.seconds, f"churn, empty, {how}", console, meter)
@@ -424,6 +423,7 @@ def summarise(args: argparse.Namespace, secure: Run, insecure: Run | None) -> di
         ),
         "auth_overhead_ratio": _ratio(empty.rate, insecure_rate) if insecure else None,
         "load_average": round(headline.load, 2),
+        "agents": "unary Heartbeat calls" if args.unary_heartbeats else "Connect streams",
     }
 
 
@@ -504,6 +504,9 @@ def main() -> None:
     parser.add_argument("--heartbeat-every", type=float, default=HEARTBEAT_EVERY, metavar="SECONDS")
     parser.add_argument(
         "--no-liveness", action="store_true", help="no heartbeats: the allocate path alone"
+    )
+    parser.add_argument(
+        "--unary-heartbeats", action="store_true", help="agents as unary calls, not streams"
     )
     parser.add_argument("--plot", metavar="FILE.png", help="latency histogram")
     parser.add_argument("--profile", metavar="FILE", help="py-spy record (.svg, else raw)")

@@ -67,7 +67,7 @@ from bench.harness import (
     stop_on_sigterm,
 )
 from bench.support.clients import CALL_TIMEOUT, PLACED, cpu_seconds
-from bench.support.fleet import HEARTBEAT_EVERY, Heartbeats, fleet_nodes, register_fleet
+from bench.support.fleet import fleet_agents, fleet_nodes
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, scheduler_pb2, scheduler_pb2_grpc, types_pb2
 from scheduler.security.channels import ClientCredentials, open_channel
 from scheduler.store.database import libpq_url
@@ -239,9 +239,8 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     deadline = time.monotonic() + args.max_seconds
     with scratch_database(server) as url, scheduler_process(url, console, command) as leader:
         console.print(f"leader pid {leader.pid} on {leader.address}")
-        with closing(Heartbeats(leader.address, leader.admin, HEARTBEAT_EVERY)) as beats:
-            reg_s, _ = register_fleet(leader.address, leader.admin, nodes, beats, console)
-            console.print(f"registered {len(nodes)} nodes in {reg_s:.1f}s")
+        with fleet_agents(leader, nodes, args.unary_heartbeats, console) as beats:
+            reg_s = beats.registered_s
             with scheduler_process(url, console, command) as follower:
                 console.print(f"follower pid {follower.pid} on {follower.address}")
                 filled = submit(leader.address, leader.admin, fill_requests(), 16, deadline,
@@ -288,6 +287,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         "passes_on_followers": stats["follower"].pending_passes,
         "follower_is_leader": stats["follower"].leader,
         "load_average": round(load, 2),
+        "agents": "unary Heartbeat calls" if args.unary_heartbeats else "Connect streams",
     }
     table = Table("metric", "value", title=f"pending flood: {summary['gpus']} GPUs")
     for key, value in summary.items():
@@ -310,6 +310,9 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=360.0, help="bound on the flood")
     parser.add_argument(
         "--database-url", default=os.environ.get("GPUPOOL_DATABASE_URL") or DEFAULT_URL
+    )
+    parser.add_argument(
+        "--unary-heartbeats", action="store_true", help="agents as unary calls, not streams"
     )
     args = parser.parse_args()
     if not 0 <= args.unschedulable <= args.pending or not 0 < args.flood <= args.pending:

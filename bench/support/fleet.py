@@ -1,6 +1,7 @@
 """The simulated fleet the scheduler benchmarks register: 1,250 nodes of 8
-GPUs (10,000 GPUs, mixed generations, some MIG), registered over gRPC, kept
-reachable by heartbeats from one thread."""
+GPUs (10,000 GPUs, mixed generations, some MIG), kept reachable by simulated
+agents: Connect streams as real agents open (stream_agents.py), or unary
+RegisterNode and Heartbeat calls from one thread."""
 
 from __future__ import annotations
 
@@ -8,13 +9,18 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import grpc
 from rich.console import Console
 from rich.progress import Progress
 
+from bench.harness import BenchServer
+from bench.support.stream_agents import StreamAgents
 from gpupool.v1 import agents_pb2, agents_pb2_grpc
 from scheduler.fleetfile import SimulatedNode, parse_fleet
 from scheduler.security.channels import ClientCredentials, open_channel
@@ -127,3 +133,57 @@ def register_fleet(address: str, credentials: ClientCredentials, nodes: list[Sim
         pool.shutdown(cancel_futures=True)
         channel.close()
     return time.perf_counter() - started, retries
+
+
+class _Counted(Protocol):
+    @property
+    def sent(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+
+
+@dataclass
+class FleetAgents:
+    """What keeps the fleet reachable, and how long registering it took."""
+
+    agents: _Counted
+    registered_s: float
+
+    @property
+    def sent(self) -> int:
+        return self.agents.sent
+
+    @property
+    def failed(self) -> int:
+        return self.agents.failed
+
+
+@contextmanager
+def fleet_agents(
+    server: BenchServer,
+    nodes: list[SimulatedNode],
+    unary: bool,
+    console: Console,
+    every: float = HEARTBEAT_EVERY,
+) -> Iterator[FleetAgents]:
+    """The fleet registered and heartbeating until the block ends: by one
+    Connect stream per node (its hello registers it), or with `unary` by
+    RegisterNode and Heartbeat calls (those too when `every` is infinite:
+    registered, and never a heartbeat)."""
+    if unary or not math.isfinite(every):
+        with closing(Heartbeats(server.address, server.admin, every)) as beats:
+            took, _ = register_fleet(server.address, server.admin, nodes, beats, console)
+            console.print(f"registered {len(nodes)} nodes in {took:.1f}s (unary calls)")
+            yield FleetAgents(beats, took)
+        return
+    # An --insecure scheduler has no agent port: its agents use the API port.
+    target = server.agent_address or server.address
+    pki = str(server.pki.directory) if server.pki else None
+    streams = StreamAgents(target, pki, nodes, every)
+    try:
+        with console.status(f"{len(nodes)} agents connecting (Connect streams)"):
+            took = streams.connect()
+        console.print(f"{len(nodes)} agents connected in {took:.1f}s (Connect streams)")
+        yield FleetAgents(streams, took)
+    finally:
+        streams.close()
