@@ -22,7 +22,6 @@ from scheduler.domain.errors import (
 from scheduler.domain.quotas import fair_order
 from scheduler.domain.requests import PlacementRequest
 from scheduler.placement import Placement, PlacementOutcome
-from scheduler.store import allocations as store
 from scheduler.store.records import AllocationRecord
 
 # Rows one pass reads at most, and how long it may run (preemptions weighed:
@@ -138,7 +137,7 @@ def apply_pending_pass(batch: Batch, everything: bool) -> int:
     batch.passes_run += 1
     everything = everything or batch.shape_changed
     models = None if everything else sorted(batch.freed_models)
-    rows = store.pending_candidates(batch.conn, PASS_LIMIT, models, everything)
+    rows = batch.sql.pending_candidates(PASS_LIMIT, models, everything)
 
     if len({r["tenant"] for r in rows}) > 1:
         # Within a priority, tenants take turns by fair share.

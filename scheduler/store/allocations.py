@@ -22,7 +22,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql
 
 from scheduler.domain.errors import InvalidArgument, NotFound, quoted
 from scheduler.domain.fleet import Claim
@@ -92,27 +91,6 @@ def lock_allocations(conn: Connection, ids: Sequence[str]) -> dict[str, dict[str
         .with_for_update()
     ).mappings()
     return {row["id"]: dict(row) for row in rows}
-
-
-def pending_candidates(
-    conn: Connection, limit: int, models: Sequence[str] | None, include_unschedulable: bool
-) -> list[dict[str, Any]]:
-    """Pending allocations a pass should try, in placement order: those that
-    may use one of `models` (or any model) when given, the unschedulable ones
-    only when asked. SKIP LOCKED: a second scheduler's pass works on the rest."""
-    query = select(allocations_t).where(allocations_t.c.state == "pending")
-    if not include_unschedulable:
-        query = query.where(allocations_t.c.unschedulable.is_(False))
-    if models is not None:
-        query = query.where(
-            or_(
-                func.jsonb_array_length(allocations_t.c.gpu_models) == 0,
-                allocations_t.c.gpu_models.has_any(postgresql.array(list(models))),
-            )
-        )
-    query = query.order_by(allocations_t.c.priority.desc(), allocations_t.c.queue_seq)
-    rows = conn.execute(query.limit(limit).with_for_update(skip_locked=True)).mappings()
-    return [dict(row) for row in rows]
 
 
 def queue_order(conn: Connection, limit: int) -> list[AllocationRecord]:
