@@ -21,7 +21,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:  # fragmentation.py imports this module; the types are only annotations
     from scheduler.placement.fragmentation import GpuState, PodType
 
-# Bound on each memo (GPU states, free CPU, free memory), so a long-lived server stays small.
+# Bound on the memo of GPU states, so a long-lived server stays small.
 MAX_STATES = 200_000
 # A limit above any node's free milli-GPU (and small enough to multiply by a type's
 # milli in int64): "CPU and memory do not limit this type".
@@ -46,10 +46,10 @@ class CapacityFragments:
     Per type, the milli it can take on a node is min(what the GPUs allow, what CPU
     and memory allow): a sharing type min(room by GPUs, free CPU // its CPU, free
     memory // its memory) x its milli, a whole type the free milli of the GPUs it
-    fits (if enough do), nothing where its CPU or memory does not fit. Each side is
-    memoised by its own part of the state (GPU states, free CPU and free memory each
-    repeat far more often than whole node states), so a node state costs two
-    minimums, a subtraction, a product and a running sum over the types.
+    fits (if enough do), nothing where its CPU or memory does not fit. The GPUs' side
+    is memoised by GPU state (those repeat far more often than whole node states);
+    with the states measured together, a node state costs a row of two minimums, a
+    subtraction, a product and a running sum over the types.
     """
 
     def __init__(self, types: Sequence[tuple[PodType, float]]) -> None:
@@ -74,8 +74,6 @@ class CapacityFragments:
         self._memory = self._resource([t.memory_mib for t, _ in types])
         self._masks: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
         self._by_gpus: dict[GpuState, tuple[int, IntArray]] = {}
-        self._by_cpu: dict[int, IntArray] = {}
-        self._by_memory: dict[int, IntArray] = {}
 
     def __call__(
         self,
@@ -88,61 +86,40 @@ class CapacityFragments:
         return self.many([(gpus, free_cpu, free_memory)])[0]
 
     def many(self, states: Sequence[tuple[GpuState, int, int]]) -> list[float]:
-        """The fragment of each (GPUs, free CPU, free memory), the last steps done for all
-        states at once: on ~150 types numpy's cost per call outweighs its work."""
+        """The fragment of each (GPUs, free CPU, free memory), all states at once: on ~150
+        types numpy's cost per call outweighs its work, so the CPU's and the memory's
+        limits are worked out for all in one pass each rather than memoised one by one."""
         fragments = [0.0] * len(states)
-        self._fill(self._by_cpu, self._cpu, [cpu for _, cpu, _ in states])
-        self._fill(self._by_memory, self._memory, [memory for _, _, memory in states])
+        by_gpus = self._by_gpus
         at: list[int] = []
-        limits: list[tuple[int, IntArray, IntArray, IntArray]] = []
+        totals: list[int] = []
+        gpu_limits: list[IntArray] = []
+        cpus: list[int] = []
+        memories: list[int] = []
         for i, (gpus, free_cpu, free_memory) in enumerate(states):
-            found = self._limits(gpus, free_cpu, free_memory)
-            if found is not None:
+            found = by_gpus.get(gpus)
+            if found is None:
+                if len(by_gpus) >= MAX_STATES:
+                    by_gpus.clear()
+                found = by_gpus[gpus] = self._gpu_limit(gpus)
+            if found[0]:  # else no GPU is free: no fragment
                 at.append(i)
-                limits.append(found)
-        if not limits or not len(self._share):
+                totals.append(found[0])
+                gpu_limits.append(found[1])
+                cpus.append(free_cpu)
+                memories.append(free_memory)
+        if not at or not len(self._share):
             return fragments
-        if len(limits) == 1:  # no rows to stack
-            total, gpu_limit, cpu_limit, memory_limit = limits[0]
-            taken = np.minimum(np.minimum(gpu_limit, cpu_limit), memory_limit)
-            fragments[at[0]] = float((self._share * (total - taken)).cumsum()[-1])
-            return fragments
-        totals, gpu_limits, cpu_limits, memory_limits = zip(*limits, strict=True)
-        taken = np.minimum(
-            np.minimum(np.array(gpu_limits), np.array(cpu_limits)), np.array(memory_limits)
+        cpu_limits = self._resource_limit(self._cpu, np.array(cpus, dtype=np.int64)[:, None])
+        memory_limits = self._resource_limit(
+            self._memory, np.array(memories, dtype=np.int64)[:, None]
         )
+        taken = np.minimum(np.minimum(np.array(gpu_limits), cpu_limits), memory_limits)
         terms = self._share * (np.array(totals, dtype=np.int64)[:, None] - taken)
         # Along each row, left to right: the same sums as one state's terms.cumsum().
         for i, fragment in zip(at, terms.cumsum(axis=1)[:, -1].tolist(), strict=True):
             fragments[i] = fragment
         return fragments
-
-    def _limits(
-        self, gpus: GpuState, free_cpu: int, free_memory: int
-    ) -> tuple[int, IntArray, IntArray, IntArray] | None:
-        """The GPUs' free milli and each side's limit per type, memoised; None when no
-        GPU is free (no fragment)."""
-        by_gpus = self._by_gpus.get(gpus)
-        if by_gpus is None:
-            if len(self._by_gpus) >= MAX_STATES:
-                self._by_gpus.clear()
-            by_gpus = self._by_gpus[gpus] = self._gpu_limit(gpus)
-        total, gpu_limit = by_gpus
-        if total == 0:
-            return None
-        cpu_limit = self._by_cpu.get(free_cpu)
-        if cpu_limit is None:
-            if len(self._by_cpu) >= MAX_STATES:
-                self._by_cpu.clear()
-            cpu_limit = self._by_cpu[free_cpu] = self._resource_limit(self._cpu, free_cpu)
-        memory_limit = self._by_memory.get(free_memory)
-        if memory_limit is None:
-            if len(self._by_memory) >= MAX_STATES:
-                self._by_memory.clear()
-            memory_limit = self._by_memory[free_memory] = self._resource_limit(
-                self._memory, free_memory
-            )
-        return total, gpu_limit, cpu_limit, memory_limit
 
     def _gpu_limit(self, gpus: GpuState) -> tuple[int, IntArray]:
         """The free milli of the GPUs, and per type the milli the GPUs let it take: a
@@ -170,22 +147,12 @@ class CapacityFragments:
         fixed = np.where(self._sharing_type, RESOURCE_CAP * self._need, RESOURCE_CAP)
         return _Resource(asked, np.maximum(asked, 1), self._sharing_type & (asked > 0), fixed)
 
-    def _fill(self, memo: dict[int, IntArray], resource: _Resource, frees: list[int]) -> None:
-        """_resource_limit of each of `frees` not in `memo` yet, all in one pass."""
-        missing = list(dict.fromkeys(f for f in frees if f not in memo))
-        if not missing:
-            return
-        if len(memo) + len(missing) > MAX_STATES:
-            memo.clear()
-        limits = self._resource_limit(resource, np.array(missing, dtype=np.int64)[:, None])
-        memo.update(zip(missing, limits, strict=True))
-
-    def _resource_limit(self, resource: _Resource, free: int | IntArray) -> IntArray:
+    def _resource_limit(self, resource: _Resource, free: IntArray) -> IntArray:
         """Per type, the milli one resource (CPU or memory, `free` on the node) lets it
         take: 0 where it is short; for a sharing type asking for some, free // asked x
         its milli; else no limit (RESOURCE_CAP, x its milli for a sharing type). The
         minimum of the CPU's and the memory's is the limit of both, as milli > 0. Given a
-        column of frees, a row of limits for each."""
+        column of frees (one per node state), a row of limits for each."""
         room = np.minimum(free // resource.divisor, RESOURCE_CAP)
         limit = np.where(resource.by_room, room * self._need, resource.fixed)
         return np.where(resource.asked > free, 0, limit)
