@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, NamedTuple, Protocol
 
@@ -573,7 +573,7 @@ class FragmentationScorer:
         """Memoised node_fragment of a node state (GPUs in any order)."""
         self._refresh()
         key = (tuple(sorted(gpus)), free_cpu, free_memory)
-        return self._values((key,))[key]
+        return self._values([key])[key]
 
     def best(
         self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
@@ -606,20 +606,20 @@ class FragmentationScorer:
         not measured yet measured together: the scan judges ~10 new node classes per
         placement, and one numpy pass over all costs little more than one. Only while
         `measuring`."""
+        rows: list[tuple[StateKey, list[StateKey], bool]] = []
         keys: list[StateKey] = []
         for node, side in candidates:
             cpu, cpu_after, memory, memory_after = self._host(request, node)
-            keys.append((side.before, cpu, memory))
-            keys.extend((after, cpu_after, memory_after) for after in side.afters)
+            before = (side.before, cpu, memory)
+            afters = [(after, cpu_after, memory_after) for after in side.afters]
+            rows.append((before, afters, side.fixed))
+            keys.append(before)
+            keys.extend(afters)
         values = self._values(keys)
-        scores = []
-        at = 0
-        for _, side in candidates:
-            before = values[keys[at]]
-            afters = [values[key] for key in keys[at + 1 : at + 1 + len(side.afters)]]
-            at += 1 + len(side.afters)
-            scores.append(self._score(before, afters, side.fixed))
-        return scores
+        return [
+            self._score(values[before], [values[after] for after in afters], fixed)
+            for before, afters, fixed in rows
+        ]
 
     def score_choice(
         self, request: PlacementRequest, node: NodeView, chosen: Sequence[GpuView]
@@ -728,28 +728,23 @@ class FragmentationScorer:
         """The integer score of the best choice's _choice_score."""
         return fgd_score(-best_score) if self.exact_gpu else int(best_score)
 
-    def _values(self, keys: Iterable[StateKey]) -> dict[StateKey, float]:
-        """The fragment of each node state, memoised; those not yet known measured at once."""
-        found: dict[StateKey, float] = {}
-        missing: dict[StateKey, None] = {}
+    def _values(self, keys: list[StateKey]) -> Mapping[StateKey, float]:
+        """The fragment of each node state, from the memo (returned: a copy per call cost
+        more than the lookups); those not yet known are measured at once."""
         memo = self._memo
-        for key in keys:
-            value = memo.get(key)
-            if value is None:
-                missing[key] = None
-            else:
-                found[key] = value
-        if missing:
-            states = list(missing)
-            if isinstance(self._measure, CapacityFragments):
-                measured = self._measure.many(states)
-            else:
-                measured = [self._measure(self._types, *state) for state in states]
-            if len(memo) + len(states) > MAX_MEMO:
-                memo.clear()
-            for state, value in zip(states, measured, strict=True):
-                memo[state] = found[state] = value
-        return found
+        missing = list(dict.fromkeys(key for key in keys if key not in memo))
+        if not missing:
+            return memo
+        if isinstance(self._measure, CapacityFragments):
+            measured = self._measure.many(missing)
+        else:
+            measured = [self._measure(self._types, *state) for state in missing]
+        if len(memo) + len(missing) > MAX_MEMO:
+            known = {key: memo[key] for key in keys if key in memo}
+            memo.clear()
+            memo.update(known)
+        memo.update(zip(missing, measured, strict=True))
+        return memo
 
 
 class GpuSide(NamedTuple):
@@ -769,10 +764,8 @@ class _Plan(NamedTuple):
     choices: list[tuple[tuple[GpuView, ...], StateKey]]
     fixed: bool  # one choice, given or the only one (whole GPUs, host-only)
 
-    def states(self) -> Iterator[StateKey]:
-        yield self.before
-        for _, after in self.choices:
-            yield after
+    def states(self) -> list[StateKey]:
+        return [self.before, *(after for _, after in self.choices)]
 
 
 @dataclass(frozen=True)

@@ -372,16 +372,21 @@ def _judge_fragmentation(
     at: list[int] = []
     candidates: list[tuple[NodeView, GpuSide]] = []
     request = ctx.request
+    node_checks = [f.filter_node for f in pipeline.node_filters if f.name != NodeReserved.name]
     for i, node in enumerate(nodes):
-        if _node_rejected(ctx, pipeline, node):
-            continue
         gpu_state = gpu_states[i]
-        if gpu_state in sides:
+        known = gpu_state in sides
+        if known and sides[gpu_state] is None:
+            continue  # too few GPUs fit, whatever the node's CPU and memory
+        if any(check(ctx, node) is not None for check in node_checks):
+            continue
+        if known:
             side = sides[gpu_state]
         else:
             fitting = fitting_gpus(ctx, pipeline, node)
-            side = None if fitting is None else scorer.gpu_side(request, node, fitting)
-            sides[gpu_state] = side
+            side = sides[gpu_state] = (
+                None if fitting is None else scorer.gpu_side(request, node, fitting)
+            )
         if side is not None:
             at.append(i)
             candidates.append((node, side))
