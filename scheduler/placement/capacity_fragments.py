@@ -2,8 +2,9 @@
 
 The default policy spends most of a simulated seed in that function: ~150 types
 for each of ~100,000 node states. Here the types become arrays once per mix
-version, and what depends only on the GPUs (room per GPU shape) is kept per GPU
-state, so a node state costs a few numpy operations instead of a Python loop.
+version, and what depends only on the GPUs (room per type) is kept per GPU state,
+summed from each GPU's part kept per (model, free milli), so a node state costs a
+few numpy operations instead of a Python loop.
 
 The result is bit-identical to the loop: every term is the same IEEE product,
 and the terms are added left to right (np.cumsum), not pairwise (np.sum), since
@@ -21,7 +22,7 @@ import numpy.typing as npt
 if TYPE_CHECKING:  # fragmentation.py imports this module; the types are only annotations
     from scheduler.placement.fragmentation import GpuState, PodType
 
-# Bound on the memo of GPU states, so a long-lived server stays small.
+# Bound on each memo (GPU states, single GPUs), so a long-lived server stays small.
 MAX_STATES = 200_000
 # A limit above any node's free milli-GPU (and small enough to multiply by a type's
 # milli in int64): "CPU and memory do not limit this type".
@@ -53,26 +54,19 @@ class CapacityFragments:
     """
 
     def __init__(self, types: Sequence[tuple[PodType, float]]) -> None:
-        shapes: dict[tuple[int, frozenset[str]], int] = {}
-        shape_of: list[int] = []
-        for pod_type, _ in types:
-            if pod_type.num_gpu and pod_type.gpu_milli:
-                key = (pod_type.gpu_milli, pod_type.gpu_models)
-                shape_of.append(shapes.setdefault(key, len(shapes)))
-            else:
-                shape_of.append(-1)
-        self._shapes = list(shapes)  # (milli per GPU, allowed models), by index
-        self._shape_need = np.array([need for need, _ in self._shapes] or [1], dtype=np.int64)
-        self._sharing_shape = self._shape_need < 1000
         self._share: FloatArray = np.array([share for _, share in types], dtype=np.float64)
-        self._gpu_type = np.array(shape_of, dtype=np.int64) >= 0
-        self._shape_index = np.maximum(np.array(shape_of, dtype=np.int64), 0)
+        self._gpu_type = np.array(
+            [bool(t.num_gpu and t.gpu_milli) for t, _ in types], dtype=np.bool_
+        )
+        self._models = [t.gpu_models for t, _ in types]  # allowed models, none: any
         self._need = np.array([t.gpu_milli for t, _ in types], dtype=np.int64)
+        self._divisor = np.maximum(self._need, 1)
         self._sharing_type = self._gpu_type & (self._need < 1000)
         self._num_gpu = np.array([t.num_gpu for t, _ in types], dtype=np.int64)
         self._cpu = self._resource([t.cpu_milli for t, _ in types])
         self._memory = self._resource([t.memory_mib for t, _ in types])
-        self._masks: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
+        self._allowed: dict[str, npt.NDArray[np.bool_]] = {}
+        self._by_gpu: dict[tuple[str, int], IntArray] = {}
         self._by_gpus: dict[GpuState, tuple[int, IntArray]] = {}
 
     def __call__(
@@ -126,20 +120,33 @@ class CapacityFragments:
         sharing type's room (free // milli over allowed GPUs) x its milli, a whole
         type the free milli of the allowed GPUs it fits (0 when too few fit)."""
         total = sum(free for _, free in gpus)
-        if not self._shapes or total == 0:
+        if total == 0 or not self._gpu_type.any():
             return total, np.zeros(len(self._share), dtype=np.int64)
-        allowed = self._mask(tuple(model for model, _ in gpus))
-        free = np.array([free for _, free in gpus], dtype=np.int64)[:, None]
         # np.add.reduce, not .sum(): the same integer sums without .sum's Python wrapper.
-        room = np.add.reduce(np.where(allowed, free // self._shape_need, 0), axis=0)
-        fitting = allowed & (free >= self._shape_need)
-        count = np.add.reduce(fitting, axis=0)
-        fitting_milli = np.add.reduce(np.where(fitting, free, 0), axis=0)
-        room_milli = (room * self._shape_need)[self._shape_index]
-        enough = count[self._shape_index] >= self._num_gpu
-        whole_milli = np.where(enough, fitting_milli[self._shape_index], 0)
-        limit = np.where(self._sharing_type, room_milli, whole_milli)
-        return total, np.where(self._gpu_type, limit, 0)
+        room, fitting, fitting_milli = np.add.reduce(
+            np.array([self._gpu_part(gpu) for gpu in gpus]), axis=0
+        )
+        whole_milli = np.where(fitting >= self._num_gpu, fitting_milli, 0)
+        return total, np.where(self._sharing_type, room, whole_milli)
+
+    def _gpu_part(self, gpu: tuple[str, int]) -> IntArray:
+        """One GPU's share of _gpu_limit's sums, per type: the room it has for the type
+        (free // milli x milli), whether it fits the type (0/1) and then its free milli;
+        0 for types it may not take (its model, or no GPU asked). Memoised by (model,
+        free): far fewer than GPU states, and the sums over a state's GPUs are exact."""
+        part = self._by_gpu.get(gpu)
+        if part is None:
+            model, free = gpu
+            allowed = self._allowed.get(model)
+            if allowed is None:
+                ok = [not models or model in models for models in self._models]
+                allowed = self._allowed[model] = self._gpu_type & np.array(ok, dtype=np.bool_)
+            fits = allowed & (free >= self._need)
+            room = np.where(allowed, free // self._divisor * self._need, 0)
+            if len(self._by_gpu) >= MAX_STATES:
+                self._by_gpu.clear()
+            part = self._by_gpu[gpu] = np.array([room, fits, np.where(fits, free, 0)])
+        return part
 
     def _resource(self, asked_per_type: list[int]) -> _Resource:
         asked = np.array(asked_per_type, dtype=np.int64)
@@ -156,13 +163,3 @@ class CapacityFragments:
         room = np.minimum(free // resource.divisor, RESOURCE_CAP)
         limit = np.where(resource.by_room, room * self._need, resource.fixed)
         return np.where(resource.asked > free, 0, limit)
-
-    def _mask(self, models: tuple[str, ...]) -> npt.NDArray[np.bool_]:
-        """(GPU, shape) -> may the shape's types use that GPU; memoised by the models."""
-        mask = self._masks.get(models)
-        if mask is None:
-            rows = [[not ok or model in ok for _, ok in self._shapes] for model in models]
-            mask = self._masks[models] = np.array(rows, dtype=np.bool_).reshape(
-                len(models), len(self._shapes)
-            )
-        return mask
