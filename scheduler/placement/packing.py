@@ -290,6 +290,12 @@ def _scan_best(
         gpu_states = snapshot.node_class_gpu_states()
         parts = [gpu_states[c] for c in fresh]
         judged = _judge_all(ctx, pipeline, scorer, representatives, sides, parts)
+        if len(sides) > STALE_VERDICTS * len(classes):
+            # As for the verdicts below: keep the GPU states some node is in now.
+            in_use = {gpu_states[c] for c in classes}
+            kept_sides = {g: side for g, side in sides.items() if g in in_use}
+            sides.clear()
+            sides.update(kept_sides)
     else:
         judged = _judge_all(ctx, pipeline, scorer, representatives)
     for class_id, verdict in zip(fresh, judged, strict=True):

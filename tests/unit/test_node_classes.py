@@ -148,3 +148,21 @@ def test_a_scan_sharing_gpu_sides_between_kinds_scores_as_best_does(seed: int) -
         if outcome.placement is not None:
             placement = outcome.placement
             snapshot.reserve_placement(placement.node, placement.claims, request.cpu_milli)
+
+
+def test_gpu_sides_of_states_no_node_is_in_are_cut_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("scheduler.placement.packing.STALE_VERDICTS", 1)
+    snapshot = fleet_of(sim_node("a", [1000, 1000], cpu=8000))
+    request = PlacementRequest(FractionDemand(200, 0), cpu_milli=500)
+    config = config_for_policy(
+        "fgd+mem+cs+all+walk", request_mix=RequestMix.from_requests([request])
+    )
+    for _ in range(4):  # each placement a new GPU state, judged by the next scan
+        outcome = place(snapshot, request, config)
+        assert outcome.placement is not None
+        claims = outcome.placement.claims
+        snapshot.reserve_placement("a", claims, request.cpu_milli)
+    assert config.policy_state is not None
+    gpu_key = (request.demand, request.host_only, request.gpu_models, request.excluded_models)
+    # One node, so one GPU state in use at each scan: the older ones were dropped.
+    assert len(config.policy_state.gpu_sides_for(snapshot, gpu_key)) == 1
