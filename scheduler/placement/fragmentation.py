@@ -13,7 +13,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol, cast
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
@@ -606,20 +606,19 @@ class FragmentationScorer:
         not measured yet measured together: the scan judges ~10 new node classes per
         placement, and one numpy pass over all costs little more than one. Only while
         `measuring`."""
-        rows: list[tuple[StateKey, list[StateKey], bool]] = []
         keys: list[StateKey] = []
         for node, side in candidates:
             cpu, cpu_after, memory, memory_after = self._host(request, node)
-            before = (side.before, cpu, memory)
-            afters = [(after, cpu_after, memory_after) for after in side.afters]
-            rows.append((before, afters, side.fixed))
-            keys.append(before)
-            keys.extend(afters)
-        values = self._values(keys)
-        return [
-            self._score(values[before], [values[after] for after in afters], fixed)
-            for before, afters, fixed in rows
-        ]
+            keys.append((side.before, cpu, memory))
+            keys.extend([(after, cpu_after, memory_after) for after in side.afters])
+        values = self._fragments(keys)
+        scores = []
+        at = 0
+        for _, side in candidates:
+            end = at + 1 + len(side.afters)
+            scores.append(self._score(values[at], values[at + 1 : end], side.fixed))
+            at = end
+        return scores
 
     def score_choice(
         self, request: PlacementRequest, node: NodeView, chosen: Sequence[GpuView]
@@ -728,23 +727,27 @@ class FragmentationScorer:
         """The integer score of the best choice's _choice_score."""
         return fgd_score(-best_score) if self.exact_gpu else int(best_score)
 
-    def _values(self, keys: list[StateKey]) -> Mapping[StateKey, float]:
-        """The fragment of each node state, from the memo (returned: a copy per call cost
-        more than the lookups); those not yet known are measured at once."""
+    def _values(self, keys: list[StateKey]) -> dict[StateKey, float]:
+        """The fragment of each node state, by state (see _fragments)."""
+        return dict(zip(keys, self._fragments(keys), strict=True))
+
+    def _fragments(self, keys: list[StateKey]) -> list[float]:
+        """The fragment of each node state, memoised (one lookup per state: a node state's
+        hash is most of the cost); those not yet known measured at once."""
         memo = self._memo
-        missing = list(dict.fromkeys(key for key in keys if key not in memo))
-        if not missing:
-            return memo
+        found = [memo.get(key) for key in keys]
+        if None not in found:
+            return cast("list[float]", found)
+        pairs = list(zip(keys, found, strict=True))
+        missing = list(dict.fromkeys(key for key, value in pairs if value is None))
         if isinstance(self._measure, CapacityFragments):
-            measured = self._measure.many(missing)
+            measured = dict(zip(missing, self._measure.many(missing), strict=True))
         else:
-            measured = [self._measure(self._types, *state) for state in missing]
+            measured = {state: self._measure(self._types, *state) for state in missing}
         if len(memo) + len(missing) > MAX_MEMO:
-            known = {key: memo[key] for key in keys if key in memo}
             memo.clear()
-            memo.update(known)
-        memo.update(zip(missing, measured, strict=True))
-        return memo
+        memo.update(measured)
+        return [measured[key] if value is None else value for key, value in pairs]
 
 
 class GpuSide(NamedTuple):
