@@ -58,6 +58,7 @@ class CapacityFragments:
         self._gpu_type = np.array(
             [bool(t.num_gpu and t.gpu_milli) for t, _ in types], dtype=np.bool_
         )
+        self._asks_gpus = bool(self._gpu_type.any())
         self._models = [t.gpu_models for t, _ in types]  # allowed models, none: any
         self._need = np.array([t.gpu_milli for t, _ in types], dtype=np.int64)
         self._divisor = np.maximum(self._need, 1)
@@ -120,7 +121,7 @@ class CapacityFragments:
         sharing type's room (free // milli over allowed GPUs) x its milli, a whole
         type the free milli of the allowed GPUs it fits (0 when too few fit)."""
         total = sum(free for _, free in gpus)
-        if total == 0 or not self._gpu_type.any():
+        if total == 0 or not self._asks_gpus:
             return total, np.zeros(len(self._share), dtype=np.int64)
         # np.add.reduce, not .sum(): the same integer sums without .sum's Python wrapper.
         room, fitting, fitting_milli = np.add.reduce(
