@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, NamedTuple, Protocol, cast
 
 from scheduler.domain.fleet import GpuView, NodeView
@@ -620,6 +620,21 @@ class FragmentationScorer:
             at = end
         return scores
 
+    def choose(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[tuple[GpuView, ...], int]:
+        """best()'s GPUs and score_choice() for exactly them, both from one plan."""
+        self._refresh()
+        if not self._types and self.empty_mix is not None:
+            chosen = self.empty_mix.best(request, node, fitting)[1]
+            return chosen, self.score_choice(request, node, chosen)
+        plan = self._plan(request, node, fitting)
+        values = self._values(plan.states())
+        _, chosen = self._choose(plan, values)
+        # score_choice's fixed plan has this choice's state after: the same fragments.
+        after = next(after for gpus, after in plan.choices if gpus is chosen)
+        return chosen, fgd_score(values[after] - values[plan.before])
+
     def score_choice(
         self, request: PlacementRequest, node: NodeView, chosen: Sequence[GpuView]
     ) -> int:
@@ -781,6 +796,11 @@ class Fragmentation:
 
     name: ClassVar[str] = "Fragmentation"
     scorer: FragmentationScorer
+    # Scores worked out already (FragmentationScorer.choose): (node, GPU ids) -> score.
+    known: Mapping[tuple[str, tuple[int, ...]], int] = field(default_factory=dict)
 
     def score(self, ctx: CycleContext, option: Option) -> float:
+        known = self.known.get((option.node.name, tuple(g.id for g in option.gpus)))
+        if known is not None:
+            return float(known)
         return float(self.scorer.score_choice(ctx.request, option.node, option.gpus))
