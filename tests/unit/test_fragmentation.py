@@ -106,14 +106,14 @@ def test_fgd_picks_the_first_gpu_index_with_the_best_score() -> None:
     assert score == fgd_score(-400)
 
 
-@pytest.mark.parametrize("options", [{}, {"exact_gpu": True}, {"tight_gpu": True}])
+@pytest.mark.parametrize(("exact_gpu", "tight_gpu"), [(False, False), (True, False), (False, True)])
 def test_choose_takes_best_s_gpus_and_scores_them_as_score_choice_does(
-    options: dict[str, bool],
+    exact_gpu: bool, tight_gpu: bool
 ) -> None:
     mix = RequestMix(
         [(PodType(0, 1, 500), 2), (PodType(4000, 1, 300), 1), (PodType(0, 2, 1000), 1)]
     )
-    scorer = FragmentationScorer(mix, **options)
+    scorer = FragmentationScorer(mix, exact_gpu=exact_gpu, tight_gpu=tight_gpu)
     for frees in ([1000, 400, 400], [300, 1000, 700, 1000], [1000, 1000], [900, 100, 550]):
         node = sim_node("n", frees, cpu=16_000)
         for request in (
