@@ -9,7 +9,10 @@ change (a new snapshot) or the scorer's inputs do (the request mix). In the
 usual case each request kind also keeps its feasible classes ranked by score,
 brought up to date from the classes that appeared or emptied since its last
 placement (the snapshot's class change log), so a placement costs the classes
-that changed, not all of them.
+that changed, not all of them. For FGD, what a class's GPUs decide of its score
+(the GPUs that fit, their state before and after each choice) is kept per GPU
+state, shared by the request kinds that differ only in CPU or memory: most
+classes a kind judges have GPUs in a state another kind has judged already.
 """
 
 from __future__ import annotations
