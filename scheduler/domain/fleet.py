@@ -270,6 +270,13 @@ class FleetSnapshot:
         assert self._classes is not None
         return self._classes.version, self._classes.changed_since(version)
 
+    def node_class_gpu_states(self) -> dict[int, int]:
+        """Class id -> an id of its GPUs' state alone (same token): classes that differ only
+        in host CPU or memory share it, and so do the GPUs a request could take there."""
+        self.node_classes()
+        assert self._classes is not None
+        return self._classes.gpu_states
+
     @property
     def class_token(self) -> object:
         """Changes whenever node_classes' ids could name other states."""

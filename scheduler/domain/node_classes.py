@@ -29,8 +29,12 @@ class NodeClasses:
 
     def __init__(self) -> None:
         self.members: dict[int, dict[str, None]] = {}
+        # class id -> the id of its GPUs' state (what GPU filters read), as many classes
+        # differ only in host CPU or memory; same token as the class ids.
+        self.gpu_states: dict[int, int] = {}
         self.token = object()
         self._ids: dict[tuple[object, ...], int] = {}
+        self._gpu_ids: dict[object, int] = {}
         self._of_node: dict[str, int] = {}
         self._changes: list[int] = []  # class ids, as they appeared or emptied
         self._dropped = 0  # entries cut from the log's front
@@ -66,12 +70,17 @@ class NodeClasses:
             if len(self._ids) >= MAX_STATES:
                 self._start_over()
             class_id = self._ids[state] = len(self._ids)
+            self._file_gpu_state(class_id, state)
         self._of_node[name] = class_id
         members = self.members.get(class_id)
         if members is None:
             members = self.members[class_id] = {}
             self._changed(class_id)
         members[name] = None
+
+    def _file_gpu_state(self, class_id: int, state: tuple[object, ...]) -> None:
+        gpus = state[-1]  # node_state's last part
+        self.gpu_states[class_id] = self._gpu_ids.setdefault(gpus, len(self._gpu_ids))
 
     def _changed(self, class_id: int) -> None:
         if len(self._changes) >= MAX_CHANGES:
@@ -85,8 +94,11 @@ class NodeClasses:
         states = {class_id: state for state, class_id in self._ids.items()}
         renumbered: dict[int, int] = {}
         self._ids = {}
+        self.gpu_states = {}
+        self._gpu_ids = {}
         for class_id in self.members:
             renumbered[class_id] = self._ids[states[class_id]] = len(self._ids)
+            self._file_gpu_state(renumbered[class_id], states[class_id])
         self.members = {renumbered[c]: names for c, names in self.members.items()}
         self._of_node = {name: renumbered[c] for name, c in self._of_node.items()}
         self.token = object()

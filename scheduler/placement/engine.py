@@ -309,6 +309,7 @@ def _place_fragmentation_walk(
     if ctx.request.model:
         warm = itertools.islice(_warm_options(ctx, pipeline), max(1, config.feasible_to_score))
         options.extend(warm)
+    known: dict[tuple[str, tuple[int, ...]], int] = {}  # FGD scores worked out here
     for name in names:
         node = ctx.snapshot.nodes[name]
         fitting = fitting_gpus(ctx, pipeline, node)
@@ -317,9 +318,12 @@ def _place_fragmentation_walk(
             chosen, linked = choose_gpus(fitting, demand.count, len(node.gpus))
             options.append(Option(node, chosen, linked_pairs=linked))
         else:
-            options.append(Option(node, scorer.best(ctx.request, node, fitting)[1]))
+            chosen, known_score = scorer.choose(ctx.request, node, fitting)
+            known[name, tuple(g.id for g in chosen)] = known_score
+            options.append(Option(node, chosen))
     options = list(_unique(iter(options)))
-    best, score = _best(ctx, pipeline, options, config.score_weights, (Fragmentation(scorer),))
+    fragmentation = Fragmentation(scorer, known)
+    best, score = _best(ctx, pipeline, options, config.score_weights, (fragmentation,))
     return PlacementOutcome(Placement(best.node.name, _claims(demand, best), score))
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import ClassVar, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar, NamedTuple, Protocol, cast
 
 from scheduler.domain.fleet import GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
@@ -573,7 +573,7 @@ class FragmentationScorer:
         """Memoised node_fragment of a node state (GPUs in any order)."""
         self._refresh()
         key = (tuple(sorted(gpus)), free_cpu, free_memory)
-        return self._values((key,))[key]
+        return self._values([key])[key]
 
     def best(
         self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
@@ -585,18 +585,55 @@ class FragmentationScorer:
         plan = self._plan(request, node, fitting)
         return self._choose(plan, self._values(plan.states()))
 
-    def best_scores(
-        self, request: PlacementRequest, candidates: Sequence[tuple[NodeView, Sequence[GpuView]]]
+    @property
+    def measuring(self) -> bool:
+        """Whether scores are FGD's own (see gpu_side), not empty_mix's while the mix is empty."""
+        self._refresh()
+        return bool(self._types) or self.empty_mix is None
+
+    def gpu_side(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> GpuSide:
+        """What best() compares on this node that its GPUs alone decide, for side_scores."""
+        before, choices, fixed = self._gpu_choices(request, node, fitting, fixed=False)
+        return GpuSide(before, tuple(after for _, after in choices), fixed)
+
+    def side_scores(
+        self, request: PlacementRequest, candidates: Sequence[tuple[NodeView, GpuSide]]
     ) -> list[int]:
-        """best()'s score for each (node, fitting GPUs), the node states not measured
-        yet measured together: the packing scan judges ~10 new node classes per
-        placement, and one numpy pass over all costs little more than one."""
+        """best()'s score on each node, from its GpuSide (kept by the packing scan per GPU
+        state: request kinds that differ only in CPU or memory share it), the node states
+        not measured yet measured together: the scan judges ~10 new node classes per
+        placement, and one numpy pass over all costs little more than one. Only while
+        `measuring`."""
+        keys: list[StateKey] = []
+        for node, side in candidates:
+            cpu, cpu_after, memory, memory_after = self._host(request, node)
+            keys.append((side.before, cpu, memory))
+            keys.extend([(after, cpu_after, memory_after) for after in side.afters])
+        values = self._fragments(keys)
+        scores = []
+        at = 0
+        for _, side in candidates:
+            end = at + 1 + len(side.afters)
+            scores.append(self._score(values[at], values[at + 1 : end], side.fixed))
+            at = end
+        return scores
+
+    def choose(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView]
+    ) -> tuple[tuple[GpuView, ...], int]:
+        """best()'s GPUs and score_choice() for exactly them, both from one plan."""
         self._refresh()
         if not self._types and self.empty_mix is not None:
-            return [self.empty_mix.best(request, node, fitting)[0] for node, fitting in candidates]
-        plans = [self._plan(request, node, fitting) for node, fitting in candidates]
-        values = self._values(key for plan in plans for key in plan.states())
-        return [self._choose(plan, values)[0] for plan in plans]
+            chosen = self.empty_mix.best(request, node, fitting)[1]
+            return chosen, self.score_choice(request, node, chosen)
+        plan = self._plan(request, node, fitting)
+        values = self._values(plan.states())
+        _, chosen = self._choose(plan, values)
+        # score_choice's fixed plan has this choice's state after: the same fragments.
+        after = next(after for gpus, after in plan.choices if gpus is chosen)
+        return chosen, fgd_score(values[after] - values[plan.before])
 
     def score_choice(
         self, request: PlacementRequest, node: NodeView, chosen: Sequence[GpuView]
@@ -615,7 +652,20 @@ class FragmentationScorer:
         fitting: Sequence[GpuView],
         fixed: bool = False,
     ) -> _Plan:
-        """The node states best() compares: the node's now, and after each choice.
+        """The node states best() compares: the node's now, and after each choice."""
+        before, choices, one = self._gpu_choices(request, node, fitting, fixed)
+        cpu, cpu_after, memory, memory_after = self._host(request, node)
+        return _Plan(
+            (before, cpu, memory),
+            [(chosen, (after, cpu_after, memory_after)) for chosen, after in choices],
+            one,
+        )
+
+    def _gpu_choices(
+        self, request: PlacementRequest, node: NodeView, fitting: Sequence[GpuView], fixed: bool
+    ) -> tuple[GpuState, list[tuple[tuple[GpuView, ...], GpuState]], bool]:
+        """The GPU side of _plan: the GPUs' state (sorted) now and after each choice, and
+        whether there is one choice only.
 
         A fraction may go on any fitting GPU (`fixed`: on exactly these), whole GPUs
         on the first `count` fitting ones: which ones does not change the node's
@@ -623,14 +673,7 @@ class FragmentationScorer:
         """
         usable = [g for g in node.gpus if g.healthy and not g.mig_enabled]
         state = [(g.model, g.free_milli) for g in usable]
-        cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
-        memory = UNTRACKED_CPU
-        memory_after = memory
-        if self.memory_aware and node.memory_mib:
-            memory = node.free_memory_mib
-            memory_after = memory - request.host_memory_mib
-        cpu_after = cpu - request.cpu_milli if node.cpu_milli else cpu
-        before = (tuple(sorted(state)), cpu, memory)
+        before = tuple(sorted(state))
         demand = request.demand
         if fixed or not isinstance(demand, FractionDemand):
             chosen = tuple(fitting)
@@ -641,9 +684,9 @@ class FragmentationScorer:
             for i, gpu in enumerate(usable):
                 if gpu.id in taken:
                     state[i] = (gpu.model, state[i][1] - milli)
-            return _Plan(before, [(chosen, (tuple(sorted(state)), cpu_after, memory_after))], True)
+            return before, [(chosen, tuple(sorted(state)))], True
         position = {g.id: i for i, g in enumerate(usable)}
-        choices: list[tuple[tuple[GpuView, ...], StateKey]] = []
+        choices: list[tuple[tuple[GpuView, ...], GpuState]] = []
         tried: set[tuple[str, int]] = set()
         for gpu in fitting:  # index order: the first GPU with the best score wins
             if (gpu.model, gpu.free_milli) in tried:
@@ -651,8 +694,19 @@ class FragmentationScorer:
             tried.add((gpu.model, gpu.free_milli))
             after = list(state)
             after[position[gpu.id]] = (gpu.model, gpu.free_milli - demand.milli)
-            choices.append(((gpu,), (tuple(sorted(after)), cpu_after, memory_after)))
-        return _Plan(before, choices, False)
+            choices.append(((gpu,), tuple(sorted(after))))
+        return before, choices, False
+
+    def _host(self, request: PlacementRequest, node: NodeView) -> tuple[int, int, int, int]:
+        """The host side of _plan: free CPU and memory as measured, now and after."""
+        cpu = node.free_cpu_milli if node.cpu_milli else UNTRACKED_CPU
+        memory = UNTRACKED_CPU
+        memory_after = memory
+        if self.memory_aware and node.memory_mib:
+            memory = node.free_memory_mib
+            memory_after = memory - request.host_memory_mib
+        cpu_after = cpu - request.cpu_milli if node.cpu_milli else cpu
+        return cpu, cpu_after, memory, memory_after
 
     def _choose(
         self, plan: _Plan, values: Mapping[StateKey, float]
@@ -664,38 +718,61 @@ class FragmentationScorer:
             return fgd_score(values[after] - before), chosen
         best_score, best = -1.0, plan.choices[0][0]
         for chosen, after in plan.choices:
-            delta = values[after] - before
-            score = -delta if self.exact_gpu else float(fgd_score(delta))
+            score = self._choice_score(values[after] - before)
             if score > best_score or (
                 self.tight_gpu and score == best_score and chosen[0].free_milli < best[0].free_milli
             ):
                 best_score, best = score, chosen
-        if self.exact_gpu:
-            return fgd_score(-best_score), best
-        return int(best_score), best
+        return self._final_score(best_score), best
 
-    def _values(self, keys: Iterable[StateKey]) -> dict[StateKey, float]:
-        """The fragment of each node state, memoised; those not yet known measured at once."""
-        found: dict[StateKey, float] = {}
-        missing: dict[StateKey, None] = {}
+    def _score(self, before: float, afters: Sequence[float], fixed: bool) -> int:
+        """_choose's score from the fragments alone (which GPU wins does not change it)."""
+        if fixed:
+            return fgd_score(afters[0] - before)
+        best_score = -1.0
+        for after in afters:
+            best_score = max(best_score, self._choice_score(after - before))
+        return self._final_score(best_score)
+
+    def _choice_score(self, delta: float) -> float:
+        """How _choose compares the choices on one node."""
+        return -delta if self.exact_gpu else float(fgd_score(delta))
+
+    def _final_score(self, best_score: float) -> int:
+        """The integer score of the best choice's _choice_score."""
+        return fgd_score(-best_score) if self.exact_gpu else int(best_score)
+
+    def _values(self, keys: list[StateKey]) -> dict[StateKey, float]:
+        """The fragment of each node state, by state (see _fragments)."""
+        return dict(zip(keys, self._fragments(keys), strict=True))
+
+    def _fragments(self, keys: list[StateKey]) -> list[float]:
+        """The fragment of each node state, memoised (one lookup per state: a node state's
+        hash is most of the cost); those not yet known measured at once."""
         memo = self._memo
-        for key in keys:
-            value = memo.get(key)
-            if value is None:
-                missing[key] = None
-            else:
-                found[key] = value
-        if missing:
-            states = list(missing)
-            if isinstance(self._measure, CapacityFragments):
-                measured = self._measure.many(states)
-            else:
-                measured = [self._measure(self._types, *state) for state in states]
-            if len(memo) + len(states) > MAX_MEMO:
-                memo.clear()
-            for state, value in zip(states, measured, strict=True):
-                memo[state] = found[state] = value
-        return found
+        found = [memo.get(key) for key in keys]
+        if None not in found:
+            return cast("list[float]", found)
+        pairs = list(zip(keys, found, strict=True))
+        missing = list(dict.fromkeys(key for key, value in pairs if value is None))
+        if isinstance(self._measure, CapacityFragments):
+            measured = dict(zip(missing, self._measure.many(missing), strict=True))
+        else:
+            measured = {state: self._measure(self._types, *state) for state in missing}
+        if len(memo) + len(missing) > MAX_MEMO:
+            memo.clear()
+        memo.update(measured)
+        return [measured[key] if value is None else value for key, value in pairs]
+
+
+class GpuSide(NamedTuple):
+    """What best() compares on a node that its GPUs decide (see _gpu_choices): the GPUs'
+    state now and after each choice worth trying, sorted, so the same on every node whose
+    GPUs are in one state; free CPU and memory are each node's own."""
+
+    before: GpuState
+    afters: tuple[GpuState, ...]
+    fixed: bool  # one choice (whole GPUs, host-only)
 
 
 class _Plan(NamedTuple):
@@ -705,10 +782,8 @@ class _Plan(NamedTuple):
     choices: list[tuple[tuple[GpuView, ...], StateKey]]
     fixed: bool  # one choice, given or the only one (whole GPUs, host-only)
 
-    def states(self) -> Iterator[StateKey]:
-        yield self.before
-        for _, after in self.choices:
-            yield after
+    def states(self) -> list[StateKey]:
+        return [self.before, *(after for _, after in self.choices)]
 
 
 @dataclass(frozen=True)
@@ -721,6 +796,11 @@ class Fragmentation:
 
     name: ClassVar[str] = "Fragmentation"
     scorer: FragmentationScorer
+    # Scores worked out already (FragmentationScorer.choose): (node, GPU ids) -> score.
+    known: Mapping[tuple[str, tuple[int, ...]], int] = field(default_factory=dict)
 
     def score(self, ctx: CycleContext, option: Option) -> float:
+        known = self.known.get((option.node.name, tuple(g.id for g in option.gpus)))
+        if known is not None:
+            return float(known)
         return float(self.scorer.score_choice(ctx.request, option.node, option.gpus))

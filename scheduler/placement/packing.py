@@ -9,7 +9,10 @@ change (a new snapshot) or the scorer's inputs do (the request mix). In the
 usual case each request kind also keeps its feasible classes ranked by score,
 brought up to date from the classes that appeared or emptied since its last
 placement (the snapshot's class change log), so a placement costs the classes
-that changed, not all of them.
+that changed, not all of them. For FGD, what a class's GPUs decide of its score
+(the GPUs that fit, their state before and after each choice) is kept per GPU
+state, shared by the request kinds that differ only in CPU or memory: most
+classes a kind judges have GPUs in a state another kind has judged already.
 """
 
 from __future__ import annotations
@@ -17,12 +20,12 @@ from __future__ import annotations
 import heapq
 import itertools
 import random
-from collections.abc import Hashable, Iterable, Iterator, KeysView, Mapping
+from collections.abc import Hashable, Iterable, Iterator, KeysView, Mapping, Sequence
 from dataclasses import dataclass
 
 from scheduler.domain.fleet import FleetSnapshot, GpuView, NodeView
 from scheduler.domain.requests import FractionDemand, PlacementRequest, WholeDemand
-from scheduler.placement.fragmentation import FragmentationScorer, RequestMix
+from scheduler.placement.fragmentation import FragmentationScorer, GpuSide, RequestMix
 from scheduler.placement.pipeline import Pipeline, gpu_rejection, passing_gpus
 from scheduler.placement.plugins import CycleContext, NodeReserved, Option
 from scheduler.placement.policies import (
@@ -40,6 +43,9 @@ REJECTED = -1
 # Bounds on the memo (request kinds, and classes per kind), so a long-lived server stays small.
 MAX_REQUEST_KINDS = 4_000
 MAX_CLASSES_PER_KIND = 200_000
+# An FGD scan's GpuSides, by request GPU key then GPU state: what the GPUs decide of a
+# verdict (None: too few GPUs fit), shared by request kinds that differ in CPU or memory.
+GpuSides = dict[int, GpuSide | None]
 # A request kind's memo is cut back to the classes in use once it holds this many times
 # as many (the rest are states no node is in now; a state seen again is judged again).
 STALE_VERDICTS = 4
@@ -104,6 +110,7 @@ class PolicyState:
         self.mix = mix
         # request key -> its memo; one hash of the request per place().
         self._memos: dict[object, KindMemo] = {}
+        self._gpu_sides: dict[object, GpuSides] = {}
         self._token: object = None
 
     def placed(self, node: str, request: PlacementRequest) -> None:
@@ -120,9 +127,7 @@ class PolicyState:
         re-scoring the feasible classes only.
         """
         mix_version = self.mix.version if self.mix is not None else 0
-        if snapshot.class_token is not self._token:
-            self._memos = {}
-            self._token = snapshot.class_token
+        self._follow(snapshot)
         memo = self._memos.get(key)
         if memo is None or len(memo.verdicts) >= MAX_CLASSES_PER_KIND:
             if len(self._memos) >= MAX_REQUEST_KINDS:
@@ -132,6 +137,23 @@ class PolicyState:
             kept = {k: v for k, v in memo.verdicts.items() if v == REJECTED}
             memo = self._memos[key] = KindMemo(mix_version, kept)
         return memo
+
+    def gpu_sides_for(self, snapshot: FleetSnapshot, key: object) -> GpuSides:
+        """The GpuSides of one request GPU key (see _scan_best) on this snapshot."""
+        self._follow(snapshot)
+        sides = self._gpu_sides.get(key)
+        if sides is None or len(sides) >= MAX_CLASSES_PER_KIND:
+            if len(self._gpu_sides) >= MAX_REQUEST_KINDS:
+                self._gpu_sides.clear()
+            sides = self._gpu_sides[key] = {}
+        return sides
+
+    def _follow(self, snapshot: FleetSnapshot) -> None:
+        """Drop what is keyed by class or GPU state ids when the snapshot renumbers them."""
+        if snapshot.class_token is not self._token:
+            self._memos = {}
+            self._gpu_sides = {}
+            self._token = snapshot.class_token
 
 
 @dataclass(frozen=True)
@@ -202,7 +224,17 @@ def _scan(
     verdicts = memo.verdicts
     keep_all = bool(request.avoid_nodes) or isinstance(state.scorer, RandomFit)
     if not keep_all and not isinstance(state.scorer, GpuClustering):
-        return _scan_best(ctx, pipeline, state.scorer, memo)
+        sides = None
+        if isinstance(state.scorer, FragmentationScorer):
+            # What the filters and the scorer read of the request's GPU side.
+            gpu_key = (
+                request.demand,
+                request.host_only,
+                request.gpu_models,
+                request.excluded_models,
+            )
+            sides = state.gpu_sides_for(snapshot, gpu_key)
+        return _scan_best(ctx, pipeline, state.scorer, memo, sides)
     scored: list[tuple[int, dict[str, None]]] = []
     best = -1
     groups: Iterable[tuple[Hashable, dict[str, None]]] = snapshot.node_classes().items()
@@ -228,6 +260,7 @@ def _scan_best(
     pipeline: Pipeline,
     scorer: NodeScorer,
     memo: KindMemo,
+    sides: GpuSides | None,
 ) -> tuple[list[tuple[int, dict[str, None]]], int, dict[Hashable, Verdict]]:
     """_scan for the usual case (no reserved nodes, a state-only scorer): the simulator's
     hot loop. The kind's ranking is brought up to date with the classes that appeared
@@ -256,9 +289,19 @@ def _scan_best(
     if not fresh:
         return _best_of(ranking, classes, verdicts)
     representatives = [snapshot.nodes[next(iter(classes[c]))] for c in fresh]
-    for class_id, verdict in zip(
-        fresh, _judge_all(ctx, pipeline, scorer, representatives), strict=True
-    ):
+    if sides is not None:
+        gpu_states = snapshot.node_class_gpu_states()
+        parts = [gpu_states[c] for c in fresh]
+        judged = _judge_all(ctx, pipeline, scorer, representatives, sides, parts)
+        if len(sides) > STALE_VERDICTS * len(classes):
+            # As for the verdicts below: keep the GPU states some node is in now.
+            in_use = {gpu_states[c] for c in classes}
+            kept_sides = {g: side for g, side in sides.items() if g in in_use}
+            sides.clear()
+            sides.update(kept_sides)
+    else:
+        judged = _judge_all(ctx, pipeline, scorer, representatives)
+    for class_id, verdict in zip(fresh, judged, strict=True):
         verdicts[class_id] = verdict
         ranking.add(class_id, verdict)
     if len(verdicts) > STALE_VERDICTS * len(classes):
@@ -301,32 +344,80 @@ def _judge(ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, node: Node
 
 
 def _judge_all(
-    ctx: CycleContext, pipeline: Pipeline, scorer: NodeScorer, nodes: list[NodeView]
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    scorer: NodeScorer,
+    nodes: list[NodeView],
+    sides: GpuSides | None = None,
+    gpu_states: Sequence[int] = (),
 ) -> list[Verdict]:
     """_judge for each of `nodes`: filtered one by one, the feasible scored together
-    where the scorer can (FGD measures their node states in one pass)."""
+    where the scorer can (FGD measures their node states in one pass). With `sides`,
+    an FGD scorer's GpuSide of each node is read from there by its GPU state (in
+    `gpu_states`), else worked out and kept: most nodes judged have GPUs in a state
+    already judged for a request kind that differs only in CPU or memory."""
+    if isinstance(scorer, FragmentationScorer) and scorer.measuring:
+        if sides is None:  # nothing kept: one throwaway entry per node
+            sides, gpu_states = {}, range(len(nodes))
+        return _judge_fragmentation(ctx, pipeline, scorer, nodes, sides, gpu_states)
     verdicts = [REJECTED] * len(nodes)
-    feasible: list[tuple[int, NodeView, list[GpuView]]] = []
     for i, node in enumerate(nodes):
         fitting = _fitting_if_feasible(ctx, pipeline, node)
         if fitting is not None:
-            feasible.append((i, node, fitting))
-    if isinstance(scorer, FragmentationScorer):
-        scores = scorer.best_scores(ctx.request, [(node, fitting) for _, node, fitting in feasible])
-    else:
-        scores = [scorer.best(ctx.request, node, fitting)[0] for _, node, fitting in feasible]
-    for (i, _, _), score in zip(feasible, scores, strict=True):
+            verdicts[i] = scorer.best(ctx.request, node, fitting)[0]
+    return verdicts
+
+
+def _judge_fragmentation(
+    ctx: CycleContext,
+    pipeline: Pipeline,
+    scorer: FragmentationScorer,
+    nodes: list[NodeView],
+    sides: GpuSides,
+    gpu_states: Sequence[int],
+) -> list[Verdict]:
+    """_judge_all for a measuring FGD scorer (see there)."""
+    verdicts = [REJECTED] * len(nodes)
+    at: list[int] = []
+    candidates: list[tuple[NodeView, GpuSide]] = []
+    request = ctx.request
+    node_checks = [f.filter_node for f in pipeline.node_filters if f.name != NodeReserved.name]
+    for i, node in enumerate(nodes):
+        gpu_state = gpu_states[i]
+        known = gpu_state in sides
+        if known and sides[gpu_state] is None:
+            continue  # too few GPUs fit, whatever the node's CPU and memory
+        if any(check(ctx, node) is not None for check in node_checks):
+            continue
+        if known:
+            side = sides[gpu_state]
+        else:
+            fitting = fitting_gpus(ctx, pipeline, node)
+            side = sides[gpu_state] = (
+                None if fitting is None else scorer.gpu_side(request, node, fitting)
+            )
+        if side is not None:
+            at.append(i)
+            candidates.append((node, side))
+    for i, score in zip(at, scorer.side_scores(request, candidates), strict=True):
         verdicts[i] = score
     return verdicts
+
+
+def _node_rejected(ctx: CycleContext, pipeline: Pipeline, node: NodeView) -> bool:
+    """Whether a node filter (but node-name ones) rejects the node."""
+    return any(
+        f.name != NodeReserved.name and f.filter_node(ctx, node) is not None
+        for f in pipeline.node_filters
+    )
 
 
 def _fitting_if_feasible(
     ctx: CycleContext, pipeline: Pipeline, node: NodeView
 ) -> list[GpuView] | None:
     """fitting_gpus of a node the node filters pass (but node-name ones), else None."""
-    for node_filter in pipeline.node_filters:
-        if node_filter.name != NodeReserved.name and node_filter.filter_node(ctx, node):
-            return None
+    if _node_rejected(ctx, pipeline, node):
+        return None
     return fitting_gpus(ctx, pipeline, node)
 
 

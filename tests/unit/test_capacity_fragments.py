@@ -39,7 +39,7 @@ def test_equals_the_loop_on_any_node_state(
     gpus: tuple[tuple[str, int], ...], free_cpu: int, free_memory: int
 ) -> None:
     vectorised = CapacityFragments(TYPES)
-    # Twice: the second answer comes from the memos of GPU, CPU and memory parts.
+    # Twice: the second answer comes from the memos of GPU states and single GPUs.
     for _ in range(2):
         got = vectorised(TYPES, gpus, free_cpu, free_memory)
         assert got == node_fragment_sharing_by_capacity(TYPES, gpus, free_cpu, free_memory)

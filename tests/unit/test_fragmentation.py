@@ -106,6 +106,34 @@ def test_fgd_picks_the_first_gpu_index_with_the_best_score() -> None:
     assert score == fgd_score(-400)
 
 
+@pytest.mark.parametrize(("exact_gpu", "tight_gpu"), [(False, False), (True, False), (False, True)])
+def test_choose_takes_best_s_gpus_and_scores_them_as_score_choice_does(
+    exact_gpu: bool, tight_gpu: bool
+) -> None:
+    mix = RequestMix(
+        [(PodType(0, 1, 500), 2), (PodType(4000, 1, 300), 1), (PodType(0, 2, 1000), 1)]
+    )
+    scorer = FragmentationScorer(mix, exact_gpu=exact_gpu, tight_gpu=tight_gpu)
+    for frees in ([1000, 400, 400], [300, 1000, 700, 1000], [1000, 1000], [900, 100, 550]):
+        node = sim_node("n", frees, cpu=16_000)
+        for request in (
+            PlacementRequest(FractionDemand(300, 0), cpu_milli=4000),
+            PlacementRequest(FractionDemand(100, 0)),
+            PlacementRequest(WholeDemand(1), cpu_milli=2000),
+        ):
+            fitting = [g for g in node.gpus if g.free_milli >= request_milli(request)]
+            if not fitting:
+                continue
+            chosen, score = scorer.choose(request, node, fitting)
+            assert chosen == scorer.best(request, node, fitting)[1]
+            assert score == scorer.score_choice(request, node, chosen)
+
+
+def request_milli(request: PlacementRequest) -> int:
+    demand = request.demand
+    return demand.milli if isinstance(demand, FractionDemand) else 1000
+
+
 def test_a_demand_cut_also_keeps_the_types_that_ask_for_most_gpu() -> None:
     mix = ten_request_mix(rare_gpus=8)
     # By count the 8-GPU type is below the cut; by GPU asked for it is 8,000 of 11,000.
