@@ -217,7 +217,7 @@ def scheduler_run(args: argparse.Namespace, server: URL, console: Console, secur
                 f"scheduler pid {sched.pid} on {sched.address} ({sched.admin.describe()})"
             )
             every = math.inf if args.no_liveness else args.heartbeat_every
-            with fleet_agents(sched, nodes, args.unary_heartbeats, console, every) as beats, \
+            with fleet_agents(sched, nodes, not args.stream_agents, console, every) as beats, \
                     scheduler_meter(sched) as meter:  # fmt: skip
                 reg_s, retries = beats.registered_s, 0
                 churn = Job("churn", sched.address, sched.admin, tag="e")
@@ -423,7 +423,7 @@ def summarise(args: argparse.Namespace, secure: Run, insecure: Run | None) -> di
         ),
         "auth_overhead_ratio": _ratio(empty.rate, insecure_rate) if insecure else None,
         "load_average": round(headline.load, 2),
-        "agents": "unary Heartbeat calls" if args.unary_heartbeats else "Connect streams",
+        "agents": "Connect streams" if args.stream_agents else "unary Heartbeat calls",
     }
 
 
@@ -506,7 +506,9 @@ def main() -> None:
         "--no-liveness", action="store_true", help="no heartbeats: the allocate path alone"
     )
     parser.add_argument(
-        "--unary-heartbeats", action="store_true", help="agents as unary calls, not streams"
+        "--stream-agents",
+        action="store_true",
+        help="agents on Connect streams, not unary calls (slower here: see README)",
     )
     parser.add_argument("--plot", metavar="FILE.png", help="latency histogram")
     parser.add_argument("--profile", metavar="FILE", help="py-spy record (.svg, else raw)")
