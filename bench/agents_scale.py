@@ -52,11 +52,10 @@ from bench.harness import (
     scheduler_process,
     scratch_database,
 )
-from bench.support.stream_agents import SimAgent
+from bench.support.stream_agents import SimAgent, agent_credentials
 from gpupool.v1 import admin_pb2, admin_pb2_grpc, agents_pb2, agents_pb2_grpc, types_pb2
 from scheduler.fleetfile import parse_fleet
 from scheduler.security.channels import ClientCredentials, open_aio_channel, open_channel
-from scheduler.security.pki import CertificateAuthority
 
 CONNECT_TIMEOUT_S = 600.0
 PROBE_TIMEOUT_S = 10.0
@@ -270,11 +269,8 @@ class Endpoints:
         return "ipv4:" + ",".join(self.agents)
 
     def agent_credentials(self) -> Callable[[str], ClientCredentials]:
-        ca = CertificateAuthority.load_or_create(Path(self.pki_dir))
         # Every replica's certificate names 127.0.0.1 (agent/connection.server_name).
-        return lambda node: ClientCredentials(
-            ca_pem=ca.cert_pem, certificate=ca.issue_agent(node), server_name="127.0.0.1"
-        )
+        return agent_credentials(self.pki_dir)
 
 
 def worker_main(index: int, endpoints: Endpoints, args: Any, sh: Shared) -> None:

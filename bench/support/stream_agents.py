@@ -18,7 +18,7 @@ import multiprocessing as mp
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,14 +55,15 @@ class SimAgent:
         self.beat = agents_pb2.AgentMessage(heartbeat=real.heartbeat())
 
 
-def agent_credentials(pki_dir: str | None, node: str) -> ClientCredentials:
-    """The node's own certificate from the benchmark's CA (the server's names
-    127.0.0.1); plaintext without one (an --insecure scheduler)."""
+def agent_credentials(pki_dir: str | None) -> Callable[[str], ClientCredentials]:
+    """Each node's own certificate from the benchmark's CA, loaded once (the
+    server's certificate names 127.0.0.1); plaintext without one (--insecure)."""
     if pki_dir is None:
-        return ClientCredentials(insecure=True)
+        return lambda node: ClientCredentials(insecure=True)
     ca = CertificateAuthority.load_or_create(Path(pki_dir))
-    return ClientCredentials(ca_pem=ca.cert_pem, certificate=ca.issue_agent(node),
-                             server_name="127.0.0.1")  # fmt: skip
+    return lambda node: ClientCredentials(
+        ca_pem=ca.cert_pem, certificate=ca.issue_agent(node), server_name="127.0.0.1"
+    )
 
 
 class StreamAgents:
@@ -120,8 +121,8 @@ class StreamAgents:
 def _main(target: str, pki_dir: str | None, nodes: list[SimulatedNode], every: float,
           counts: Any, stop: Any) -> None:  # fmt: skip
     with tempfile.TemporaryDirectory() as state_dir:  # the agents write nothing there
-        agents = [SimAgent(n, target, agent_credentials(pki_dir, n.name), Path(state_dir))
-                  for n in nodes]  # fmt: skip
+        credentials = agent_credentials(pki_dir)
+        agents = [SimAgent(n, target, credentials(n.name), Path(state_dir)) for n in nodes]
     asyncio.run(_run(agents, every, counts, stop))
 
 
