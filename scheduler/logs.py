@@ -9,10 +9,13 @@ format writes as keys.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import queue
 import sys
 from datetime import UTC, datetime
+from logging.handlers import QueueHandler, QueueListener
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,6 +35,24 @@ LIBRARY_LOGGERS = (
 EVENT_FIELDS = ("allocation_id", "tenant", "node", "gpu", "gpu_uuid", "state", "was", "seq")
 
 events = logging.getLogger("gpupool.events")
+_listener: QueueListener | None = None
+
+
+class _ThreadQueueHandler(QueueHandler):
+    """Hands records to the writer thread as they are: formatting and the write
+    happen there. The allocator logs every state change it commits; a write in
+    its own thread gives up the GIL and waits to get it back (ms under load)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record  # same process: nothing to make picklable
+
+
+def stop_logging() -> None:
+    """Write what is queued and end the writer thread (also at exit)."""
+    global _listener
+    if _listener is not None:
+        _listener.stop()  # writes what is queued, then ends the thread
+        _listener = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -61,7 +82,8 @@ def configure_logging(
     file: Path | None = None,
 ) -> None:
     """Replace the root logger's handlers with one writing `log_format` to
-    `file` (appending) or `stream` (stderr)."""
+    `file` (appending) or `stream` (stderr), from a thread of its own (at exit
+    it writes what is left)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
     handler: logging.Handler
@@ -74,10 +96,16 @@ def configure_logging(
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    global _listener
+    stop_logging()
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    _listener = QueueListener(records, handler)
+    _listener.start()
+    atexit.register(stop_logging)  # once: register() of the same function repeats it
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
-    root.addHandler(handler)
+    root.addHandler(_ThreadQueueHandler(records))
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level.upper())

@@ -31,6 +31,7 @@ from scheduler.allocator.batch import Batch, no_room_memo
 from scheduler.allocator.capacity import CapacityChange, TxSnapshot
 from scheduler.allocator.collector import FullPasses
 from scheduler.allocator.notifier import ChangeNotifier
+from scheduler.allocator.pending_counts import PendingCounts
 from scheduler.allocator.placing import apply_allocates, apply_pending_pass
 from scheduler.allocator.revoking import (
     apply_preempts,
@@ -194,6 +195,8 @@ class Allocator:
         self._waiting = WaitingModels()  # what waits may use any model until a pass sees
         # Requests preemption could not help lately, timed by the scheduler's clock.
         self._no_room = no_room_memo(lambda: self._clock.now().timestamp())
+        # Waiting allocations per tenant, for the cap on them (scheduler's clock too).
+        self._pending_counts = PendingCounts(lambda: self._clock.now().timestamp())
         self._forget_no_room = False  # set from other threads; cleared on the allocator's
         self._spot: frozenset[str] | None = None  # spot nodes of the snapshot (None: work out)
         # Tenant quotas, read at most every QUOTAS_TTL_S (at once after quotas_changed).
@@ -582,6 +585,7 @@ class Allocator:
             ),
             maybe_reserved=self._maybe_reserved,
             no_room=self._no_room,
+            pending=self._pending_counts,
         )
         self._open_batch = batch
         if self._config.request_mix is not None:  # FGD learns the mix it packs for
@@ -651,6 +655,7 @@ class Allocator:
 
     def _finish(self, commands: Sequence[cmd.Command], batch: Batch) -> None:
         self._usage = batch.usage
+        batch.keep_counts()
         if batch.snapshot_behind:  # it released claims it had not heard of: reload their nodes
             with self._stale_lock:
                 self._stale_nodes.update(batch.touched_nodes)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-import secrets
+import os
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -13,6 +15,7 @@ from cachetools import TTLCache
 from sqlalchemy import Connection
 
 from scheduler.allocator.capacity import capacity_payloads
+from scheduler.allocator.pending_counts import PendingCounts
 from scheduler.allocator.waiting import WaitingModels
 from scheduler.domain.allocation import AllocationSpec
 from scheduler.domain.catalogue import CATALOGUE
@@ -42,8 +45,33 @@ def no_room_memo(
     return TTLCache(maxsize=4096, ttl=NO_ROOM_MEMO_S, timer=timer)
 
 
+class RandomIds:
+    """Hex ids from the OS's random source, read for many ids at once: each
+    read gives up the GIL, and under load the allocator waits to get it back."""
+
+    def __init__(self, size: int = 8, per_read: int = 512) -> None:
+        self._size, self._per_read = size, per_read
+        self._lock = threading.Lock()
+        self._pool, self._at = b"", 0
+        os.register_at_fork(after_in_child=self._forget)  # a child draws its own
+
+    def _forget(self) -> None:
+        self._pool, self._at = b"", 0
+
+    def next(self) -> str:
+        with self._lock:
+            if self._at + self._size > len(self._pool):
+                self._pool, self._at = os.urandom(self._size * self._per_read), 0
+            chunk = self._pool[self._at : self._at + self._size]
+            self._at += self._size
+        return chunk.hex()
+
+
+_ALLOCATION_IDS = RandomIds()
+
+
 def new_allocation_id() -> str:
-    return "a-" + secrets.token_hex(8)
+    return "a-" + _ALLOCATION_IDS.next()
 
 
 @dataclass
@@ -80,7 +108,12 @@ class Batch:
     max_pending_per_tenant: int = 1000
     passes_run: int = 0
     asking_tenants: set[str] = field(default_factory=set)  # of this batch's allocates
-    _pending_counts: dict[str, int] = field(default_factory=dict)
+    # Waiting counts per tenant: the allocator's (kept across batches), those this
+    # batch read (as of its transaction) and what it queues; see pending_counts.py.
+    pending: PendingCounts = field(default_factory=PendingCounts)
+    counts_read: dict[str, int] = field(default_factory=dict)
+    counts_read_at: float | None = None
+    queued: Counter[str] = field(default_factory=Counter)
     _weighed: set[PlacementRequest] = field(default_factory=set)
     # Requests preemption found no room for lately: the allocator's, kept across batches.
     no_room: TTLCache[tuple[str, PlacementRequest], bool] = field(default_factory=no_room_memo)
@@ -112,10 +145,12 @@ class Batch:
         tenants: Sequence[str],
     ) -> None:
         """The batch's one opening read, BEGIN included: lock what it releases,
-        find what retries ask, count what the asking tenants have waiting."""
-        self.locked, self.found, counts = self.sql.open(release_ids, keys, tenants)
+        find what retries ask, count what the asking tenants have waiting (those
+        without a recent count)."""
+        unknown = self.pending.unknown(tenants)
+        self.locked, self.found, counts = self.sql.open(release_ids, keys, unknown)
         if counts is not None:
-            self._pending_counts.update({t: counts.get(t, 0) for t in tenants})
+            self._counted(unknown, counts)
 
     def claims_of(self, row: dict[str, Any]) -> list[Claim]:
         """The claims a placed row holds, from its bindings (one per claim)."""
@@ -169,15 +204,35 @@ class Batch:
     def may_wait(self, tenant: str) -> bool:
         """Whether one more of this tenant's requests may join the queue (and
         count it if so). Asked only when a request would wait: rare on the hot path."""
-        if tenant not in self._pending_counts:
-            # Once per batch: every tenant asking in it, in one query.
-            tenants = {tenant, *self.asking_tenants} - set(self._pending_counts)
-            counts = self.sql.pending_counts(sorted(tenants))
-            self._pending_counts.update({t: counts.get(t, 0) for t in tenants})
-        if self._pending_counts[tenant] >= self.max_pending_per_tenant:
+        waiting = self._waiting_count(tenant)
+        refusable = tenant in self.counts_read or self.pending.may_refuse_by(tenant)
+        if waiting is None or (waiting >= self.max_pending_per_tenant and not refusable):
+            # Once per batch: this tenant and every asking one without a count, in one query.
+            others = self.pending.unknown(self.asking_tenants)
+            tenants = sorted(({tenant, *others}) - set(self.counts_read))
+            self._counted(tenants, self.sql.pending_counts(tenants))
+            waiting = self._waiting_count(tenant)
+            assert waiting is not None, "just counted"
+        if waiting >= self.max_pending_per_tenant:
             return False
-        self._pending_counts[tenant] += 1
+        self.queued[tenant] += 1
         return True
+
+    def _waiting_count(self, tenant: str) -> int | None:
+        if tenant in self.counts_read:
+            return self.counts_read[tenant] + self.queued[tenant]
+        known = self.pending.usable(tenant)
+        return None if known is None else known + self.queued[tenant]
+
+    def _counted(self, tenants: Iterable[str], counts: dict[str, int]) -> None:
+        if self.counts_read_at is None:
+            self.counts_read_at = self.pending.now()  # the earliest read: errs towards stale
+        self.counts_read.update({t: counts.get(t, 0) for t in tenants})
+
+    def keep_counts(self) -> None:
+        """After commit: what this batch read and queued, for the batches after it."""
+        self.pending.read(self.counts_read, self.counts_read_at)
+        self.pending.add(self.queued)
 
     def placement_request(self, spec: AllocationSpec, allocation_id: str) -> PlacementRequest:
         """The spec's placement request, kept off nodes where preemption is

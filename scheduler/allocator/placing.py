@@ -251,7 +251,7 @@ def apply_allocates(batch: Batch, allocates: Sequence[Allocate]) -> None:
                 continue
             # A flood of identical requests weighs preemption once per batch.
             weigh = not outcome.unschedulable and batch.may_weigh(spec.tenant, request)
-            making_room = make_room(batch, row, request) if weigh else None
+            making_room = make_room(batch, row, request, stored=False) if weigh else None
             row.update(
                 state="pending",
                 pending_reasons=reasons_json(outcome),

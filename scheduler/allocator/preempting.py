@@ -39,26 +39,39 @@ def _running(row: dict[str, Any], now: float) -> RunningAllocation:
     )
 
 
-def make_room(batch: Batch, row: dict[str, Any], request: PlacementRequest) -> str | None:
+def make_room(
+    batch: Batch, row: dict[str, Any], request: PlacementRequest, stored: bool = True
+) -> str | None:
     """If preempting lower-priority work lets `row` fit, ask those victims to
-    checkpoint and return what `row` now waits for; None when nothing helps."""
+    checkpoint and return what `row` now waits for; None when nothing helps.
+    `stored`: False for a request new in this batch (nothing checkpoints for it yet)."""
     entitled = is_entitled(batch.quotas, batch.usage, row["tenant"])
     if request.priority <= lowest_preemptible_value() and not entitled:
         return None
-    waiting = store.preempting_for(batch.conn, row["id"])
-    if waiting:
-        return f"waiting for {waiting} preempted allocation(s) to checkpoint"
+    if stored:
+        waiting = store.preempting_for(batch.conn, row["id"])
+        if waiting:
+            return f"waiting for {waiting} preempted allocation(s) to checkpoint"
     now = batch.now.timestamp()
-    ceiling = request.priority + 1 if entitled else request.priority
+    # Borrowed capacity is reclaimed for a tenant below its guarantee, even
+    # from work of the same priority: only the borrowers' work at that priority.
+    borrowers = (
+        sorted(t for t in batch.usage if is_borrowing(batch.quotas, batch.usage, t))
+        if entitled
+        else []
+    )
     running = []
-    for candidate in store.running_below(batch.conn, ceiling, preemptible_class_names()):
+    for candidate in store.running_below(
+        batch.conn, request.priority, preemptible_class_names(), borrowers
+    ):
         allocation = _running(candidate, now)
-        if entitled and is_borrowing(batch.quotas, batch.usage, allocation.tenant):
-            # Borrowed capacity is reclaimed for a tenant below its guarantee,
-            # even from work of the same priority.
+        if allocation.tenant in borrowers:
             lowered = min(allocation.priority, request.priority - 1)
             allocation = replace(allocation, priority=lowered)
         running.append(allocation)
+    if not running:  # nothing this request may preempt
+        batch.no_room[(row["tenant"], request)] = True
+        return None
     choice = choose_victims(batch.snapshot, request, running, now, batch.config)
     if choice is None or not choice.victims:
         batch.no_room[(row["tenant"], request)] = True

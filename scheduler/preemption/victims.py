@@ -160,12 +160,13 @@ def _eligible_holdings(
 
     The holdings are by GPU id and name allocations by their index in the first list.
     """
-    usable = usable_gpus(snapshot, request)
     pool: list[RunningAllocation] = []
     holdings: dict[int, list[Holding]] = {}
-    for allocation in running:
-        if not is_eligible(allocation, request.priority, now):
-            continue
+    eligible = [a for a in running if is_eligible(a, request.priority, now)]
+    if not eligible:
+        return pool, holdings  # skips the fleet-wide scan of usable GPUs
+    usable = usable_gpus(snapshot, request)
+    for allocation in eligible:
         index = len(pool)
         for claim in allocation.claims:
             if claim.gpu_id in usable:

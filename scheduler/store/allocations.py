@@ -226,9 +226,17 @@ def record_checkpoint(
     return dict(row) if row else None
 
 
-def running_below(conn: Connection, priority: int, classes: Sequence[str]) -> list[dict[str, Any]]:
+def running_below(
+    conn: Connection, priority: int, classes: Sequence[str], borrowers: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """Placed allocations of lower priority in these (preemptible) classes,
-    each with its live claims under "claims"."""
+    and the `borrowers`' at that priority, each with its live claims under "claims"."""
+    below = allocations_t.c.priority < priority
+    if borrowers:
+        below = or_(
+            below,
+            and_(allocations_t.c.priority == priority, allocations_t.c.tenant.in_(list(borrowers))),
+        )
     rows = conn.execute(
         select(
             allocations_t.c.id,
@@ -247,7 +255,7 @@ def running_below(conn: Connection, priority: int, classes: Sequence[str]) -> li
         )
         .join(claims_t, claims_t.c.allocation_id == allocations_t.c.id)
         .where(allocations_t.c.state.in_(("placed", "running")))
-        .where(allocations_t.c.priority < priority)
+        .where(below)
         .where(allocations_t.c.priority_class.in_(list(classes)))
     ).mappings()
     by_id: dict[str, dict[str, Any]] = {}

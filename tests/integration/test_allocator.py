@@ -19,6 +19,7 @@ from gpupool.v1 import scheduler_pb2, types_pb2
 from scheduler.allocator.allocator import Allocator
 from scheduler.allocator.batch import NO_ROOM_MEMO_S, Batch
 from scheduler.allocator.notifier import ChangeNotifier
+from scheduler.allocator.pending_counts import REFUSE_WITHIN_S
 from scheduler.api.converters import allocation_spec
 from scheduler.app import SchedulerApp
 from scheduler.domain.allocation import AllocationSpec
@@ -129,6 +130,32 @@ def test_a_tenant_cannot_queue_without_bound(
         other = app.allocator.allocate(spec("c-1", tenant="team-b", **big))
         assert other.state == "pending", "the cap is per tenant"
         assert stored(clean_database, "state = 'pending'") == 3
+    finally:
+        admin.close()
+
+
+def test_the_cap_counts_what_waits_now_before_it_refuses(
+    clock: ManualClock,
+    start_app: Callable[[], SchedulerApp],
+    mixed_fleet: list[SimulatedNode],
+) -> None:
+    """Counts are kept between batches and only counted up: a refusal is
+    decided on a fresh count, so room a cancel made is seen."""
+    app = start_app()
+    admin = Client.as_admin(app)
+    register_fleet(admin, mixed_fleet)
+    app.allocator.max_pending_per_tenant = 2
+    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+    try:
+        assert app.allocator.allocate(spec("b-0", **big)).state == "placed"
+        waiting = [app.allocator.allocate(spec(f"b-{i}", **big)) for i in (1, 2)]
+        with pytest.raises(ResourceExhausted):
+            app.allocator.allocate(spec("b-3", **big))
+        app.allocator.release(waiting[0].id, "changed my mind")  # one fewer waits
+        clock.advance(REFUSE_WITHIN_S + 0.5)  # the kept count is too old to refuse by
+        assert app.allocator.allocate(spec("b-4", **big)).state == "pending"
+        with pytest.raises(ResourceExhausted, match="already has 2 allocations waiting"):
+            app.allocator.allocate(spec("b-5", **big))
     finally:
         admin.close()
 
