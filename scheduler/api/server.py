@@ -65,7 +65,7 @@ class Listeners:
     tls: ServerTls | None  # None: plaintext (--insecure)
 
 
-# Agents ping every 10 s to find a replica that vanished without closing its
+# Agents ping every 30 s to find a replica that vanished without closing its
 # connection; both servers allow it rather than answer "too many pings".
 # Requests keep gRPC's 4 MiB cap: nothing a caller sends needs more.
 SERVER_OPTIONS: list[tuple[str, Any]] = [
