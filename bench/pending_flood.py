@@ -16,7 +16,8 @@ heartbeating, and a second replica on the same database (a follower):
 3. --after-seconds more with the queue full;
 4. --idle-seconds with no client calls at all, the queue still full; the
    agents' heartbeats go on (idle_cpu_pct_empty_queue, measured the same way
-   for 10 s before the flood, is what they cost alone).
+   for 10 s before the flood, once the filler has settled, is what they cost
+   alone).
 
 Throughout 2 and 3, a probe client (its own process) allocates 100 milli-GPU
 on any GPU and releases it, one pair at a time, and records Allocate latency.
@@ -75,6 +76,9 @@ from scheduler.store.database import libpq_url
 TENANTS = 20  # the flood tenant and 19 others
 FILL = (("B200", 125), ("H200", 175))  # whole nodes of 8 in bench.support.fleet.FLEET_MIX
 BASELINE_SECONDS = 10.0
+# The filler's 300 new desired states and the agents' answers to them cost the
+# scheduler for a few seconds: the baseline waits for that to pass.
+SETTLE_SECONDS = 15.0
 PROBE_PAUSE = 0.05  # between probe pairs: the probe measures, it does not load
 SERVE = [sys.executable, "-m", "scheduler.cli.main", "serve"]
 
@@ -246,6 +250,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 filled = submit(leader.address, leader.admin, fill_requests(), 16, deadline,
                                 "filling the B200 and H200 nodes", console)  # fmt: skip
                 console.print(f"filler: {dict(filled)}")
+                wait(SETTLE_SECONDS, "settling after the filler", console)
                 baseline = cpu_pct([leader.pid], BASELINE_SECONDS, "idle, empty queue", console)
                 with probe(leader) as finish_probe:
                     wait(2.0, "probe warming up", console)
