@@ -7,7 +7,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -109,55 +109,52 @@ def test_a_lost_database_is_unavailable(app: SchedulerApp, clock: ManualClock) -
         nowhere.dispose()
 
 
-def test_a_tenant_cannot_queue_without_bound(
-    clean_database: str,
-    clock: ManualClock,
-    start_app: Callable[[], SchedulerApp],
-    mixed_fleet: list[SimulatedNode],
-) -> None:
+@pytest.fixture
+def capped_app(
+    start_app: Callable[[], SchedulerApp], mixed_fleet: list[SimulatedNode]
+) -> Iterator[SchedulerApp]:
+    """A scheduler on the mixed fleet whose tenants may each have 2 allocations waiting."""
     app = start_app()
     admin = Client.as_admin(app)
     register_fleet(admin, mixed_fleet)
     app.allocator.max_pending_per_tenant = 2
-    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
     try:
-        first = app.allocator.allocate(spec("b-0", **big))
-        assert first.state == "placed"  # the only B200 node is now full
-        waiting = [app.allocator.allocate(spec(f"b-{i}", **big)) for i in (1, 2)]
-        assert [w.state for w in waiting] == ["pending", "pending"]
-        with pytest.raises(ResourceExhausted, match="already has 2 allocations waiting"):
-            app.allocator.allocate(spec("b-3", **big))
-        other = app.allocator.allocate(spec("c-1", tenant="team-b", **big))
-        assert other.state == "pending", "the cap is per tenant"
-        assert stored(clean_database, "state = 'pending'") == 3
+        yield app
     finally:
         admin.close()
+
+
+WHOLE_B200: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
+
+
+def test_a_tenant_cannot_queue_without_bound(clean_database: str, capped_app: SchedulerApp) -> None:
+    allocator = capped_app.allocator
+    first = allocator.allocate(spec("b-0", **WHOLE_B200))
+    assert first.state == "placed"  # the only B200 node is now full
+    waiting = [allocator.allocate(spec(f"b-{i}", **WHOLE_B200)) for i in (1, 2)]
+    assert [w.state for w in waiting] == ["pending", "pending"]
+    with pytest.raises(ResourceExhausted, match="already has 2 allocations waiting"):
+        allocator.allocate(spec("b-3", **WHOLE_B200))
+    other = allocator.allocate(spec("c-1", tenant="team-b", **WHOLE_B200))
+    assert other.state == "pending", "the cap is per tenant"
+    assert stored(clean_database, "state = 'pending'") == 3
 
 
 def test_the_cap_counts_what_waits_now_before_it_refuses(
-    clock: ManualClock,
-    start_app: Callable[[], SchedulerApp],
-    mixed_fleet: list[SimulatedNode],
+    clock: ManualClock, capped_app: SchedulerApp
 ) -> None:
     """Counts are kept between batches and only counted up: a refusal is
     decided on a fresh count, so room a cancel made is seen."""
-    app = start_app()
-    admin = Client.as_admin(app)
-    register_fleet(admin, mixed_fleet)
-    app.allocator.max_pending_per_tenant = 2
-    big: dict[str, Any] = {"whole": types_pb2.WholeGpus(count=8), "gpu_models": ["B200"]}
-    try:
-        assert app.allocator.allocate(spec("b-0", **big)).state == "placed"
-        waiting = [app.allocator.allocate(spec(f"b-{i}", **big)) for i in (1, 2)]
-        with pytest.raises(ResourceExhausted):
-            app.allocator.allocate(spec("b-3", **big))
-        app.allocator.release(waiting[0].id, "changed my mind")  # one fewer waits
-        clock.advance(REFUSE_WITHIN_S + 0.5)  # the kept count is too old to refuse by
-        assert app.allocator.allocate(spec("b-4", **big)).state == "pending"
-        with pytest.raises(ResourceExhausted, match="already has 2 allocations waiting"):
-            app.allocator.allocate(spec("b-5", **big))
-    finally:
-        admin.close()
+    allocator = capped_app.allocator
+    assert allocator.allocate(spec("b-0", **WHOLE_B200)).state == "placed"
+    waiting = [allocator.allocate(spec(f"b-{i}", **WHOLE_B200)) for i in (1, 2)]
+    with pytest.raises(ResourceExhausted):
+        allocator.allocate(spec("b-3", **WHOLE_B200))
+    allocator.release(waiting[0].id, "changed my mind")  # one fewer waits
+    clock.advance(REFUSE_WITHIN_S + 0.5)  # the kept count is too old to refuse by
+    assert allocator.allocate(spec("b-4", **WHOLE_B200)).state == "pending"
+    with pytest.raises(ResourceExhausted, match="already has 2 allocations waiting"):
+        allocator.allocate(spec("b-5", **WHOLE_B200))
 
 
 def test_only_the_leader_runs_the_queue(
