@@ -41,7 +41,8 @@ _listener: QueueListener | None = None
 class _ThreadQueueHandler(QueueHandler):
     """Hands records to the writer thread as they are: formatting and the write
     happen there. The allocator logs every state change it commits; a write in
-    its own thread gives up the GIL and waits to get it back (ms under load)."""
+    its own thread gives up the GIL and waits to get it back (ms under load).
+    Arguments are formatted there too, later: log values, not objects that change."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record  # same process: nothing to make picklable
@@ -97,15 +98,17 @@ def configure_logging(
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     global _listener
-    stop_logging()
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    _listener = QueueListener(records, handler)
-    _listener.start()
-    atexit.register(stop_logging)  # once: register() of the same function repeats it
+    listener = QueueListener(records, handler)
+    listener.start()
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(_ThreadQueueHandler(records))
+    stop_logging()  # the previous writer, if any, after what it was handed
+    _listener = listener
+    atexit.unregister(stop_logging)  # registered once, however often this runs
+    atexit.register(stop_logging)
     root.setLevel(level.upper())
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(library_level.upper())

@@ -66,6 +66,3 @@ class PendingCounts:
 
     def now(self) -> float:
         return self._timer()
-
-    def clear(self) -> None:
-        self._counts.clear()
