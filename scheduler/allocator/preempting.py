@@ -69,10 +69,10 @@ def make_room(
             lowered = min(allocation.priority, request.priority - 1)
             allocation = replace(allocation, priority=lowered)
         running.append(allocation)
-    if not running:  # nothing this request may preempt
-        batch.no_room[(row["tenant"], request)] = True
-        return None
-    choice = choose_victims(batch.snapshot, request, running, now, batch.config)
+    # Nothing it may preempt: no need to search (or place) at all.
+    choice = (
+        choose_victims(batch.snapshot, request, running, now, batch.config) if running else None
+    )
     if choice is None or not choice.victims:
         batch.no_room[(row["tenant"], request)] = True
         return None
