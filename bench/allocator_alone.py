@@ -12,7 +12,9 @@ Run: python -m bench.allocator_alone [--clients 32] [--seconds 20]
 JSON (last line): allocations_per_s (with as many releases), allocate_p50_ms,
 allocate_p99_ms, cpu_ms_per_allocation (the whole process: allocator and client
 threads, from /proc), commands_per_batch, round_trips_per_batch (counted by the
-allocator), load_average. Only 127.0.0.1; bounded by --seconds.
+allocator), the allocator thread's wall-time shares (allocator_in_batches_share,
+of it allocator_opening_read_share and allocator_closing_write_share, and
+allocator_waiting_for_commands_share), load_average. Only 127.0.0.1; bounded by --seconds.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import random
 import threading
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 from rich.console import Console
@@ -33,6 +36,7 @@ from sqlalchemy import create_engine
 from bench.harness import DEFAULT_URL, loopback_server, scratch_database, stop_on_sigterm
 from bench.support.clients import HELD_PER_CLIENT, request_templates
 from bench.support.fleet import fleet_nodes
+from scheduler.allocator.allocator import AllocatorSeconds
 from scheduler.api.converters import allocation_spec, gpu_specs
 from scheduler.app import SchedulerApp, SchedulerSettings
 from scheduler.domain.clock import SystemClock
@@ -147,6 +151,7 @@ def main() -> None:
             allocator.commands_committed,
             allocator.round_trips,
         )
+        seconds0 = replace(allocator.seconds)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         churn.measuring = True
         with Progress(console=console, transient=True) as bar:
@@ -170,10 +175,30 @@ def main() -> None:
                 (allocator.commands_committed - commands0) / max(1, batches), 1
             ),
             "round_trips_per_batch": round((allocator.round_trips - trips0) / max(1, batches), 2),
+            **thread_shares(seconds0, allocator.seconds, wall),
             "load_average": round(os.getloadavg()[0], 2),
         }
     console.print(summary)
     print(json.dumps(summary), flush=True)
+
+
+def thread_shares(
+    before: AllocatorSeconds, after: AllocatorSeconds, wall: float
+) -> dict[str, float]:
+    """Shares of the allocator thread's wall time over the window: in batches
+    (of which in the opening read and the closing write's round trips) and
+    waiting for commands (the rest)."""
+
+    def share(seconds: float) -> float:
+        return round(seconds / wall, 3)
+
+    in_batches = after.in_batches - before.in_batches
+    return {
+        "allocator_in_batches_share": share(in_batches),
+        "allocator_opening_read_share": share(after.opening_read - before.opening_read),
+        "allocator_closing_write_share": share(after.closing_write - before.closing_write),
+        "allocator_waiting_for_commands_share": share(max(0.0, wall - in_batches)),
+    }
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ class AllocatorStats:
     pending_passes: int
 
 
+@dataclass
+class AllocatorSeconds:
+    """Wall seconds of the committed batches, since start: where the allocator
+    thread's time goes (bench.allocator_alone prints the shares). The rest of
+    its time it waited for commands."""
+
+    in_batches: float = 0.0  # from the transaction's start to its commit
+    opening_read: float = 0.0  # the opening read's round trip
+    closing_write: float = 0.0  # building and sending the writes, and the commit
+
+
 def _outcome(command: cmd.Command, timeout: float) -> Any:
     try:
         return command.future.result(timeout=timeout)
@@ -178,6 +189,7 @@ class Allocator:
         self.batches_committed = 0
         self.commands_committed = 0
         self.round_trips = 0  # database round trips of committed batches
+        self.seconds = AllocatorSeconds()
         self.full_reloads = 0  # whole-snapshot loads (start, lost races, lost notifications)
         self._engine = engine
         self._notifier = notifier
@@ -532,6 +544,7 @@ class Allocator:
 
     def _execute(self, commands: Sequence[cmd.Command]) -> Batch:
         self._open_batch = None
+        started = time.perf_counter()
         try:
             with self._engine.connect() as conn:
                 transaction = conn.begin()
@@ -546,6 +559,9 @@ class Allocator:
         except BaseException:
             self._rolled_back()
             raise
+        self.seconds.in_batches += time.perf_counter() - started
+        self.seconds.opening_read += batch.opening_s
+        self.seconds.closing_write += batch.closing_s
         return batch
 
     def _rolled_back(self) -> None:
@@ -630,6 +646,7 @@ class Allocator:
         # nothing below reads, so psycopg's pipeline sends it all at once.
         # A constraint that refuses a claim surfaces at the commit.
         batch.sql.pipelined = True
+        closing = time.perf_counter()
         with translated("COMMIT"), driver.pipeline():
             for write in batch.closing_writes:
                 write()
@@ -639,6 +656,7 @@ class Allocator:
             batch.sql.insert_events(batch.events)
             batch.sql.notify(batch.payloads(self._replica_id))
             transaction.commit()
+        batch.closing_s = time.perf_counter() - closing
         batch.sql.round_trip(in_pipeline=True)
         return batch
 

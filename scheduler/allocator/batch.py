@@ -123,6 +123,10 @@ class Batch:
     spot: frozenset[str] | None = None  # spot nodes: the allocator's, kept with its snapshot
     fenced: bool | None = None  # the leader's epoch checked in this transaction (None: not yet)
     snapshot_behind: bool = False  # it lacked a claim this batch released: reload after
+    # Wall seconds in its opening read and its closing write (each one round
+    # trip, the closing one with the building of what it sends): see Allocator.seconds.
+    opening_s: float = 0.0
+    closing_s: float = 0.0
     revocations: list[str] = field(default_factory=list)  # how each revoke went (metrics)
 
     def place(self, request: PlacementRequest) -> PlacementOutcome:
@@ -148,7 +152,9 @@ class Batch:
         find what retries ask, count what the asking tenants have waiting (those
         without a recent count)."""
         unknown = self.pending.unknown(tenants)
+        started = time.perf_counter()
         self.locked, self.found, counts = self.sql.open(release_ids, keys, unknown)
+        self.opening_s += time.perf_counter() - started
         if counts is not None:
             self._counted(unknown, counts)
 

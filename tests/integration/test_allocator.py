@@ -267,6 +267,21 @@ def test_a_batch_costs_two_round_trips(app: SchedulerApp, fleet_client: Client) 
     assert allocator.round_trips - trips == 20
 
 
+def test_committed_batches_account_for_their_round_trips_wall_time(
+    app: SchedulerApp, fleet_client: Client
+) -> None:
+    """The allocator's wall-time split (bench.allocator_alone's shares) grows
+    with each committed batch, and its two round trips are parts of the batch."""
+    seconds = app.allocator.seconds
+    before = replace(seconds)
+    placed = app.allocator.allocate(spec("timed"))
+    app.allocator.release(placed.id, "done")
+    opening = seconds.opening_read - before.opening_read
+    closing = seconds.closing_write - before.closing_write
+    assert opening > 0 and closing > 0
+    assert opening + closing <= seconds.in_batches - before.in_batches
+
+
 def test_a_committed_batch_leaves_no_reference_cycle(
     app: SchedulerApp, fleet_client: Client
 ) -> None:
