@@ -28,7 +28,7 @@ from scheduler.api.interceptor import current_caller
 from scheduler.api.servicers import AgentsServicer
 from scheduler.domain.callers import require_node
 from scheduler.domain.errors import GpupoolError, InvalidArgument
-from scheduler.services.agents import AgentHub, AgentSession, OutboundMessage
+from scheduler.services.agents import AgentHello, AgentHub, AgentSession, OutboundMessage
 from scheduler.services.fleet import FleetService
 from scheduler.services.worker_logs import LogRelay
 from scheduler.services.workers import WorkerService
@@ -81,7 +81,7 @@ class AioAgentsServicer(AgentsServicer):
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(outbound.put_nowait, message)
 
-        session = await self._blocking(self._agents.connect, hello, sink)
+        session = await self._connect(hello, sink)
         reader: asyncio.Task[None] | None = None
         try:
             await self._blocking(self._workers.report, hello.node, hello.workers)
@@ -93,6 +93,24 @@ class AioAgentsServicer(AgentsServicer):
             if reader is not None:
                 reader.cancel()
             self._agents.disconnect(session)
+
+    async def _connect(
+        self, hello: AgentHello, sink: Callable[[OutboundMessage | None], None]
+    ) -> AgentSession:
+        """Register the hello's session. A stream that ends meanwhile (the agent
+        died mid-hello) cancels this await, not the registration already running
+        on the pool: its session is closed once it exists, or it would count as
+        connected until the node's next hello."""
+        registering = asyncio.ensure_future(self._blocking(self._agents.connect, hello, sink))
+        try:
+            return await asyncio.shield(registering)
+        except asyncio.CancelledError:
+            registering.add_done_callback(self._disconnect_registered)
+            raise
+
+    def _disconnect_registered(self, registering: asyncio.Future[AgentSession]) -> None:
+        if not registering.cancelled() and registering.exception() is None:
+            self._agents.disconnect(registering.result())
 
     async def _read_stream(
         self, messages: AsyncIterator[agents_pb2.AgentMessage], session: AgentSession

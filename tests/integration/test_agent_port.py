@@ -143,3 +143,46 @@ def test_agent_streams_take_no_thread_each(app: SchedulerApp, pki: SessionPki) -
     while app.agents.connected_nodes() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert app.agents.connected_nodes() == [], "a cancelled stream ends its session"
+
+
+async def _hello_then_cancel(app: SchedulerApp, pki: SessionPki, node: SimulatedNode,
+                             registering: threading.Event) -> None:  # fmt: skip
+    """Send a hello and end the stream while the scheduler registers it."""
+    channel = open_aio_channel(app.agent_address, pki.agent(node.name))
+    try:
+        call: Any = agents_pb2_grpc.AgentsStub(channel).Connect()  # type: ignore[call-arg]
+        await call.write(
+            agents_pb2.AgentMessage(hello=agents_pb2.AgentHello(node=register_request(node)))
+        )
+        await asyncio.to_thread(registering.wait, 10)
+        call.cancel()
+    finally:
+        await channel.close(None)
+
+
+def test_an_agent_gone_mid_hello_leaves_no_session(
+    app: SchedulerApp, pki: SessionPki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream ends while its hello is being registered (the agent died):
+    the session registered after that is closed, not left as connected."""
+    node = parse_fleet({"nodes": [{"name": "gone", "gpus": {"model": "L4", "count": 1}}]})[0]
+    registering, cancelled, registered = threading.Event(), threading.Event(), threading.Event()
+    connect = app.agents.connect
+
+    def slow_connect(*args: Any) -> Any:
+        registering.set()
+        cancelled.wait(10)  # the stream has ended by the time this returns
+        try:
+            return connect(*args)
+        finally:
+            registered.set()
+
+    monkeypatch.setattr(app.agents, "connect", slow_connect)
+    asyncio.run(_hello_then_cancel(app, pki, node, registering))
+    time.sleep(0.2)  # the cancellation reaches the server's handler
+    cancelled.set()
+    assert registered.wait(10)
+    deadline = time.monotonic() + 5
+    while app.agents.connected_nodes() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.agents.connected_nodes() == [], "a stream that ended mid-hello left a session"
