@@ -352,9 +352,11 @@ class SchedulerApp:
             self.admin_config = ensure_admin_config(
                 self.tokens, self.settings.data_dir, self.address, self.agent_address
             )
+        # Listening before the allocator's first load: no change slips between
+        # them, and the listener's first connection need not reload it all again.
+        self.listener.start()
         self.allocator.start()
         self.agents.start()
-        self.listener.start()
         if self.settings.run_loops:
             self._loops = start_loops(
                 self.leader,

@@ -50,9 +50,23 @@ class NotificationListener:
         self._on_nodes = on_nodes
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pg-listener", daemon=True)
+        self._listening = threading.Event()  # the first LISTEN is in place
+        self._starter_waiting = False  # start() is waiting for that first LISTEN
+        self._lock = threading.Lock()
 
-    def start(self) -> None:
+    def start(self, wait_s: float = 5.0) -> bool:
+        """Start listening, waiting up to `wait_s` for the first LISTEN. True when
+        it is in place: whatever is loaded after this returns misses no change, so
+        that first connection needs no on_reconnect (a second full reload of the
+        fleet at start: 8-9 s of a 100,000-GPU allocator). False (the database is
+        slow or away): the first connection, when it comes, calls on_reconnect."""
+        with self._lock:
+            self._starter_waiting = wait_s > 0
         self._thread.start()
+        self._listening.wait(wait_s)
+        with self._lock:
+            self._starter_waiting = False
+            return self._listening.is_set()
 
     def stop(self) -> None:
         self._stopped.set()
@@ -92,8 +106,13 @@ class NotificationListener:
             try:
                 with psycopg.connect(self._conninfo, autocommit=True) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    # Anything could have changed while we were not listening.
-                    self._on_reconnect()
+                    with self._lock:
+                        # Listening before start() returned: nothing was loaded yet.
+                        first = self._starter_waiting and not self._listening.is_set()
+                        self._listening.set()
+                    if not first:
+                        # Anything could have changed while we were not listening.
+                        self._on_reconnect()
                     backoff = 0.5
                     while not self._stopped.is_set():
                         for notify in conn.notifies(timeout=1.0):
