@@ -354,9 +354,12 @@ class SchedulerApp:
             )
         # Listening before the allocator's first load: no change slips between
         # them, and the listener's first connection need not reload it all again.
-        self.listener.start()
+        listening = self.listener.start()
         self.allocator.start()
         self.agents.start()
+        if listening and self.leader.is_leader:
+            # What its first connection no longer asks: the queue, retried at start.
+            self.allocator.request_pending_pass()
         if self.settings.run_loops:
             self._loops = start_loops(
                 self.leader,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import psycopg
 
+from scheduler.app import SchedulerApp
 from scheduler.services.listener import NotificationListener
 from scheduler.store.database import libpq_url
 
@@ -58,3 +61,17 @@ def test_a_listener_not_waited_for_treats_its_first_connection_as_a_reconnect(
         assert reconnects.wait(10.0), "the first connection asked for a reload"
     finally:
         listener.stop()
+
+
+def test_a_leader_retries_the_pending_queue_as_it_starts(
+    start_app: Callable[[], SchedulerApp],
+) -> None:
+    """A replica that starts as leader runs a pending pass at once: what waited
+    while no replica ran may fit now. (Its listener's first connection used to
+    ask for it; it no longer asks for anything.)"""
+    app = start_app()
+    assert app.leader.is_leader
+    deadline = time.monotonic() + 10
+    while app.allocator.passes_run == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert app.allocator.passes_run >= 1, "no pending pass at start"
